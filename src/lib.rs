@@ -1,8 +1,24 @@
 //! edgeimg: builds bootable, immutable OS images for edge Kubernetes (k0s) nodes, without root.
 //!
-//! The modules follow the data of a build: `profile` reads boards, roles and node configs;
-//! `plan` resolves them into one hashed plan; `source` fetches and verifies every input;
-//! `tree` holds file trees in memory; `rootfs` assembles the trees; `fs` encodes them;
-//! `disk` lays them out into an image; `build` runs the whole sequence.
-pub mod tree;
+//! The modules follow the data of a build: `profile` reads boards and roles and `node` the
+//! node config; `plan` resolves them into one hashed plan; `source` fetches and verifies every
+//! input; `tree` holds file trees in memory; `rootfs` assembles the trees from packages,
+//! `overlay` and `postinst`; `kmod` picks kernel modules; `fs` encodes the trees; `disk` lays
+//! them out into an image; `build` runs the whole sequence; `qemu` and `smoke` boot the result;
+//! `cli` is the only place that prints.
+pub mod build;
+pub mod cli;
+pub mod disk;
+pub mod fs;
+pub mod kmod;
+pub mod node;
+pub mod overlay;
+pub mod plan;
+pub mod postinst;
+pub mod profile;
 pub mod progress;
+pub mod qemu;
+pub mod rootfs;
+pub mod smoke;
+pub mod source;
+pub mod tree;

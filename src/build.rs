@@ -1,0 +1,324 @@
+//! `edgeimg build`: the numbered sequence from a plan to published outputs.
+//!
+//! 1. fetch and verify inputs (Debian chain, k0s)
+//! 2. unpack packages and assemble the root, initramfs and boot trees
+//! 3. lay out partitions, encode the filesystems straight into a sparse image
+//! 4. publish: image, .img.xz, .bmap, SHA256SUMS, manifest.json (each renamed into place)
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::disk::image::ImageWriter;
+use crate::disk::layout::{PartRole, PartType, PartitionPlan, PartitionSpec, TableKind};
+use crate::fs::cpio::{write_initramfs, Compression};
+use crate::fs::fat::{write_fat32, FatParams};
+use crate::fs::squashfs::{write_squashfs, SquashCompressor, SquashfsOptions};
+use crate::node::NodeConfig;
+use crate::plan::{K0sInput, Plan};
+use crate::profile::{Arch, PartitionTable};
+use crate::progress::Reporter;
+use crate::rootfs;
+use crate::source::cache::Cache;
+use crate::source::debian::{fetch_debs, Archive};
+use crate::source::k0s::{fetch_k0s, K0sArch, K0sBinary, K0sSource, K0sSpec};
+use crate::tree::Tree;
+
+const MIB: u64 = 1024 * 1024;
+
+/// Options that do not change what is built, only where and how.
+pub struct BuildOptions {
+    pub out_dir: PathBuf,
+    pub cache: Cache,
+    /// The join token, when given at build time (stays out of the manifest).
+    pub token: Option<String>,
+    pub xz: bool,
+}
+
+/// One input, as recorded in the manifest.
+#[derive(Debug, Serialize, Clone)]
+pub struct InputRecord {
+    pub name: String,
+    pub version: String,
+    pub source: String,
+    pub sha256: String,
+    pub architecture: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OutputRecord {
+    pub file: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// `manifest.json`.
+#[derive(Debug, Serialize)]
+pub struct Manifest {
+    pub edgeimg_version: String,
+    pub board: String,
+    pub role: String,
+    pub arch: String,
+    pub plan_hash: String,
+    pub image_hash: String,
+    pub suite: String,
+    pub mirror: String,
+    pub kernel_version: String,
+    pub k0s_version: String,
+    pub source_date_epoch: u64,
+    pub hostname: String,
+    /// Whether a join token was put on the boot partition (never the token itself).
+    pub token_included: bool,
+    pub token_required: bool,
+    pub inputs: Vec<InputRecord>,
+    pub partitions: PartitionPlan,
+    pub kernel_cmdline: String,
+    pub root_size: u64,
+    pub initramfs_size: u64,
+    pub outputs: Vec<OutputRecord>,
+}
+
+/// What `build` produced, for the summary.
+#[derive(Debug, Serialize)]
+pub struct BuildReport {
+    pub image: PathBuf,
+    pub outputs: Vec<PathBuf>,
+    pub manifest: PathBuf,
+    pub downloads: usize,
+    pub seconds: f64,
+    pub token_included: bool,
+    pub token_required: bool,
+    pub hostname: String,
+    pub image_size: u64,
+}
+
+pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<BuildReport> {
+    let started = Instant::now();
+    std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("creating {}", opts.out_dir.display()))?;
+    let stem = plan.stem();
+
+    // 1. Inputs.
+    let arch = plan.board.arch.debian();
+    let components: Vec<&str> = plan.base.components.iter().map(String::as_str).collect();
+    rep.step(&format!("Debian {} ({arch}) from {}", plan.suite, plan.mirror));
+    let archive = Archive::load(&opts.cache, &plan.mirror, &plan.suite, arch, &components, rep)?;
+    let packages = archive.resolve(&plan.wanted_packages(), &plan.base.provided)?;
+    rep.step(&format!("{} packages in the closure", packages.len()));
+    let debs = fetch_debs(&opts.cache, &plan.mirror, &packages, rep)?;
+    let k0s = fetch_k0s(&opts.cache, &k0s_spec(plan), rep)?;
+
+    // 2. Trees.
+    let unpacked = rootfs::unpack(plan, &debs, rep)?;
+    let root = rootfs::build_root(plan, &unpacked, &k0s, rep)?;
+    let initramfs_tree = rootfs::build_initramfs(plan, &unpacked, &root)?;
+    let initrd = write_initramfs(&initramfs_tree, Compression::Zstd, plan.source_date_epoch)?;
+    rep.step(&format!("initramfs: {} entries, {} KiB", initramfs_tree.len(), initrd.len() / 1024));
+
+    // 3. Layout and encoding.
+    let layout = partition_plan(plan)?;
+    let cmdline = kernel_cmdline(plan, &layout);
+    let mut boot = rootfs::build_boot(plan, &unpacked, &initrd, &cmdline)?;
+    let token = opts.token.clone();
+    add_node_files(&mut boot, &plan.node, token.as_deref())?;
+    boot.set_all_mtimes(plan.source_date_epoch);
+
+    let image_path = opts.out_dir.join(format!("{stem}.img"));
+    let mut image = ImageWriter::create(&opts.out_dir, &format!("{stem}.img"), layout.disk_size)?;
+    crate::disk::write_table(&layout, image.file_mut())?;
+    let root_size = encode_root(plan, &layout, &root, &mut image, rep)?;
+    encode_boot(plan, &layout, &boot, &mut image)?;
+    image.commit(&image_path)?;
+
+    // 4. Publish.
+    let mut outputs = vec![image_path.clone()];
+    if opts.xz {
+        let xz_path = opts.out_dir.join(format!("{stem}.img.xz"));
+        crate::disk::xz::compress_xz(&image_path, &xz_path, threads(), rep)?;
+        outputs.push(xz_path);
+    }
+    let bmap_path = opts.out_dir.join(format!("{stem}.bmap"));
+    crate::disk::bmap::write_bmap(&image_path, &bmap_path)?;
+    outputs.push(bmap_path);
+
+    let mut output_records = Vec::new();
+    for o in &outputs {
+        output_records.push(OutputRecord {
+            file: file_name(o),
+            size: std::fs::metadata(o)?.len(),
+            sha256: crate::disk::checksums::sha256_file(o)?,
+        });
+    }
+    let hostname = plan.node.hostname.clone().unwrap_or_default();
+    let manifest = Manifest {
+        edgeimg_version: plan.edgeimg_version.clone(),
+        board: plan.board.name.clone(),
+        role: plan.role.to_string(),
+        arch: arch.to_string(),
+        plan_hash: plan.hash(),
+        image_hash: plan.image_hash(),
+        suite: plan.suite.clone(),
+        mirror: plan.mirror.clone(),
+        kernel_version: unpacked.kver.clone(),
+        k0s_version: plan.k0s_version.clone(),
+        source_date_epoch: plan.source_date_epoch,
+        hostname: hostname.clone(),
+        token_included: token.is_some(),
+        token_required: plan.role.needs_token(),
+        inputs: input_records(&debs, &k0s, plan),
+        partitions: layout.clone(),
+        kernel_cmdline: cmdline,
+        root_size,
+        initramfs_size: initrd.len() as u64,
+        outputs: output_records,
+    };
+    let manifest_path = opts.out_dir.join("manifest.json");
+    write_atomic(&manifest_path, serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    outputs.push(manifest_path.clone());
+
+    let names: Vec<String> = outputs.iter().map(|p| file_name(p)).collect();
+    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    crate::disk::checksums::write_sha256sums(&opts.out_dir, &name_refs)?;
+    outputs.push(opts.out_dir.join("SHA256SUMS"));
+
+    Ok(BuildReport {
+        image_size: std::fs::metadata(&image_path)?.len(),
+        image: image_path,
+        outputs,
+        manifest: manifest_path,
+        downloads: opts.cache.downloads_made(),
+        seconds: started.elapsed().as_secs_f64(),
+        token_included: token.is_some(),
+        token_required: plan.role.needs_token(),
+        hostname,
+    })
+}
+
+fn k0s_spec(plan: &Plan) -> K0sSpec {
+    let arch = match plan.board.arch {
+        Arch::Amd64 => K0sArch::Amd64,
+        Arch::Arm64 => K0sArch::Arm64,
+        Arch::Armhf => K0sArch::Arm,
+    };
+    let source = match &plan.k0s {
+        K0sInput::Url { url, sha256 } => K0sSource::Url { template: url.clone(), sha256: sha256.clone() },
+        K0sInput::LocalFile { path } => K0sSource::LocalFile(path.clone()),
+    };
+    K0sSpec { version: plan.k0s_version.clone(), arch, source }
+}
+
+/// The partition layout of the board, identifiers seeded by the image hash.
+pub fn partition_plan(plan: &Plan) -> Result<PartitionPlan> {
+    let sizes = &plan.board.partitions;
+    let (table, boot_type, root_type, data_type) = match plan.board.partition_table {
+        PartitionTable::Gpt => (
+            TableKind::Gpt,
+            PartType::Esp,
+            match plan.board.arch {
+                Arch::Amd64 => PartType::LinuxRootX86_64,
+                Arch::Arm64 => PartType::LinuxRootArm64,
+                Arch::Armhf => PartType::LinuxRootArm,
+            },
+            PartType::LinuxData,
+        ),
+        PartitionTable::Mbr => (TableKind::Mbr, PartType::Fat32Lba, PartType::Linux, PartType::Linux),
+    };
+    let specs = [
+        PartitionSpec { role: PartRole::Boot, name: "boot".into(), ptype: boot_type, size: sizes.boot_mib * MIB, bootable: true },
+        PartitionSpec { role: PartRole::Root, name: "root".into(), ptype: root_type, size: sizes.root_mib * MIB, bootable: false },
+        PartitionSpec { role: PartRole::Data, name: "data".into(), ptype: data_type, size: sizes.data_mib * MIB, bootable: false },
+    ];
+    PartitionPlan::new(table, &specs, plan.image_hash().as_bytes())
+}
+
+/// The kernel command line: where the initramfs finds its partitions, then the board's
+/// console and arguments.
+pub fn kernel_cmdline(plan: &Plan, layout: &PartitionPlan) -> String {
+    let mut args = vec![
+        format!("edgeimg.boot=PARTUUID={}", layout.partuuid(PartRole::Boot)),
+        format!("edgeimg.root=PARTUUID={}", layout.partuuid(PartRole::Root)),
+        format!("edgeimg.data=PARTUUID={}", layout.partuuid(PartRole::Data)),
+    ];
+    args.extend(plan.board.cmdline.iter().cloned());
+    args.join(" ")
+}
+
+fn encode_root(plan: &Plan, layout: &PartitionPlan, root: &Tree, image: &mut ImageWriter, rep: &dyn Reporter) -> Result<u64> {
+    let spec = &plan.base.squashfs;
+    let compressor = match spec.compressor.as_str() {
+        "zstd" => SquashCompressor::Zstd { level: spec.level.unwrap_or(15) },
+        "xz" => SquashCompressor::Xz,
+        "gzip" => SquashCompressor::Gzip,
+        other => bail!("profiles/base.toml: [squashfs] compressor = \"{other}\" is not one of zstd, xz, gzip"),
+    };
+    let opts = SquashfsOptions { compressor, block_size: spec.block_size, mtime: plan.source_date_epoch as u32 };
+    rep.step(&format!("root: squashfs of {} entries, {} MiB of content", root.len(), root.content_size() / MIB));
+    let offset = layout.offset(PartRole::Root);
+    let mut w = crate::fs::squashfs::OffsetWriter::new(image.file_mut(), offset)?;
+    let size = write_squashfs(root, &opts, &mut w)?;
+    layout
+        .check_fits(PartRole::Root, size)
+        .map_err(|e| anyhow::anyhow!("{e}: raise `root_mib` under [partitions] in {}", plan.board.file.display()))?;
+    Ok(size)
+}
+
+fn encode_boot(plan: &Plan, layout: &PartitionPlan, boot: &Tree, image: &mut ImageWriter) -> Result<()> {
+    let part = layout.get(PartRole::Boot);
+    let params = FatParams {
+        size: part.size_lba * layout.sector_size,
+        volume_id: u32::from_str_radix(&plan.image_hash()[..8], 16).unwrap_or(0x1234_5678),
+        label: "EDGEIMG".into(),
+        hidden_sectors: part.start_lba as u32,
+        mtime: plan.source_date_epoch,
+    };
+    let base = layout.offset(PartRole::Boot);
+    write_fat32(boot, &params, image.file_mut(), base)
+        .map_err(|e| anyhow::anyhow!("boot partition: {e}: raise `boot_mib` under [partitions] in {}", plan.board.file.display()))?;
+    Ok(())
+}
+
+/// Renders the node config onto the boot tree, with the token when given.
+pub fn add_node_files(boot: &mut Tree, node: &NodeConfig, token: Option<&str>) -> Result<()> {
+    let rendered = node.render(token)?;
+    boot.overlay(&rendered.into_tree())?;
+    Ok(())
+}
+
+fn input_records(debs: &[crate::source::debian::FetchedDeb], k0s: &K0sBinary, plan: &Plan) -> Vec<InputRecord> {
+    let mut v: Vec<InputRecord> = debs
+        .iter()
+        .map(|d| InputRecord {
+            name: d.package.name.clone(),
+            version: d.package.version.clone(),
+            source: format!("{}/{}", plan.mirror, d.package.filename),
+            sha256: d.package.sha256.clone(),
+            architecture: d.package.architecture.clone(),
+        })
+        .collect();
+    v.push(InputRecord {
+        name: "k0s".into(),
+        version: k0s.version.clone(),
+        source: k0s.url.clone(),
+        sha256: k0s.sha256.clone(),
+        architecture: plan.board.arch.k0s().into(),
+    });
+    v
+}
+
+fn threads() -> u32 {
+    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
+}
+
+/// Writes `data` to a temporary name beside `path`, then renames it into place.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, data).with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,392 @@
+//! The command line: clap definitions, turning arguments into plans, and all printing.
+//! Results go to stdout (text or `--json`); progress and warnings go to stderr.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::build::{build, BuildOptions};
+use crate::node::{NodeConfig, NodeOverrides, Role};
+use crate::plan::{Plan, Request};
+use crate::profile::DataDir;
+use crate::progress::{Reporter, Silent, Task};
+use crate::source::cache::Cache;
+
+/// Builds bootable, immutable OS images for edge Kubernetes (k0s) nodes, without root.
+#[derive(Parser, Debug)]
+#[command(name = "edgeimg", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    /// Print nothing but errors (and results with --json).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// Print the result as one JSON object on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Project directory holding boards/, profiles/ and overlays/ (default: found automatically).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List the boards edgeimg can build for.
+    Boards,
+    /// Fetch, verify and assemble an image for a board and role.
+    Build(BuildArgs),
+    /// Boot an image in QEMU and check that the node comes up as configured.
+    Smoke(SmokeArgs),
+    /// Boot an image in QEMU with its serial console attached to this terminal.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Board name (a file in boards/): see `edgeimg boards`.
+    #[arg(long, default_value = "x86-64")]
+    pub board: String,
+    /// Node role: controller, worker, controller+worker or single.
+    #[arg(long)]
+    pub role: Option<Role>,
+    /// Node config (TOML) rendered onto the boot partition.
+    #[arg(long, value_name = "FILE")]
+    pub node: Option<PathBuf>,
+    /// Hostname of the node (overrides the node config).
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// File holding the k0s join token (overrides the node config).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// SSH public key file or key line to authorize (repeatable).
+    #[arg(long, value_name = "KEY")]
+    pub ssh_key: Vec<String>,
+    /// k0s version (the default is pinned in profiles/base.toml).
+    #[arg(long, value_name = "V")]
+    pub k0s_version: Option<String>,
+    /// Use this local k0s binary (hashed and recorded in the manifest).
+    #[arg(long, value_name = "PATH")]
+    pub k0s_binary: Option<PathBuf>,
+    /// k0s download URL template with {version} and {arch}.
+    #[arg(long, value_name = "TEMPLATE")]
+    pub k0s_url: Option<String>,
+    /// Expected sha256 of the k0s binary (for versions or URLs not pinned in the profile).
+    #[arg(long, value_name = "HEX")]
+    pub k0s_sha256: Option<String>,
+    /// Debian mirror URL (default: the profile's, else this host's APT sources).
+    #[arg(long, value_name = "URL")]
+    pub mirror: Option<String>,
+    /// Debian suite.
+    #[arg(long)]
+    pub suite: Option<String>,
+    /// Never use the network; fail if an input is not in the cache.
+    #[arg(long)]
+    pub offline: bool,
+    /// Re-download the Debian index even when the cached one is recent.
+    #[arg(long)]
+    pub refresh: bool,
+    /// Cache directory (default: $XDG_CACHE_HOME/edgeimg).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long, default_value = "out", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Skip the .img.xz output.
+    #[arg(long)]
+    pub no_xz: bool,
+    /// Resolve and print the plan, build nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SmokeArgs {
+    /// The raw image (.img) to boot; it is copied, never modified.
+    pub image: PathBuf,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    /// Keep the disk copy and print its path.
+    #[arg(long)]
+    pub keep: bool,
+    /// Use KVM instead of TCG emulation.
+    #[arg(long)]
+    pub kvm: bool,
+    /// Size of the test disk the image is copied onto, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub disk_mib: u64,
+    /// QEMU guestfwd rule (`tcp:10.0.2.100:80-tcp:127.0.0.1:8080`), repeatable.
+    #[arg(long, value_name = "RULE")]
+    pub guestfwd: Vec<String>,
+    /// Also require this text on the console before passing (repeatable).
+    #[arg(long, value_name = "TEXT")]
+    pub expect: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The raw image (.img) to boot.
+    pub image: PathBuf,
+    /// Boot the image file itself instead of a copy.
+    #[arg(long)]
+    pub in_place: bool,
+    /// Use KVM instead of TCG emulation.
+    #[arg(long)]
+    pub kvm: bool,
+    /// Size of the test disk the image is copied onto, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    pub disk_mib: u64,
+}
+
+/// Parses arguments, runs the command and prints the outcome. Returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    let rep = make_reporter(&cli);
+    match run(&cli, rep.as_ref()) {
+        Ok(()) => 0,
+        Err(e) => {
+            if cli.json {
+                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+            }
+            eprintln!("error: {e:#}");
+            1
+        }
+    }
+}
+
+fn run(cli: &Cli, rep: &dyn Reporter) -> Result<()> {
+    let data = DataDir::locate(cli.data_dir.as_deref())?;
+    match &cli.command {
+        Command::Boards => boards(cli, &data),
+        Command::Build(args) => build_cmd(cli, &data, args, rep),
+        Command::Smoke(args) => crate::smoke::smoke_cmd(cli.json, &data, args, rep),
+        Command::Run(args) => crate::smoke::run_cmd(&data, args),
+    }
+}
+
+fn boards(cli: &Cli, data: &DataDir) -> Result<()> {
+    let boards = data.boards()?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&boards)?);
+        return Ok(());
+    }
+    println!("{:<12} {:<6} {:<6} {:<5} description", "board", "arch", "boot", "table");
+    for b in boards {
+        let boot = match b.boot {
+            crate::profile::BootSpec::Uefi { .. } => "uefi",
+        };
+        let table = format!("{:?}", b.partition_table).to_lowercase();
+        let desc = match &b.unsupported {
+            Some(why) => format!("NOT OFFERED: {why}"),
+            None => b.description.clone(),
+        };
+        println!("{:<12} {:<6} {:<6} {:<5} {desc}", b.name, b.arch.debian(), boot, table);
+    }
+    Ok(())
+}
+
+fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) -> Result<()> {
+    let mut node = match &args.node {
+        Some(p) => NodeConfig::from_toml_file(p)?,
+        None => NodeConfig::default(),
+    };
+    let overrides = NodeOverrides {
+        hostname: args.hostname.clone(),
+        role: None,
+        token_file: args.token_file.clone(),
+        ssh_keys: read_ssh_keys(&args.ssh_key)?,
+        ..Default::default()
+    };
+    node.apply(&overrides);
+    node.validate()?;
+    let token = node.token()?;
+    for w in node.warnings() {
+        rep.warn(&w);
+    }
+    let host_mirror = crate::source::debian::apt_mirror(Path::new("/"))?;
+    let req = Request {
+        board: args.board.clone(),
+        role: args.role,
+        node: Some(node),
+        mirror: args.mirror.clone(),
+        suite: args.suite.clone(),
+        k0s_version: args.k0s_version.clone(),
+        k0s_url: args.k0s_url.clone(),
+        k0s_sha256: args.k0s_sha256.clone(),
+        k0s_binary: args.k0s_binary.clone(),
+        source_date_epoch: None,
+    };
+    let plan = Plan::resolve(data, req, host_mirror)?;
+    if args.dry_run {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(());
+    }
+    let cache_dir = args.cache_dir.clone().unwrap_or_else(Cache::default_dir);
+    let mut cache = Cache::new(cache_dir, args.offline)?;
+    if args.refresh {
+        cache.set_refresh(true);
+    }
+    let opts = BuildOptions { out_dir: args.out.clone(), cache, token, xz: !args.no_xz };
+    let report = build(&plan, &opts, rep)?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if !cli.quiet {
+        println!(
+            "built {} ({} MiB) in {:.1} s, {} download(s)",
+            report.image.display(),
+            report.image_size / (1024 * 1024),
+            report.seconds,
+            report.downloads
+        );
+        for o in &report.outputs {
+            println!("  {}", o.display());
+        }
+        if report.token_required && !report.token_included {
+            println!(
+                "no join token in this image: add one per node with `edgeimg configure {} --token-file FILE` \
+                 (or at flash time); it stays out of the shared image",
+                report.image.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `--ssh-key` takes a key line or a file holding key lines.
+fn read_ssh_keys(args: &[String]) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    for a in args {
+        let p = Path::new(a);
+        if p.is_file() {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            keys.extend(text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(String::from));
+        } else if a.contains(' ') {
+            keys.push(a.clone());
+        } else {
+            bail!("--ssh-key {a}: neither a readable file nor a key line");
+        }
+    }
+    Ok(keys)
+}
+
+fn make_reporter(cli: &Cli) -> Box<dyn Reporter> {
+    if cli.quiet || cli.json {
+        Box::new(Silent)
+    } else {
+        Box::new(Console::new())
+    }
+}
+
+/// Progress on stderr: bars on a terminal, plain lines otherwise (CI logs).
+struct Console {
+    multi: indicatif::MultiProgress,
+    tty: bool,
+    lock: Mutex<()>,
+}
+
+impl Console {
+    fn new() -> Self {
+        Console { multi: indicatif::MultiProgress::new(), tty: std::io::stderr().is_terminal(), lock: Mutex::new(()) }
+    }
+
+    fn line(&self, s: &str) {
+        let _g = self.lock.lock();
+        if self.tty {
+            let _ = self.multi.println(s);
+        } else {
+            eprintln!("{s}");
+        }
+    }
+}
+
+impl Reporter for Console {
+    fn step(&self, message: &str) {
+        self.line(&format!("==> {message}"));
+    }
+
+    fn task(&self, label: &str, total: u64) -> Box<dyn Task> {
+        if !self.tty {
+            return Box::new(PlainTask { label: label.to_string(), done: 0, total, started: std::time::Instant::now() });
+        }
+        let bar = self.multi.add(indicatif::ProgressBar::new(total));
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_message(label.to_string());
+        bar.enable_steady_tick(Duration::from_millis(200));
+        Box::new(BarTask { bar })
+    }
+
+    fn warn(&self, message: &str) {
+        self.line(&format!("warning: {message}"));
+    }
+}
+
+struct BarTask {
+    bar: indicatif::ProgressBar,
+}
+
+impl Task for BarTask {
+    fn advance(&mut self, units: u64) {
+        self.bar.inc(units);
+    }
+    fn finish(&mut self, message: &str) {
+        self.bar.finish_and_clear();
+        if !message.is_empty() {
+            eprintln!("    {message}");
+        }
+    }
+}
+
+/// Without a terminal, a task prints one line when it finishes.
+struct PlainTask {
+    label: String,
+    done: u64,
+    total: u64,
+    started: std::time::Instant,
+}
+
+impl Task for PlainTask {
+    fn advance(&mut self, units: u64) {
+        self.done += units;
+    }
+    fn finish(&mut self, message: &str) {
+        let msg = if message.is_empty() { &self.label } else { message };
+        eprintln!("    {msg} ({}/{} in {:.1} s)", self.done, self.total, self.started.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn every_argument_has_help() {
+        fn check(cmd: &clap::Command) {
+            for a in cmd.get_arguments() {
+                if a.get_id() == "help" || a.get_id() == "version" {
+                    continue;
+                }
+                assert!(a.get_help().is_some(), "{} --{} has no help", cmd.get_name(), a.get_id());
+            }
+            for s in cmd.get_subcommands() {
+                check(s);
+            }
+        }
+        check(&Cli::command());
+    }
+}

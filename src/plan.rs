@@ -1,0 +1,189 @@
+//! The fully resolved build plan: every choice made before any work starts, so that it can be
+//! shown (`build --dry-run`), hashed (cache keys, identifiers) and recorded in the manifest.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::node::{NodeConfig, Role};
+use crate::profile::{BaseProfile, Board, DataDir, RoleProfile};
+
+/// Where the k0s binary comes from.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum K0sInput {
+    /// A URL (template already expanded) checked against a pinned sha256.
+    Url { url: String, sha256: String },
+    /// A local file given with `--k0s-binary`: hashed and recorded, not pinned.
+    LocalFile { path: PathBuf },
+}
+
+/// Choices the user makes on the command line, before resolution.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    pub board: String,
+    pub role: Option<Role>,
+    pub node: Option<NodeConfig>,
+    pub mirror: Option<String>,
+    pub suite: Option<String>,
+    pub k0s_version: Option<String>,
+    pub k0s_url: Option<String>,
+    pub k0s_sha256: Option<String>,
+    pub k0s_binary: Option<PathBuf>,
+    pub source_date_epoch: Option<u64>,
+}
+
+/// The resolved plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub edgeimg_version: String,
+    pub board: Board,
+    pub role: Role,
+    pub base: BaseProfile,
+    pub role_profile: RoleProfile,
+    pub mirror: String,
+    pub suite: String,
+    pub k0s_version: String,
+    pub k0s: K0sInput,
+    pub source_date_epoch: u64,
+    /// The node config rendered onto the boot partition (the token is not part of the plan).
+    pub node: NodeConfig,
+    #[serde(skip)]
+    pub data: PathBuf,
+}
+
+impl Plan {
+    /// Resolves a request against the project's data. `host_mirror` is the build host's APT
+    /// mirror, used when neither `--mirror` nor the profile names one.
+    pub fn resolve(data: &DataDir, req: Request, host_mirror: Option<String>) -> Result<Plan> {
+        let board = data.board(&req.board)?;
+        let base = data.base()?;
+        let mut node = req.node.unwrap_or_default();
+        let role = match (req.role, node.role()) {
+            (Some(r), Some(n)) if r != n => {
+                bail!("--role {r} does not match the node config's [k0s] role = \"{n}\": drop one of them")
+            }
+            (Some(r), _) | (None, Some(r)) => r,
+            (None, None) => bail!("no role given: pass --role (controller, worker, controller+worker, single)"),
+        };
+        node.set_role(role);
+        if node.hostname.is_none() {
+            node.hostname = Some(format!("{}-{}", board.name, role).replace('+', "-"));
+        }
+        let role_profile = data.role(role)?;
+        let mirror = req.mirror.or_else(|| base.mirror.clone()).or(host_mirror).context(
+            "no Debian mirror: pass --mirror URL, set `mirror` in profiles/base.toml, or configure \
+             an APT source on this host (/etc/apt/sources.list.d/*.sources or /etc/apt/sources.list)",
+        )?;
+        let suite = req.suite.unwrap_or_else(|| base.suite.clone());
+        let k0s_version = req.k0s_version.unwrap_or_else(|| base.k0s.version.clone());
+        let k0s = k0s_input(&base, &board, &k0s_version, req.k0s_url, req.k0s_sha256, req.k0s_binary)?;
+        let source_date_epoch = req
+            .source_date_epoch
+            .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok()))
+            .unwrap_or(base.source_date_epoch);
+        Ok(Plan {
+            edgeimg_version: env!("CARGO_PKG_VERSION").to_string(),
+            board,
+            role,
+            base,
+            role_profile,
+            mirror: mirror.trim_end_matches('/').to_string(),
+            suite,
+            k0s_version,
+            k0s,
+            source_date_epoch,
+            node,
+            data: data.root.clone(),
+        })
+    }
+
+    /// The name outputs share: `<board>-<role>`.
+    pub fn stem(&self) -> String {
+        format!("{}-{}", self.board.name, self.role)
+    }
+
+    /// Hash of everything that goes into the image's read-only parts (root, initramfs,
+    /// partition layout). The node config is left out, so that personalizing a node keeps its
+    /// partition identifiers; it seeds every identifier of the image.
+    pub fn image_hash(&self) -> String {
+        let mut v = serde_json::to_value(self).expect("plan serializes");
+        if let Some(o) = v.as_object_mut() {
+            o.remove("node");
+        }
+        sha256_hex(v.to_string().as_bytes())
+    }
+
+    /// Hash of the whole plan, node config included.
+    pub fn hash(&self) -> String {
+        sha256_hex(serde_json::to_string(self).expect("plan serializes").as_bytes())
+    }
+
+    /// The Debian packages to install, before dependency resolution.
+    pub fn wanted_packages(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.base.packages.clone();
+        v.extend(self.board.packages.iter().cloned());
+        v.extend(self.role_profile.packages.iter().cloned());
+        v.push(self.board.kernel_package.clone());
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Modules the root carries (dependencies are added later).
+    pub fn root_modules(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.base.root_modules.clone();
+        v.extend(self.board.root_modules.iter().cloned());
+        v.extend(self.role_profile.root_modules.iter().cloned());
+        // The root can load whatever the initramfs loaded.
+        v.extend(self.initramfs_modules());
+        v
+    }
+
+    /// Modules the initramfs loads, in the order given: board drivers, then filesystems.
+    pub fn initramfs_modules(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.board.initramfs_modules.clone();
+        v.extend(self.base.initramfs_modules.iter().cloned());
+        v
+    }
+}
+
+fn k0s_input(
+    base: &BaseProfile,
+    board: &Board,
+    version: &str,
+    url: Option<String>,
+    sha256: Option<String>,
+    binary: Option<PathBuf>,
+) -> Result<K0sInput> {
+    if let Some(path) = binary {
+        if !path.is_file() {
+            bail!("--k0s-binary {}: no such file", path.display());
+        }
+        return Ok(K0sInput::LocalFile { path });
+    }
+    let arch = board.arch.k0s();
+    let template = url.unwrap_or_else(|| base.k0s.url.clone());
+    let sha256 = match sha256 {
+        Some(s) => s,
+        None if version == base.k0s.version => base.k0s.sha256.get(arch).cloned().with_context(|| {
+            format!("profiles/base.toml: [k0s.sha256] has no `{arch}` entry for k0s {version}")
+        })?,
+        None => bail!(
+            "k0s {version} has no pinned sha256 (profiles/base.toml pins {}): pass --k0s-sha256 \
+             with the digest from the release's sha256sums.txt, or --k0s-binary",
+            base.k0s.version
+        ),
+    };
+    if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+        bail!("k0s sha256 '{sha256}' is not 64 hex digits");
+    }
+    let url = template.replace("{version}", &version.replace('+', "%2B")).replace("{arch}", arch);
+    Ok(K0sInput::Url { url, sha256: sha256.to_ascii_lowercase() })
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}

@@ -1,0 +1,360 @@
+//! Boards, roles and the OS profile: plain typed data read from `boards/*.toml` and
+//! `profiles/*.toml`. A board is data: no code branches on a board's name, so adding a board
+//! is adding a TOML file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::node::Role;
+use crate::qemu::QemuSpec;
+
+/// The CPU architecture of a board, in the spellings each ecosystem uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Amd64,
+    Arm64,
+    Armhf,
+}
+
+impl Arch {
+    /// Debian's architecture name.
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+            Arch::Armhf => "armhf",
+        }
+    }
+
+    /// The architecture suffix of k0s release assets.
+    pub fn k0s(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+            Arch::Armhf => "arm",
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.debian())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionTable {
+    Gpt,
+    Mbr,
+}
+
+/// How the board's firmware finds the kernel.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BootSpec {
+    /// UEFI firmware loading systemd-boot from the ESP's removable-media path.
+    Uefi {
+        /// Path of the systemd-boot EFI binary inside the package tree.
+        efi_binary: String,
+        /// Where the firmware looks for it on the ESP.
+        efi_path: String,
+    },
+}
+
+/// Partition sizes of the image.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionSizes {
+    /// The boot partition (FAT32), in MiB.
+    pub boot_mib: u64,
+    /// The read-only root partition (squashfs), in MiB.
+    pub root_mib: u64,
+    /// The placeholder data partition the first boot grows to fill the disk, in MiB.
+    pub data_mib: u64,
+}
+
+/// A board: `boards/<name>.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    pub name: String,
+    pub description: String,
+    pub arch: Arch,
+    pub partition_table: PartitionTable,
+    /// The Debian kernel package (a metapackage is fine).
+    pub kernel_package: String,
+    /// Extra Debian packages this board needs (bootloader, firmware).
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Kernel arguments, console first.
+    pub cmdline: Vec<String>,
+    /// Modules the initramfs loads, by name; their dependencies are added in load order.
+    pub initramfs_modules: Vec<String>,
+    /// Extra modules for the root filesystem (network drivers, ...).
+    #[serde(default)]
+    pub root_modules: Vec<String>,
+    pub partitions: PartitionSizes,
+    pub boot: BootSpec,
+    pub qemu: QemuSpec,
+    /// Set when the board is listed but cannot be built: the reason is shown by `boards`.
+    #[serde(default)]
+    pub unsupported: Option<String>,
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+/// A k0s release pin: version and sha256 per k0s architecture name.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K0sPin {
+    pub version: String,
+    /// URL template with `{version}` and `{arch}`.
+    pub url: String,
+    pub sha256: BTreeMap<String, String>,
+}
+
+/// A system user that maintainer scripts would have created.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserSpec {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    #[serde(default = "default_home")]
+    pub home: String,
+    #[serde(default = "default_shell")]
+    pub shell: String,
+}
+
+fn default_home() -> String {
+    "/nonexistent".into()
+}
+
+fn default_shell() -> String {
+    "/usr/sbin/nologin".into()
+}
+
+/// The OS profile shared by all roles: `profiles/base.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaseProfile {
+    /// Debian suite (codename).
+    pub suite: String,
+    pub components: Vec<String>,
+    /// A mirror URL; the host's APT sources are used when absent.
+    #[serde(default)]
+    pub mirror: Option<String>,
+    pub packages: Vec<String>,
+    /// Packages (real or virtual) whose job edgeimg does itself: not installed, their
+    /// dependencies not followed.
+    pub provided: Vec<String>,
+    /// Paths (prefixes) never copied from packages into the root.
+    pub drop_paths: Vec<String>,
+    /// busybox applets installed as links, by path (`usr/bin/sh`).
+    pub busybox_applets: Vec<String>,
+    /// Modules every node's root carries (Kubernetes networking).
+    pub root_modules: Vec<String>,
+    /// Modules every initramfs carries (filesystems), after the board's.
+    pub initramfs_modules: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
+    /// Timestamp of every file when SOURCE_DATE_EPOCH is not set.
+    pub source_date_epoch: u64,
+    pub k0s: K0sPin,
+    pub squashfs: SquashfsSpec,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SquashfsSpec {
+    /// `zstd`, `xz` or `gzip`.
+    pub compressor: String,
+    #[serde(default)]
+    pub level: Option<u32>,
+    pub block_size: u32,
+}
+
+/// A role: `profiles/<role>.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleProfile {
+    pub role: Role,
+    pub description: String,
+    #[serde(default)]
+    pub packages: Vec<String>,
+    #[serde(default)]
+    pub root_modules: Vec<String>,
+    #[serde(default)]
+    pub users: Vec<UserSpec>,
+}
+
+/// Where boards, profiles and overlays live: the project directory, found from
+/// `EDGEIMG_DATA_DIR`, the current directory, or next to the executable's source tree.
+#[derive(Clone, Debug)]
+pub struct DataDir {
+    pub root: PathBuf,
+}
+
+impl DataDir {
+    pub fn locate(explicit: Option<&Path>) -> Result<DataDir> {
+        let mut candidates: Vec<PathBuf> = Vec::new();
+        if let Some(p) = explicit {
+            candidates.push(p.to_path_buf());
+        }
+        if let Some(p) = std::env::var_os("EDGEIMG_DATA_DIR") {
+            candidates.push(PathBuf::from(p));
+        }
+        if let Ok(cwd) = std::env::current_dir() {
+            candidates.push(cwd);
+        }
+        candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+        if let Ok(exe) = std::env::current_exe() {
+            if let Some(dir) = exe.parent() {
+                candidates.push(dir.join("../share/edgeimg"));
+            }
+        }
+        for c in &candidates {
+            if c.join("boards").is_dir() && c.join("profiles").is_dir() {
+                return Ok(DataDir { root: c.clone() });
+            }
+        }
+        bail!(
+            "cannot find edgeimg's boards/ and profiles/ (looked in {}); run from the project \
+             directory or set EDGEIMG_DATA_DIR",
+            candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+        )
+    }
+
+    pub fn boards_dir(&self) -> PathBuf {
+        self.root.join("boards")
+    }
+
+    pub fn profiles_dir(&self) -> PathBuf {
+        self.root.join("profiles")
+    }
+
+    pub fn overlays_dir(&self) -> PathBuf {
+        self.root.join("overlays")
+    }
+
+    /// Every board, sorted by name.
+    pub fn boards(&self) -> Result<Vec<Board>> {
+        let dir = self.boards_dir();
+        let mut boards = Vec::new();
+        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                boards.push(load_board(&path)?);
+            }
+        }
+        boards.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(boards)
+    }
+
+    pub fn board(&self, name: &str) -> Result<Board> {
+        let path = self.boards_dir().join(format!("{name}.toml"));
+        if !valid_name(name) || !path.is_file() {
+            let known: Vec<String> = self.boards()?.into_iter().map(|b| b.name).collect();
+            bail!("unknown board '{name}': known boards are {} (each is a file in {})", known.join(", "), self.boards_dir().display());
+        }
+        let board = load_board(&path)?;
+        if let Some(why) = &board.unsupported {
+            bail!("board '{name}' cannot be built: {why}");
+        }
+        Ok(board)
+    }
+
+    pub fn base(&self) -> Result<BaseProfile> {
+        read_toml(&self.profiles_dir().join("base.toml"))
+    }
+
+    pub fn role(&self, role: Role) -> Result<RoleProfile> {
+        let path = self.profiles_dir().join(format!("{role}.toml"));
+        if !path.is_file() {
+            bail!("no profile for role '{role}': expected {}", path.display());
+        }
+        let profile: RoleProfile = read_toml(&path)?;
+        if profile.role != role {
+            bail!("{}: `role = \"{}\"` does not match the file name (expected \"{role}\")", path.display(), profile.role);
+        }
+        Ok(profile)
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '+')
+}
+
+fn load_board(path: &Path) -> Result<Board> {
+    let mut board: Board = read_toml(path)?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    if board.name != stem {
+        bail!("{}: `name = \"{}\"` does not match the file name (expected \"{stem}\")", path.display(), board.name);
+    }
+    board.file = path.to_path_buf();
+    Ok(board)
+}
+
+/// Reads a TOML file into `T`; errors name the file, line and column.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_toml(&text, path)
+}
+
+/// Parses TOML text; errors read `file:line:col: message`.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    toml::from_str(text).map_err(|e| anyhow::anyhow!(toml_error(&e, text, path)))
+}
+
+/// Formats a toml error as `file:line:col: message`.
+pub fn toml_error(e: &toml::de::Error, text: &str, path: &Path) -> String {
+    let msg = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+            format!("{}:{line}:{col}: {msg}", path.display())
+        }
+        None => format!("{}: {msg}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data() -> DataDir {
+        DataDir::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap()
+    }
+
+    #[test]
+    fn every_board_and_role_file_parses() {
+        let d = data();
+        let boards = d.boards().unwrap();
+        assert!(boards.iter().any(|b| b.name == "x86-64"));
+        d.base().unwrap();
+        for r in [Role::Controller, Role::Worker, Role::ControllerWorker, Role::Single] {
+            assert_eq!(d.role(r).unwrap().role, r);
+        }
+    }
+
+    #[test]
+    fn unknown_board_lists_the_known_ones() {
+        let e = data().board("pi9").unwrap_err().to_string();
+        assert!(e.contains("unknown board 'pi9'") && e.contains("x86-64"), "{e}");
+    }
+
+    #[test]
+    fn toml_errors_name_file_line_and_column() {
+        let text = "suite = \"trixie\"\ncomponents = 3\n";
+        let e = parse_toml::<BaseProfile>(text, Path::new("profiles/base.toml")).unwrap_err().to_string();
+        assert!(e.starts_with("profiles/base.toml:2:"), "{e}");
+    }
+}

@@ -1,0 +1,179 @@
+//! Assembles the three trees of an image from verified inputs: the root filesystem, the
+//! initramfs and the boot partition. Nothing here touches the network or the disk layout.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::kmod::ModuleIndex;
+use crate::plan::Plan;
+use crate::postinst::{self, SystemUser};
+use crate::profile::BootSpec;
+use crate::progress::Reporter;
+use crate::source::debian::{unpack_deb, FetchedDeb};
+use crate::source::k0s::K0sBinary;
+use crate::tree::{Content, Entry, Tree, TreePath};
+
+/// Where k0s lives on the device.
+pub const K0S_PATH: &str = "usr/local/bin/k0s";
+
+/// What the unpacked packages gave us, before it is split into root, initramfs and boot.
+pub struct Unpacked {
+    /// Everything but the kernel packages.
+    pub root: Tree,
+    /// The kernel packages (modules, vmlinuz, config).
+    pub kernel: Tree,
+    pub kver: String,
+    pub modules: ModuleIndex,
+}
+
+/// Unpacks every package: kernel packages (`linux-image-*`) into their own tree, so that only
+/// the modules a node needs reach the root; everything else into the root, minus docs.
+pub fn unpack(plan: &Plan, debs: &[FetchedDeb], rep: &dyn Reporter) -> Result<Unpacked> {
+    let mut root = Tree::new();
+    postinst::merged_usr(&mut root, plan.board.arch.debian() == "amd64");
+    let mut kernel = Tree::new();
+    postinst::merged_usr(&mut kernel, false);
+    let docs = ["usr/share/doc/", "usr/share/man/", "usr/share/info/", "usr/share/locale/", "usr/share/lintian/"];
+    let mut task = rep.task("unpacking packages", debs.len() as u64);
+    for deb in debs {
+        let is_kernel = deb.package.name.starts_with("linux-image-");
+        let target = if is_kernel { &mut kernel } else { &mut root };
+        let mut keep = |p: &TreePath| !docs.iter().any(|d| p.as_str().starts_with(d));
+        unpack_deb(&deb.path, target, &mut keep)
+            .with_context(|| format!("unpacking {} {}", deb.package.name, deb.package.version))?;
+        task.advance(1);
+    }
+    task.finish(&format!("{} packages unpacked", debs.len()));
+    let kver = crate::kmod::kernel_version(&kernel)?;
+    rep.step(&format!("indexing kernel modules of linux {kver}"));
+    let modules = ModuleIndex::scan(&kernel, &kver)?;
+    Ok(Unpacked { root, kernel, kver, modules })
+}
+
+/// Values the overlay templates and generated files see.
+pub fn template_context(plan: &Plan, kver: &str) -> minijinja::Value {
+    minijinja::context! {
+        board => minijinja::context! { name => plan.board.name.clone(), arch => plan.board.arch.debian() },
+        role => plan.role.to_string(),
+        k0s_version => plan.k0s_version.clone(),
+        kver => kver,
+        edgeimg_version => plan.edgeimg_version.clone(),
+    }
+}
+
+/// The read-only root filesystem.
+pub fn build_root(plan: &Plan, u: &Unpacked, k0s: &K0sBinary, rep: &dyn Reporter) -> Result<Tree> {
+    let mut root = u.root.clone();
+    for p in &plan.base.drop_paths {
+        root.remove(p);
+    }
+    let modules = u.modules.closure(&as_strs(&plan.root_modules()))?;
+    rep.step(&format!("root: {} kernel modules", modules.len()));
+    u.modules.install(&u.kernel, &mut root, &modules)?;
+    // k0s reads the kernel config from here (Debian kernels have no IKCONFIG); /boot is the
+    // boot partition's mount point on the device.
+    let config = u.kernel.read(&format!("boot/config-{}", u.kver)).context("the kernel package has no config file")?;
+    root.add_file(&format!("usr/lib/modules/{}/config", u.kver), config.to_vec(), 0o644)?;
+
+    let mut users: Vec<SystemUser> = Vec::new();
+    for spec in plan.base.users.iter().chain(&plan.role_profile.users) {
+        users.push(SystemUser {
+            name: spec.name.clone(),
+            uid: spec.uid,
+            gid: spec.gid,
+            home: spec.home.clone(),
+            shell: spec.shell.clone(),
+        });
+    }
+    postinst::passwd_and_group(&mut root, &users)?;
+    postinst::ca_bundle(&mut root)?;
+    let skipped = postinst::busybox_links(&mut root, "/usr/bin/busybox", &plan.base.busybox_applets)?;
+    for s in skipped {
+        rep.step(&format!("busybox applet {s} not linked: a package provides it"));
+    }
+    postinst::mount_points(&mut root, &["proc", "sys", "dev", "run", "tmp", "var", "boot", "data"])?;
+
+    let ctx = template_context(plan, &u.kver);
+    let overlay = crate::overlay::load(&plan.data.join("overlays/rootfs"), &ctx)?;
+    root.overlay(&overlay)?;
+    root.add_file("etc/edgeimg/build.env", build_env(plan, &u.kver), 0o644)?;
+    root.insert(
+        &TreePath::new(K0S_PATH)?,
+        Entry::file(Content::HostFile { path: k0s.path.clone(), size: std::fs::metadata(&k0s.path)?.len() }, 0o755),
+    )?;
+    root.set_all_mtimes(plan.source_date_epoch);
+    Ok(root)
+}
+
+fn build_env(plan: &Plan, kver: &str) -> String {
+    format!(
+        "EDGEIMG_BOARD='{}'\nEDGEIMG_ROLE='{}'\nK0S_VERSION='{}'\nKVER='{}'\nEDGEIMG_VERSION='{}'\nROOT_MODE='ro'\n",
+        plan.board.name, plan.role, plan.k0s_version, kver, plan.edgeimg_version
+    )
+}
+
+/// The initramfs: busybox, the modules to reach root, boot and data, and the init.
+pub fn build_initramfs(plan: &Plan, u: &Unpacked, root: &Tree) -> Result<Tree> {
+    let mut t = Tree::new();
+    t.add_symlink("lib", "usr/lib")?;
+    let busybox = root.read("usr/bin/busybox").context("busybox-static did not install usr/bin/busybox")?;
+    t.add_file("bin/busybox", busybox.to_vec(), 0o755)?;
+    let modules = u.modules.closure(&as_strs(&plan.initramfs_modules()))?;
+    u.modules.install(&u.kernel, &mut t, &modules)?;
+    let conf = format!(
+        "KVER='{}'\nMODULES='{}'\nEDGEIMG_VERSION='{}'\n",
+        u.kver,
+        modules.join(" "),
+        plan.edgeimg_version
+    );
+    t.add_file("etc/edgeimg/initrd.conf", conf, 0o644)?;
+    for d in ["dev", "proc", "sys", "run", "newroot", "tmp"] {
+        t.add_dir(d, 0o755)?;
+    }
+    let ctx = template_context(plan, &u.kver);
+    let overlay = crate::overlay::load(&plan.data.join("overlays/initramfs"), &ctx)?;
+    t.overlay(&overlay)?;
+    if !t.get("init").is_some_and(|e| e.mode & 0o111 != 0) {
+        bail!("overlays/initramfs/init is missing or not executable");
+    }
+    t.set_all_mtimes(plan.source_date_epoch);
+    Ok(t)
+}
+
+/// The boot partition's fixed part (everything but the node config).
+pub fn build_boot(plan: &Plan, u: &Unpacked, initrd: &[u8], cmdline: &str) -> Result<Tree> {
+    let mut t = Tree::new();
+    let kernel = u
+        .kernel
+        .read(&format!("boot/vmlinuz-{}", u.kver))
+        .with_context(|| format!("the kernel package has no boot/vmlinuz-{}", u.kver))?;
+    match &plan.board.boot {
+        BootSpec::Uefi { efi_binary, efi_path } => {
+            let efi = u.root.read(efi_binary).with_context(|| {
+                format!("{}: boot.efi_binary {efi_binary} is not in any package", plan.board.file.display())
+            })?;
+            t.add_file(efi_path, efi.to_vec(), 0o644)?;
+            t.add_file("loader/loader.conf", "default edgeimg.conf\ntimeout 0\neditor no\n", 0o644)?;
+            let entry = format!(
+                "title edgeimg {} {} (linux {})\nlinux /vmlinuz\ninitrd /initrd.img\noptions {cmdline}\n",
+                plan.board.name, plan.role, u.kver
+            );
+            t.add_file("loader/entries/edgeimg.conf", entry, 0o644)?;
+        }
+    }
+    t.add_file("vmlinuz", kernel.to_vec(), 0o644)?;
+    t.add_file("initrd.img", initrd.to_vec(), 0o644)?;
+    Ok(t)
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    let mut seen = BTreeSet::new();
+    v.iter().map(String::as_str).filter(|s| seen.insert(*s)).collect()
+}
+
+/// Reads a file the user named, with the path in the error.
+pub fn read_user_file(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
