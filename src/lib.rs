@@ -4,5 +4,7 @@
 //! `plan` resolves them into one hashed plan; `source` fetches and verifies every input;
 //! `tree` holds file trees in memory; `rootfs` assembles the trees; `fs` encodes them;
 //! `disk` lays them out into an image; `build` runs the whole sequence.
+pub mod disk;
+pub mod fs;
 pub mod tree;
 pub mod progress;
