@@ -4,6 +4,7 @@
 //! Nothing here needs root or a loop device: partitions are byte ranges of one sparse file,
 //! written at their offsets.
 
+pub mod atomic;
 pub mod bmap;
 pub mod checksums;
 pub mod gpt;
