@@ -23,7 +23,8 @@ impl AtomicFile {
             .to_string_lossy();
         let dir = final_path.parent().unwrap_or(Path::new(""));
         let temp_path = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let file = File::create(&temp_path).with_context(|| format!("creating {}", temp_path.display()))?;
+        let file = File::create(&temp_path)
+            .with_context(|| format!("creating {}", temp_path.display()))?;
         Ok(AtomicFile {
             writer: Some(BufWriter::with_capacity(1 << 20, file)),
             temp_path,
@@ -42,10 +43,16 @@ impl AtomicFile {
             .into_inner()
             .map_err(|e| e.into_error())
             .with_context(|| format!("writing {}", self.temp_path.display()))?;
-        file.sync_all().with_context(|| format!("syncing {}", self.temp_path.display()))?;
+        file.sync_all()
+            .with_context(|| format!("syncing {}", self.temp_path.display()))?;
         drop(file);
-        std::fs::rename(&self.temp_path, &self.final_path)
-            .with_context(|| format!("renaming {} to {}", self.temp_path.display(), self.final_path.display()))?;
+        std::fs::rename(&self.temp_path, &self.final_path).with_context(|| {
+            format!(
+                "renaming {} to {}",
+                self.temp_path.display(),
+                self.final_path.display()
+            )
+        })?;
         sync_parent(&self.final_path);
         Ok(())
     }
@@ -53,11 +60,17 @@ impl AtomicFile {
 
 impl Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.writer.as_mut().expect("writer present until commit").write(buf)
+        self.writer
+            .as_mut()
+            .expect("writer present until commit")
+            .write(buf)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.writer.as_mut().expect("writer present until commit").flush()
+        self.writer
+            .as_mut()
+            .expect("writer present until commit")
+            .flush()
     }
 }
 

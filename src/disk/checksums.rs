@@ -15,7 +15,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -30,14 +32,18 @@ pub fn write_sha256sums(dir: &Path, files: &[&str]) -> Result<()> {
     let mut text = String::new();
     for name in files {
         if name.contains('\n') || name.contains('\\') || name.contains('/') {
-            bail!("{name:?} cannot be listed in SHA256SUMS: give a plain file name inside {}", dir.display());
+            bail!(
+                "{name:?} cannot be listed in SHA256SUMS: give a plain file name inside {}",
+                dir.display()
+            );
         }
         let digest = sha256_file(&dir.join(name))?;
         text.push_str(&format!("{digest}  {name}\n"));
     }
     let out = dir.join("SHA256SUMS");
     let mut file = AtomicFile::create(&out)?;
-    file.write_all(text.as_bytes()).with_context(|| format!("writing {}", out.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
     file.commit()
 }
 
@@ -55,18 +61,31 @@ mod tests {
         write_sha256sums(dir.path(), &["a.img", "b.json"]).unwrap();
         let text = std::fs::read_to_string(dir.path().join("SHA256SUMS")).unwrap();
         assert!(text.starts_with(&sha256_file(&dir.path().join("a.img")).unwrap()));
-        assert!(text.contains("44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a  b.json\n"), "{text}");
+        assert!(
+            text.contains(
+                "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a  b.json\n"
+            ),
+            "{text}"
+        );
         let out = std::process::Command::new("sha256sum")
             .args(["-c", "--strict", "SHA256SUMS"])
             .current_dir(dir.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         // Only SHA256SUMS appears: no temporary left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
 
         std::fs::write(dir.path().join("b.json"), b"{ }").unwrap();
-        let out = std::process::Command::new("sha256sum").args(["-c", "SHA256SUMS"]).current_dir(dir.path()).output().unwrap();
+        let out = std::process::Command::new("sha256sum")
+            .args(["-c", "SHA256SUMS"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "a changed file must fail the check");
     }
 

@@ -9,7 +9,9 @@ use std::os::unix::fs::FileExt;
 
 use anyhow::{bail, Context, Result};
 
-use super::layout::{parse_guid, PartitionPlan, TableKind, GPT_ENTRIES, GPT_FIRST_USABLE_LBA, SECTOR};
+use super::layout::{
+    parse_guid, PartitionPlan, TableKind, GPT_ENTRIES, GPT_FIRST_USABLE_LBA, SECTOR,
+};
 use super::mbr::protective_mbr;
 
 const HEADER_SIZE: u32 = 92;
@@ -35,18 +37,32 @@ pub fn write_gpt(plan: &PartitionPlan, file: &File) -> Result<()> {
         first_usable: GPT_FIRST_USABLE_LBA,
         last_usable: backup_entries_lba - 1,
     };
-    if let Some(p) = plan.partitions.iter().find(|p| p.end_lba() - 1 > header.last_usable) {
-        bail!("partition {} ends at LBA {} past the last usable LBA {}", p.number, p.end_lba() - 1, header.last_usable);
+    if let Some(p) = plan
+        .partitions
+        .iter()
+        .find(|p| p.end_lba() - 1 > header.last_usable)
+    {
+        bail!(
+            "partition {} ends at LBA {} past the last usable LBA {}",
+            p.number,
+            p.end_lba() - 1,
+            header.last_usable
+        );
     }
 
     let write = |data: &[u8], lba: u64, what: &str| {
-        file.write_all_at(data, lba * SECTOR).with_context(|| format!("writing the {what} at LBA {lba}"))
+        file.write_all_at(data, lba * SECTOR)
+            .with_context(|| format!("writing the {what} at LBA {lba}"))
     };
     write(&protective_mbr(sectors), 0, "protective MBR")?;
     write(&header.encode(1, last_lba, 2), 1, "primary GPT header")?;
     write(&entries, 2, "primary GPT entries")?;
     write(&entries, backup_entries_lba, "backup GPT entries")?;
-    write(&header.encode(last_lba, 1, backup_entries_lba), last_lba, "backup GPT header")?;
+    write(
+        &header.encode(last_lba, 1, backup_entries_lba),
+        last_lba,
+        "backup GPT header",
+    )?;
     Ok(())
 }
 
@@ -91,7 +107,10 @@ fn entries_array(plan: &PartitionPlan) -> Result<Vec<u8>> {
         // 48..56: attributes, all clear (no legacy-BIOS-bootable partition: UEFI boots the ESP).
         let name: Vec<u16> = p.name.encode_utf16().collect();
         if name.len() > 36 {
-            bail!("GPT partition name {:?} is longer than 36 UTF-16 code units", p.name);
+            bail!(
+                "GPT partition name {:?} is longer than 36 UTF-16 code units",
+                p.name
+            );
         }
         for (j, unit) in name.iter().enumerate() {
             e[56 + 2 * j..58 + 2 * j].copy_from_slice(&unit.to_le_bytes());
@@ -140,7 +159,12 @@ mod tests {
         let verify = run_tool("sgdisk", &["-v", path.to_str().unwrap()]);
         assert!(verify.contains("No problems found"), "{verify}");
         let print = run_tool("sgdisk", &["-p", path.to_str().unwrap()]);
-        assert!(print.to_lowercase().contains(&format!("disk identifier (guid): {}", plan.disk_id)), "{print}");
+        assert!(
+            print
+                .to_lowercase()
+                .contains(&format!("disk identifier (guid): {}", plan.disk_id)),
+            "{print}"
+        );
     }
 
     #[test]
@@ -162,7 +186,10 @@ mod tests {
             assert_eq!(got["name"].as_str().unwrap(), want.name);
             assert!(got.get("attrs").is_none(), "{got}");
         }
-        assert_eq!(parts[1]["uuid"].as_str().unwrap().to_lowercase(), plan.partuuid(PartRole::Root));
+        assert_eq!(
+            parts[1]["uuid"].as_str().unwrap().to_lowercase(),
+            plan.partuuid(PartRole::Root)
+        );
     }
 
     #[test]

@@ -28,8 +28,18 @@ impl ImageWriter {
             .create(true)
             .truncate(true)
             .open(&temp_path)
-            .with_context(|| format!("creating {} (is the output directory writable?)", temp_path.display()))?;
-        let writer = ImageWriter { file, temp_path, size, committed: false };
+            .with_context(|| {
+                format!(
+                    "creating {} (is the output directory writable?)",
+                    temp_path.display()
+                )
+            })?;
+        let writer = ImageWriter {
+            file,
+            temp_path,
+            size,
+            committed: false,
+        };
         writer
             .file
             .set_len(size)
@@ -57,7 +67,7 @@ impl ImageWriter {
 
     /// Writes `data` at byte `offset`; refuses to grow the image past its planned size.
     pub fn write_at(&self, offset: u64, data: &[u8]) -> Result<()> {
-        let end = offset.checked_add(data.len() as u64).unwrap_or(u64::MAX);
+        let end = offset.saturating_add(data.len() as u64);
         if end > self.size {
             bail!(
                 "writing {} bytes at offset {offset} would pass the end of the {}-byte image {}",
@@ -66,20 +76,39 @@ impl ImageWriter {
                 self.temp_path.display()
             );
         }
-        self.file
-            .write_all_at(data, offset)
-            .with_context(|| format!("writing {} bytes at offset {offset} of {}", data.len(), self.temp_path.display()))
+        self.file.write_all_at(data, offset).with_context(|| {
+            format!(
+                "writing {} bytes at offset {offset} of {}",
+                data.len(),
+                self.temp_path.display()
+            )
+        })
     }
 
     /// Makes the image durable and gives it its final name (in the same directory).
     pub fn commit(mut self, final_path: &Path) -> Result<()> {
-        let len = self.file.metadata().with_context(|| format!("reading {}", self.temp_path.display()))?.len();
+        let len = self
+            .file
+            .metadata()
+            .with_context(|| format!("reading {}", self.temp_path.display()))?
+            .len();
         if len != self.size {
-            bail!("{} is {len} bytes, expected {}: something wrote past the planned size", self.temp_path.display(), self.size);
+            bail!(
+                "{} is {len} bytes, expected {}: something wrote past the planned size",
+                self.temp_path.display(),
+                self.size
+            );
         }
-        self.file.sync_all().with_context(|| format!("syncing {}", self.temp_path.display()))?;
-        std::fs::rename(&self.temp_path, final_path)
-            .with_context(|| format!("renaming {} to {}", self.temp_path.display(), final_path.display()))?;
+        self.file
+            .sync_all()
+            .with_context(|| format!("syncing {}", self.temp_path.display()))?;
+        std::fs::rename(&self.temp_path, final_path).with_context(|| {
+            format!(
+                "renaming {} to {}",
+                self.temp_path.display(),
+                final_path.display()
+            )
+        })?;
         self.committed = true;
         sync_parent(final_path);
         Ok(())
@@ -99,16 +128,21 @@ impl Drop for ImageWriter {
 /// filesystems refuse fsync on directories and the data itself is already synced.
 pub(crate) fn sync_parent(path: &Path) {
     if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         if let Ok(d) = File::open(dir) {
             let _ = d.sync_all();
         }
     }
 }
 
-/// A window of a larger file: position 0 is `offset` in the inner writer and nothing may be
-/// written at or past `limit` bytes. Lets an encoder write a filesystem straight into its
-/// partition, and turns an overflow into an error instead of a corrupted next partition.
+/// A window of a larger file: position 0 is `offset` in the inner writer. Lets an encoder
+/// write a filesystem straight into its partition. A bounded window (`bounded`) also refuses
+/// to write at or past `limit` bytes, turning an overflow into an error instead of a
+/// corrupted next partition.
 pub struct OffsetWriter<W> {
     inner: W,
     offset: u64,
@@ -117,17 +151,27 @@ pub struct OffsetWriter<W> {
 }
 
 impl<W: Seek> OffsetWriter<W> {
-    /// Positions `inner` at `offset`; the window is `limit` bytes long.
-    pub fn new(mut inner: W, offset: u64, limit: u64) -> io::Result<Self> {
+    /// Positions `inner` at `offset`; the window has no end of its own.
+    pub fn new(inner: W, offset: u64) -> io::Result<Self> {
+        Self::bounded(inner, offset, u64::MAX - offset)
+    }
+
+    /// Positions `inner` at `offset`; the window is `limit` bytes long (the partition size).
+    pub fn bounded(mut inner: W, offset: u64, limit: u64) -> io::Result<Self> {
         inner.seek(SeekFrom::Start(offset))?;
-        Ok(OffsetWriter { inner, offset, limit, pos: 0 })
+        Ok(OffsetWriter {
+            inner,
+            offset,
+            limit,
+            pos: 0,
+        })
     }
 
     pub fn into_inner(self) -> W {
         self.inner
     }
 
-    /// The window's length.
+    /// The window's length (`u64::MAX - offset` when unbounded).
     pub fn limit(&self) -> u64 {
         self.limit
     }
@@ -174,7 +218,12 @@ impl<W: Seek> Seek for OffsetWriter<W> {
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
             SeekFrom::End(d) => self.limit.checked_add_signed(d),
         };
-        let target = target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the partition start"))?;
+        let target = target.ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "seek before the partition start",
+            )
+        })?;
         self.inner.seek(SeekFrom::Start(self.offset + target))?;
         self.pos = target;
         Ok(target)
@@ -193,10 +242,13 @@ pub fn mapped_ranges(file: &File) -> Result<Vec<(u64, u64)>> {
         let data = match lseek(fd, pos, libc::SEEK_DATA) {
             Ok(d) => d,
             Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break,
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && ranges.is_empty() => return Ok(vec![(0, len)]),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && ranges.is_empty() => {
+                return Ok(vec![(0, len)])
+            }
             Err(e) => return Err(e).context("finding data in the image (lseek SEEK_DATA)"),
         };
-        let hole = lseek(fd, data, libc::SEEK_HOLE).context("finding holes in the image (lseek SEEK_HOLE)")?;
+        let hole = lseek(fd, data, libc::SEEK_HOLE)
+            .context("finding holes in the image (lseek SEEK_HOLE)")?;
         let hole = hole.min(len);
         if hole > data {
             ranges.push((data, hole));
@@ -207,7 +259,8 @@ pub fn mapped_ranges(file: &File) -> Result<Vec<(u64, u64)>> {
 }
 
 fn lseek(fd: i32, pos: u64, whence: i32) -> io::Result<u64> {
-    let off = libc::off_t::try_from(pos).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
+    let off =
+        libc::off_t::try_from(pos).map_err(|_| io::Error::from_raw_os_error(libc::EOVERFLOW))?;
     // SAFETY: lseek on a file descriptor we borrow for the duration of the call; it moves the
     // shared file offset, which callers of mapped_ranges do not rely on.
     let r = unsafe { libc::lseek(fd, off, whence) };
@@ -232,15 +285,31 @@ mod tests {
             w.write_at(MIB, b"hello").unwrap();
             assert!(w.path().exists());
         }
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "temp file left behind");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "temp file left behind"
+        );
 
         let w = ImageWriter::create(dir.path(), "a.img", 4 * MIB).unwrap();
-        assert!(w.path().file_name().unwrap().to_str().unwrap().starts_with(".a.img.tmp-"));
+        assert!(w
+            .path()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .starts_with(".a.img.tmp-"));
         w.write_at(MIB, b"hello").unwrap();
-        assert!(w.write_at(4 * MIB - 2, b"abc").is_err(), "writing past the end must fail");
+        assert!(
+            w.write_at(4 * MIB - 2, b"abc").is_err(),
+            "writing past the end must fail"
+        );
         let final_path = dir.path().join("a.img");
         w.commit(&final_path).unwrap();
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("a.img")]);
         let bytes = std::fs::read(&final_path).unwrap();
         assert_eq!(bytes.len() as u64, 4 * MIB);
@@ -251,7 +320,7 @@ mod tests {
     fn offset_writer_maps_positions_and_stops_at_the_limit() {
         let mut buf = io::Cursor::new(vec![0u8; 100]);
         {
-            let mut w = OffsetWriter::new(&mut buf, 10, 20).unwrap();
+            let mut w = OffsetWriter::bounded(&mut buf, 10, 20).unwrap();
             w.write_all(b"abc").unwrap();
             assert_eq!(w.seek(SeekFrom::Start(10)).unwrap(), 10);
             w.write_all(b"xy").unwrap();
@@ -267,6 +336,13 @@ mod tests {
         assert_eq!(&v[20..22], b"xy");
         assert_eq!(v[29], b'z');
         assert_eq!(v[30], 0);
+
+        let mut buf = io::Cursor::new(vec![0u8; 8]);
+        let mut w = OffsetWriter::new(&mut buf, 4).unwrap();
+        w.write_all(b"abcd").unwrap();
+        w.seek(SeekFrom::Start(1)).unwrap();
+        w.write_all(b"X").unwrap();
+        assert_eq!(&buf.into_inner()[..], b"\0\0\0\0aXcd");
     }
 
     #[test]
@@ -278,8 +354,14 @@ mod tests {
         let ranges = mapped_ranges(w.file()).unwrap();
         // Filesystems report data at their own block granularity: check containment.
         assert_eq!(ranges.len(), 2, "{ranges:?}");
-        assert!(ranges[0].0 <= MIB && ranges[0].1 >= MIB + 4096 && ranges[0].1 < 8 * MIB, "{ranges:?}");
-        assert!(ranges[1].0 <= 8 * MIB && ranges[1].1 >= 8 * MIB + 8192, "{ranges:?}");
+        assert!(
+            ranges[0].0 <= MIB && ranges[0].1 >= MIB + 4096 && ranges[0].1 < 8 * MIB,
+            "{ranges:?}"
+        );
+        assert!(
+            ranges[1].0 <= 8 * MIB && ranges[1].1 >= 8 * MIB + 8192,
+            "{ranges:?}"
+        );
         let total: u64 = ranges.iter().map(|(a, b)| b - a).sum();
         assert!(total < 2 * MIB, "the image should stay sparse: {ranges:?}");
     }

@@ -157,7 +157,9 @@ pub enum LayoutError {
     NoPartitions,
     #[error("partition {number} ({role}) has size 0: give it a size in MiB")]
     ZeroSize { number: u32, role: PartRole },
-    #[error("the {0} role appears in more than one partition: each role names exactly one partition")]
+    #[error(
+        "the {0} role appears in more than one partition: each role names exactly one partition"
+    )]
     DuplicateRole(PartRole),
     #[error("the data partition must be the last one (it grows to fill the device on first boot)")]
     DataNotLast,
@@ -205,7 +207,11 @@ fn mib(bytes: u64) -> String {
 impl PartitionPlan {
     /// Places `specs` in order, each start aligned to 1 MiB, each size rounded up to 1 MiB.
     /// Identifiers come from `seed` so the same plan gives the same bytes.
-    pub fn new(table: TableKind, specs: &[PartitionSpec], seed: &[u8]) -> Result<PartitionPlan, LayoutError> {
+    pub fn new(
+        table: TableKind,
+        specs: &[PartitionSpec],
+        seed: &[u8],
+    ) -> Result<PartitionPlan, LayoutError> {
         validate(table, specs)?;
         let mut partitions = Vec::with_capacity(specs.len());
         // The first MiB holds the table (and, on GPT, the 34 sectors of the primary GPT).
@@ -236,7 +242,10 @@ impl PartitionPlan {
         if table == TableKind::Mbr {
             for p in &partitions {
                 if p.end_lba() > u32::MAX as u64 {
-                    return Err(LayoutError::BeyondMbrLimit { number: p.number, role: p.role });
+                    return Err(LayoutError::BeyondMbrLimit {
+                        number: p.number,
+                        role: p.role,
+                    });
                 }
             }
         }
@@ -244,7 +253,13 @@ impl PartitionPlan {
             TableKind::Gpt => guid_from(seed, "disk"),
             TableKind::Mbr => format!("{:08x}", mbr_signature(seed)),
         };
-        Ok(PartitionPlan { table, disk_id, sector_size: SECTOR, partitions, disk_size })
+        Ok(PartitionPlan {
+            table,
+            disk_id,
+            sector_size: SECTOR,
+            partitions,
+            disk_size,
+        })
     }
 
     /// The partition with `role`.
@@ -253,7 +268,8 @@ impl PartitionPlan {
     /// If the plan has no partition with this role: roles come from the board, which the
     /// caller validated against the roles it needs before building.
     pub fn get(&self, role: PartRole) -> &Partition {
-        self.find(role).unwrap_or_else(|| panic!("the partition plan has no {role} partition"))
+        self.find(role)
+            .unwrap_or_else(|| panic!("the partition plan has no {role} partition"))
     }
 
     /// The partition with `role`, if the plan has one.
@@ -286,7 +302,12 @@ impl PartitionPlan {
     pub fn check_fits(&self, role: PartRole, content_len: u64) -> Result<(), FitError> {
         let p = self.get(role);
         if content_len > p.size() {
-            return Err(FitError { role, number: p.number, content: content_len, capacity: p.size() });
+            return Err(FitError {
+                role,
+                number: p.number,
+                content: content_len,
+                capacity: p.size(),
+            });
         }
         Ok(())
     }
@@ -297,13 +318,20 @@ fn validate(table: TableKind, specs: &[PartitionSpec]) -> Result<(), LayoutError
         return Err(LayoutError::NoPartitions);
     }
     match table {
-        TableKind::Mbr if specs.len() > 4 => return Err(LayoutError::TooManyMbrPartitions(specs.len())),
-        TableKind::Gpt if specs.len() > GPT_ENTRIES => return Err(LayoutError::TooManyGptPartitions(specs.len())),
+        TableKind::Mbr if specs.len() > 4 => {
+            return Err(LayoutError::TooManyMbrPartitions(specs.len()))
+        }
+        TableKind::Gpt if specs.len() > GPT_ENTRIES => {
+            return Err(LayoutError::TooManyGptPartitions(specs.len()))
+        }
         _ => {}
     }
     for (i, spec) in specs.iter().enumerate() {
         if spec.size == 0 {
-            return Err(LayoutError::ZeroSize { number: i as u32 + 1, role: spec.role });
+            return Err(LayoutError::ZeroSize {
+                number: i as u32 + 1,
+                role: spec.role,
+            });
         }
         if specs[..i].iter().any(|s| s.role == spec.role) {
             return Err(LayoutError::DuplicateRole(spec.role));
@@ -333,7 +361,14 @@ pub fn guid_from(seed: &[u8], label: &str) -> String {
 
 fn format_guid(b: &[u8; 16]) -> String {
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// Parses GUID text into its 16 bytes in text order (big-endian fields).
@@ -371,21 +406,54 @@ pub(crate) mod tests {
 
     pub fn specs(table: TableKind) -> Vec<PartitionSpec> {
         let (boot_type, root_type, data_type) = match table {
-            TableKind::Gpt => (PartType::Esp, PartType::LinuxRootX86_64, PartType::LinuxData),
+            TableKind::Gpt => (
+                PartType::Esp,
+                PartType::LinuxRootX86_64,
+                PartType::LinuxData,
+            ),
             TableKind::Mbr => (PartType::Fat32Lba, PartType::Linux, PartType::Linux),
         };
         vec![
-            PartitionSpec { role: PartRole::Boot, name: "boot".into(), ptype: boot_type, size: 64 * MIB, bootable: true },
-            PartitionSpec { role: PartRole::Root, name: "root".into(), ptype: root_type, size: 100 * MIB + 1, bootable: false },
-            PartitionSpec { role: PartRole::Data, name: "data".into(), ptype: data_type, size: 16 * MIB, bootable: false },
+            PartitionSpec {
+                role: PartRole::Boot,
+                name: "boot".into(),
+                ptype: boot_type,
+                size: 64 * MIB,
+                bootable: true,
+            },
+            PartitionSpec {
+                role: PartRole::Root,
+                name: "root".into(),
+                ptype: root_type,
+                size: 100 * MIB + 1,
+                bootable: false,
+            },
+            PartitionSpec {
+                role: PartRole::Data,
+                name: "data".into(),
+                ptype: data_type,
+                size: 16 * MIB,
+                bootable: false,
+            },
         ]
     }
 
     #[test]
     fn gpt_plan_is_aligned_and_leaves_room_for_the_backup() {
         let plan = PartitionPlan::new(TableKind::Gpt, &specs(TableKind::Gpt), b"seed").unwrap();
-        let p: Vec<(u64, u64)> = plan.partitions.iter().map(|p| (p.start_lba, p.size_lba)).collect();
-        assert_eq!(p, vec![(2048, 64 * 2048), (2048 + 64 * 2048, 101 * 2048), (2048 + 165 * 2048, 16 * 2048)]);
+        let p: Vec<(u64, u64)> = plan
+            .partitions
+            .iter()
+            .map(|p| (p.start_lba, p.size_lba))
+            .collect();
+        assert_eq!(
+            p,
+            vec![
+                (2048, 64 * 2048),
+                (2048 + 64 * 2048, 101 * 2048),
+                (2048 + 165 * 2048, 16 * 2048)
+            ]
+        );
         // 1 + 64 + 101 + 16 = 182 MiB of partitions, plus the backup GPT rounded up to 1 MiB.
         assert_eq!(plan.disk_size, 183 * MIB);
         assert_eq!(plan.offset(PartRole::Root), 65 * MIB);
@@ -398,7 +466,10 @@ pub(crate) mod tests {
         assert_eq!(plan.disk_size, 182 * MIB);
         assert_eq!(plan.disk_id.len(), 8);
         assert_ne!(plan.mbr_signature(), 0);
-        assert_eq!(plan.partuuid(PartRole::Root), format!("{}-02", plan.disk_id));
+        assert_eq!(
+            plan.partuuid(PartRole::Root),
+            format!("{}-02", plan.disk_id)
+        );
     }
 
     #[test]
@@ -420,16 +491,31 @@ pub(crate) mod tests {
     fn bad_specs_are_refused() {
         let mut s = specs(TableKind::Mbr);
         s.swap(1, 2);
-        assert_eq!(PartitionPlan::new(TableKind::Mbr, &s, b"x"), Err(LayoutError::DataNotLast));
+        assert_eq!(
+            PartitionPlan::new(TableKind::Mbr, &s, b"x"),
+            Err(LayoutError::DataNotLast)
+        );
         let mut s = specs(TableKind::Mbr);
         s[1].role = PartRole::Boot;
-        assert_eq!(PartitionPlan::new(TableKind::Mbr, &s, b"x"), Err(LayoutError::DuplicateRole(PartRole::Boot)));
+        assert_eq!(
+            PartitionPlan::new(TableKind::Mbr, &s, b"x"),
+            Err(LayoutError::DuplicateRole(PartRole::Boot))
+        );
         let mut s = specs(TableKind::Mbr);
         s[0].size = 0;
-        assert!(matches!(PartitionPlan::new(TableKind::Mbr, &s, b"x"), Err(LayoutError::ZeroSize { number: 1, .. })));
-        assert_eq!(PartitionPlan::new(TableKind::Gpt, &[], b"x"), Err(LayoutError::NoPartitions));
+        assert!(matches!(
+            PartitionPlan::new(TableKind::Mbr, &s, b"x"),
+            Err(LayoutError::ZeroSize { number: 1, .. })
+        ));
+        assert_eq!(
+            PartitionPlan::new(TableKind::Gpt, &[], b"x"),
+            Err(LayoutError::NoPartitions)
+        );
         let five: Vec<PartitionSpec> = (0..5).map(|_| specs(TableKind::Mbr)[0].clone()).collect();
-        assert_eq!(PartitionPlan::new(TableKind::Mbr, &five, b"x"), Err(LayoutError::TooManyMbrPartitions(5)));
+        assert_eq!(
+            PartitionPlan::new(TableKind::Mbr, &five, b"x"),
+            Err(LayoutError::TooManyMbrPartitions(5))
+        );
     }
 
     #[test]
@@ -437,9 +523,17 @@ pub(crate) mod tests {
         let plan = PartitionPlan::new(TableKind::Gpt, &specs(TableKind::Gpt), b"seed").unwrap();
         assert!(plan.check_fits(PartRole::Root, 101 * MIB).is_ok());
         let err = plan.check_fits(PartRole::Root, 101 * MIB + 1).unwrap_err();
-        assert_eq!(err.to_string(), "root filesystem is 102 MiB but partition 2 (root) holds 101 MiB");
+        assert_eq!(
+            err.to_string(),
+            "root filesystem is 102 MiB but partition 2 (root) holds 101 MiB"
+        );
         let advice = err.advice("x86-64", "boards/x86-64.toml", "root_size_mib");
-        assert!(advice.contains("of board x86-64 holds 101 MiB: raise `root_size_mib` in boards/x86-64.toml"), "{advice}");
+        assert!(
+            advice.contains(
+                "of board x86-64 holds 101 MiB: raise `root_size_mib` in boards/x86-64.toml"
+            ),
+            "{advice}"
+        );
     }
 
     #[test]

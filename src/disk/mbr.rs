@@ -20,17 +20,24 @@ pub fn write_mbr(plan: &PartitionPlan, file: &File) -> Result<()> {
         bail!("write_mbr called for a {:?} plan", plan.table);
     }
     let mut sector = [0u8; SECTOR as usize];
-    sector[SIGNATURE_OFFSET..SIGNATURE_OFFSET + 4].copy_from_slice(&plan.mbr_signature().to_le_bytes());
+    sector[SIGNATURE_OFFSET..SIGNATURE_OFFSET + 4]
+        .copy_from_slice(&plan.mbr_signature().to_le_bytes());
     for (i, p) in plan.partitions.iter().enumerate() {
         // The plan refused anything beyond u32 sectors already.
         let start = u32::try_from(p.start_lba).context("MBR partition start beyond 2 TiB")?;
         let size = u32::try_from(p.size_lba).context("MBR partition size beyond 2 TiB")?;
-        let entry = Entry { bootable: p.bootable, ptype: p.ptype.mbr_byte(), start, size };
+        let entry = Entry {
+            bootable: p.bootable,
+            ptype: p.ptype.mbr_byte(),
+            start,
+            size,
+        };
         entry.encode(&mut sector[ENTRIES_OFFSET + i * ENTRY_SIZE..][..ENTRY_SIZE]);
     }
     sector[510] = 0x55;
     sector[511] = 0xaa;
-    file.write_all_at(&sector, 0).context("writing the MBR to sector 0")?;
+    file.write_all_at(&sector, 0)
+        .context("writing the MBR to sector 0")?;
     Ok(())
 }
 
@@ -39,7 +46,12 @@ pub fn write_mbr(plan: &PartitionPlan, file: &File) -> Result<()> {
 pub fn protective_mbr(disk_sectors: u64) -> [u8; SECTOR as usize] {
     let mut sector = [0u8; SECTOR as usize];
     let size = (disk_sectors - 1).min(u32::MAX as u64) as u32;
-    let entry = Entry { bootable: false, ptype: 0xee, start: 1, size };
+    let entry = Entry {
+        bootable: false,
+        ptype: 0xee,
+        start: 1,
+        size,
+    };
     entry.encode(&mut sector[ENTRIES_OFFSET..][..ENTRY_SIZE]);
     sector[510] = 0x55;
     sector[511] = 0xaa;
@@ -74,7 +86,11 @@ fn chs(lba: u64) -> [u8; 3] {
     }
     let head = (lba / 63) % 255;
     let sector = lba % 63 + 1;
-    [head as u8, (sector as u8) | ((cylinder >> 2) as u8 & 0xc0), cylinder as u8]
+    [
+        head as u8,
+        (sector as u8) | ((cylinder >> 2) as u8 & 0xc0),
+        cylinder as u8,
+    ]
 }
 
 #[cfg(test)]
@@ -104,17 +120,39 @@ mod tests {
 
         let dump = run_tool("sfdisk", &["-d", path.to_str().unwrap()]);
         assert!(dump.contains("label: dos"), "{dump}");
-        assert!(dump.contains(&format!("label-id: 0x{}", plan.disk_id)), "{dump}");
+        assert!(
+            dump.contains(&format!("label-id: 0x{}", plan.disk_id)),
+            "{dump}"
+        );
         let lines: Vec<&str> = dump.lines().filter(|l| l.contains(" : start=")).collect();
         assert_eq!(lines.len(), 3, "{dump}");
-        assert!(lines[0].contains("start=        2048, size=      131072, type=c, bootable"), "{}", lines[0]);
-        assert!(lines[1].contains(&format!("start={:>12}", plan.get(PartRole::Root).start_lba)), "{}", lines[1]);
-        assert!(lines[1].contains("type=83") && !lines[1].contains("bootable"), "{}", lines[1]);
-        assert!(lines[2].contains("size=       32768, type=83"), "{}", lines[2]);
+        assert!(
+            lines[0].contains("start=        2048, size=      131072, type=c, bootable"),
+            "{}",
+            lines[0]
+        );
+        assert!(
+            lines[1].contains(&format!("start={:>12}", plan.get(PartRole::Root).start_lba)),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[1].contains("type=83") && !lines[1].contains("bootable"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2].contains("size=       32768, type=83"),
+            "{}",
+            lines[2]
+        );
         // fdisk checks CHS consistency and warns about anything odd.
         require_tool("fdisk");
         let listing = run_tool("fdisk", &["-l", path.to_str().unwrap()]);
         assert!(!listing.to_lowercase().contains("warning"), "{listing}");
-        assert!(listing.contains(&format!("Disk identifier: 0x{}", plan.disk_id)), "{listing}");
+        assert!(
+            listing.contains(&format!("Disk identifier: 0x{}", plan.disk_id)),
+            "{listing}"
+        );
     }
 }

@@ -18,7 +18,9 @@ use std::fs::File;
 use anyhow::Result;
 
 pub use image::{mapped_ranges, ImageWriter, OffsetWriter};
-pub use layout::{FitError, LayoutError, PartRole, PartType, Partition, PartitionPlan, PartitionSpec, TableKind};
+pub use layout::{
+    FitError, LayoutError, PartRole, PartType, Partition, PartitionPlan, PartitionSpec, TableKind,
+};
 
 /// Writes the partition table of `plan` (GPT with its protective MBR and backup, or an MBR)
 /// into `file`, which should already be `plan.disk_size` long.
@@ -39,7 +41,9 @@ pub(crate) mod test_tools {
         let found = std::env::var_os("PATH")
             .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
             .unwrap_or(false)
-            || ["/usr/sbin", "/sbin"].iter().any(|d| std::path::Path::new(d).join(tool).is_file());
+            || ["/usr/sbin", "/sbin"]
+                .iter()
+                .any(|d| std::path::Path::new(d).join(tool).is_file());
         assert!(found, "this test needs `{tool}`: install it (Debian: apt-get install gdisk fdisk squashfs-tools xz-utils bmap-tools)");
     }
 

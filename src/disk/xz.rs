@@ -24,8 +24,12 @@ const CHUNK: usize = 1 << 20;
 /// progress in input bytes. The output appears only when complete.
 pub fn compress_xz(input: &Path, output: &Path, threads: u32, rep: &dyn Reporter) -> Result<()> {
     let file = File::open(input).with_context(|| format!("opening {}", input.display()))?;
-    let len = file.metadata().with_context(|| format!("reading {}", input.display()))?.len();
-    let mut reader = SparseReader::new(file, len).with_context(|| format!("mapping {}", input.display()))?;
+    let len = file
+        .metadata()
+        .with_context(|| format!("reading {}", input.display()))?
+        .len();
+    let mut reader =
+        SparseReader::new(file, len).with_context(|| format!("mapping {}", input.display()))?;
 
     let stream = MtStreamBuilder::new()
         .threads(threads.max(1))
@@ -37,18 +41,27 @@ pub fn compress_xz(input: &Path, output: &Path, threads: u32, rep: &dyn Reporter
     let out = AtomicFile::create(output)?;
     let mut encoder = XzEncoder::new_stream(out, stream);
 
-    let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = input
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut task = rep.task(&format!("compressing {name}"), len);
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = reader.read(&mut buf).with_context(|| format!("reading {}", input.display()))?;
+        let n = reader
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", input.display()))?;
         if n == 0 {
             break;
         }
-        encoder.write_all(&buf[..n]).with_context(|| format!("compressing into {}", output.display()))?;
+        encoder
+            .write_all(&buf[..n])
+            .with_context(|| format!("compressing into {}", output.display()))?;
         task.advance(n as u64);
     }
-    let out = encoder.finish().with_context(|| format!("finishing {}", output.display()))?;
+    let out = encoder
+        .finish()
+        .with_context(|| format!("finishing {}", output.display()))?;
     out.commit()?;
     task.finish(&format!("{name} compressed"));
     Ok(())
@@ -66,7 +79,12 @@ struct SparseReader {
 impl SparseReader {
     fn new(file: File, len: u64) -> Result<Self> {
         let ranges = mapped_ranges(&file)?.into();
-        Ok(SparseReader { file, len, pos: 0, ranges })
+        Ok(SparseReader {
+            file,
+            len,
+            pos: 0,
+            ranges,
+        })
     }
 }
 
@@ -93,7 +111,10 @@ impl Read for SparseReader {
             }
         };
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while being read"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file shrank while being read",
+            ));
         }
         self.pos += n as u64;
         Ok(n)
@@ -127,7 +148,9 @@ mod tests {
     fn sparse_file(path: &Path) -> Vec<u8> {
         let f = File::create(path).unwrap();
         f.set_len(40 << 20).unwrap();
-        let noise: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let noise: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         f.write_all_at(&noise, 3 << 20).unwrap();
         f.write_all_at(b"tail", (40 << 20) - 4).unwrap();
         drop(f);
@@ -141,7 +164,10 @@ mod tests {
         let want = sparse_file(&path);
         let mut got = Vec::new();
         let f = File::open(&path).unwrap();
-        SparseReader::new(f, want.len() as u64).unwrap().read_to_end(&mut got).unwrap();
+        SparseReader::new(f, want.len() as u64)
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
         assert!(got == want);
     }
 
@@ -154,23 +180,45 @@ mod tests {
         let output = dir.path().join("s.img.xz");
         let count = Arc::new(AtomicU64::new(0));
         compress_xz(&input, &output, 2, &Counting(count.clone())).unwrap();
-        assert_eq!(count.load(Ordering::Relaxed), want.len() as u64, "progress counts input bytes");
+        assert_eq!(
+            count.load(Ordering::Relaxed),
+            want.len() as u64,
+            "progress counts input bytes"
+        );
         run_tool("xz", &["-t", output.to_str().unwrap()]);
-        let out = std::process::Command::new("xz").args(["-dc", output.to_str().unwrap()]).output().unwrap();
+        let out = std::process::Command::new("xz")
+            .args(["-dc", output.to_str().unwrap()])
+            .output()
+            .unwrap();
         assert!(out.status.success());
-        assert!(out.stdout == want, "decompressed bytes differ from the input");
+        assert!(
+            out.stdout == want,
+            "decompressed bytes differ from the input"
+        );
         let info = run_tool("xz", &["--robot", "-lvv", output.to_str().unwrap()]);
         assert!(info.contains("CRC64"), "{info}");
         // 40 MiB in 24 MiB blocks: two blocks, so both threads had work.
-        assert!(info.lines().filter(|l| l.starts_with("block\t")).count() >= 2, "{info}");
-        let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(
+            info.lines().filter(|l| l.starts_with("block\t")).count() >= 2,
+            "{info}"
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(names.len(), 2, "no temporary left: {names:?}");
     }
 
     #[test]
     fn missing_input_is_named_and_leaves_no_output() {
         let dir = tempfile::tempdir().unwrap();
-        let err = compress_xz(&dir.path().join("none.img"), &dir.path().join("none.img.xz"), 2, &Silent).unwrap_err();
+        let err = compress_xz(
+            &dir.path().join("none.img"),
+            &dir.path().join("none.img.xz"),
+            2,
+            &Silent,
+        )
+        .unwrap_err();
         assert!(format!("{err:#}").contains("none.img"));
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }
