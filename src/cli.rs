@@ -207,7 +207,9 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
     for w in node.warnings() {
         rep.warn(&w);
     }
-    let host_mirror = crate::source::debian::apt_mirror(Path::new("/"))?;
+    // EDGEIMG_APT_ROOT points at another root's /etc/apt (containers, tests).
+    let apt_root = std::env::var_os("EDGEIMG_APT_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+    let host_mirror = crate::source::debian::apt_mirror(&apt_root)?;
     let req = Request {
         board: args.board.clone(),
         role: args.role,

@@ -1,0 +1,99 @@
+//! `SHA256SUMS` for the published files, in the format `sha256sum -c` reads.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use super::atomic::AtomicFile;
+
+/// The sha256 of a file as lowercase hex, read in 1 MiB pieces.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Writes `<dir>/SHA256SUMS` with one `<hex>  <name>` line for each of `files` (names relative
+/// to `dir`, in the order given), atomically.
+pub fn write_sha256sums(dir: &Path, files: &[&str]) -> Result<()> {
+    let mut text = String::new();
+    for name in files {
+        if name.contains('\n') || name.contains('\\') || name.contains('/') {
+            bail!(
+                "{name:?} cannot be listed in SHA256SUMS: give a plain file name inside {}",
+                dir.display()
+            );
+        }
+        let digest = sha256_file(&dir.join(name))?;
+        text.push_str(&format!("{digest}  {name}\n"));
+    }
+    let out = dir.join("SHA256SUMS");
+    let mut file = AtomicFile::create(&out)?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    file.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::test_tools::require_tool;
+
+    #[test]
+    fn sha256sum_accepts_the_file() {
+        require_tool("sha256sum");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.img"), vec![7u8; 3 << 20]).unwrap();
+        std::fs::write(dir.path().join("b.json"), b"{}").unwrap();
+        write_sha256sums(dir.path(), &["a.img", "b.json"]).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("SHA256SUMS")).unwrap();
+        assert!(text.starts_with(&sha256_file(&dir.path().join("a.img")).unwrap()));
+        assert!(
+            text.contains(
+                "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a  b.json\n"
+            ),
+            "{text}"
+        );
+        let out = std::process::Command::new("sha256sum")
+            .args(["-c", "--strict", "SHA256SUMS"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        // Only SHA256SUMS appears: no temporary left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+
+        std::fs::write(dir.path().join("b.json"), b"{ }").unwrap();
+        let out = std::process::Command::new("sha256sum")
+            .args(["-c", "SHA256SUMS"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "a changed file must fail the check");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = write_sha256sums(dir.path(), &["nope.img"]).unwrap_err();
+        assert!(format!("{err:#}").contains("nope.img"), "{err:#}");
+        assert!(!dir.path().join("SHA256SUMS").exists());
+    }
+}

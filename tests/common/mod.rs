@@ -1,0 +1,172 @@
+//! Shared helpers of the integration tests: the edgeimg binary, a shared download cache, the
+//! k0s test double and a small HTTP server on 127.0.0.1 that serves it through edgeimg's real
+//! download path.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use sha2::{Digest, Sha256};
+
+pub const K0S_VERSION: &str = "v1.34.10+k0s.0";
+
+/// The k0s TEST DOUBLE. The real k0s cannot be downloaded here; this stand-in answers
+/// `k0s version`, records every call on the data partition and on the console, and stays
+/// running like the real controller or worker would.
+pub fn k0s_stand_in() -> Vec<u8> {
+    format!(
+        r#"#!/bin/sh
+# k0s stand-in (test double built by edgeimg's tests; not the real k0s)
+if [ "$1" = version ]; then echo "{K0S_VERSION}"; exit 0; fi
+mkdir -p /var/lib/k0s
+echo "$*" >> /var/lib/k0s/stand-in.calls
+echo "k0s-stand-in: $*" > /dev/console
+case "$1" in
+  controller|worker) while :; do sleep 3600; done ;;
+esac
+exit 0
+"#
+    )
+    .into_bytes()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_edgeimg"))
+}
+
+/// Downloads are shared by every test (and kept between runs) under target/.
+pub fn cache_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("edgeimg-cache");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn edgeimg(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running edgeimg")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// A host tool the tests judge outputs with; absent means the test setup is incomplete.
+pub fn need(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file() || Path::new("/usr/sbin").join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(found, "{tool} is not installed: run scripts/test (it installs the test dependencies)");
+}
+
+pub fn run_tool(cmd: &str, args: &[&str]) -> Output {
+    need(cmd);
+    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("running {cmd}: {e}"))
+}
+
+/// Serves files from memory on 127.0.0.1 and counts requests.
+pub struct Server {
+    pub port: u16,
+    pub requests: Arc<AtomicUsize>,
+}
+
+impl Server {
+    pub fn start(files: Vec<(String, Vec<u8>)>) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let count = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                let mut reader = BufReader::new(s.try_clone().unwrap());
+                let mut line = String::new();
+                let _ = reader.read_line(&mut line);
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+                match files.iter().find(|(p, _)| *p == path) {
+                    Some((_, body)) => {
+                        let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                        let _ = s.write_all(body);
+                    }
+                    None => {
+                        let _ = write!(s, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    }
+                }
+                let _ = s.flush();
+                let mut sink = Vec::new();
+                let _ = s.take(0).read_to_end(&mut sink);
+            }
+        });
+        Server { port, requests }
+    }
+
+    pub fn count(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+/// One k0s server for the whole test binary, serving the stand-in at the path of the real
+/// release asset.
+pub fn k0s_server() -> &'static Server {
+    static S: OnceLock<Server> = OnceLock::new();
+    S.get_or_init(|| {
+        let body = k0s_stand_in();
+        let mut files = Vec::new();
+        for arch in ["amd64", "arm64", "arm"] {
+            files.push((format!("/releases/{}/k0s-{}-{arch}", K0S_VERSION.replace('+', "%2B"), K0S_VERSION.replace('+', "%2B")), body.clone()));
+        }
+        Server::start(files)
+    })
+}
+
+/// The k0s arguments every test build uses: the stand-in through the real download path.
+pub fn k0s_args() -> Vec<String> {
+    let s = k0s_server();
+    vec![
+        "--k0s-url".into(),
+        format!("http://127.0.0.1:{}/releases/{{version}}/k0s-{{version}}-{{arch}}", s.port),
+        "--k0s-sha256".into(),
+        sha256_hex(&k0s_stand_in()),
+    ]
+}
+
+/// Runs `edgeimg build` with the shared cache and the stand-in; returns the output.
+pub fn build(out: &Path, extra: &[&str]) -> Output {
+    let mut args: Vec<String> = vec!["build".into(), "--out".into(), out.display().to_string()];
+    args.push("--cache-dir".into());
+    args.push(cache_dir().display().to_string());
+    args.extend(k0s_args());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    edgeimg(&refs)
+}
+
+/// Copies `len` bytes at `offset` of `image` into a new file (for tools that take no offset).
+pub fn extract(image: &Path, offset: u64, len: u64, to: &Path) {
+    use std::io::{Seek, SeekFrom};
+    let mut f = std::fs::File::open(image).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    let mut out = std::fs::File::create(to).unwrap();
+    std::io::copy(&mut f.take(len), &mut out).unwrap();
+}
