@@ -257,9 +257,10 @@ fn encode_root(plan: &Plan, layout: &PartitionPlan, root: &Tree, image: &mut Ima
     let offset = layout.offset(PartRole::Root);
     let mut w = crate::fs::squashfs::OffsetWriter::new(image.file_mut(), offset)?;
     let size = write_squashfs(root, &opts, &mut w)?;
+    // An oversized root spilled into the temporary image only, which is dropped on error.
     layout
         .check_fits(PartRole::Root, size)
-        .map_err(|e| anyhow::anyhow!("{e}: raise `root_mib` under [partitions] in {}", plan.board.file.display()))?;
+        .map_err(|e| anyhow::anyhow!(e.advice(&plan.board.name, &plan.board.file.display().to_string(), "[partitions] root_mib")))?;
     Ok(size)
 }
 
