@@ -2,6 +2,7 @@
 //! ([`cache`]), the signed Debian archive chain ([`debian`]) and the k0s release asset ([`k0s`]).
 
 pub mod cache;
+pub mod debian;
 pub mod download;
 pub mod k0s;
 

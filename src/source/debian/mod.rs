@@ -1,0 +1,8 @@
+//! The Debian archive chain: APT sources, the signed `InRelease`, `Packages` indexes,
+//! dependency resolution and `.deb` unpacking.
+
+pub mod control;
+pub mod version;
+
+pub use control::{Dep, Package};
+pub use version::Op;
