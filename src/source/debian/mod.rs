@@ -4,10 +4,195 @@
 pub mod apt;
 pub mod control;
 pub mod release;
+pub mod resolve;
 pub mod version;
 
 pub use control::{Dep, Package};
 pub use version::Op;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::progress::Reporter;
+use crate::source::{Cache, FetchItem};
+use release::{Keyring, Release};
+
+/// How long a cached `InRelease` is trusted to be current before it is fetched again.
+const INRELEASE_MAX_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// One suite of a Debian archive for one architecture: every package of the chosen components,
+/// reached through a verified chain (InRelease signature -> Packages sha256).
+#[derive(Debug, Clone)]
+pub struct Archive {
+    pub mirror: String,
+    pub suite: String,
+    pub arch: String,
+    /// Owners of the keys that signed the suite's InRelease (empty for hand-made archives).
+    pub signed_by: Vec<String>,
+    /// By name; newest version first.
+    packages: BTreeMap<String, Vec<Package>>,
+    /// Virtual name -> (package, package version, provided version).
+    providers: BTreeMap<String, Vec<(String, String, Option<String>)>>,
+}
+
+/// A `.deb` in the cache, verified against its `Packages` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedDeb {
+    pub package: Package,
+    pub path: PathBuf,
+}
+
+impl Archive {
+    /// Fetches and verifies `<mirror>/dists/<suite>/InRelease` and the `Packages` index of each
+    /// component for `arch` (`amd64`, `arm64`, `armhf`).
+    pub fn load(
+        cache: &Cache,
+        mirror: &str,
+        suite: &str,
+        arch: &str,
+        components: &[&str],
+        rep: &dyn Reporter,
+    ) -> Result<Archive> {
+        let mirror = mirror.trim_end_matches('/');
+        let label = format!("{suite} InRelease");
+        let url = format!("{mirror}/dists/{suite}/InRelease");
+        rep.step(&format!("checking the signature of {url}"));
+        let path = cache.fetch_url(&url, &label, Some(INRELEASE_MAX_AGE), rep)?;
+        let data = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let keyring = Keyring::debian()?;
+        let release = Release::verify(&data, &keyring, &format!("{label} ({url})"))?;
+        if let Some(until) = release.valid_until() {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            if now > until {
+                rep.warn(&format!("{url} expired (Valid-Until {}); the mirror may be stale", release.fields.get("Valid-Until").unwrap_or("")));
+            }
+        }
+        let mut all = Vec::new();
+        for comp in components {
+            all.extend(load_packages(cache, mirror, suite, arch, comp, &release, rep)?);
+        }
+        let mut archive = Archive::from_packages(mirror, suite, arch, all);
+        archive.signed_by = release.signed_by;
+        Ok(archive)
+    }
+
+    /// An archive from packages already read (tests, or indexes obtained another way).
+    /// Packages of other architectures than `arch` and `all` are left out.
+    pub fn from_packages(mirror: &str, suite: &str, arch: &str, pkgs: Vec<Package>) -> Archive {
+        let mut packages: BTreeMap<String, Vec<Package>> = BTreeMap::new();
+        for p in pkgs.into_iter().filter(|p| p.architecture == arch || p.architecture == "all") {
+            packages.entry(p.name.clone()).or_default().push(p);
+        }
+        let mut providers: BTreeMap<String, Vec<(String, String, Option<String>)>> = BTreeMap::new();
+        for versions in packages.values_mut() {
+            versions.sort_by(|a, b| version::compare(&b.version, &a.version).then_with(|| a.filename.cmp(&b.filename)));
+            versions.dedup_by(|a, b| a.version == b.version);
+            for p in versions.iter() {
+                for (virt, v) in &p.provides {
+                    providers.entry(virt.clone()).or_default().push((p.name.clone(), p.version.clone(), v.clone()));
+                }
+            }
+        }
+        Archive {
+            mirror: mirror.trim_end_matches('/').to_string(),
+            suite: suite.to_string(),
+            arch: arch.to_string(),
+            signed_by: Vec::new(),
+            packages,
+            providers,
+        }
+    }
+
+    /// The newest version of a real package.
+    pub fn get(&self, name: &str) -> Option<&Package> {
+        self.versions(name).first()
+    }
+
+    /// Every version of a real package, newest first.
+    pub fn versions(&self, name: &str) -> &[Package] {
+        self.packages.get(name).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Packages providing a virtual name: (package, its version, provided version).
+    pub fn providers_of(&self, name: &str) -> &[(String, String, Option<String>)] {
+        self.providers.get(name).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Number of distinct package names.
+    pub fn len(&self) -> usize {
+        self.packages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.packages.is_empty()
+    }
+
+    /// The dependency closure of `wanted` (real or virtual names), sorted by name. Names in
+    /// `provided` stand for things edgeimg does itself: they count as installed and are not
+    /// followed.
+    pub fn resolve(&self, wanted: &[String], provided: &[String]) -> Result<Vec<Package>, resolve::ResolveError> {
+        resolve::Resolver::new(self, provided).run(wanted)
+    }
+}
+
+/// Fetches, verifies and parses one component's `Packages` index.
+fn load_packages(
+    cache: &Cache,
+    mirror: &str,
+    suite: &str,
+    arch: &str,
+    comp: &str,
+    release: &Release,
+    rep: &dyn Reporter,
+) -> Result<Vec<Package>> {
+    let label = format!("{suite}/{comp} Packages ({arch})");
+    let (rel_path, index) = release.packages_index(comp, arch, &label)?;
+    let url = if release.acquire_by_hash {
+        format!("{mirror}/dists/{suite}/{comp}/binary-{arch}/by-hash/SHA256/{}", index.sha256)
+    } else {
+        format!("{mirror}/dists/{suite}/{rel_path}")
+    };
+    let path = cache.fetch_verified(&url, &index.sha256, Some(index.size), &label, rep)?;
+    rep.step(&format!("reading {label}"));
+    let text = decompress_to_string(&path, &rel_path).with_context(|| format!("{label}: decompressing {url}"))?;
+    Ok(control::parse_packages(&text, &label)?)
+}
+
+fn decompress_to_string(path: &Path, name: &str) -> Result<String> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let f = std::io::BufReader::new(f);
+    let mut r: Box<dyn Read> = if name.ends_with(".xz") {
+        Box::new(liblzma::read::XzDecoder::new(f))
+    } else if name.ends_with(".gz") {
+        Box::new(flate2::read::GzDecoder::new(f))
+    } else {
+        Box::new(f)
+    };
+    let mut s = String::new();
+    r.read_to_string(&mut s)?;
+    Ok(s)
+}
+
+/// Downloads the `.deb` of each package (in parallel) into the cache, each checked against the
+/// sha256 and size from the verified `Packages` index.
+pub fn fetch_debs(cache: &Cache, mirror: &str, pkgs: &[Package], rep: &dyn Reporter) -> Result<Vec<FetchedDeb>> {
+    let mirror = mirror.trim_end_matches('/');
+    let items: Vec<FetchItem> = pkgs
+        .iter()
+        .map(|p| FetchItem {
+            url: format!("{mirror}/{}", p.filename),
+            sha256: p.sha256.clone(),
+            size: Some(p.size),
+            label: format!("{} {} ({})", p.name, p.version, p.architecture),
+        })
+        .collect();
+    let paths = cache.fetch_many(&items, rep)?;
+    Ok(pkgs.iter().cloned().zip(paths).map(|(package, path)| FetchedDeb { package, path }).collect())
+}
 pub use apt::apt_mirror;
 
 /// Helpers for tests that use the real archive through the build host's APT mirror.
