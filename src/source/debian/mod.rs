@@ -3,11 +3,13 @@
 
 pub mod apt;
 pub mod control;
+pub mod deb;
 pub mod release;
 pub mod resolve;
 pub mod version;
 
 pub use control::{Dep, Package};
+pub use deb::{unpack_deb, unpack_deb_with, DebError, DebInfo, UnpackOptions};
 pub use version::Op;
 
 use std::collections::BTreeMap;
