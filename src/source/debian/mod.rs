@@ -220,3 +220,80 @@ pub(crate) mod testutil {
         Cache::new(std::env::temp_dir().join("edgeimg-test-cache"), false).unwrap()
     }
 }
+
+#[cfg(test)]
+mod network_tests {
+    use super::testutil::{mirror_or_skip, shared_cache};
+    use super::*;
+    use crate::progress::Silent;
+    use crate::tree::{Kind, Tree};
+
+    /// The whole chain against the real archive: signed InRelease, Packages by sha256, closure,
+    /// .deb by sha256, unpacking checked against `dpkg-deb`'s own listing.
+    #[test]
+    fn trixie_busybox_static_end_to_end() {
+        let Some(mirror) = mirror_or_skip("trixie_busybox_static_end_to_end") else { return };
+        let cache = shared_cache();
+        let archive = Archive::load(&cache, &mirror, "trixie", "amd64", &["main"], &Silent).unwrap();
+        assert!(archive.len() > 30_000, "only {} packages", archive.len());
+        assert!(!archive.signed_by.is_empty());
+
+        let pkgs = archive.resolve(&["busybox-static".to_string()], &[]).unwrap();
+        let names: Vec<&str> = pkgs.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, vec!["busybox-static"], "busybox-static is statically linked and has no dependencies");
+        // A realistic closure resolves, stays small, and honours `provided`.
+        let provided: Vec<String> = ["debconf", "debconf-2.0", "adduser", "init-system-helpers"].map(String::from).to_vec();
+        let closure = archive.resolve(&["e2fsprogs".into(), "kmod".into(), "ca-certificates".into()], &provided).unwrap();
+        let cn: Vec<&str> = closure.iter().map(|p| p.name.as_str()).collect();
+        assert!(cn.contains(&"libc6") && cn.contains(&"e2fsprogs") && !cn.contains(&"debconf"), "{cn:?}");
+        assert!(cn.windows(2).all(|w| w[0] < w[1]), "sorted by name");
+
+        let debs = fetch_debs(&cache, &archive.mirror, &pkgs, &Silent).unwrap();
+        let mut tree = Tree::new();
+        let info = unpack_deb(&debs[0].path, &mut tree, &mut |_| true).unwrap();
+        assert_eq!(info.name(), Some("busybox-static"));
+        assert!(matches!(tree.get("usr/bin/busybox").map(|e| &e.kind), Some(Kind::File(_))));
+
+        // Compare with dpkg-deb, the reference reader of the format.
+        let out = std::process::Command::new("dpkg-deb")
+            .arg("-c")
+            .arg(&debs[0].path)
+            .output()
+            .expect("dpkg-deb is needed for this test (apt-get install -y dpkg)");
+        assert!(out.status.success());
+        let listing = String::from_utf8(out.stdout).unwrap();
+        let mut count = 0;
+        for line in listing.lines() {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let name = cols[5].trim_start_matches("./").trim_end_matches('/');
+            if name.is_empty() {
+                continue;
+            }
+            count += 1;
+            let e = tree.get(name).unwrap_or_else(|| panic!("{name} missing from the tree"));
+            let size: u64 = cols[2].parse().unwrap();
+            match &e.kind {
+                Kind::File(c) => assert_eq!(c.len(), size, "{name}"),
+                Kind::Dir => assert!(cols[0].starts_with('d'), "{name}"),
+                Kind::Symlink(t) => assert!(line.ends_with(&format!("-> {t}")), "{line}"),
+                other => panic!("{name}: unexpected {other:?}"),
+            }
+            assert_eq!(format!("{:o}", e.mode & 0o777), mode_octal(cols[0]), "{name}");
+        }
+        assert_eq!(count + 1, tree.len(), "same number of entries as dpkg-deb lists");
+
+        // Warm cache: a new Cache in offline mode loads everything without a download.
+        let offline = Cache::new(cache.root().to_path_buf(), true).unwrap();
+        let again = Archive::load(&offline, &mirror, "trixie", "amd64", &["main"], &Silent).unwrap();
+        fetch_debs(&offline, &again.mirror, &pkgs, &Silent).unwrap();
+        assert_eq!(offline.downloads_made(), 0);
+    }
+
+    fn mode_octal(perms: &str) -> String {
+        let bits = perms[1..].chars().enumerate().fold(0u32, |acc, (i, c)| {
+            let on = !matches!(c, '-' | 'S' | 'T');
+            acc | (u32::from(on) << (8 - i))
+        });
+        format!("{bits:o}")
+    }
+}
