@@ -29,9 +29,19 @@ pub enum CacheError {
     #[error("{label}: not in the cache ({url}); run without --offline to download it")]
     Offline { label: String, url: String },
     #[error("{label}: sha256 mismatch for {url}: expected {expected}, got {actual}")]
-    DigestMismatch { label: String, url: String, expected: String, actual: String },
+    DigestMismatch {
+        label: String,
+        url: String,
+        expected: String,
+        actual: String,
+    },
     #[error("{label}: {url} is {actual} bytes, expected {expected}")]
-    SizeMismatch { label: String, url: String, expected: u64, actual: u64 },
+    SizeMismatch {
+        label: String,
+        url: String,
+        expected: u64,
+        actual: u64,
+    },
     #[error("{label}: {digest:?} is not a sha256 digest (64 hex digits expected)")]
     BadDigest { label: String, digest: String },
 }
@@ -62,7 +72,8 @@ impl Cache {
     pub fn new(root: PathBuf, offline: bool) -> Result<Cache> {
         for sub in ["sha256", "url"] {
             let d = root.join(sub);
-            fs::create_dir_all(&d).with_context(|| format!("creating cache directory {}", d.display()))?;
+            fs::create_dir_all(&d)
+                .with_context(|| format!("creating cache directory {}", d.display()))?;
         }
         Ok(Cache {
             root,
@@ -75,7 +86,11 @@ impl Cache {
 
     /// `$XDG_CACHE_HOME/edgeimg`, else `$HOME/.cache/edgeimg`, else `.cache/edgeimg` here.
     pub fn default_dir() -> PathBuf {
-        let nonempty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+        let nonempty = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
         if let Some(x) = nonempty("XDG_CACHE_HOME") {
             return x.join("edgeimg");
         }
@@ -129,16 +144,27 @@ impl Cache {
                 "{label}: cached file {} is corrupt (sha256 {actual}, expected {digest}); fetching it again",
                 path.display()
             ));
-            fs::remove_file(&path).with_context(|| format!("removing corrupt cache entry {}", path.display()))?;
+            fs::remove_file(&path)
+                .with_context(|| format!("removing corrupt cache entry {}", path.display()))?;
         }
         if self.offline {
-            return Err(CacheError::Offline { label: label.into(), url: url.into() }.into());
+            return Err(CacheError::Offline {
+                label: label.into(),
+                url: url.into(),
+            }
+            .into());
         }
         let dir = self.root.join("sha256");
         let (tmp, actual, len) = self.download_to_temp(url, &dir, label, rep)?;
         if let Some(expected) = size {
             if expected != len {
-                return Err(CacheError::SizeMismatch { label: label.into(), url: url.into(), expected, actual: len }.into());
+                return Err(CacheError::SizeMismatch {
+                    label: label.into(),
+                    url: url.into(),
+                    expected,
+                    actual: len,
+                }
+                .into());
             }
         }
         if actual != digest {
@@ -158,7 +184,12 @@ impl Cache {
 
     /// Copies a file that has no pinned digest into the cache and returns its cached path and
     /// sha256 (used for `--k0s-binary`: the content used is the content recorded).
-    pub fn import_unpinned(&self, url: &str, label: &str, rep: &dyn Reporter) -> Result<(PathBuf, String)> {
+    pub fn import_unpinned(
+        &self,
+        url: &str,
+        label: &str,
+        rep: &dyn Reporter,
+    ) -> Result<(PathBuf, String)> {
         let dir = self.root.join("sha256");
         let (tmp, digest, _) = self.download_to_temp(url, &dir, label, rep)?;
         let path = self.path_for_digest(&digest);
@@ -171,8 +202,17 @@ impl Cache {
     /// reused when it is younger than `max_age` (`None`: always), or always when offline. If a
     /// refresh fails but a stale copy exists, the stale copy is used with a warning: whatever
     /// uses it verifies it by other means (a signature).
-    pub fn fetch_url(&self, url: &str, label: &str, max_age: Option<Duration>, rep: &dyn Reporter) -> Result<PathBuf> {
-        let path = self.root.join("url").join(hex::encode(Sha256::digest(url.as_bytes())));
+    pub fn fetch_url(
+        &self,
+        url: &str,
+        label: &str,
+        max_age: Option<Duration>,
+        rep: &dyn Reporter,
+    ) -> Result<PathBuf> {
+        let path = self
+            .root
+            .join("url")
+            .join(hex::encode(Sha256::digest(url.as_bytes())));
         let age = fs::metadata(&path)
             .and_then(|m| m.modified())
             .ok()
@@ -182,7 +222,11 @@ impl Cache {
                 return Ok(path);
             }
         } else if self.offline {
-            return Err(CacheError::Offline { label: label.into(), url: url.into() }.into());
+            return Err(CacheError::Offline {
+                label: label.into(),
+                url: url.into(),
+            }
+            .into());
         }
         let dir = self.root.join("url");
         match self.download_to_temp(url, &dir, label, rep) {
@@ -191,7 +235,9 @@ impl Cache {
                 Ok(path)
             }
             Err(e) if age.is_some() => {
-                rep.warn(&format!("{label}: could not refresh ({e:#}); using the cached copy"));
+                rep.warn(&format!(
+                    "{label}: could not refresh ({e:#}); using the cached copy"
+                ));
                 Ok(path)
             }
             Err(e) => Err(e),
@@ -202,7 +248,8 @@ impl Cache {
     /// The first failure (in item order) is returned after all workers stop.
     pub fn fetch_many(&self, items: &[FetchItem], rep: &dyn Reporter) -> Result<Vec<PathBuf>> {
         let next = AtomicUsize::new(0);
-        let results: Vec<Mutex<Option<Result<PathBuf>>>> = items.iter().map(|_| Mutex::new(None)).collect();
+        let results: Vec<Mutex<Option<Result<PathBuf>>>> =
+            items.iter().map(|_| Mutex::new(None)).collect();
         let workers = PARALLEL_FETCHES.min(items.len());
         std::thread::scope(|s| {
             for _ in 0..workers {
@@ -225,11 +272,17 @@ impl Cache {
     }
 
     fn is_verified(&self, digest: &str) -> bool {
-        self.verified.lock().unwrap_or_else(|p| p.into_inner()).contains(digest)
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(digest)
     }
 
     fn mark_verified(&self, digest: &str) {
-        self.verified.lock().unwrap_or_else(|p| p.into_inner()).insert(digest.to_string());
+        self.verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest.to_string());
     }
 
     /// Streams `url` into a new temporary file in `dir`, hashing on the way.
@@ -246,9 +299,15 @@ impl Cache {
             .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
         self.downloads.fetch_add(1, Ordering::Relaxed);
         let (digest, len) = {
-            let mut w = HashingWriter { inner: io::BufWriter::new(tmp.as_file()), hasher: Sha256::new(), len: 0 };
+            let mut w = HashingWriter {
+                inner: io::BufWriter::new(tmp.as_file()),
+                hasher: Sha256::new(),
+                len: 0,
+            };
             download::copy_url(&self.agent, url, &mut w, label, rep)?;
-            w.inner.flush().with_context(|| format!("writing {}", tmp.path().display()))?;
+            w.inner
+                .flush()
+                .with_context(|| format!("writing {}", tmp.path().display()))?;
             (hex::encode(w.hasher.finalize()), w.len)
         };
         Ok((tmp, digest, len))
@@ -257,7 +316,9 @@ impl Cache {
 
 fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
     tmp.as_file().sync_all().ok();
-    tmp.persist(path).map_err(|e| e.error).with_context(|| format!("moving a download into {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("moving a download into {}", path.display()))?;
     Ok(())
 }
 
@@ -265,7 +326,11 @@ fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
 pub fn normalize_digest(sha256: &str, label: &str) -> Result<String> {
     let d = sha256.trim().to_ascii_lowercase();
     if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(CacheError::BadDigest { label: label.into(), digest: sha256.into() }.into());
+        return Err(CacheError::BadDigest {
+            label: label.into(),
+            digest: sha256.into(),
+        }
+        .into());
     }
     Ok(d)
 }
@@ -277,7 +342,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = r.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = r
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -341,16 +408,22 @@ mod tests {
     fn local_file_is_verified_stored_and_reused() {
         let (_d, src, cache) = setup(b"hello");
         let url = format!("file://{}", src.display());
-        let p = cache.fetch_verified(&url, &sha(b"hello"), Some(5), "hello", &Silent).unwrap();
+        let p = cache
+            .fetch_verified(&url, &sha(b"hello"), Some(5), "hello", &Silent)
+            .unwrap();
         assert_eq!(p, cache.root().join("sha256").join(sha(b"hello")));
         assert_eq!(fs::read(&p).unwrap(), b"hello");
         fs::remove_file(&src).unwrap();
-        let again = cache.fetch_verified(&url, &sha(b"hello").to_uppercase(), None, "hello", &Silent).unwrap();
+        let again = cache
+            .fetch_verified(&url, &sha(b"hello").to_uppercase(), None, "hello", &Silent)
+            .unwrap();
         assert_eq!(again, p);
         assert_eq!(cache.downloads_made(), 1);
         // A fresh Cache on the same root re-hashes, finds it good, and makes no download.
         let cache2 = Cache::new(cache.root().to_path_buf(), true).unwrap();
-        cache2.fetch_verified(&url, &sha(b"hello"), None, "hello", &Silent).unwrap();
+        cache2
+            .fetch_verified(&url, &sha(b"hello"), None, "hello", &Silent)
+            .unwrap();
         assert_eq!(cache2.downloads_made(), 0);
     }
 
@@ -358,9 +431,14 @@ mod tests {
     fn mismatch_is_an_error_and_leaves_nothing() {
         let (_d, src, cache) = setup(b"evil");
         let want = sha(b"good");
-        let err = cache.fetch_verified(src.to_str().unwrap(), &want, None, "thing", &Silent).unwrap_err();
+        let err = cache
+            .fetch_verified(src.to_str().unwrap(), &want, None, "thing", &Silent)
+            .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains(&want) && msg.contains(&sha(b"evil")) && msg.contains("thing"), "{msg}");
+        assert!(
+            msg.contains(&want) && msg.contains(&sha(b"evil")) && msg.contains("thing"),
+            "{msg}"
+        );
         let left: Vec<_> = fs::read_dir(cache.root().join("sha256")).unwrap().collect();
         assert!(left.is_empty(), "cache not empty: {left:?}");
     }
@@ -368,7 +446,9 @@ mod tests {
     #[test]
     fn size_mismatch_is_an_error() {
         let (_d, src, cache) = setup(b"abc");
-        let err = cache.fetch_verified(src.to_str().unwrap(), &sha(b"abc"), Some(4), "x", &Silent).unwrap_err();
+        let err = cache
+            .fetch_verified(src.to_str().unwrap(), &sha(b"abc"), Some(4), "x", &Silent)
+            .unwrap_err();
         assert!(err.to_string().contains("expected 4"), "{err}");
     }
 
@@ -378,7 +458,9 @@ mod tests {
         let digest = sha(b"payload");
         fs::write(cache.path_for_digest(&digest), b"rotten").unwrap();
         let rep = Warnings::default();
-        let p = cache.fetch_verified(src.to_str().unwrap(), &digest, None, "payload", &rep).unwrap();
+        let p = cache
+            .fetch_verified(src.to_str().unwrap(), &digest, None, "payload", &rep)
+            .unwrap();
         assert_eq!(fs::read(p).unwrap(), b"payload");
         let w = rep.0.lock().unwrap();
         assert_eq!(w.len(), 1);
@@ -390,12 +472,19 @@ mod tests {
     fn offline_missing_entry_says_what_to_do() {
         let (d, src, _) = setup(b"x");
         let cache = Cache::new(d.path().join("offline"), true).unwrap();
-        let err = cache.fetch_verified(src.to_str().unwrap(), &sha(b"x"), None, "pkg foo", &Silent).unwrap_err();
+        let err = cache
+            .fetch_verified(src.to_str().unwrap(), &sha(b"x"), None, "pkg foo", &Silent)
+            .unwrap_err();
         let msg = err.to_string();
-        assert!(msg.contains("pkg foo") && msg.contains("run without --offline"), "{msg}");
+        assert!(
+            msg.contains("pkg foo") && msg.contains("run without --offline"),
+            "{msg}"
+        );
         // A corrupt entry offline is deleted and then reported as missing: never used.
         fs::write(cache.path_for_digest(&sha(b"x")), b"y").unwrap();
-        assert!(cache.fetch_verified(src.to_str().unwrap(), &sha(b"x"), None, "pkg foo", &Silent).is_err());
+        assert!(cache
+            .fetch_verified(src.to_str().unwrap(), &sha(b"x"), None, "pkg foo", &Silent)
+            .is_err());
         assert!(!cache.path_for_digest(&sha(b"x")).exists());
     }
 
@@ -403,17 +492,29 @@ mod tests {
     fn url_entries_respect_max_age_and_offline() {
         let (d, src, cache) = setup(b"v1");
         let url = src.to_str().unwrap().to_string();
-        let p = cache.fetch_url(&url, "rel", Some(Duration::from_secs(3600)), &Silent).unwrap();
+        let p = cache
+            .fetch_url(&url, "rel", Some(Duration::from_secs(3600)), &Silent)
+            .unwrap();
         fs::write(&src, b"v2").unwrap();
-        cache.fetch_url(&url, "rel", Some(Duration::from_secs(3600)), &Silent).unwrap();
+        cache
+            .fetch_url(&url, "rel", Some(Duration::from_secs(3600)), &Silent)
+            .unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"v1", "young entry reused");
-        cache.fetch_url(&url, "rel", Some(Duration::ZERO), &Silent).unwrap();
+        cache
+            .fetch_url(&url, "rel", Some(Duration::ZERO), &Silent)
+            .unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"v2", "old entry refreshed");
         assert_eq!(cache.downloads_made(), 2);
         let off = Cache::new(cache.root().to_path_buf(), true).unwrap();
-        assert_eq!(off.fetch_url(&url, "rel", Some(Duration::ZERO), &Silent).unwrap(), p);
+        assert_eq!(
+            off.fetch_url(&url, "rel", Some(Duration::ZERO), &Silent)
+                .unwrap(),
+            p
+        );
         let other = d.path().join("nope");
-        assert!(off.fetch_url(other.to_str().unwrap(), "rel", None, &Silent).is_err());
+        assert!(off
+            .fetch_url(other.to_str().unwrap(), "rel", None, &Silent)
+            .is_err());
     }
 
     #[test]
@@ -424,7 +525,12 @@ mod tests {
         for i in 0..9u8 {
             let f = dir.path().join(format!("f{i}"));
             fs::write(&f, [i; 10]).unwrap();
-            items.push(FetchItem { url: f.display().to_string(), sha256: sha(&[i; 10]), size: Some(10), label: format!("f{i}") });
+            items.push(FetchItem {
+                url: f.display().to_string(),
+                sha256: sha(&[i; 10]),
+                size: Some(10),
+                label: format!("f{i}"),
+            });
         }
         let paths = cache.fetch_many(&items, &Silent).unwrap();
         for (i, p) in paths.iter().enumerate() {
@@ -438,6 +544,8 @@ mod tests {
     #[test]
     fn bad_digest_strings_are_refused() {
         let (_d, src, cache) = setup(b"x");
-        assert!(cache.fetch_verified(src.to_str().unwrap(), "abc", None, "x", &Silent).is_err());
+        assert!(cache
+            .fetch_verified(src.to_str().unwrap(), "abc", None, "x", &Silent)
+            .is_err());
     }
 }

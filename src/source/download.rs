@@ -83,11 +83,20 @@ pub fn http_agent() -> ureq::Agent {
 
 /// Copies the content at `url` into `out`, reporting bytes to a task named `label`.
 /// Returns the number of bytes copied.
-pub fn copy_url(agent: &ureq::Agent, url: &str, out: &mut dyn Write, label: &str, rep: &dyn Reporter) -> Result<u64> {
+pub fn copy_url(
+    agent: &ureq::Agent,
+    url: &str,
+    out: &mut dyn Write,
+    label: &str,
+    rep: &dyn Reporter,
+) -> Result<u64> {
     let (reader, total): (Box<dyn Read>, u64) = match Location::parse(url)? {
         Location::Http(u) => {
             let resp = agent.get(&u).call().map_err(|e| http_error(&u, e))?;
-            let total = resp.header("Content-Length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+            let total = resp
+                .header("Content-Length")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
             (Box::new(resp.into_reader()), total)
         }
         Location::Local(p) => {
@@ -107,7 +116,9 @@ fn http_error(url: &str, e: ureq::Error) -> anyhow::Error {
         ureq::Error::Status(code, resp) => {
             anyhow::anyhow!("GET {url}: HTTP {code} {}", resp.status_text())
         }
-        ureq::Error::Transport(t) => anyhow::anyhow!("GET {url}: {t} (is the network or the mirror reachable?)"),
+        ureq::Error::Transport(t) => {
+            anyhow::anyhow!("GET {url}: {t} (is the network or the mirror reachable?)")
+        }
     }
 }
 
@@ -117,9 +128,18 @@ mod tests {
 
     #[test]
     fn locations_are_classified() {
-        assert_eq!(Location::parse("https://x.example/a").unwrap(), Location::Http("https://x.example/a".into()));
-        assert_eq!(Location::parse("file:///tmp/a%2Bb").unwrap(), Location::Local("/tmp/a+b".into()));
-        assert_eq!(Location::parse("rel/path").unwrap(), Location::Local("rel/path".into()));
+        assert_eq!(
+            Location::parse("https://x.example/a").unwrap(),
+            Location::Http("https://x.example/a".into())
+        );
+        assert_eq!(
+            Location::parse("file:///tmp/a%2Bb").unwrap(),
+            Location::Local("/tmp/a+b".into())
+        );
+        assert_eq!(
+            Location::parse("rel/path").unwrap(),
+            Location::Local("rel/path".into())
+        );
         assert!(Location::parse("ftp://x/y").is_err());
     }
 

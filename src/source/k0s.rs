@@ -11,7 +11,8 @@ use super::download::percent_encode;
 use crate::progress::Reporter;
 
 /// Where k0s publishes its release assets; `{version}` and `{arch}` are filled in.
-pub const DEFAULT_URL_TEMPLATE: &str = "https://github.com/k0sproject/k0s/releases/download/{version}/k0s-{version}-{arch}";
+pub const DEFAULT_URL_TEMPLATE: &str =
+    "https://github.com/k0sproject/k0s/releases/download/{version}/k0s-{version}-{arch}";
 
 /// The architectures k0s publishes binaries for, named as k0s names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,7 +37,9 @@ impl K0sArch {
             "amd64" => Ok(K0sArch::Amd64),
             "arm64" => Ok(K0sArch::Arm64),
             "armhf" => Ok(K0sArch::Arm),
-            other => bail!("no k0s build for Debian architecture {other:?} (amd64, arm64 and armhf have one)"),
+            other => bail!(
+                "no k0s build for Debian architecture {other:?} (amd64, arm64 and armhf have one)"
+            ),
         }
     }
 }
@@ -78,7 +81,9 @@ pub struct K0sSpec {
 impl K0sSpec {
     /// The download URL for a template: `{version}` is URL-encoded (`+` becomes `%2B`).
     pub fn url_from(&self, template: &str) -> String {
-        template.replace("{version}", &percent_encode(&self.version)).replace("{arch}", self.arch.as_str())
+        template
+            .replace("{version}", &percent_encode(&self.version))
+            .replace("{arch}", self.arch.as_str())
     }
 }
 
@@ -99,25 +104,41 @@ pub fn fetch_k0s(cache: &Cache, spec: &K0sSpec, rep: &dyn Reporter) -> Result<K0
     match &spec.source {
         K0sSource::Url { template, sha256 } => {
             let url = spec.url_from(template);
-            let expected = normalize_digest(sha256, &label)
-                .context("the k0s sha256 is pinned in profiles/base.toml or given with --k0s-sha256")?;
-            let path = cache.fetch_verified(&url, &expected, None, &label, rep).map_err(|e| {
-                match e.downcast_ref::<CacheError>() {
-                    Some(CacheError::DigestMismatch { actual, expected, .. }) => anyhow::anyhow!(
+            let expected = normalize_digest(sha256, &label).context(
+                "the k0s sha256 is pinned in profiles/base.toml or given with --k0s-sha256",
+            )?;
+            let path = cache
+                .fetch_verified(&url, &expected, None, &label, rep)
+                .map_err(|e| match e.downcast_ref::<CacheError>() {
+                    Some(CacheError::DigestMismatch {
+                        actual, expected, ..
+                    }) => anyhow::anyhow!(
                         "{label} from {url}: sha256 is {actual}, expected {expected} \
                          (pinned in profiles/base.toml or --k0s-sha256)"
                     ),
                     _ => e,
-                }
-            })?;
-            Ok(K0sBinary { path, sha256: expected, url, version: spec.version.clone() })
+                })?;
+            Ok(K0sBinary {
+                path,
+                sha256: expected,
+                url,
+                version: spec.version.clone(),
+            })
         }
         K0sSource::LocalFile(p) => {
             if !p.is_file() {
-                bail!("{label}: {} is not a file (check --k0s-binary)", p.display());
+                bail!(
+                    "{label}: {} is not a file (check --k0s-binary)",
+                    p.display()
+                );
             }
             let (path, sha256) = cache.import_unpinned(&p.display().to_string(), &label, rep)?;
-            Ok(K0sBinary { path, sha256, url: p.display().to_string(), version: spec.version.clone() })
+            Ok(K0sBinary {
+                path,
+                sha256,
+                url: p.display().to_string(),
+                version: spec.version.clone(),
+            })
         }
     }
 }
@@ -146,7 +167,9 @@ mod tests {
                 let mut r = BufReader::new(s.try_clone().unwrap());
                 let mut line = String::new();
                 r.read_line(&mut line).unwrap();
-                ps.lock().unwrap().push(line.split_whitespace().nth(1).unwrap_or("").to_string());
+                ps.lock()
+                    .unwrap()
+                    .push(line.split_whitespace().nth(1).unwrap_or("").to_string());
                 loop {
                     let mut h = String::new();
                     if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
@@ -154,7 +177,10 @@ mod tests {
                     }
                 }
                 c.fetch_add(1, Ordering::SeqCst);
-                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
                 s.write_all(head.as_bytes()).unwrap();
                 s.write_all(&body).unwrap();
             }
@@ -163,7 +189,11 @@ mod tests {
     }
 
     fn spec(template: String, sha256: String) -> K0sSpec {
-        K0sSpec { version: "v1.34.10+k0s.0".into(), arch: K0sArch::Amd64, source: K0sSource::Url { template, sha256 } }
+        K0sSpec {
+            version: "v1.34.10+k0s.0".into(),
+            arch: K0sArch::Amd64,
+            source: K0sSource::Url { template, sha256 },
+        }
     }
 
     #[test]
@@ -172,11 +202,20 @@ mod tests {
         let (base, count, paths) = serve(body.clone());
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path().to_path_buf(), false).unwrap();
-        let s = spec(format!("{base}/dl/{{version}}/k0s-{{version}}-{{arch}}"), hex::encode(Sha256::digest(&body)));
+        let s = spec(
+            format!("{base}/dl/{{version}}/k0s-{{version}}-{{arch}}"),
+            hex::encode(Sha256::digest(&body)),
+        );
         let bin = fetch_k0s(&cache, &s, &Silent).unwrap();
         assert_eq!(std::fs::read(&bin.path).unwrap(), body);
-        assert_eq!(bin.url, format!("{base}/dl/v1.34.10%2Bk0s.0/k0s-v1.34.10%2Bk0s.0-amd64"));
-        assert_eq!(paths.lock().unwrap()[0], "/dl/v1.34.10%2Bk0s.0/k0s-v1.34.10%2Bk0s.0-amd64");
+        assert_eq!(
+            bin.url,
+            format!("{base}/dl/v1.34.10%2Bk0s.0/k0s-v1.34.10%2Bk0s.0-amd64")
+        );
+        assert_eq!(
+            paths.lock().unwrap()[0],
+            "/dl/v1.34.10%2Bk0s.0/k0s-v1.34.10%2Bk0s.0-amd64"
+        );
         let again = fetch_k0s(&cache, &s, &Silent).unwrap();
         assert_eq!(again, bin);
         // A second process (new Cache) also finds it without asking the server.
@@ -191,13 +230,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path().to_path_buf(), false).unwrap();
         let pinned = "1adf41ced99f308325c2cfddd9361102e86fcc1fdd730fafef18dd5285372eb0".to_string();
-        let err = fetch_k0s(&cache, &spec(format!("{base}/{{version}}"), pinned.clone()), &Silent).unwrap_err();
+        let err = fetch_k0s(
+            &cache,
+            &spec(format!("{base}/{{version}}"), pinned.clone()),
+            &Silent,
+        )
+        .unwrap_err();
         let msg = format!("{err:#}");
         let actual = hex::encode(Sha256::digest(b"not k0s"));
         assert!(msg.contains(&pinned) && msg.contains(&actual), "{msg}");
-        assert!(msg.contains("k0s v1.34.10+k0s.0 (amd64) from http://"), "{msg}");
+        assert!(
+            msg.contains("k0s v1.34.10+k0s.0 (amd64) from http://"),
+            "{msg}"
+        );
         assert!(msg.contains("--k0s-sha256"), "{msg}");
-        assert_eq!(std::fs::read_dir(dir.path().join("sha256")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("sha256"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 
     #[test]
@@ -206,19 +258,31 @@ mod tests {
         let f = dir.path().join("k0s");
         std::fs::write(&f, b"local k0s").unwrap();
         let cache = Cache::new(dir.path().join("c"), false).unwrap();
-        let s = K0sSpec { version: "v1".into(), arch: K0sArch::Arm, source: K0sSource::LocalFile(f.clone()) };
+        let s = K0sSpec {
+            version: "v1".into(),
+            arch: K0sArch::Arm,
+            source: K0sSource::LocalFile(f.clone()),
+        };
         let bin = fetch_k0s(&cache, &s, &Silent).unwrap();
         assert_eq!(bin.sha256, hex::encode(Sha256::digest(b"local k0s")));
         assert_eq!(bin.url, f.display().to_string());
         assert_eq!(std::fs::read(bin.path).unwrap(), b"local k0s");
-        let missing = K0sSpec { source: K0sSource::LocalFile(dir.path().join("nope")), ..s };
-        assert!(fetch_k0s(&cache, &missing, &Silent).unwrap_err().to_string().contains("--k0s-binary"));
+        let missing = K0sSpec {
+            source: K0sSource::LocalFile(dir.path().join("nope")),
+            ..s
+        };
+        assert!(fetch_k0s(&cache, &missing, &Silent)
+            .unwrap_err()
+            .to_string()
+            .contains("--k0s-binary"));
     }
 
     #[test]
     fn default_template_encodes_the_tag() {
         let s = spec(DEFAULT_URL_TEMPLATE.into(), String::new());
-        assert!(s.url_from(DEFAULT_URL_TEMPLATE).ends_with("/v1.34.10%2Bk0s.0/k0s-v1.34.10%2Bk0s.0-amd64"));
+        assert!(s
+            .url_from(DEFAULT_URL_TEMPLATE)
+            .ends_with("/v1.34.10%2Bk0s.0/k0s-v1.34.10%2Bk0s.0-amd64"));
         assert_eq!(K0sArch::from_debian("armhf").unwrap(), K0sArch::Arm);
     }
 }

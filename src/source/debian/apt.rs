@@ -27,8 +27,12 @@ pub fn apt_mirror(root: &Path) -> Result<Option<String>> {
         .filter(|s| !s.uri.trim_end_matches('/').ends_with("debian-security"))
         .filter(|s| !s.suites.iter().all(|x| x.ends_with("-security")))
         .collect();
-    let debian = usable.iter().find(|s| s.uri.trim_end_matches('/').ends_with("/debian"));
-    Ok(debian.or(usable.first()).map(|s| s.uri.trim_end_matches('/').to_string()))
+    let debian = usable
+        .iter()
+        .find(|s| s.uri.trim_end_matches('/').ends_with("/debian"));
+    Ok(debian
+        .or(usable.first())
+        .map(|s| s.uri.trim_end_matches('/').to_string()))
 }
 
 /// All `deb` sources, one-line files first (`sources.list`, then `sources.list.d/*.list` in
@@ -46,10 +50,16 @@ fn read_sources(root: &Path) -> Result<Vec<AptSource>> {
         Err(_) => Vec::new(),
     };
     files.sort();
-    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "list")) {
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "list"))
+    {
         out.extend(parse_one_line(&read(f)?));
     }
-    for f in files.iter().filter(|f| f.extension().is_some_and(|e| e == "sources")) {
+    for f in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "sources"))
+    {
         out.extend(parse_deb822(&read(f)?, &f.display().to_string()));
     }
     Ok(out)
@@ -64,7 +74,12 @@ fn parse_one_line(text: &str) -> Vec<AptSource> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
-        let Some(rest) = line.strip_prefix("deb ").or_else(|| line.strip_prefix("deb\t")) else { continue };
+        let Some(rest) = line
+            .strip_prefix("deb ")
+            .or_else(|| line.strip_prefix("deb\t"))
+        else {
+            continue;
+        };
         let mut rest = rest.trim_start();
         if rest.starts_with('[') {
             match rest.find(']') {
@@ -74,7 +89,10 @@ fn parse_one_line(text: &str) -> Vec<AptSource> {
         }
         let mut words = rest.split_whitespace();
         if let (Some(uri), Some(suite)) = (words.next(), words.next()) {
-            out.push(AptSource { uri: uri.to_string(), suites: vec![suite.to_string()] });
+            out.push(AptSource {
+                uri: uri.to_string(),
+                suites: vec![suite.to_string()],
+            });
         }
     }
     out
@@ -83,18 +101,36 @@ fn parse_one_line(text: &str) -> Vec<AptSource> {
 /// deb822 stanzas with `Types: deb`, `URIs:`, `Suites:`; `Enabled: no` is skipped. An
 /// unparsable file is skipped (APT itself would complain about it, not edgeimg).
 fn parse_deb822(text: &str, name: &str) -> Vec<AptSource> {
-    let Ok(stanzas) = parse_stanzas(text, name) else { return Vec::new() };
+    let Ok(stanzas) = parse_stanzas(text, name) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     for st in stanzas {
-        if !st.get("Types").unwrap_or("").split_whitespace().any(|t| t == "deb") {
+        if !st
+            .get("Types")
+            .unwrap_or("")
+            .split_whitespace()
+            .any(|t| t == "deb")
+        {
             continue;
         }
-        if st.get("Enabled").is_some_and(|v| v.eq_ignore_ascii_case("no")) {
+        if st
+            .get("Enabled")
+            .is_some_and(|v| v.eq_ignore_ascii_case("no"))
+        {
             continue;
         }
-        let suites: Vec<String> = st.get("Suites").unwrap_or("").split_whitespace().map(String::from).collect();
+        let suites: Vec<String> = st
+            .get("Suites")
+            .unwrap_or("")
+            .split_whitespace()
+            .map(String::from)
+            .collect();
         for uri in st.get("URIs").unwrap_or("").split_whitespace() {
-            out.push(AptSource { uri: uri.to_string(), suites: suites.clone() });
+            out.push(AptSource {
+                uri: uri.to_string(),
+                suites: suites.clone(),
+            });
         }
     }
     out
@@ -123,7 +159,10 @@ mod tests {
              Types: deb\nURIs: http://off.example/debian\nSuites: trixie\nEnabled: no\n\n\
              Types: deb\nURIs: http://mirror.example/debian/\nSuites: trixie trixie-updates\nComponents: main\n",
         )]);
-        assert_eq!(apt_mirror(d.path()).unwrap().as_deref(), Some("http://mirror.example/debian"));
+        assert_eq!(
+            apt_mirror(d.path()).unwrap().as_deref(),
+            Some("http://mirror.example/debian")
+        );
     }
 
     #[test]
@@ -136,16 +175,31 @@ mod tests {
                  deb http://sec.example/debian bookworm-security main\n\
                  deb [trusted=yes] http://mirror.example/debian bookworm main contrib\n",
             ),
-            ("etc/apt/sources.list.d/x.list.disabled-by-someone", "deb http://disabled.example/debian trixie main\n"),
+            (
+                "etc/apt/sources.list.d/x.list.disabled-by-someone",
+                "deb http://disabled.example/debian trixie main\n",
+            ),
         ]);
-        assert_eq!(apt_mirror(d.path()).unwrap().as_deref(), Some("http://mirror.example/debian"));
+        assert_eq!(
+            apt_mirror(d.path()).unwrap().as_deref(),
+            Some("http://mirror.example/debian")
+        );
     }
 
     #[test]
     fn falls_back_to_any_http_archive_and_none_when_empty() {
-        let d = root_with(&[("etc/apt/sources.list.d/a.list", "deb http://only.example/mirror trixie main\n")]);
-        assert_eq!(apt_mirror(d.path()).unwrap().as_deref(), Some("http://only.example/mirror"));
-        let d = root_with(&[("etc/apt/sources.list", "deb file:/srv/repo trixie main\ndeb cdrom:[x]/ trixie main\n")]);
+        let d = root_with(&[(
+            "etc/apt/sources.list.d/a.list",
+            "deb http://only.example/mirror trixie main\n",
+        )]);
+        assert_eq!(
+            apt_mirror(d.path()).unwrap().as_deref(),
+            Some("http://only.example/mirror")
+        );
+        let d = root_with(&[(
+            "etc/apt/sources.list",
+            "deb file:/srv/repo trixie main\ndeb cdrom:[x]/ trixie main\n",
+        )]);
         assert_eq!(apt_mirror(d.path()).unwrap(), None);
         let empty = tempfile::tempdir().unwrap();
         assert_eq!(apt_mirror(empty.path()).unwrap(), None);

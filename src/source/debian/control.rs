@@ -10,13 +10,31 @@ pub enum ControlError {
     #[error("{source_name} line {line}: continuation line before any field")]
     Continuation { source_name: String, line: usize },
     #[error("{source_name} line {line}: expected `Field: value`, found {text:?}")]
-    NoColon { source_name: String, line: usize, text: String },
+    NoColon {
+        source_name: String,
+        line: usize,
+        text: String,
+    },
     #[error("{source_name}: stanza at line {line} has no {field} field")]
-    Missing { source_name: String, line: usize, field: &'static str },
+    Missing {
+        source_name: String,
+        line: usize,
+        field: &'static str,
+    },
     #[error("{source_name}: package {package}: bad {field} value {value:?}")]
-    BadValue { source_name: String, package: String, field: &'static str, value: String },
+    BadValue {
+        source_name: String,
+        package: String,
+        field: &'static str,
+        value: String,
+    },
     #[error("{source_name}: package {package}: bad dependency {text:?} in {field}")]
-    BadDep { source_name: String, package: String, field: &'static str, text: String },
+    BadDep {
+        source_name: String,
+        package: String,
+        field: &'static str,
+        text: String,
+    },
 }
 
 /// One stanza: fields in file order. Field names compare case-insensitively (deb822).
@@ -29,7 +47,10 @@ pub struct Stanza {
 
 impl Stanza {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.fields
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -51,19 +72,27 @@ pub fn parse_stanzas(text: &str, source_name: &str) -> Result<Vec<Stanza>, Contr
         }
         if line.starts_with(' ') || line.starts_with('\t') {
             let Some((_, v)) = cur.fields.last_mut() else {
-                return Err(ControlError::Continuation { source_name: source_name.into(), line: i + 1 });
+                return Err(ControlError::Continuation {
+                    source_name: source_name.into(),
+                    line: i + 1,
+                });
             };
             v.push('\n');
             v.push_str(line[1..].trim_end());
             continue;
         }
         let Some((k, v)) = line.split_once(':') else {
-            return Err(ControlError::NoColon { source_name: source_name.into(), line: i + 1, text: line.into() });
+            return Err(ControlError::NoColon {
+                source_name: source_name.into(),
+                line: i + 1,
+                text: line.into(),
+            });
         };
         if cur.fields.is_empty() {
             cur.line = i + 1;
         }
-        cur.fields.push((k.trim().to_string(), v.trim().to_string()));
+        cur.fields
+            .push((k.trim().to_string(), v.trim().to_string()));
     }
     if !cur.fields.is_empty() {
         out.push(cur);
@@ -136,7 +165,11 @@ fn parse_dep(s: &str) -> Option<Dep> {
     if name.is_empty() || name.contains(char::is_whitespace) {
         return None;
     }
-    Some(Dep { name: name.to_string(), arch_qualifier, constraint })
+    Some(Dep {
+        name: name.to_string(),
+        arch_qualifier,
+        constraint,
+    })
 }
 
 /// Removes `open ... close` groups, but only ones that are not version relations (`<` inside
@@ -192,8 +225,15 @@ pub struct Package {
 impl Package {
     /// Reads a package from one `Packages` stanza.
     pub fn from_stanza(st: &Stanza, source_name: &str) -> Result<Package, ControlError> {
-        let missing = |field| ControlError::Missing { source_name: source_name.into(), line: st.line, field };
-        let name = st.get("Package").ok_or_else(|| missing("Package"))?.to_string();
+        let missing = |field| ControlError::Missing {
+            source_name: source_name.into(),
+            line: st.line,
+            field,
+        };
+        let name = st
+            .get("Package")
+            .ok_or_else(|| missing("Package"))?
+            .to_string();
         let bad = |field: &'static str, value: &str| ControlError::BadValue {
             source_name: source_name.into(),
             package: name.clone(),
@@ -212,7 +252,10 @@ impl Package {
             }
         };
         let size_str = st.get("Size").ok_or_else(|| missing("Size"))?;
-        let sha256 = st.get("SHA256").ok_or_else(|| missing("SHA256"))?.to_ascii_lowercase();
+        let sha256 = st
+            .get("SHA256")
+            .ok_or_else(|| missing("SHA256"))?
+            .to_ascii_lowercase();
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad("SHA256", &sha256));
         }
@@ -228,9 +271,18 @@ impl Package {
             })
             .collect();
         Ok(Package {
-            version: st.get("Version").ok_or_else(|| missing("Version"))?.to_string(),
-            architecture: st.get("Architecture").ok_or_else(|| missing("Architecture"))?.to_string(),
-            filename: st.get("Filename").ok_or_else(|| missing("Filename"))?.to_string(),
+            version: st
+                .get("Version")
+                .ok_or_else(|| missing("Version"))?
+                .to_string(),
+            architecture: st
+                .get("Architecture")
+                .ok_or_else(|| missing("Architecture"))?
+                .to_string(),
+            filename: st
+                .get("Filename")
+                .ok_or_else(|| missing("Filename"))?
+                .to_string(),
             size: size_str.parse().map_err(|_| bad("Size", size_str))?,
             installed_size_kib: st.get("Installed-Size").and_then(|v| v.parse().ok()),
             depends: deps("Depends")?,
@@ -241,7 +293,9 @@ impl Package {
                 .and_then(|s| s.split_whitespace().next())
                 .unwrap_or(&name)
                 .to_string(),
-            essential: st.get("Essential").is_some_and(|v| v.eq_ignore_ascii_case("yes")),
+            essential: st
+                .get("Essential")
+                .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
             priority: st.get("Priority").map(str::to_string),
             multi_arch: st.get("Multi-Arch").map(str::to_string),
             section: st.get("Section").map(str::to_string),
@@ -253,7 +307,10 @@ impl Package {
 
 /// Parses a whole `Packages` index.
 pub fn parse_packages(text: &str, source_name: &str) -> Result<Vec<Package>, ControlError> {
-    parse_stanzas(text, source_name)?.iter().map(|st| Package::from_stanza(st, source_name)).collect()
+    parse_stanzas(text, source_name)?
+        .iter()
+        .map(|st| Package::from_stanza(st, source_name))
+        .collect()
 }
 
 #[cfg(test)]
@@ -284,7 +341,13 @@ Package: bar\nVersion: 1\nArchitecture: all\nFilename: pool/b.deb\nSize: 1\nSHA2
         assert_eq!(p.depends[1][1].constraint, Some((Op::Lt, "3~".into())));
         assert_eq!(p.depends[1][1].to_string(), "libbaz:any (<< 3~)");
         assert_eq!(p.pre_depends[0][0].name, "dpkg");
-        assert_eq!(p.provides, vec![("foo-api".into(), Some("2.0".into())), ("foo-virtual".into(), None)]);
+        assert_eq!(
+            p.provides,
+            vec![
+                ("foo-api".into(), Some("2.0".into())),
+                ("foo-virtual".into(), None)
+            ]
+        );
         assert!(pkgs[1].essential);
         assert_eq!(pkgs[1].source, "bar");
     }
@@ -295,8 +358,14 @@ Package: bar\nVersion: 1\nArchitecture: all\nFilename: pool/b.deb\nSize: 1\nSHA2
         assert_eq!(st.len(), 2);
         assert_eq!(st[0].get("b"), Some("x\ny"));
         assert_eq!(st[1].line, 6);
-        assert!(matches!(parse_stanzas(" x\n", "f"), Err(ControlError::Continuation { line: 1, .. })));
-        assert!(matches!(parse_stanzas("A: 1\nnocolon\n", "f"), Err(ControlError::NoColon { line: 2, .. })));
+        assert!(matches!(
+            parse_stanzas(" x\n", "f"),
+            Err(ControlError::Continuation { line: 1, .. })
+        ));
+        assert!(matches!(
+            parse_stanzas("A: 1\nnocolon\n", "f"),
+            Err(ControlError::NoColon { line: 2, .. })
+        ));
         let err = parse_packages("Package: x\nVersion: 1\n", "idx").unwrap_err();
         assert!(err.to_string().contains("no Size field"), "{err}");
     }

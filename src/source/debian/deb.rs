@@ -27,13 +27,30 @@ pub enum DebError {
     #[error("{deb}: member {member:?} is a device node; packages may not create device nodes")]
     DeviceNode { deb: String, member: String },
     #[error("{deb}: hard link {member:?} points to {target:?}, which is not an earlier regular file of the package")]
-    DanglingHardlink { deb: String, member: String, target: String },
+    DanglingHardlink {
+        deb: String,
+        member: String,
+        target: String,
+    },
     #[error("{deb}: hard link {member:?} points to {target:?}, which the filter dropped; keep both or neither")]
-    HardlinkToDropped { deb: String, member: String, target: String },
+    HardlinkToDropped {
+        deb: String,
+        member: String,
+        target: String,
+    },
     #[error("{deb}: member {member:?} holds {actual} bytes but its header declares {declared}")]
-    SizeMismatch { deb: String, member: String, declared: u64, actual: u64 },
+    SizeMismatch {
+        deb: String,
+        member: String,
+        declared: u64,
+        actual: u64,
+    },
     #[error("{deb}: member {member:?} has unsupported type {kind}")]
-    Unsupported { deb: String, member: String, kind: String },
+    Unsupported {
+        deb: String,
+        member: String,
+        kind: String,
+    },
     #[error("{deb}: no {what} member (is this a Debian package?)")]
     MissingMember { deb: String, what: &'static str },
     #[error("{deb}: {member} uses unsupported compression")]
@@ -75,7 +92,11 @@ pub struct UnpackOptions {
 
 /// Unpacks the data of the `.deb` at `path` into `tree`, keeping the members for which
 /// `filter` returns true, and returns the package's control information.
-pub fn unpack_deb(path: &Path, tree: &mut Tree, filter: &mut dyn FnMut(&TreePath) -> bool) -> Result<DebInfo> {
+pub fn unpack_deb(
+    path: &Path,
+    tree: &mut Tree,
+    filter: &mut dyn FnMut(&TreePath) -> bool,
+) -> Result<DebInfo> {
     unpack_deb_with(path, tree, filter, UnpackOptions::default())
 }
 
@@ -93,22 +114,40 @@ pub fn unpack_deb_with(
     let mut staged = None;
     while let Some(member) = ar.next_entry() {
         let member = member.with_context(|| format!("{deb}: reading the ar archive"))?;
-        let name = String::from_utf8_lossy(member.header().identifier()).trim_end_matches('/').to_string();
+        let name = String::from_utf8_lossy(member.header().identifier())
+            .trim_end_matches('/')
+            .to_string();
         if name == "debian-binary" {
             continue;
         }
         if let Some(ext) = name.strip_prefix("control.tar") {
-            let r = decompressor(member, ext).ok_or_else(|| DebError::UnknownCompression { deb: deb.clone(), member: name.clone() })?;
+            let r = decompressor(member, ext).ok_or_else(|| DebError::UnknownCompression {
+                deb: deb.clone(),
+                member: name.clone(),
+            })?;
             info = Some(read_control(r, &deb).with_context(|| format!("{deb}: reading {name}"))?);
         } else if let Some(ext) = name.strip_prefix("data.tar") {
-            let r = decompressor(member, ext).ok_or_else(|| DebError::UnknownCompression { deb: deb.clone(), member: name.clone() })?;
-            staged = Some(read_data(r, &deb, filter, opts).with_context(|| format!("{deb}: reading {name}"))?);
+            let r = decompressor(member, ext).ok_or_else(|| DebError::UnknownCompression {
+                deb: deb.clone(),
+                member: name.clone(),
+            })?;
+            staged = Some(
+                read_data(r, &deb, filter, opts)
+                    .with_context(|| format!("{deb}: reading {name}"))?,
+            );
         }
     }
-    let info = info.ok_or_else(|| DebError::MissingMember { deb: deb.clone(), what: "control.tar" })?;
-    let staged = staged.ok_or_else(|| DebError::MissingMember { deb: deb.clone(), what: "data.tar" })?;
+    let info = info.ok_or_else(|| DebError::MissingMember {
+        deb: deb.clone(),
+        what: "control.tar",
+    })?;
+    let staged = staged.ok_or_else(|| DebError::MissingMember {
+        deb: deb.clone(),
+        what: "data.tar",
+    })?;
     for (p, e) in staged {
-        tree.insert(&p, e).with_context(|| format!("{deb}: placing {p} in the tree"))?;
+        tree.insert(&p, e)
+            .with_context(|| format!("{deb}: placing {p} in the tree"))?;
     }
     Ok(info)
 }
@@ -134,25 +173,41 @@ fn read_control(r: Box<dyn Read + '_>, deb: &str) -> Result<DebInfo> {
     let mut info = DebInfo::default();
     for entry in tar.entries()? {
         let mut entry = entry?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).trim_start_matches("./").to_string();
+        let name = String::from_utf8_lossy(&entry.path_bytes())
+            .trim_start_matches("./")
+            .to_string();
         match name.as_str() {
             "control" => {
                 entry.read_to_string(&mut info.control)?;
-                info.fields = parse_stanzas(&info.control, &format!("{deb} control"))?.into_iter().next().unwrap_or_default();
+                info.fields = parse_stanzas(&info.control, &format!("{deb} control"))?
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
             }
             "conffiles" => {
                 let mut s = String::new();
                 entry.read_to_string(&mut s)?;
-                info.conffiles = s.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+                info.conffiles = s
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(String::from)
+                    .collect();
             }
-            "preinst" | "postinst" | "prerm" | "postrm" | "config" | "triggers" => info.scripts.push(name),
+            "preinst" | "postinst" | "prerm" | "postrm" | "config" | "triggers" => {
+                info.scripts.push(name)
+            }
             _ => {}
         }
     }
     drain(tar.into_inner())?;
     info.scripts.sort();
     if info.control.is_empty() {
-        return Err(DebError::MissingMember { deb: deb.into(), what: "control file in control.tar" }.into());
+        return Err(DebError::MissingMember {
+            deb: deb.into(),
+            what: "control file in control.tar",
+        }
+        .into());
     }
     Ok(info)
 }
@@ -160,8 +215,14 @@ fn read_control(r: Box<dyn Read + '_>, deb: &str) -> Result<DebInfo> {
 /// Turns a member name into a tree path: strips a leading `./`, refuses absolute paths and `..`.
 /// The archive's root (`./`) maps to `None`.
 fn member_path(raw: &[u8], deb: &str) -> Result<Option<TreePath>, DebError> {
-    let name = std::str::from_utf8(raw).map_err(|_| DebError::NotUtf8 { deb: deb.into(), member: String::from_utf8_lossy(raw).into() })?;
-    let hostile = || DebError::HostilePath { deb: deb.into(), member: name.into() };
+    let name = std::str::from_utf8(raw).map_err(|_| DebError::NotUtf8 {
+        deb: deb.into(),
+        member: String::from_utf8_lossy(raw).into(),
+    })?;
+    let hostile = || DebError::HostilePath {
+        deb: deb.into(),
+        member: name.into(),
+    };
     let stripped = name.strip_prefix("./").unwrap_or(name);
     if stripped.starts_with('/') || stripped.contains('\0') {
         return Err(hostile());
@@ -186,7 +247,9 @@ fn read_data(
         let mut entry = entry?;
         let raw = entry.path_bytes().into_owned();
         let member = String::from_utf8_lossy(&raw).into_owned();
-        let Some(path) = member_path(&raw, deb)? else { continue };
+        let Some(path) = member_path(&raw, deb)? else {
+            continue;
+        };
         let h = entry.header();
         let meta = |kind| -> Result<Entry> {
             Ok(Entry {
@@ -209,23 +272,40 @@ fn read_data(
                 let e = meta(Kind::File(Content::bytes(Vec::new())))?;
                 let data = read_exact_size(&mut entry, deb, &member)?;
                 files.insert(path.clone(), Some(staged.len()));
-                Entry { kind: Kind::File(Content::bytes(data)), ..e }
+                Entry {
+                    kind: Kind::File(Content::bytes(data)),
+                    ..e
+                }
             }
             T::Directory => meta(Kind::Dir)?,
             T::Symlink => {
-                let target = entry.link_name_bytes().map(|t| String::from_utf8_lossy(&t).into_owned()).unwrap_or_default();
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default();
                 meta(Kind::Symlink(target))?
             }
             T::Link => {
-                let target_raw = entry.link_name_bytes().map(|t| t.into_owned()).unwrap_or_default();
+                let target_raw = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
                 let target_name = String::from_utf8_lossy(&target_raw).into_owned();
-                let dangling =
-                    || DebError::DanglingHardlink { deb: deb.into(), member: member.clone(), target: target_name.clone() };
+                let dangling = || DebError::DanglingHardlink {
+                    deb: deb.into(),
+                    member: member.clone(),
+                    target: target_name.clone(),
+                };
                 let target = member_path(&target_raw, deb)?.ok_or_else(dangling)?;
                 match files.get(&target) {
                     None => return Err(dangling().into()),
                     Some(None) if keep => {
-                        return Err(DebError::HardlinkToDropped { deb: deb.into(), member, target: target_name }.into())
+                        return Err(DebError::HardlinkToDropped {
+                            deb: deb.into(),
+                            member,
+                            target: target_name,
+                        }
+                        .into())
                     }
                     Some(None) => {
                         files.insert(path, None);
@@ -246,15 +326,28 @@ fn read_data(
             }
             T::Char | T::Block => {
                 if !opts.allow_devices {
-                    return Err(DebError::DeviceNode { deb: deb.into(), member }.into());
+                    return Err(DebError::DeviceNode {
+                        deb: deb.into(),
+                        member,
+                    }
+                    .into());
                 }
                 let major = h.device_major()?.unwrap_or(0);
                 let minor = h.device_minor()?.unwrap_or(0);
-                meta(if et == T::Char { Kind::CharDevice { major, minor } } else { Kind::BlockDevice { major, minor } })?
+                meta(if et == T::Char {
+                    Kind::CharDevice { major, minor }
+                } else {
+                    Kind::BlockDevice { major, minor }
+                })?
             }
             T::Fifo => meta(Kind::Fifo)?,
             other => {
-                return Err(DebError::Unsupported { deb: deb.into(), member, kind: format!("{other:?}") }.into());
+                return Err(DebError::Unsupported {
+                    deb: deb.into(),
+                    member,
+                    kind: format!("{other:?}"),
+                }
+                .into());
             }
         };
         if keep {
@@ -267,13 +360,24 @@ fn read_data(
 
 /// Reads a member's content and checks it has exactly the declared size (`tar::Entry` stops
 /// at the declared size; a stream that ends early is truncation).
-fn read_exact_size<R: Read>(entry: &mut tar::Entry<'_, R>, deb: &str, member: &str) -> Result<Vec<u8>> {
+fn read_exact_size<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    deb: &str,
+    member: &str,
+) -> Result<Vec<u8>> {
     let declared = entry.size();
     let mut data = Vec::with_capacity(declared.min(MAX_PREALLOC) as usize);
-    entry.read_to_end(&mut data).with_context(|| format!("{deb}: reading member {member:?}"))?;
+    entry
+        .read_to_end(&mut data)
+        .with_context(|| format!("{deb}: reading member {member:?}"))?;
     if data.len() as u64 != declared {
-        return Err(DebError::SizeMismatch { deb: deb.into(), member: member.into(), declared, actual: data.len() as u64 }
-            .into());
+        return Err(DebError::SizeMismatch {
+            deb: deb.into(),
+            member: member.into(),
+            declared,
+            actual: data.len() as u64,
+        }
+        .into());
     }
     Ok(data)
 }
@@ -289,7 +393,9 @@ mod tests {
 
     impl DebBuilder {
         fn new() -> Self {
-            DebBuilder { data: tar::Builder::new(Vec::new()) }
+            DebBuilder {
+                data: tar::Builder::new(Vec::new()),
+            }
         }
 
         fn header(name: &str, et: tar::EntryType, size: u64, mode: u32) -> tar::Header {
@@ -370,8 +476,16 @@ mod tests {
         let p = dir.join("demo.deb");
         let mut a = ar::Builder::new(File::create(&p).unwrap());
         let ctl = control_tar_gz();
-        for (name, body) in [("debian-binary", &b"2.0\n"[..]), ("control.tar.gz", &ctl[..]), ("data.tar.xz", data_xz)] {
-            a.append(&ar::Header::new(name.as_bytes().to_vec(), body.len() as u64), body).unwrap();
+        for (name, body) in [
+            ("debian-binary", &b"2.0\n"[..]),
+            ("control.tar.gz", &ctl[..]),
+            ("data.tar.xz", data_xz),
+        ] {
+            a.append(
+                &ar::Header::new(name.as_bytes().to_vec(), body.len() as u64),
+                body,
+            )
+            .unwrap();
         }
         p
     }
@@ -388,7 +502,11 @@ mod tests {
             .entry("./usr/", tar::EntryType::Directory, None)
             .entry("./usr/bin/", tar::EntryType::Directory, None)
             .file("./usr/bin/demo", b"#!/bin/sh\n", 0o4755)
-            .entry("./usr/bin/demo2", tar::EntryType::Link, Some("./usr/bin/demo"))
+            .entry(
+                "./usr/bin/demo2",
+                tar::EntryType::Link,
+                Some("./usr/bin/demo"),
+            )
             .entry("./usr/bin/d", tar::EntryType::Symlink, Some("demo"))
             .file("./usr/share/doc/demo/README", b"docs", 0o644)
             .build(dir.path());
@@ -412,20 +530,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = deb.build(dir.path());
         let mut tree = Tree::new();
-        tree.add_file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n".to_vec(), 0o644).unwrap();
+        tree.add_file("etc/passwd", b"root:x:0:0::/root:/bin/sh\n".to_vec(), 0o644)
+            .unwrap();
         let before = tree.len();
         let err = unpack_deb(&p, &mut tree, &mut keep_all).unwrap_err();
         let msg = format!("{err:#}");
         assert!(msg.contains(want) && msg.contains("demo.deb"), "{msg}");
         assert_eq!(tree.len(), before, "tree changed by a refused package");
-        assert_eq!(&*tree.read("etc/passwd").unwrap(), b"root:x:0:0::/root:/bin/sh\n");
+        assert_eq!(
+            &*tree.read("etc/passwd").unwrap(),
+            b"root:x:0:0::/root:/bin/sh\n"
+        );
     }
 
     #[test]
     fn hostile_paths_are_refused() {
-        assert_refused(DebBuilder::new().file("./ok", b"1", 0o644).file("../etc/passwd", b"x", 0o644), "../etc/passwd");
-        assert_refused(DebBuilder::new().file("./a/../../etc/passwd", b"x", 0o644), "hostile");
-        assert_refused(DebBuilder::new().file("/etc/passwd", b"x", 0o644), "\"/etc/passwd\"");
+        assert_refused(
+            DebBuilder::new()
+                .file("./ok", b"1", 0o644)
+                .file("../etc/passwd", b"x", 0o644),
+            "../etc/passwd",
+        );
+        assert_refused(
+            DebBuilder::new().file("./a/../../etc/passwd", b"x", 0o644),
+            "hostile",
+        );
+        assert_refused(
+            DebBuilder::new().file("/etc/passwd", b"x", 0o644),
+            "\"/etc/passwd\"",
+        );
     }
 
     #[test]
@@ -435,19 +568,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = deb().build(dir.path());
         let mut tree = Tree::new();
-        unpack_deb_with(&p, &mut tree, &mut keep_all, UnpackOptions { allow_devices: true }).unwrap();
-        assert!(matches!(tree.get("dev/sda").unwrap().kind, Kind::BlockDevice { major: 8, minor: 1 }));
+        unpack_deb_with(
+            &p,
+            &mut tree,
+            &mut keep_all,
+            UnpackOptions {
+                allow_devices: true,
+            },
+        )
+        .unwrap();
+        assert!(matches!(
+            tree.get("dev/sda").unwrap().kind,
+            Kind::BlockDevice { major: 8, minor: 1 }
+        ));
     }
 
     #[test]
     fn dangling_hardlinks_are_refused() {
-        assert_refused(DebBuilder::new().entry("./x", tar::EntryType::Link, Some("./nowhere")), "hard link");
+        assert_refused(
+            DebBuilder::new().entry("./x", tar::EntryType::Link, Some("./nowhere")),
+            "hard link",
+        );
     }
 
     #[test]
     fn truncated_and_corrupt_data_are_errors() {
         let dir = tempfile::tempdir().unwrap();
-        let big: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+        let big: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
         let data = DebBuilder::new().file("./big", &big, 0o644).data_xz();
         let mut tree = Tree::new();
         // Cut the compressed data in half.

@@ -68,14 +68,22 @@ impl Archive {
         let keyring = Keyring::debian()?;
         let release = Release::verify(&data, &keyring, &format!("{label} ({url})"))?;
         if let Some(until) = release.valid_until() {
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
             if now > until {
-                rep.warn(&format!("{url} expired (Valid-Until {}); the mirror may be stale", release.fields.get("Valid-Until").unwrap_or("")));
+                rep.warn(&format!(
+                    "{url} expired (Valid-Until {}); the mirror may be stale",
+                    release.fields.get("Valid-Until").unwrap_or("")
+                ));
             }
         }
         let mut all = Vec::new();
         for comp in components {
-            all.extend(load_packages(cache, mirror, suite, arch, comp, &release, rep)?);
+            all.extend(load_packages(
+                cache, mirror, suite, arch, comp, &release, rep,
+            )?);
         }
         let mut archive = Archive::from_packages(mirror, suite, arch, all);
         archive.signed_by = release.signed_by;
@@ -86,16 +94,26 @@ impl Archive {
     /// Packages of other architectures than `arch` and `all` are left out.
     pub fn from_packages(mirror: &str, suite: &str, arch: &str, pkgs: Vec<Package>) -> Archive {
         let mut packages: BTreeMap<String, Vec<Package>> = BTreeMap::new();
-        for p in pkgs.into_iter().filter(|p| p.architecture == arch || p.architecture == "all") {
+        for p in pkgs
+            .into_iter()
+            .filter(|p| p.architecture == arch || p.architecture == "all")
+        {
             packages.entry(p.name.clone()).or_default().push(p);
         }
-        let mut providers: BTreeMap<String, Vec<(String, String, Option<String>)>> = BTreeMap::new();
+        let mut providers: BTreeMap<String, Vec<(String, String, Option<String>)>> =
+            BTreeMap::new();
         for versions in packages.values_mut() {
-            versions.sort_by(|a, b| version::compare(&b.version, &a.version).then_with(|| a.filename.cmp(&b.filename)));
+            versions.sort_by(|a, b| {
+                version::compare(&b.version, &a.version).then_with(|| a.filename.cmp(&b.filename))
+            });
             versions.dedup_by(|a, b| a.version == b.version);
             for p in versions.iter() {
                 for (virt, v) in &p.provides {
-                    providers.entry(virt.clone()).or_default().push((p.name.clone(), p.version.clone(), v.clone()));
+                    providers.entry(virt.clone()).or_default().push((
+                        p.name.clone(),
+                        p.version.clone(),
+                        v.clone(),
+                    ));
                 }
             }
         }
@@ -136,7 +154,11 @@ impl Archive {
     /// The dependency closure of `wanted` (real or virtual names), sorted by name. Names in
     /// `provided` stand for things edgeimg does itself: they count as installed and are not
     /// followed.
-    pub fn resolve(&self, wanted: &[String], provided: &[String]) -> Result<Vec<Package>, resolve::ResolveError> {
+    pub fn resolve(
+        &self,
+        wanted: &[String],
+        provided: &[String],
+    ) -> Result<Vec<Package>, resolve::ResolveError> {
         resolve::Resolver::new(self, provided).run(wanted)
     }
 }
@@ -154,13 +176,17 @@ fn load_packages(
     let label = format!("{suite}/{comp} Packages ({arch})");
     let (rel_path, index) = release.packages_index(comp, arch, &label)?;
     let url = if release.acquire_by_hash {
-        format!("{mirror}/dists/{suite}/{comp}/binary-{arch}/by-hash/SHA256/{}", index.sha256)
+        format!(
+            "{mirror}/dists/{suite}/{comp}/binary-{arch}/by-hash/SHA256/{}",
+            index.sha256
+        )
     } else {
         format!("{mirror}/dists/{suite}/{rel_path}")
     };
     let path = cache.fetch_verified(&url, &index.sha256, Some(index.size), &label, rep)?;
     rep.step(&format!("reading {label}"));
-    let text = decompress_to_string(&path, &rel_path).with_context(|| format!("{label}: decompressing {url}"))?;
+    let text = decompress_to_string(&path, &rel_path)
+        .with_context(|| format!("{label}: decompressing {url}"))?;
     Ok(control::parse_packages(&text, &label)?)
 }
 
@@ -181,7 +207,12 @@ fn decompress_to_string(path: &Path, name: &str) -> Result<String> {
 
 /// Downloads the `.deb` of each package (in parallel) into the cache, each checked against the
 /// sha256 and size from the verified `Packages` index.
-pub fn fetch_debs(cache: &Cache, mirror: &str, pkgs: &[Package], rep: &dyn Reporter) -> Result<Vec<FetchedDeb>> {
+pub fn fetch_debs(
+    cache: &Cache,
+    mirror: &str,
+    pkgs: &[Package],
+    rep: &dyn Reporter,
+) -> Result<Vec<FetchedDeb>> {
     let mirror = mirror.trim_end_matches('/');
     let items: Vec<FetchItem> = pkgs
         .iter()
@@ -193,7 +224,12 @@ pub fn fetch_debs(cache: &Cache, mirror: &str, pkgs: &[Package], rep: &dyn Repor
         })
         .collect();
     let paths = cache.fetch_many(&items, rep)?;
-    Ok(pkgs.iter().cloned().zip(paths).map(|(package, path)| FetchedDeb { package, path }).collect())
+    Ok(pkgs
+        .iter()
+        .cloned()
+        .zip(paths)
+        .map(|(package, path)| FetchedDeb { package, path })
+        .collect())
 }
 pub use apt::apt_mirror;
 
@@ -209,7 +245,9 @@ pub(crate) mod testutil {
         match super::apt_mirror(Path::new("/")) {
             Ok(Some(m)) => Some(m),
             _ => {
-                eprintln!("SKIPPED {test}: no Debian mirror in /etc/apt (configure one to run this test)");
+                eprintln!(
+                    "SKIPPED {test}: no Debian mirror in /etc/apt (configure one to run this test)"
+                );
                 None
             }
         }
@@ -232,27 +270,49 @@ mod network_tests {
     /// .deb by sha256, unpacking checked against `dpkg-deb`'s own listing.
     #[test]
     fn trixie_busybox_static_end_to_end() {
-        let Some(mirror) = mirror_or_skip("trixie_busybox_static_end_to_end") else { return };
+        let Some(mirror) = mirror_or_skip("trixie_busybox_static_end_to_end") else {
+            return;
+        };
         let cache = shared_cache();
-        let archive = Archive::load(&cache, &mirror, "trixie", "amd64", &["main"], &Silent).unwrap();
+        let archive =
+            Archive::load(&cache, &mirror, "trixie", "amd64", &["main"], &Silent).unwrap();
         assert!(archive.len() > 30_000, "only {} packages", archive.len());
         assert!(!archive.signed_by.is_empty());
 
-        let pkgs = archive.resolve(&["busybox-static".to_string()], &[]).unwrap();
+        let pkgs = archive
+            .resolve(&["busybox-static".to_string()], &[])
+            .unwrap();
         let names: Vec<&str> = pkgs.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, vec!["busybox-static"], "busybox-static is statically linked and has no dependencies");
+        assert_eq!(
+            names,
+            vec!["busybox-static"],
+            "busybox-static is statically linked and has no dependencies"
+        );
         // A realistic closure resolves, stays small, and honours `provided`.
-        let provided: Vec<String> = ["debconf", "debconf-2.0", "adduser", "init-system-helpers"].map(String::from).to_vec();
-        let closure = archive.resolve(&["e2fsprogs".into(), "kmod".into(), "ca-certificates".into()], &provided).unwrap();
+        let provided: Vec<String> = ["debconf", "debconf-2.0", "adduser", "init-system-helpers"]
+            .map(String::from)
+            .to_vec();
+        let closure = archive
+            .resolve(
+                &["e2fsprogs".into(), "kmod".into(), "ca-certificates".into()],
+                &provided,
+            )
+            .unwrap();
         let cn: Vec<&str> = closure.iter().map(|p| p.name.as_str()).collect();
-        assert!(cn.contains(&"libc6") && cn.contains(&"e2fsprogs") && !cn.contains(&"debconf"), "{cn:?}");
+        assert!(
+            cn.contains(&"libc6") && cn.contains(&"e2fsprogs") && !cn.contains(&"debconf"),
+            "{cn:?}"
+        );
         assert!(cn.windows(2).all(|w| w[0] < w[1]), "sorted by name");
 
         let debs = fetch_debs(&cache, &archive.mirror, &pkgs, &Silent).unwrap();
         let mut tree = Tree::new();
         let info = unpack_deb(&debs[0].path, &mut tree, &mut |_| true).unwrap();
         assert_eq!(info.name(), Some("busybox-static"));
-        assert!(matches!(tree.get("usr/bin/busybox").map(|e| &e.kind), Some(Kind::File(_))));
+        assert!(matches!(
+            tree.get("usr/bin/busybox").map(|e| &e.kind),
+            Some(Kind::File(_))
+        ));
 
         // Compare with dpkg-deb, the reference reader of the format.
         let out = std::process::Command::new("dpkg-deb")
@@ -270,7 +330,9 @@ mod network_tests {
                 continue;
             }
             count += 1;
-            let e = tree.get(name).unwrap_or_else(|| panic!("{name} missing from the tree"));
+            let e = tree
+                .get(name)
+                .unwrap_or_else(|| panic!("{name} missing from the tree"));
             let size: u64 = cols[2].parse().unwrap();
             match &e.kind {
                 Kind::File(c) => assert_eq!(c.len(), size, "{name}"),
@@ -278,13 +340,22 @@ mod network_tests {
                 Kind::Symlink(t) => assert!(line.ends_with(&format!("-> {t}")), "{line}"),
                 other => panic!("{name}: unexpected {other:?}"),
             }
-            assert_eq!(format!("{:o}", e.mode & 0o777), mode_octal(cols[0]), "{name}");
+            assert_eq!(
+                format!("{:o}", e.mode & 0o777),
+                mode_octal(cols[0]),
+                "{name}"
+            );
         }
-        assert_eq!(count + 1, tree.len(), "same number of entries as dpkg-deb lists");
+        assert_eq!(
+            count + 1,
+            tree.len(),
+            "same number of entries as dpkg-deb lists"
+        );
 
         // Warm cache: a new Cache in offline mode loads everything without a download.
         let offline = Cache::new(cache.root().to_path_buf(), true).unwrap();
-        let again = Archive::load(&offline, &mirror, "trixie", "amd64", &["main"], &Silent).unwrap();
+        let again =
+            Archive::load(&offline, &mirror, "trixie", "amd64", &["main"], &Silent).unwrap();
         fetch_debs(&offline, &again.mirror, &pkgs, &Silent).unwrap();
         assert_eq!(offline.downloads_made(), 0);
     }

@@ -20,12 +20,30 @@ use super::control::{parse_stanzas, Stanza};
 /// The Debian archive keys (bookworm and trixie: archive, security and stable release keys),
 /// exported from the `debian-archive-keyring` package.
 const DEBIAN_KEYS: &[(&str, &[u8])] = &[
-    ("debian-archive-bookworm-automatic", include_bytes!("../keys/debian-archive-bookworm-automatic.asc")),
-    ("debian-archive-bookworm-security-automatic", include_bytes!("../keys/debian-archive-bookworm-security-automatic.asc")),
-    ("debian-archive-bookworm-stable", include_bytes!("../keys/debian-archive-bookworm-stable.asc")),
-    ("debian-archive-trixie-automatic", include_bytes!("../keys/debian-archive-trixie-automatic.asc")),
-    ("debian-archive-trixie-security-automatic", include_bytes!("../keys/debian-archive-trixie-security-automatic.asc")),
-    ("debian-archive-trixie-stable", include_bytes!("../keys/debian-archive-trixie-stable.asc")),
+    (
+        "debian-archive-bookworm-automatic",
+        include_bytes!("../keys/debian-archive-bookworm-automatic.asc"),
+    ),
+    (
+        "debian-archive-bookworm-security-automatic",
+        include_bytes!("../keys/debian-archive-bookworm-security-automatic.asc"),
+    ),
+    (
+        "debian-archive-bookworm-stable",
+        include_bytes!("../keys/debian-archive-bookworm-stable.asc"),
+    ),
+    (
+        "debian-archive-trixie-automatic",
+        include_bytes!("../keys/debian-archive-trixie-automatic.asc"),
+    ),
+    (
+        "debian-archive-trixie-security-automatic",
+        include_bytes!("../keys/debian-archive-trixie-security-automatic.asc"),
+    ),
+    (
+        "debian-archive-trixie-stable",
+        include_bytes!("../keys/debian-archive-trixie-stable.asc"),
+    ),
 ];
 
 #[derive(Debug, Error)]
@@ -88,7 +106,10 @@ impl Keyring {
 
     /// A keyring from armored public keys (tests use their own).
     pub fn from_armored(armored: &[&[u8]]) -> Result<Keyring> {
-        let certs = armored.iter().map(|a| parse_cert(a)).collect::<Result<Vec<_>>>()?;
+        let certs = armored
+            .iter()
+            .map(|a| parse_cert(a))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Keyring::from_certs(&certs))
     }
 
@@ -99,11 +120,23 @@ impl Keyring {
         let mut keys = Vec::new();
         for cert in certs {
             let primary = &cert.primary_key;
-            if cert.details.revocation_signatures.iter().any(|s| s.verify_key(primary).is_ok()) {
+            if cert
+                .details
+                .revocation_signatures
+                .iter()
+                .any(|s| s.verify_key(primary).is_ok())
+            {
                 continue;
             }
-            let Some(selfsig) = newest_self_certification(cert) else { continue };
-            let owner = cert.details.users.first().map(|u| u.id.to_string()).unwrap_or_default();
+            let Some(selfsig) = newest_self_certification(cert) else {
+                continue;
+            };
+            let owner = cert
+                .details
+                .users
+                .first()
+                .map(|u| u.id.to_string())
+                .unwrap_or_default();
             let p_created = u64::from(primary.created_at().as_secs());
             let p_expires = expiry(p_created, selfsig);
             if selfsig.key_flags().sign() {
@@ -115,14 +148,22 @@ impl Keyring {
                 });
             }
             for sub in &cert.public_subkeys {
-                if sub.signatures.iter().any(|s| s.typ() == Some(SignatureType::SubkeyRevocation)) {
+                if sub
+                    .signatures
+                    .iter()
+                    .any(|s| s.typ() == Some(SignatureType::SubkeyRevocation))
+                {
                     continue;
                 }
                 // Checks each binding and, for signing subkeys, the subkey's back-signature.
                 if sub.verify_bindings(primary).is_err() {
                     continue;
                 }
-                let Some(binding) = sub.signatures.iter().max_by_key(|s| s.created().map(|t| t.as_secs())) else {
+                let Some(binding) = sub
+                    .signatures
+                    .iter()
+                    .max_by_key(|s| s.created().map(|t| t.as_secs()))
+                else {
                     continue;
                 };
                 if !binding.key_flags().sign() {
@@ -134,7 +175,12 @@ impl Keyring {
                     (Some(a), Some(b)) => Some(a.min(b)),
                     (a, b) => a.or(b),
                 };
-                keys.push(ValidKey { key: KeyRef::Sub(sub.key.clone()), owner: owner.clone(), created, expires });
+                keys.push(ValidKey {
+                    key: KeyRef::Sub(sub.key.clone()),
+                    owner: owner.clone(),
+                    created,
+                    expires,
+                });
             }
         }
         Keyring { keys }
@@ -151,10 +197,17 @@ impl Keyring {
     /// Checks a clear-signed file and returns the signed text (CRLF line ends normalized to LF)
     /// and the owners of the keys that verified it. At least one signature must verify with a
     /// key that was valid and signing-capable when the signature was made.
-    pub fn verify_clearsigned(&self, data: &[u8], label: &str) -> Result<(String, Vec<String>), ReleaseError> {
+    pub fn verify_clearsigned(
+        &self,
+        data: &[u8],
+        label: &str,
+    ) -> Result<(String, Vec<String>), ReleaseError> {
         let text = String::from_utf8_lossy(data);
-        let (msg, _) = CleartextSignedMessage::from_string(&text)
-            .map_err(|e| ReleaseError::NotSigned { label: label.into(), detail: e.to_string() })?;
+        let (msg, _) =
+            CleartextSignedMessage::from_string(&text).map_err(|e| ReleaseError::NotSigned {
+                label: label.into(),
+                detail: e.to_string(),
+            })?;
         let signed = msg.signed_text();
         let mut good = Vec::new();
         let mut problems = Vec::new();
@@ -168,14 +221,23 @@ impl Keyring {
             if problems.is_empty() {
                 problems.push("no signatures".into());
             }
-            return Err(ReleaseError::BadSignature { label: label.into(), details: problems.join("; ") });
+            return Err(ReleaseError::BadSignature {
+                label: label.into(),
+                details: problems.join("; "),
+            });
         }
         Ok((signed.replace("\r\n", "\n"), good))
     }
 
     fn verify_one(&self, sig: &Signature, data: &[u8]) -> Result<String, String> {
-        if matches!(sig.hash_alg(), Some(HashAlgorithm::Md5 | HashAlgorithm::Sha1) | None) {
-            return Err(format!("signature uses a weak or unknown hash {:?}", sig.hash_alg()));
+        if matches!(
+            sig.hash_alg(),
+            Some(HashAlgorithm::Md5 | HashAlgorithm::Sha1) | None
+        ) {
+            return Err(format!(
+                "signature uses a weak or unknown hash {:?}",
+                sig.hash_alg()
+            ));
         }
         let Some(made) = sig.created().map(|t| u64::from(t.as_secs())) else {
             return Err("signature has no creation time".into());
@@ -184,15 +246,30 @@ impl Keyring {
         let fps: Vec<_> = sig.issuer_fingerprint().into_iter().cloned().collect();
         let candidates = self.keys.iter().filter(|k| {
             let d = k.key.details();
-            (ids.is_empty() && fps.is_empty()) || ids.contains(&d.legacy_key_id()) || fps.contains(&d.fingerprint())
+            (ids.is_empty() && fps.is_empty())
+                || ids.contains(&d.legacy_key_id())
+                || fps.contains(&d.fingerprint())
         });
-        let mut last = format!("no key with id {}", ids.iter().map(|i| format!("{i:?}")).collect::<Vec<_>>().join(","));
+        let mut last = format!(
+            "no key with id {}",
+            ids.iter()
+                .map(|i| format!("{i:?}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
         for k in candidates {
             if made < k.created || k.expires.is_some_and(|e| made >= e) {
-                last = format!("key of {} was not valid when the signature was made", k.owner);
+                last = format!(
+                    "key of {} was not valid when the signature was made",
+                    k.owner
+                );
                 continue;
             }
-            if let Some(d) = sig.signature_expiration_time().map(|d| u64::from(d.as_secs())).filter(|&d| d > 0) {
+            if let Some(d) = sig
+                .signature_expiration_time()
+                .map(|d| u64::from(d.as_secs()))
+                .filter(|&d| d > 0)
+            {
                 if now() >= made + d {
                     last = format!("signature by {} has expired", k.owner);
                     continue;
@@ -208,7 +285,8 @@ impl Keyring {
 }
 
 fn parse_cert(armored: &[u8]) -> Result<SignedPublicKey> {
-    let (cert, _) = SignedPublicKey::from_armor_single(Cursor::new(armored)).context("parsing an OpenPGP public key")?;
+    let (cert, _) = SignedPublicKey::from_armor_single(Cursor::new(armored))
+        .context("parsing an OpenPGP public key")?;
     Ok(cert)
 }
 
@@ -227,11 +305,17 @@ fn newest_self_certification(cert: &SignedPublicKey) -> Option<&Signature> {
 }
 
 fn expiry(created: u64, sig: &Signature) -> Option<u64> {
-    sig.key_expiration_time().map(|d| u64::from(d.as_secs())).filter(|&d| d > 0).map(|d| created + d)
+    sig.key_expiration_time()
+        .map(|d| u64::from(d.as_secs()))
+        .filter(|&d| d > 0)
+        .map(|d| created + d)
 }
 
 fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| u64::from(d.as_secs())).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// One index file listed in a Release file.
@@ -260,27 +344,57 @@ impl Release {
     }
 
     fn parse_signed_text(text: &str, signed_by: Vec<String>, label: &str) -> Result<Release> {
-        let fields = parse_stanzas(text, label)?.into_iter().next().unwrap_or_default();
+        let fields = parse_stanzas(text, label)?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
         let mut sha256 = BTreeMap::new();
-        for line in fields.get("SHA256").unwrap_or("").lines().filter(|l| !l.trim().is_empty()) {
-            let bad = || ReleaseError::BadHashLine { label: label.into(), line: line.into() };
+        for line in fields
+            .get("SHA256")
+            .unwrap_or("")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+        {
+            let bad = || ReleaseError::BadHashLine {
+                label: label.into(),
+                line: line.into(),
+            };
             let mut w = line.split_whitespace();
-            let (Some(h), Some(size), Some(path), None) = (w.next(), w.next(), w.next(), w.next()) else {
+            let (Some(h), Some(size), Some(path), None) = (w.next(), w.next(), w.next(), w.next())
+            else {
                 return Err(bad().into());
             };
             let size = size.parse().map_err(|_| bad())?;
             if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(bad().into());
             }
-            sha256.insert(path.to_string(), IndexFile { sha256: h.to_ascii_lowercase(), size });
+            sha256.insert(
+                path.to_string(),
+                IndexFile {
+                    sha256: h.to_ascii_lowercase(),
+                    size,
+                },
+            );
         }
-        let acquire_by_hash = fields.get("Acquire-By-Hash").is_some_and(|v| v.eq_ignore_ascii_case("yes"));
-        Ok(Release { fields, sha256, acquire_by_hash, signed_by })
+        let acquire_by_hash = fields
+            .get("Acquire-By-Hash")
+            .is_some_and(|v| v.eq_ignore_ascii_case("yes"));
+        Ok(Release {
+            fields,
+            sha256,
+            acquire_by_hash,
+            signed_by,
+        })
     }
 
     /// The best available `Packages` index for a component and architecture: xz, then gz, then
     /// plain. Returns the path below `dists/<suite>/` and its digest.
-    pub fn packages_index(&self, component: &str, arch: &str, label: &str) -> Result<(String, IndexFile), ReleaseError> {
+    pub fn packages_index(
+        &self,
+        component: &str,
+        arch: &str,
+        label: &str,
+    ) -> Result<(String, IndexFile), ReleaseError> {
         let base = format!("{component}/binary-{arch}/Packages");
         for ext in [".xz", ".gz", ""] {
             let p = format!("{base}{ext}");
@@ -288,7 +402,10 @@ impl Release {
                 return Ok((p, f.clone()));
             }
         }
-        Err(ReleaseError::MissingIndex { label: label.into(), path: format!("{base}.xz") })
+        Err(ReleaseError::MissingIndex {
+            label: label.into(),
+            path: format!("{base}.xz"),
+        })
     }
 
     /// `Valid-Until` as seconds since the epoch, when present and readable.
@@ -303,15 +420,21 @@ pub fn parse_rfc2822(s: &str) -> Option<u64> {
     let mut w = s.split_whitespace();
     let day: u64 = w.next()?.parse().ok()?;
     let month_name = w.next()?;
-    let mon = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-        .iter()
-        .position(|m| *m == month_name)? as u64
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == month_name)? as u64
         + 1;
     let year: u64 = w.next()?.parse().ok()?;
     let mut hms = w.next()?.split(':').map(|x| x.parse::<u64>().ok());
     let (h, m, sec) = (hms.next()??, hms.next()??, hms.next()??);
     // Days from the civil date (Howard Hinnant's algorithm).
-    let (y, mo) = if mon <= 2 { (year - 1, mon + 9) } else { (year, mon - 3) };
+    let (y, mo) = if mon <= 2 {
+        (year - 1, mon + 9)
+    } else {
+        (year, mon - 3)
+    };
     let era = y / 400;
     let yoe = y - era * 400;
     let doy = (153 * mo + 2) / 5 + day - 1;
@@ -335,13 +458,18 @@ mod tests {
     #[test]
     fn unsigned_text_is_refused() {
         let k = Keyring::debian().unwrap();
-        let err = k.verify_clearsigned(b"Origin: Debian\nSHA256:\n", "x").unwrap_err();
+        let err = k
+            .verify_clearsigned(b"Origin: Debian\nSHA256:\n", "x")
+            .unwrap_err();
         assert!(matches!(err, ReleaseError::NotSigned { .. }), "{err}");
     }
 
     #[test]
     fn dates() {
-        assert_eq!(parse_rfc2822("Sat, 21 Nov 2026 09:15:44 UTC"), Some(1_795_252_544));
+        assert_eq!(
+            parse_rfc2822("Sat, 21 Nov 2026 09:15:44 UTC"),
+            Some(1_795_252_544)
+        );
         assert_eq!(parse_rfc2822("Thu, 01 Jan 1970 00:00:00 UTC"), Some(0));
         assert_eq!(parse_rfc2822("garbage"), None);
     }
@@ -370,14 +498,27 @@ mod network_tests {
 
     #[test]
     fn real_inrelease_verifies_and_tampering_fails() {
-        let Some(mirror) = mirror_or_skip("real_inrelease_verifies_and_tampering_fails") else { return };
+        let Some(mirror) = mirror_or_skip("real_inrelease_verifies_and_tampering_fails") else {
+            return;
+        };
         let cache = shared_cache();
         let url = format!("{mirror}/dists/trixie/InRelease");
-        let path = cache.fetch_url(&url, "trixie InRelease", Some(std::time::Duration::from_secs(86400)), &Silent).unwrap();
+        let path = cache
+            .fetch_url(
+                &url,
+                "trixie InRelease",
+                Some(std::time::Duration::from_secs(86400)),
+                &Silent,
+            )
+            .unwrap();
         let data = std::fs::read(&path).unwrap();
         let keyring = Keyring::debian().unwrap();
         let rel = Release::verify(&data, &keyring, "trixie InRelease").unwrap();
-        assert!(rel.signed_by.iter().any(|o| o.contains("13/trixie")), "{:?}", rel.signed_by);
+        assert!(
+            rel.signed_by.iter().any(|o| o.contains("13/trixie")),
+            "{:?}",
+            rel.signed_by
+        );
         assert!(rel.packages_index("main", "amd64", "t").is_ok());
 
         // Change one digit of one hash line: every signature must now fail.
@@ -385,13 +526,24 @@ mod network_tests {
         let at = text.find("main/binary-amd64/Packages.xz").unwrap();
         let line_start = text[..at].rfind('\n').unwrap() + 2;
         let mut bytes = data.clone();
-        bytes[line_start] = if bytes[line_start] == b'0' { b'1' } else { b'0' };
+        bytes[line_start] = if bytes[line_start] == b'0' {
+            b'1'
+        } else {
+            b'0'
+        };
         let err = Release::verify(&bytes, &keyring, "trixie InRelease").unwrap_err();
-        assert!(matches!(err.downcast_ref::<ReleaseError>(), Some(ReleaseError::BadSignature { .. })), "{err:#}");
+        assert!(
+            matches!(
+                err.downcast_ref::<ReleaseError>(),
+                Some(ReleaseError::BadSignature { .. })
+            ),
+            "{err:#}"
+        );
 
         // A keyring without the signers' keys refuses the genuine file.
         let bookworm_only =
-            Keyring::from_armored(&[include_bytes!("../keys/debian-archive-bookworm-stable.asc")]).unwrap();
+            Keyring::from_armored(&[include_bytes!("../keys/debian-archive-bookworm-stable.asc")])
+                .unwrap();
         assert!(Release::verify(&data, &bookworm_only, "trixie InRelease").is_err());
     }
 }

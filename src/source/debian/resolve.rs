@@ -13,7 +13,11 @@ use super::Archive;
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ResolveError {
     #[error("cannot satisfy {dep}, needed by {chain}: {reason}")]
-    Unsatisfiable { dep: String, chain: String, reason: String },
+    Unsatisfiable {
+        dep: String,
+        chain: String,
+        reason: String,
+    },
 }
 
 /// How apt would rank providers of a virtual package; lower is preferred.
@@ -50,7 +54,11 @@ impl<'a> Resolver<'a> {
 
     pub(super) fn run(mut self, wanted: &[String]) -> Result<Vec<Package>, ResolveError> {
         for w in wanted {
-            let dep = Dep { name: w.clone(), arch_qualifier: None, constraint: None };
+            let dep = Dep {
+                name: w.clone(),
+                arch_qualifier: None,
+                constraint: None,
+            };
             self.satisfy(std::slice::from_ref(&dep), None)?;
         }
         while let Some(pkg) = self.queue.pop_front() {
@@ -78,12 +86,21 @@ impl<'a> Resolver<'a> {
                 Err(r) => reasons.push(r),
             }
         }
-        let dep = alts.iter().map(Dep::to_string).collect::<Vec<_>>().join(" | ");
-        Err(ResolveError::Unsatisfiable { dep, chain: self.chain(parent), reason: reasons.join("; ") })
+        let dep = alts
+            .iter()
+            .map(Dep::to_string)
+            .collect::<Vec<_>>()
+            .join(" | ");
+        Err(ResolveError::Unsatisfiable {
+            dep,
+            chain: self.chain(parent),
+            reason: reasons.join("; "),
+        })
     }
 
     fn select(&mut self, p: &'a Package, parent: Option<&str>) {
-        self.parent.insert(p.name.clone(), parent.map(str::to_string));
+        self.parent
+            .insert(p.name.clone(), parent.map(str::to_string));
         self.selected.insert(p.name.clone(), p);
         self.queue.push_back(p);
     }
@@ -121,21 +138,33 @@ impl<'a> Resolver<'a> {
                 return true;
             }
         }
-        self.archive.providers_of(&dep.name).iter().any(|(pkg, ver, provided_ver)| {
-            self.selected.get(pkg).is_some_and(|s| &s.version == ver) && provide_ok(dep, provided_ver.as_deref())
-        })
+        self.archive
+            .providers_of(&dep.name)
+            .iter()
+            .any(|(pkg, ver, provided_ver)| {
+                self.selected.get(pkg).is_some_and(|s| &s.version == ver)
+                    && provide_ok(dep, provided_ver.as_deref())
+            })
     }
 
     /// The package to select for `dep`, or why there is none.
     fn candidate(&self, dep: &Dep) -> Result<&'a Package, String> {
         if !self.arch_ok(dep) {
-            return Err(format!("{dep}: architecture {} is not being built", dep.arch_qualifier.as_deref().unwrap_or("")));
+            return Err(format!(
+                "{dep}: architecture {} is not being built",
+                dep.arch_qualifier.as_deref().unwrap_or("")
+            ));
         }
         let archive: &'a Archive = self.archive;
         let versions = archive.versions(&dep.name);
         if let Some(sel) = self.selected.get(&dep.name) {
             // One version per name: a second, different requirement cannot be met alongside.
-            return Err(format!("{} {} is already selected (by {})", sel.name, sel.version, self.chain(Some(&sel.name))));
+            return Err(format!(
+                "{} {} is already selected (by {})",
+                sel.name,
+                sel.version,
+                self.chain(Some(&sel.name))
+            ));
         }
         if let Some(p) = versions.iter().find(|p| version_ok(dep, &p.version)) {
             return Ok(p);
@@ -147,7 +176,11 @@ impl<'a> Resolver<'a> {
             .filter_map(|(pkg, ver, _)| archive.versions(pkg).iter().find(|p| &p.version == ver))
             .filter(|p| !self.selected.contains_key(&p.name))
             .collect();
-        providers.sort_by(|a, b| priority_rank(a).cmp(&priority_rank(b)).then_with(|| a.name.cmp(&b.name)));
+        providers.sort_by(|a, b| {
+            priority_rank(a)
+                .cmp(&priority_rank(b))
+                .then_with(|| a.name.cmp(&b.name))
+        });
         if let Some(p) = providers.first() {
             return Ok(p);
         }
@@ -163,7 +196,9 @@ impl<'a> Resolver<'a> {
 }
 
 fn version_ok(dep: &Dep, have: &str) -> bool {
-    dep.constraint.as_ref().is_none_or(|(op, want)| op.holds(have, want))
+    dep.constraint
+        .as_ref()
+        .is_none_or(|(op, want)| op.holds(have, want))
 }
 
 /// An unversioned Provides satisfies only unversioned dependencies (Debian policy 7.5).
@@ -189,11 +224,18 @@ mod tests {
                 i
             ));
         }
-        Archive::from_packages("http://mirror.example/debian", "trixie", "amd64", parse_packages(&text, "test").unwrap())
+        Archive::from_packages(
+            "http://mirror.example/debian",
+            "trixie",
+            "amd64",
+            parse_packages(&text, "test").unwrap(),
+        )
     }
 
     fn names(r: &[Package]) -> Vec<String> {
-        r.iter().map(|p| format!("{}={}", p.name, p.version)).collect()
+        r.iter()
+            .map(|p| format!("{}={}", p.name, p.version))
+            .collect()
     }
 
     fn s(v: &[&str]) -> Vec<String> {
@@ -218,15 +260,28 @@ Package: perl-base\nVersion: 5";
         let r = a.resolve(&s(&["app"]), &[]).unwrap();
         assert_eq!(
             names(&r),
-            s(&["app=1", "debconf=1.5", "gcc-base=14-1", "libc6=2.41-1", "libgcc-s1=14-1", "perl-base=5", "postfix=3"])
+            s(&[
+                "app=1",
+                "debconf=1.5",
+                "gcc-base=14-1",
+                "libc6=2.41-1",
+                "libgcc-s1=14-1",
+                "perl-base=5",
+                "postfix=3"
+            ])
         );
     }
 
     #[test]
     fn provided_names_are_not_followed() {
         let a = archive(SAMPLE);
-        let r = a.resolve(&s(&["app"]), &s(&["debconf", "mail-transport-agent"])).unwrap();
-        assert_eq!(names(&r), s(&["app=1", "gcc-base=14-1", "libc6=2.41-1", "libgcc-s1=14-1"]));
+        let r = a
+            .resolve(&s(&["app"]), &s(&["debconf", "mail-transport-agent"]))
+            .unwrap();
+        assert_eq!(
+            names(&r),
+            s(&["app=1", "gcc-base=14-1", "libc6=2.41-1", "libgcc-s1=14-1"])
+        );
     }
 
     #[test]
@@ -234,7 +289,11 @@ Package: perl-base\nVersion: 5";
         let a = archive(SAMPLE);
         let r = a.resolve(&s(&["exim4", "app"]), &s(&["debconf"])).unwrap();
         assert!(names(&r).contains(&"exim4=4".to_string()));
-        assert!(!names(&r).iter().any(|n| n.starts_with("postfix")), "{:?}", names(&r));
+        assert!(
+            !names(&r).iter().any(|n| n.starts_with("postfix")),
+            "{:?}",
+            names(&r)
+        );
     }
 
     #[test]
@@ -245,7 +304,10 @@ Package: perl-base\nVersion: 5";
              Package: unversioned\nVersion: 9\nProvides: api\n\n\
              Package: new-impl\nVersion: 1\nProvides: api (= 2.5)",
         );
-        assert_eq!(names(&a.resolve(&s(&["want"]), &[]).unwrap()), s(&["new-impl=1", "want=1"]));
+        assert_eq!(
+            names(&a.resolve(&s(&["want"]), &[]).unwrap()),
+            s(&["new-impl=1", "want=1"])
+        );
         let r = a.resolve(&s(&["api"]), &[]).unwrap();
         assert_eq!(r.len(), 1, "one provider of the virtual wanted name");
     }
@@ -258,7 +320,10 @@ Package: perl-base\nVersion: 5";
              Package: foo\nVersion: 1.0",
         );
         let err = a.resolve(&s(&["k0s-node"]), &[]).unwrap_err().to_string();
-        assert_eq!(err, "cannot satisfy foo (>= 2), needed by bar <- k0s-node (wanted): only foo 1.0 available");
+        assert_eq!(
+            err,
+            "cannot satisfy foo (>= 2), needed by bar <- k0s-node (wanted): only foo 1.0 available"
+        );
         let err = a.resolve(&s(&["nope"]), &[]).unwrap_err().to_string();
         assert!(err.contains("nope is not in the archive"), "{err}");
     }
@@ -267,7 +332,8 @@ Package: perl-base\nVersion: 5";
     fn arch_qualifiers() {
         let a = archive("Package: x\nVersion: 1\nDepends: perl:any, python3:native\n\nPackage: perl\nVersion: 5\n\nPackage: python3\nVersion: 3");
         assert_eq!(a.resolve(&s(&["x"]), &[]).unwrap().len(), 3);
-        let b = archive("Package: x\nVersion: 1\nDepends: libc6:i386\n\nPackage: libc6\nVersion: 2");
+        let b =
+            archive("Package: x\nVersion: 1\nDepends: libc6:i386\n\nPackage: libc6\nVersion: 2");
         assert!(b.resolve(&s(&["x"]), &[]).is_err());
     }
 

@@ -61,7 +61,9 @@ impl fmt::Display for Op {
 fn split(v: &str) -> (u64, &str, &str) {
     let v = v.trim();
     let (epoch, rest) = match v.split_once(':') {
-        Some((e, r)) if e.bytes().all(|b| b.is_ascii_digit()) && !e.is_empty() => (e.parse().unwrap_or(0), r),
+        Some((e, r)) if e.bytes().all(|b| b.is_ascii_digit()) && !e.is_empty() => {
+            (e.parse().unwrap_or(0), r)
+        }
         _ => (0, v),
     };
     match rest.rsplit_once('-') {
@@ -74,7 +76,9 @@ fn split(v: &str) -> (u64, &str, &str) {
 pub fn compare(a: &str, b: &str) -> Ordering {
     let (ea, ua, ra) = split(a);
     let (eb, ub, rb) = split(b);
-    ea.cmp(&eb).then_with(|| compare_part(ua, ub)).then_with(|| compare_part(ra, rb))
+    ea.cmp(&eb)
+        .then_with(|| compare_part(ua, ub))
+        .then_with(|| compare_part(ra, rb))
 }
 
 /// The sort weight of one character in a non-digit run.
@@ -162,11 +166,18 @@ mod tests {
     /// Cross-check with dpkg itself, the reference implementation, when it is installed.
     #[test]
     fn agrees_with_dpkg() {
-        if std::process::Command::new("dpkg").arg("--version").output().is_err() {
+        if std::process::Command::new("dpkg")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
             panic!("dpkg is not installed: install it (apt-get install -y dpkg) to run this test");
         }
         for (a, b, want) in PAIRS {
-            let st = std::process::Command::new("dpkg").args(["--compare-versions", a, "lt", b]).status().unwrap();
+            let st = std::process::Command::new("dpkg")
+                .args(["--compare-versions", a, "lt", b])
+                .status()
+                .unwrap();
             assert_eq!(st.success(), *want == Less, "dpkg disagrees on {a} < {b}");
         }
     }
