@@ -60,6 +60,8 @@ pub struct FetchItem {
 pub struct Cache {
     root: PathBuf,
     offline: bool,
+    /// Re-fetch URL-keyed entries (indexes) whatever their age (`--refresh`).
+    refresh: bool,
     agent: ureq::Agent,
     /// Digests already re-hashed by this process: each cached input is checked once.
     verified: Mutex<HashSet<String>>,
@@ -78,6 +80,7 @@ impl Cache {
         Ok(Cache {
             root,
             offline,
+            refresh: false,
             agent: download::http_agent(),
             verified: Mutex::new(HashSet::new()),
             downloads: AtomicUsize::new(0),
@@ -106,6 +109,13 @@ impl Cache {
 
     pub fn is_offline(&self) -> bool {
         self.offline
+    }
+
+    /// With `refresh`, URL-keyed entries (a suite's `InRelease`) are fetched again whatever
+    /// their age; verified content-addressed files are never fetched again (they cannot be
+    /// stale). Ignored when offline.
+    pub fn set_refresh(&mut self, refresh: bool) {
+        self.refresh = refresh;
     }
 
     /// Number of fetches (network or local file) this cache has made so far.
@@ -218,7 +228,8 @@ impl Cache {
             .ok()
             .map(|t| SystemTime::now().duration_since(t).unwrap_or_default());
         if let Some(age) = age {
-            if self.offline || max_age.is_none_or(|max| age < max) {
+            let fresh = !self.refresh && max_age.is_none_or(|max| age < max);
+            if self.offline || fresh {
                 return Ok(path);
             }
         } else if self.offline {
@@ -505,6 +516,11 @@ mod tests {
             .unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"v2", "old entry refreshed");
         assert_eq!(cache.downloads_made(), 2);
+        let mut refreshing = Cache::new(cache.root().to_path_buf(), false).unwrap();
+        refreshing.set_refresh(true);
+        fs::write(&src, b"v3").unwrap();
+        refreshing.fetch_url(&url, "rel", None, &Silent).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"v3", "--refresh re-downloads");
         let off = Cache::new(cache.root().to_path_buf(), true).unwrap();
         assert_eq!(
             off.fetch_url(&url, "rel", Some(Duration::ZERO), &Silent)
