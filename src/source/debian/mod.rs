@@ -63,10 +63,23 @@ impl Archive {
         let label = format!("{suite} InRelease");
         let url = format!("{mirror}/dists/{suite}/InRelease");
         rep.step(&format!("checking the signature of {url}"));
-        let path = cache.fetch_url(&url, &label, Some(INRELEASE_MAX_AGE), rep)?;
-        let data = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         let keyring = Keyring::debian()?;
-        let release = Release::verify(&data, &keyring, &format!("{label} ({url})"))?;
+        let verify = |max_age| -> Result<Release> {
+            let path = cache.fetch_url(&url, &label, Some(max_age), rep)?;
+            let data =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            Release::verify(&data, &keyring, &format!("{label} ({url})"))
+        };
+        let release = match verify(INRELEASE_MAX_AGE) {
+            Ok(r) => r,
+            // A cached copy that no longer verifies (damaged on disk, or the mirror was
+            // mid-update) is fetched once more before giving up; offline there is nothing to do.
+            Err(e) if !cache.is_offline() => {
+                rep.warn(&format!("{e:#}; fetching {url} again"));
+                verify(Duration::ZERO)?
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(until) = release.valid_until() {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -366,5 +379,86 @@ mod network_tests {
             acc | (u32::from(on) << (8 - i))
         });
         format!("{bits:o}")
+    }
+}
+
+#[cfg(test)]
+mod damaged_cache_tests {
+    use super::testutil::{mirror_or_skip, shared_cache};
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Warnings(Mutex<Vec<String>>);
+    impl Reporter for Warnings {
+        fn step(&self, _: &str) {}
+        fn task(&self, _: &str, _: u64) -> Box<dyn crate::progress::Task> {
+            crate::progress::Silent.task("", 0)
+        }
+        fn warn(&self, m: &str) {
+            self.0.lock().unwrap().push(m.to_string());
+        }
+    }
+
+    /// A cached InRelease that no longer verifies is never used: offline it is an error,
+    /// online it is fetched again (with a warning).
+    #[test]
+    fn damaged_inrelease_is_refetched_or_refused() {
+        let Some(mirror) = mirror_or_skip("damaged_inrelease_is_refetched_or_refused") else {
+            return;
+        };
+        let shared = shared_cache();
+        Archive::load(
+            &shared,
+            &mirror,
+            "trixie",
+            "amd64",
+            &["main"],
+            &crate::progress::Silent,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let url_dir = dir.path().join("url");
+        std::fs::create_dir_all(&url_dir).unwrap();
+        for e in std::fs::read_dir(shared.root().join("url")).unwrap() {
+            let e = e.unwrap();
+            let mut data = std::fs::read(e.path()).unwrap();
+            // Damage one byte of the signed text (after the armor header).
+            let at = data.iter().position(|&b| b == b'\n').unwrap() + 40;
+            data[at] ^= 0x01;
+            std::fs::write(url_dir.join(e.file_name()), data).unwrap();
+        }
+        std::os::unix::fs::symlink(shared.root().join("sha256"), dir.path().join("sha256"))
+            .unwrap();
+
+        let offline = Cache::new(dir.path().to_path_buf(), true).unwrap();
+        let err = Archive::load(
+            &offline,
+            &mirror,
+            "trixie",
+            "amd64",
+            &["main"],
+            &crate::progress::Silent,
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("no signature verifies"),
+            "{err:#}"
+        );
+
+        let online = Cache::new(dir.path().to_path_buf(), false).unwrap();
+        let rep = Warnings::default();
+        Archive::load(&online, &mirror, "trixie", "amd64", &["main"], &rep).unwrap();
+        assert_eq!(
+            online.downloads_made(),
+            1,
+            "only the InRelease was fetched again"
+        );
+        assert!(rep
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|w| w.contains("fetching") && w.contains("InRelease")));
     }
 }
