@@ -1,0 +1,1 @@
+//! squashfs encoder (written by another engineer)
