@@ -33,7 +33,10 @@ pub(crate) fn check_long_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name == "." || name == ".." {
         return Err("empty, \".\" or \"..\"".into());
     }
-    if let Some(c) = name.chars().find(|c| (*c as u32) < 0x20 || "\"*/:<>?\\|".contains(*c)) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| (*c as u32) < 0x20 || "\"*/:<>?\\|".contains(*c))
+    {
         return Err(format!("it contains {c:?}, which FAT does not allow"));
     }
     if name.ends_with('.') || name.ends_with(' ') {
@@ -150,15 +153,17 @@ impl ShortNames {
 
 /// The checksum of a short name that every LFN entry of the same file carries.
 pub(crate) fn lfn_checksum(short: &ShortName) -> u8 {
-    short.iter().fold(0u8, |sum, &b| ((sum & 1) << 7).wrapping_add(sum >> 1).wrapping_add(b))
+    short.iter().fold(0u8, |sum, &b| {
+        ((sum & 1) << 7).wrapping_add(sum >> 1).wrapping_add(b)
+    })
 }
 
 /// The LFN entries for `long`, in the order they are stored (highest ordinal first).
 pub(crate) fn lfn_entries(long: &str, short: &ShortName) -> Vec<[u8; ENTRY_SIZE]> {
     let mut units: Vec<u16> = long.encode_utf16().collect();
-    if units.len() % CHARS_PER_LFN != 0 {
+    if !units.len().is_multiple_of(CHARS_PER_LFN) {
         units.push(0);
-        while units.len() % CHARS_PER_LFN != 0 {
+        while !units.len().is_multiple_of(CHARS_PER_LFN) {
             units.push(0xFFFF);
         }
     }
@@ -171,7 +176,10 @@ pub(crate) fn lfn_entries(long: &str, short: &ShortName) -> Vec<[u8; ENTRY_SIZE]
             e[0] = (i + 1) as u8 | if i + 1 == count { LFN_LAST } else { 0 };
             e[11] = ATTR_LFN;
             e[13] = checksum;
-            for (slot, unit) in LFN_SLOTS.iter().zip(&units[i * CHARS_PER_LFN..(i + 1) * CHARS_PER_LFN]) {
+            for (slot, unit) in LFN_SLOTS
+                .iter()
+                .zip(&units[i * CHARS_PER_LFN..(i + 1) * CHARS_PER_LFN])
+            {
                 put16(&mut e, *slot, *unit);
             }
             e
@@ -180,7 +188,13 @@ pub(crate) fn lfn_entries(long: &str, short: &ShortName) -> Vec<[u8; ENTRY_SIZE]
 }
 
 /// A short (8.3) entry with all timestamps at `mtime`.
-pub(crate) fn short_entry(name: &ShortName, attr: u8, cluster: u32, size: u32, mtime: u64) -> [u8; ENTRY_SIZE] {
+pub(crate) fn short_entry(
+    name: &ShortName,
+    attr: u8,
+    cluster: u32,
+    size: u32,
+    mtime: u64,
+) -> [u8; ENTRY_SIZE] {
     let mut e = [0u8; ENTRY_SIZE];
     e[..11].copy_from_slice(name);
     e[11] = attr;
@@ -208,7 +222,10 @@ pub(crate) fn set_times(e: &mut [u8], mtime: u64) {
 
 /// `.` and `..` for a new directory; `parent` is 0 when the parent is the root.
 pub(crate) fn dot_entries(own: u32, parent: u32, mtime: u64) -> [[u8; ENTRY_SIZE]; 2] {
-    [short_entry(b".          ", ATTR_DIR, own, 0, mtime), short_entry(b"..         ", ATTR_DIR, parent, 0, mtime)]
+    [
+        short_entry(b".          ", ATTR_DIR, own, 0, mtime),
+        short_entry(b"..         ", ATTR_DIR, parent, 0, mtime),
+    ]
 }
 
 /// DOS date and time (2-second resolution, years 1980-2107, clamped) of a Unix time, in UTC.
@@ -219,7 +236,9 @@ pub(crate) fn dos_datetime(unix: u64) -> (u16, u16) {
     let (y, m, d) = civil_from_days((t / 86_400) as i64);
     let secs = t % 86_400;
     let date = (((y - 1980) as u16) << 9) | ((m as u16) << 5) | d as u16;
-    let time = (((secs / 3600) as u16) << 11) | ((((secs / 60) % 60) as u16) << 5) | ((secs % 60) / 2) as u16;
+    let time = (((secs / 3600) as u16) << 11)
+        | ((((secs / 60) % 60) as u16) << 5)
+        | ((secs % 60) / 2) as u16;
     (date, time)
 }
 
@@ -229,7 +248,9 @@ pub(crate) fn unix_from_dos(date: u16, time: u16) -> u64 {
     let m = u32::from((date >> 5) & 0xF).clamp(1, 12);
     let d = u32::from(date & 0x1F).max(1);
     let days = days_from_civil(y, m, d);
-    let secs = u64::from(time >> 11) * 3600 + u64::from((time >> 5) & 0x3F) * 60 + u64::from(time & 0x1F) * 2;
+    let secs = u64::from(time >> 11) * 3600
+        + u64::from((time >> 5) & 0x3F) * 60
+        + u64::from(time & 0x1F) * 2;
     days.max(0) as u64 * 86_400 + secs
 }
 
@@ -296,7 +317,12 @@ fn short_display(short: &ShortName, nt_flags: u8) -> String {
         raw[0] = DELETED; // 0x05 stands for a real 0xE5 first byte
     }
     let text = |bytes: &[u8], lower: bool| {
-        let s: String = bytes.iter().map(|&b| char::from(b)).collect::<String>().trim_end().to_string();
+        let s: String = bytes
+            .iter()
+            .map(|&b| char::from(b))
+            .collect::<String>()
+            .trim_end()
+            .to_string();
         if lower {
             s.to_ascii_lowercase()
         } else {
@@ -386,7 +412,12 @@ fn take_lfn(pending: Option<PendingLfn>, e: &[u8], slot: usize) -> Option<Pendin
         }
         let mut parts = vec![[0u16; CHARS_PER_LFN]; ordinal as usize];
         parts[ordinal as usize - 1] = units;
-        return Some(PendingLfn { first_slot: slot, checksum: e[13], next_ordinal: ordinal - 1, parts });
+        return Some(PendingLfn {
+            first_slot: slot,
+            checksum: e[13],
+            next_ordinal: ordinal - 1,
+            parts,
+        });
     }
     let mut p = pending?;
     if ordinal == 0 || ordinal != p.next_ordinal || e[13] != p.checksum {
@@ -398,7 +429,12 @@ fn take_lfn(pending: Option<PendingLfn>, e: &[u8], slot: usize) -> Option<Pendin
 }
 
 fn assemble(parts: &[[u16; CHARS_PER_LFN]]) -> String {
-    let units: Vec<u16> = parts.iter().flatten().copied().take_while(|&u| u != 0).collect();
+    let units: Vec<u16> = parts
+        .iter()
+        .flatten()
+        .copied()
+        .take_while(|&u| u != 0)
+        .collect();
     String::from_utf16_lossy(&units)
 }
 
@@ -410,7 +446,16 @@ mod tests {
     fn exact_short_names_need_no_long_name() {
         assert_eq!(&exact_short_name("BOOTX64.EFI").unwrap(), b"BOOTX64 EFI");
         assert_eq!(&exact_short_name("EFI").unwrap(), b"EFI        ");
-        for not_exact in ["bootx64.efi", "LONGNAME1.TXT", "A.B.C", "X.ABCD", ".X", "A.", "A B", "A+B"] {
+        for not_exact in [
+            "bootx64.efi",
+            "LONGNAME1.TXT",
+            "A.B.C",
+            "X.ABCD",
+            ".X",
+            "A.",
+            "A B",
+            "A+B",
+        ] {
             assert!(exact_short_name(not_exact).is_none(), "{not_exact}");
         }
     }
@@ -441,14 +486,25 @@ mod tests {
             dir.extend_from_slice(&e);
         }
         assert_eq!(dir.len(), 4 * ENTRY_SIZE, "43 units need 4 LFN entries");
-        assert_eq!(dir[0], 0x44, "the first stored entry is ordinal 4 with the last flag");
+        assert_eq!(
+            dir[0], 0x44,
+            "the first stored entry is ordinal 4 with the last flag"
+        );
         dir.extend_from_slice(&short_entry(&short, ATTR_ARCHIVE, 7, 123, 1_700_000_000));
         dir.extend_from_slice(&[0u8; ENTRY_SIZE]);
         let parsed = parse_dir(&dir);
         assert_eq!(parsed.end, 5);
         let item = &parsed.items[0];
         assert_eq!(item.name, long);
-        assert_eq!((item.first_cluster, item.size, item.first_slot, item.short_slot), (7, 123, 0, 4));
+        assert_eq!(
+            (
+                item.first_cluster,
+                item.size,
+                item.first_slot,
+                item.short_slot
+            ),
+            (7, 123, 0, 4)
+        );
         assert_eq!(item.mtime, 1_700_000_000);
         assert!(item.matches("BCM2711-RPI-4-B WITH A RATHER LONG NAME.DTB"));
         assert!(item.matches("bcm271~1.dtb"));
@@ -464,7 +520,10 @@ mod tests {
         assert_eq!(date, ((2023 - 1980) << 9) | (11 << 5) | 14);
         assert_eq!(time, (22 << 11) | (13 << 5) | 10);
         assert_eq!(unix_from_dos(date, time), 1_700_000_000);
-        assert_eq!(unix_from_dos(dos_datetime(0).0, dos_datetime(0).1), 315_532_800);
+        assert_eq!(
+            unix_from_dos(dos_datetime(0).0, dos_datetime(0).1),
+            315_532_800
+        );
     }
 
     #[test]

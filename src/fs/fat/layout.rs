@@ -55,7 +55,10 @@ impl Geometry {
             s if s < 32 * 1024 * MIB => 32,
             _ => 64,
         };
-        let too_small = || FatError::TooSmall { size, min: Self::min_size() };
+        let too_small = || FatError::TooSmall {
+            size,
+            min: Self::min_size(),
+        };
         let overhead = RESERVED_SECTORS;
         if total_sectors <= overhead + 2 * NUM_FATS {
             return Err(too_small());
@@ -63,13 +66,18 @@ impl Geometry {
         // The smallest FAT that covers the clusters left beside it. Coverage only improves as
         // the FAT grows (more entries, fewer clusters), so a binary search finds it.
         let clusters_beside = |fat: u32| {
-            total_sectors.checked_sub(overhead + NUM_FATS * fat).map(|data| data / sectors_per_cluster)
+            total_sectors
+                .checked_sub(overhead + NUM_FATS * fat)
+                .map(|data| data / sectors_per_cluster)
         };
         let covers = |fat: u32| match clusters_beside(fat) {
             Some(c) => u64::from(c) + 2 <= u64::from(fat) * (SECTOR / 4),
             None => true,
         };
-        let (mut lo, mut hi) = (1u32, ((total_sectors / sectors_per_cluster) / 128 + 2).max(1));
+        let (mut lo, mut hi) = (
+            1u32,
+            ((total_sectors / sectors_per_cluster) / 128 + 2).max(1),
+        );
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
             if covers(mid) {
@@ -133,7 +141,9 @@ impl Geometry {
         }
         let bytes_per_sector = le16(bs, 11);
         if u64::from(bytes_per_sector) != SECTOR {
-            return bad(format!("{bytes_per_sector} bytes per sector; only 512 is supported"));
+            return bad(format!(
+                "{bytes_per_sector} bytes per sector; only 512 is supported"
+            ));
         }
         let spc = u32::from(bs[13]);
         if spc == 0 || !spc.is_power_of_two() || spc > 128 {
@@ -147,19 +157,25 @@ impl Geometry {
         let total16 = u32::from(le16(bs, 19));
         let total_sectors = if total16 != 0 { total16 } else { le32(bs, 32) };
         if fat16_sectors != 0 || root_entries != 0 || fat_sectors == 0 {
-            return bad("the BPB describes FAT12/16 (16-bit FAT size or fixed root directory)".into());
+            return bad(
+                "the BPB describes FAT12/16 (16-bit FAT size or fixed root directory)".into(),
+            );
         }
         if reserved == 0 || num_fats == 0 || num_fats > 4 {
             return bad(format!("{reserved} reserved sectors, {num_fats} FATs"));
         }
         let data_start = u64::from(reserved) + u64::from(num_fats) * u64::from(fat_sectors);
         if data_start >= u64::from(total_sectors) {
-            return bad(format!("the FATs end past the volume ({total_sectors} sectors)"));
+            return bad(format!(
+                "the FATs end past the volume ({total_sectors} sectors)"
+            ));
         }
         let cluster_count = ((u64::from(total_sectors) - data_start) / u64::from(spc)) as u32;
         let fat_capacity = u64::from(fat_sectors) * SECTOR / 4;
         if u64::from(cluster_count) + 2 > fat_capacity {
-            return bad(format!("{cluster_count} clusters do not fit in a FAT of {fat_sectors} sectors"));
+            return bad(format!(
+                "{cluster_count} clusters do not fit in a FAT of {fat_sectors} sectors"
+            ));
         }
         let cluster_count = cluster_count.min(MAX_CLUSTERS);
         let root_cluster = le32(bs, 44);
@@ -175,11 +191,20 @@ impl Geometry {
             cluster_count,
         };
         if !geom.is_valid_cluster(root_cluster) {
-            return bad(format!("root directory cluster {root_cluster} is outside the volume"));
+            return bad(format!(
+                "root directory cluster {root_cluster} is outside the volume"
+            ));
         }
         let (volume_id, label) = if bs[66] == 0x29 {
             let label = String::from_utf8_lossy(&bs[71..82]).trim_end().to_string();
-            (le32(bs, 67), if label == "NO NAME" { String::new() } else { label })
+            (
+                le32(bs, 67),
+                if label == "NO NAME" {
+                    String::new()
+                } else {
+                    label
+                },
+            )
         } else {
             (0, String::new())
         };
@@ -199,10 +224,20 @@ pub(crate) fn reserved_sectors(
 ) -> Vec<(u32, [u8; 512])> {
     let boot = boot_sector(geom, volume_id, label, hidden_sectors);
     let info = fsinfo_sector(free_clusters, next_free);
-    vec![(0, boot), (FSINFO_SECTOR, info), (BACKUP_BOOT_SECTOR, boot), (BACKUP_BOOT_SECTOR + 1, info)]
+    vec![
+        (0, boot),
+        (FSINFO_SECTOR, info),
+        (BACKUP_BOOT_SECTOR, boot),
+        (BACKUP_BOOT_SECTOR + 1, info),
+    ]
 }
 
-fn boot_sector(geom: &Geometry, volume_id: u32, label: &[u8; 11], hidden_sectors: u32) -> [u8; 512] {
+fn boot_sector(
+    geom: &Geometry,
+    volume_id: u32,
+    label: &[u8; 11],
+    hidden_sectors: u32,
+) -> [u8; 512] {
     let mut bs = [0u8; 512];
     bs[0..3].copy_from_slice(&[0xEB, 0x58, 0x90]); // jump over the BPB to the boot code
     bs[3..11].copy_from_slice(b"EDGEIMG ");
@@ -222,7 +257,11 @@ fn boot_sector(geom: &Geometry, volume_id: u32, label: &[u8; 11], hidden_sectors
     bs[64] = 0x80; // drive number: first hard disk
     bs[66] = 0x29; // extended boot signature: the next three fields are valid
     put32(&mut bs, 67, volume_id);
-    bs[71..82].copy_from_slice(if label == &[b' '; 11] { b"NO NAME    " } else { label });
+    bs[71..82].copy_from_slice(if label == &[b' '; 11] {
+        b"NO NAME    "
+    } else {
+        label
+    });
     bs[82..90].copy_from_slice(b"FAT32   ");
     // Boot code, in case a BIOS ever jumps here: cli; hlt; jmp back to hlt.
     bs[90..94].copy_from_slice(&[0xFA, 0xF4, 0xEB, 0xFD]);
@@ -244,7 +283,10 @@ fn fsinfo_sector(free_clusters: u32, next_free: u32) -> [u8; 512] {
 /// Updates the free count and next-free hint of an FSInfo sector in place; false when the
 /// sector does not carry FSInfo signatures (then it is left alone).
 pub(crate) fn update_fsinfo(s: &mut [u8; 512], free_clusters: u32, next_free: u32) -> bool {
-    if le32(s, 0) != FSINFO_LEAD_SIG || le32(s, 484) != FSINFO_STRUCT_SIG || le32(s, 508) != FSINFO_TRAIL_SIG {
+    if le32(s, 0) != FSINFO_LEAD_SIG
+        || le32(s, 484) != FSINFO_STRUCT_SIG
+        || le32(s, 508) != FSINFO_TRAIL_SIG
+    {
         return false;
     }
     put32(s, 488, free_clusters);
@@ -256,7 +298,9 @@ pub(crate) fn update_fsinfo(s: &mut [u8; 512], free_clusters: u32, next_free: u3
 pub(crate) fn encode_label(label: &str) -> Result<[u8; 11], FatError> {
     let upper = label.to_ascii_uppercase();
     let ok = upper.len() <= 11
-        && upper.bytes().all(|b| (0x20..0x7F).contains(&b) && !b"\"*+,./:;<=>?[\\]|".contains(&b));
+        && upper
+            .bytes()
+            .all(|b| (0x20..0x7F).contains(&b) && !b"\"*+,./:;<=>?[\\]|".contains(&b));
     if !ok {
         return Err(FatError::InvalidLabel(label.to_string()));
     }
@@ -289,10 +333,20 @@ mod tests {
 
     #[test]
     fn cluster_sizes_follow_mkfs_and_stay_fat32() {
-        for (size, spc) in [(40 * MIB, 1), (256 * MIB, 1), (260 * MIB, 8), (1024 * MIB, 8), (8192 * MIB, 16)] {
+        for (size, spc) in [
+            (40 * MIB, 1),
+            (256 * MIB, 1),
+            (260 * MIB, 8),
+            (1024 * MIB, 8),
+            (8192 * MIB, 16),
+        ] {
             let g = Geometry::for_size(size).unwrap();
             assert_eq!(g.sectors_per_cluster, spc, "size {size}");
-            assert!(g.cluster_count >= MIN_CLUSTERS, "size {size}: {} clusters", g.cluster_count);
+            assert!(
+                g.cluster_count >= MIN_CLUSTERS,
+                "size {size}: {} clusters",
+                g.cluster_count
+            );
             // The FAT covers every cluster, and the clusters fit in the volume.
             assert!(u64::from(g.fat_sectors) * 128 >= u64::from(g.cluster_count) + 2);
             let end = g.cluster_offset(g.cluster_count + 2);
@@ -308,7 +362,10 @@ mod tests {
             Err(FatError::TooSmall { min: m, .. }) => assert_eq!(m, min),
             other => panic!("{other:?}"),
         }
-        assert!(matches!(Geometry::for_size(1024), Err(FatError::TooSmall { .. })));
+        assert!(matches!(
+            Geometry::for_size(1024),
+            Err(FatError::TooSmall { .. })
+        ));
     }
 
     #[test]

@@ -79,7 +79,11 @@ pub enum FatError {
     #[error(
         "{dir}: {first:?} and {second:?} differ only in case, and FAT names are case-insensitive; rename one of them"
     )]
-    CaseConflict { dir: String, first: String, second: String },
+    CaseConflict {
+        dir: String,
+        first: String,
+        second: String,
+    },
     #[error("{dir}: more than 65536 directory entries, the FAT limit for one directory")]
     DirectoryFull { dir: String },
     #[error("volume label {0:?}: at most 11 ASCII characters, none of \"*+,./:;<=>?[\\]|")]

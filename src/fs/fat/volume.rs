@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use super::dirent::{
-    check_long_name, dot_entries, lfn_entries, parse_dir, set_cluster, set_times, short_entry, DirItem, ShortNames,
-    ATTR_ARCHIVE, ATTR_DIR, DELETED, ENTRY_SIZE,
+    check_long_name, dot_entries, lfn_entries, parse_dir, set_cluster, set_times, short_entry,
+    DirItem, ShortNames, ATTR_ARCHIVE, ATTR_DIR, DELETED, ENTRY_SIZE,
 };
 use super::layout::{le32, update_fsinfo, Geometry, ENTRY_MASK, EOC, EOC_MIN, SECTOR};
 use super::{io_err, FatError};
@@ -87,9 +87,15 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         let (geom, volume_id, label) = Geometry::parse(&boot)?;
         let sectors = (geom.cluster_count as usize + 2).div_ceil(FAT_ENTRIES_PER_SECTOR);
         let mut raw = vec![0u8; sectors * SECTOR as usize];
-        vol.read_at(geom.fat_offset(0), &mut raw, "reading the file allocation table")?;
+        vol.read_at(
+            geom.fat_offset(0),
+            &mut raw,
+            "reading the file allocation table",
+        )?;
         vol.fat = raw.chunks_exact(4).map(|c| le32(c, 0)).collect();
-        vol.free = (2..geom.cluster_count + 2).filter(|&c| vol.fat[c as usize] & ENTRY_MASK == 0).count() as u32;
+        vol.free = (2..geom.cluster_count + 2)
+            .filter(|&c| vol.fat[c as usize] & ENTRY_MASK == 0)
+            .count() as u32;
         vol.geom = geom;
         vol.volume_id = volume_id;
         vol.label = label;
@@ -134,13 +140,19 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         Ok(parse_dir(&data.bytes)
             .items
             .into_iter()
-            .map(|i| DirEntryInfo { is_dir: i.is_dir(), size: u64::from(i.size), name: i.name })
+            .map(|i| DirEntryInfo {
+                is_dir: i.is_dir(),
+                size: u64::from(i.size),
+                name: i.name,
+            })
             .collect())
     }
 
     /// A file's content, or `None` when nothing has that path.
     pub fn read_file(&mut self, path: &str) -> Result<Option<Vec<u8>>, FatError> {
-        let Some(found) = self.locate(path)? else { return Ok(None) };
+        let Some(found) = self.locate(path)? else {
+            return Ok(None);
+        };
         if found.item.is_dir() {
             return Err(FatError::IsADirectory(path.to_string()));
         }
@@ -151,13 +163,21 @@ impl<F: Read + Write + Seek> FatVolume<F> {
     /// its directory entry (and name); its old clusters are freed first, so a file that
     /// shrinks or grows in place ends up in the lowest free clusters.
     pub fn write_file(&mut self, path: &str, data: &[u8]) -> Result<(), FatError> {
-        let size = u32::try_from(data.len())
-            .map_err(|_| FatError::FileTooLarge { path: path.to_string(), size: data.len() as u64 })?;
+        let size = u32::try_from(data.len()).map_err(|_| FatError::FileTooLarge {
+            path: path.to_string(),
+            size: data.len() as u64,
+        })?;
         let (parents, name) = split_path(path)?;
-        check_long_name(name).map_err(|reason| FatError::InvalidName { path: path.to_string(), reason })?;
+        check_long_name(name).map_err(|reason| FatError::InvalidName {
+            path: path.to_string(),
+            reason,
+        })?;
         let dir_cluster = self.make_dirs(&parents, path)?;
         let dir = self.read_dir(dir_cluster)?;
-        let existing = parse_dir(&dir.bytes).items.into_iter().find(|i| i.matches(name));
+        let existing = parse_dir(&dir.bytes)
+            .items
+            .into_iter()
+            .find(|i| i.matches(name));
         if let Some(item) = &existing {
             if item.is_dir() {
                 return Err(FatError::IsADirectory(path.to_string()));
@@ -184,7 +204,9 @@ impl<F: Read + Write + Seek> FatVolume<F> {
     /// Removes a file or a directory with everything in it. Returns false when nothing has
     /// that path.
     pub fn remove(&mut self, path: &str) -> Result<bool, FatError> {
-        let Some(found) = self.locate(path)? else { return Ok(false) };
+        let Some(found) = self.locate(path)? else {
+            return Ok(false);
+        };
         if found.item.is_dir() {
             self.free_subtree(found.item.first_cluster, path)?;
         }
@@ -206,20 +228,34 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         Ok(tree)
     }
 
-    fn read_tree_into(&mut self, tree: &mut Tree, dir: &TreePath, cluster: u32, depth: usize) -> Result<(), FatError> {
+    fn read_tree_into(
+        &mut self,
+        tree: &mut Tree,
+        dir: &TreePath,
+        cluster: u32,
+        depth: usize,
+    ) -> Result<(), FatError> {
         if depth > 64 {
-            return Err(FatError::Corrupt(format!("directories nested deeper than 64 levels at {dir}")));
+            return Err(FatError::Corrupt(format!(
+                "directories nested deeper than 64 levels at {dir}"
+            )));
         }
         let data = self.read_dir(cluster)?;
         for item in parse_dir(&data.bytes).items {
-            let path = dir.join(&item.name).map_err(|_| FatError::Corrupt(format!("bad name {:?} in {dir}", item.name)))?;
+            let path = dir
+                .join(&item.name)
+                .map_err(|_| FatError::Corrupt(format!("bad name {:?} in {dir}", item.name)))?;
             let mut entry = if item.is_dir() {
                 Entry::dir(0o755)
             } else {
-                Entry::file(Content::bytes(self.read_content(&item, path.as_str())?), 0o644)
+                Entry::file(
+                    Content::bytes(self.read_content(&item, path.as_str())?),
+                    0o644,
+                )
             };
             entry.mtime = item.mtime;
-            tree.insert(&path, entry).map_err(|e| FatError::Corrupt(format!("{path}: {e}")))?;
+            tree.insert(&path, entry)
+                .map_err(|e| FatError::Corrupt(format!("{path}: {e}")))?;
             if item.is_dir() {
                 self.read_tree_into(tree, &path, item.first_cluster, depth + 1)?;
             }
@@ -233,7 +269,9 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         if split_path(path)?.1.is_empty() {
             return self.chain(self.geom.root_cluster);
         }
-        let found = self.locate(path)?.ok_or_else(|| FatError::NotFound(path.to_string()))?;
+        let found = self
+            .locate(path)?
+            .ok_or_else(|| FatError::NotFound(path.to_string()))?;
         self.chain(found.item.first_cluster)
     }
 
@@ -268,14 +306,25 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         let mut cluster = self.geom.root_cluster;
         for (i, part) in parents.iter().enumerate() {
             let data = self.read_dir(cluster)?;
-            match parse_dir(&data.bytes).items.into_iter().find(|it| it.matches(part)) {
+            match parse_dir(&data.bytes)
+                .items
+                .into_iter()
+                .find(|it| it.matches(part))
+            {
                 Some(it) if it.is_dir() => cluster = self.dir_start(it.first_cluster),
                 Some(_) => return Err(FatError::NotADirectory(parents[..=i].join("/"))),
                 None => return Ok(None),
             }
         }
         let data = self.read_dir(cluster)?;
-        Ok(parse_dir(&data.bytes).items.into_iter().find(|it| it.matches(name)).map(|item| Located { dir_cluster: cluster, item }))
+        Ok(parse_dir(&data.bytes)
+            .items
+            .into_iter()
+            .find(|it| it.matches(name))
+            .map(|item| Located {
+                dir_cluster: cluster,
+                item,
+            }))
     }
 
     // ---- clusters ----
@@ -287,7 +336,8 @@ impl<F: Read + Write + Seek> FatVolume<F> {
     fn set_entry(&mut self, cluster: u32, value: u32) {
         let slot = &mut self.fat[cluster as usize];
         *slot = (*slot & !ENTRY_MASK) | (value & ENTRY_MASK);
-        self.dirty_fat_sectors.insert(cluster as usize / FAT_ENTRIES_PER_SECTOR);
+        self.dirty_fat_sectors
+            .insert(cluster as usize / FAT_ENTRIES_PER_SECTOR);
     }
 
     /// The clusters of the chain starting at `first` (empty for 0), checked for loops, free
@@ -300,10 +350,14 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         }
         loop {
             if !self.geom.is_valid_cluster(c) {
-                return Err(FatError::Corrupt(format!("a cluster chain from {first} reaches invalid cluster {c}")));
+                return Err(FatError::Corrupt(format!(
+                    "a cluster chain from {first} reaches invalid cluster {c}"
+                )));
             }
             if out.len() > self.geom.cluster_count as usize {
-                return Err(FatError::Corrupt(format!("the cluster chain from {first} loops")));
+                return Err(FatError::Corrupt(format!(
+                    "the cluster chain from {first} loops"
+                )));
             }
             out.push(c);
             let next = self.entry(c);
@@ -325,7 +379,10 @@ impl<F: Read + Write + Seek> FatVolume<F> {
             return Ok(0);
         }
         if n > self.free {
-            return Err(FatError::VolumeFull { needed: n, free: self.free });
+            return Err(FatError::VolumeFull {
+                needed: n,
+                free: self.free,
+            });
         }
         let end = self.geom.cluster_count + 2;
         let mut run_start = 2;
@@ -338,7 +395,12 @@ impl<F: Read + Write + Seek> FatVolume<F> {
                 break;
             }
         }
-        let clusters = picked.unwrap_or_else(|| (2..end).filter(|&c| self.entry(c) == 0).take(n as usize).collect());
+        let clusters = picked.unwrap_or_else(|| {
+            (2..end)
+                .filter(|&c| self.entry(c) == 0)
+                .take(n as usize)
+                .collect()
+        });
         for pair in clusters.windows(2) {
             self.set_entry(pair[0], pair[1]);
         }
@@ -348,7 +410,9 @@ impl<F: Read + Write + Seek> FatVolume<F> {
     }
 
     fn free_chain(&mut self, first: u32, path: &str) -> Result<(), FatError> {
-        let chain = self.chain(first).map_err(|e| FatError::Corrupt(format!("{path}: {e}")))?;
+        let chain = self
+            .chain(first)
+            .map_err(|e| FatError::Corrupt(format!("{path}: {e}")))?;
         for c in &chain {
             self.set_entry(*c, 0);
         }
@@ -375,11 +439,17 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         let chain = self.chain(first)?;
         let cb = self.geom.cluster_bytes() as usize;
         if chain.len() as u64 * cb as u64 > MAX_DIR_BYTES.max(cb as u64) {
-            return Err(FatError::Corrupt(format!("the directory at cluster {first} is larger than 2 MiB")));
+            return Err(FatError::Corrupt(format!(
+                "the directory at cluster {first} is larger than 2 MiB"
+            )));
         }
         let mut bytes = vec![0u8; chain.len() * cb];
         for (i, c) in chain.iter().enumerate() {
-            self.read_at(self.geom.cluster_offset(*c), &mut bytes[i * cb..(i + 1) * cb], "reading a directory")?;
+            self.read_at(
+                self.geom.cluster_offset(*c),
+                &mut bytes[i * cb..(i + 1) * cb],
+                "reading a directory",
+            )?;
         }
         Ok(DirData { chain, bytes })
     }
@@ -396,18 +466,33 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         let mut cluster = self.geom.root_cluster;
         for (i, part) in parents.iter().enumerate() {
             let data = self.read_dir(cluster)?;
-            cluster = match parse_dir(&data.bytes).items.into_iter().find(|it| it.matches(part)) {
+            cluster = match parse_dir(&data.bytes)
+                .items
+                .into_iter()
+                .find(|it| it.matches(part))
+            {
                 Some(it) if it.is_dir() => self.dir_start(it.first_cluster),
                 Some(_) => return Err(FatError::NotADirectory(parents[..=i].join("/"))),
                 None => {
-                    check_long_name(part).map_err(|reason| FatError::InvalidName { path: path.to_string(), reason })?;
+                    check_long_name(part).map_err(|reason| FatError::InvalidName {
+                        path: path.to_string(),
+                        reason,
+                    })?;
                     let new = self.allocate(1)?;
-                    let parent_ref = if cluster == self.geom.root_cluster { 0 } else { cluster };
+                    let parent_ref = if cluster == self.geom.root_cluster {
+                        0
+                    } else {
+                        cluster
+                    };
                     let mut bytes = vec![0u8; self.geom.cluster_bytes() as usize];
                     for (j, e) in dot_entries(new, parent_ref, self.mtime).iter().enumerate() {
                         bytes[j * ENTRY_SIZE..(j + 1) * ENTRY_SIZE].copy_from_slice(e);
                     }
-                    self.write_at(self.geom.cluster_offset(new), &bytes, &format!("creating directory {part}"))?;
+                    self.write_at(
+                        self.geom.cluster_offset(new),
+                        &bytes,
+                        &format!("creating directory {part}"),
+                    )?;
                     self.add_entry(cluster, part, ATTR_DIR, new, 0, path)?;
                     new
                 }
@@ -418,7 +503,15 @@ impl<F: Read + Write + Seek> FatVolume<F> {
 
     /// Adds the entries for `name` to the directory at `dir_cluster`: in the first run of
     /// free slots long enough, else at its end, growing the directory by zeroed clusters.
-    fn add_entry(&mut self, dir_cluster: u32, name: &str, attr: u8, first: u32, size: u32, path: &str) -> Result<(), FatError> {
+    fn add_entry(
+        &mut self,
+        dir_cluster: u32,
+        name: &str,
+        attr: u8,
+        first: u32,
+        size: u32,
+        path: &str,
+    ) -> Result<(), FatError> {
         let mut dir = self.read_dir(dir_cluster)?;
         let parsed = parse_dir(&dir.bytes);
         let mut names = ShortNames::default();
@@ -426,7 +519,11 @@ impl<F: Read + Write + Seek> FatVolume<F> {
             names.reserve(item.short);
         }
         let (short, needs_lfn) = names.assign(name);
-        let mut entries = if needs_lfn { lfn_entries(name, &short) } else { Vec::new() };
+        let mut entries = if needs_lfn {
+            lfn_entries(name, &short)
+        } else {
+            Vec::new()
+        };
         entries.push(short_entry(&short, attr, first, size, self.mtime));
 
         let slots = dir.bytes.len() / ENTRY_SIZE;
@@ -447,16 +544,27 @@ impl<F: Read + Write + Seek> FatVolume<F> {
                 // `run` is the free tail; grow the directory by enough clusters for the rest.
                 let missing = (entries.len() - run) * ENTRY_SIZE;
                 let grow = self.clusters_for(missing as u64);
-                if (dir.chain.len() as u64 + u64::from(grow)) * self.geom.cluster_bytes() > MAX_DIR_BYTES {
-                    return Err(FatError::DirectoryFull { dir: path.to_string() });
+                if (dir.chain.len() as u64 + u64::from(grow)) * self.geom.cluster_bytes()
+                    > MAX_DIR_BYTES
+                {
+                    return Err(FatError::DirectoryFull {
+                        dir: path.to_string(),
+                    });
                 }
                 let new = self.allocate(grow)?;
                 let zero = vec![0u8; self.geom.cluster_bytes() as usize];
                 let new_chain = self.chain(new)?;
                 for c in &new_chain {
-                    self.write_at(self.geom.cluster_offset(*c), &zero, &format!("growing the directory of {path}"))?;
+                    self.write_at(
+                        self.geom.cluster_offset(*c),
+                        &zero,
+                        &format!("growing the directory of {path}"),
+                    )?;
                 }
-                let last = *dir.chain.last().expect("a directory has at least one cluster");
+                let last = *dir
+                    .chain
+                    .last()
+                    .expect("a directory has at least one cluster");
                 self.set_entry(last, new);
                 dir.chain.extend(new_chain);
                 dir.bytes.resize(dir.chain.len() * zero.len(), 0);
@@ -469,9 +577,16 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         }
         // Entries placed past the old end marker need a new one right after them.
         let after = start + entries.len();
-        if after > parsed.end && after < dir.bytes.len() / ENTRY_SIZE && dir.bytes[after * ENTRY_SIZE] != 0 {
+        if after > parsed.end
+            && after < dir.bytes.len() / ENTRY_SIZE
+            && dir.bytes[after * ENTRY_SIZE] != 0
+        {
             let at = self.slot_offset(&dir.chain, after);
-            self.write_at(at, &[0u8; ENTRY_SIZE], &format!("ending the directory of {path}"))?;
+            self.write_at(
+                at,
+                &[0u8; ENTRY_SIZE],
+                &format!("ending the directory of {path}"),
+            )?;
         }
         Ok(())
     }
@@ -479,11 +594,16 @@ impl<F: Read + Write + Seek> FatVolume<F> {
     // ---- data ----
 
     fn read_content(&self, item: &DirItem, path: &str) -> Result<Vec<u8>, FatError> {
-        let chain = self.chain(item.first_cluster).map_err(|e| FatError::Corrupt(format!("{path}: {e}")))?;
+        let chain = self
+            .chain(item.first_cluster)
+            .map_err(|e| FatError::Corrupt(format!("{path}: {e}")))?;
         let size = item.size as usize;
         let cb = self.geom.cluster_bytes() as usize;
         if chain.len() * cb < size {
-            return Err(FatError::Corrupt(format!("{path}: {size} bytes but only {} clusters", chain.len())));
+            return Err(FatError::Corrupt(format!(
+                "{path}: {size} bytes but only {} clusters",
+                chain.len()
+            )));
         }
         let mut out = vec![0u8; size];
         for (i, c) in chain.iter().enumerate() {
@@ -492,7 +612,11 @@ impl<F: Read + Write + Seek> FatVolume<F> {
                 break;
             }
             let to = (from + cb).min(size);
-            self.read_at(self.geom.cluster_offset(*c), &mut out[from..to], &format!("reading {path}"))?;
+            self.read_at(
+                self.geom.cluster_offset(*c),
+                &mut out[from..to],
+                &format!("reading {path}"),
+            )?;
         }
         Ok(out)
     }
@@ -504,7 +628,11 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         for (i, c) in chain.iter().enumerate() {
             let mut piece = data[i * cb..((i + 1) * cb).min(data.len())].to_vec();
             piece.resize(cb, 0);
-            self.write_at(self.geom.cluster_offset(*c), &piece, &format!("writing {path}"))?;
+            self.write_at(
+                self.geom.cluster_offset(*c),
+                &piece,
+                &format!("writing {path}"),
+            )?;
         }
         Ok(())
     }
@@ -513,7 +641,8 @@ impl<F: Read + Write + Seek> FatVolume<F> {
     fn flush(&mut self) -> Result<(), FatError> {
         let dirty = std::mem::take(&mut self.dirty_fat_sectors);
         for s in dirty {
-            let bytes: Vec<u8> = self.fat[s * FAT_ENTRIES_PER_SECTOR..(s + 1) * FAT_ENTRIES_PER_SECTOR]
+            let bytes: Vec<u8> = self.fat
+                [s * FAT_ENTRIES_PER_SECTOR..(s + 1) * FAT_ENTRIES_PER_SECTOR]
                 .iter()
                 .flat_map(|v| v.to_le_bytes())
                 .collect();
@@ -526,25 +655,32 @@ impl<F: Read + Write + Seek> FatVolume<F> {
             let at = u64::from(sector) * SECTOR;
             let mut info = [0u8; 512];
             self.read_at(at, &mut info, "reading the FSInfo sector")?;
-            let next_free = (2..self.geom.cluster_count + 2).find(|&c| self.entry(c) == 0).unwrap_or(u32::MAX);
+            let next_free = (2..self.geom.cluster_count + 2)
+                .find(|&c| self.entry(c) == 0)
+                .unwrap_or(u32::MAX);
             if update_fsinfo(&mut info, self.free, next_free) {
                 self.write_at(at, &info, "writing the FSInfo sector")?;
             }
         }
-        self.file.get_mut().flush().map_err(io_err("flushing the FAT volume"))
+        self.file
+            .get_mut()
+            .flush()
+            .map_err(io_err("flushing the FAT volume"))
     }
 
     // ---- raw I/O ----
 
     fn read_at(&self, offset: u64, buf: &mut [u8], what: &str) -> Result<(), FatError> {
         let mut f = self.file.borrow_mut();
-        f.seek(SeekFrom::Start(self.base + offset)).map_err(io_err(what))?;
+        f.seek(SeekFrom::Start(self.base + offset))
+            .map_err(io_err(what))?;
         f.read_exact(buf).map_err(io_err(what))
     }
 
     fn write_at(&self, offset: u64, buf: &[u8], what: &str) -> Result<(), FatError> {
         let mut f = self.file.borrow_mut();
-        f.seek(SeekFrom::Start(self.base + offset)).map_err(io_err(what))?;
+        f.seek(SeekFrom::Start(self.base + offset))
+            .map_err(io_err(what))?;
         f.write_all(buf).map_err(io_err(what))
     }
 }
@@ -552,9 +688,15 @@ impl<F: Read + Write + Seek> FatVolume<F> {
 /// Splits a volume path into its parent components and its last name ("" for the root).
 /// `.` components are dropped; `..` is refused, as nothing here needs it.
 fn split_path(path: &str) -> Result<(Vec<&str>, &str), FatError> {
-    let mut parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    let mut parts: Vec<&str> = path
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
     if parts.contains(&"..") {
-        return Err(FatError::InvalidName { path: path.to_string(), reason: "\"..\" is not allowed".into() });
+        return Err(FatError::InvalidName {
+            path: path.to_string(),
+            reason: "\"..\" is not allowed".into(),
+        });
     }
     let name = parts.pop().unwrap_or("");
     Ok((parts, name))

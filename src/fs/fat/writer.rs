@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
 use super::dirent::{
-    check_long_name, dot_entries, exact_short_name, lfn_entries, short_entry, ShortName, ShortNames, ATTR_ARCHIVE,
-    ATTR_DIR, ATTR_VOLUME_ID, ENTRY_SIZE,
+    check_long_name, dot_entries, exact_short_name, lfn_entries, short_entry, ShortName,
+    ShortNames, ATTR_ARCHIVE, ATTR_DIR, ATTR_VOLUME_ID, ENTRY_SIZE,
 };
 use super::layout::{encode_label, reserved_sectors, Geometry, EOC, MEDIA, SECTOR};
 use super::{io_err, FatError, FatParams, FatStats};
@@ -36,32 +36,77 @@ pub fn write_fat32<W: Write + Seek>(
     let plan = Plan::new(tree, &geom, has_label)?;
     let used = plan.next_cluster - 2;
     let free = geom.cluster_count - used;
-    let next_free = if free > 0 { plan.next_cluster } else { u32::MAX };
+    let next_free = if free > 0 {
+        plan.next_cluster
+    } else {
+        u32::MAX
+    };
 
-    let mut sink = Sink { out, base, written: 0 };
-    for (sector, bytes) in reserved_sectors(&geom, params.volume_id, &label, params.hidden_sectors, free, next_free) {
-        sink.write_at(u64::from(sector) * SECTOR, &bytes, "writing the FAT32 boot sectors")?;
+    let mut sink = Sink {
+        out,
+        base,
+        written: 0,
+    };
+    for (sector, bytes) in reserved_sectors(
+        &geom,
+        params.volume_id,
+        &label,
+        params.hidden_sectors,
+        free,
+        next_free,
+    ) {
+        sink.write_at(
+            u64::from(sector) * SECTOR,
+            &bytes,
+            "writing the FAT32 boot sectors",
+        )?;
     }
     let fat = plan.fat_bytes();
     for copy in 0..geom.num_fats {
-        sink.write_at(geom.fat_offset(copy), &fat, "writing the file allocation table")?;
+        sink.write_at(
+            geom.fat_offset(copy),
+            &fat,
+            "writing the file allocation table",
+        )?;
     }
     for (path, entry) in tree.iter() {
         let alloc = plan.allocs[path];
         match &entry.kind {
             Kind::Dir => {
-                let bytes = plan.dir_bytes(path, &geom, if path.is_root() { Some(&label) } else { None }, params.mtime);
-                sink.write_at(geom.cluster_offset(alloc.first), &bytes, &format!("writing directory {path}"))?;
+                let bytes = plan.dir_bytes(
+                    path,
+                    &geom,
+                    if path.is_root() { Some(&label) } else { None },
+                    params.mtime,
+                );
+                sink.write_at(
+                    geom.cluster_offset(alloc.first),
+                    &bytes,
+                    &format!("writing directory {path}"),
+                )?;
             }
             Kind::File(content) if alloc.clusters > 0 => {
-                let reader = content.open().map_err(io_err(format!("reading {path} for the FAT volume")))?;
-                sink.copy_at(geom.cluster_offset(alloc.first), reader, content.len(), path)?;
+                let reader = content
+                    .open()
+                    .map_err(io_err(format!("reading {path} for the FAT volume")))?;
+                sink.copy_at(
+                    geom.cluster_offset(alloc.first),
+                    reader,
+                    content.len(),
+                    path,
+                )?;
             }
             _ => {}
         }
     }
-    sink.out.flush().map_err(io_err("flushing the FAT volume"))?;
-    Ok(FatStats { clusters_total: geom.cluster_count, clusters_used: used, bytes_written: sink.written })
+    sink.out
+        .flush()
+        .map_err(io_err("flushing the FAT volume"))?;
+    Ok(FatStats {
+        clusters_total: geom.cluster_count,
+        clusters_used: used,
+        bytes_written: sink.written,
+    })
 }
 
 /// A contiguous run of clusters; `first` is 0 for an empty file.
@@ -101,10 +146,16 @@ impl<'a> Plan<'a> {
         for (path, entry) in tree.iter() {
             let bytes = match &entry.kind {
                 Kind::Dir => {
-                    let fixed = if path.is_root() { usize::from(has_label) } else { 2 };
+                    let fixed = if path.is_root() {
+                        usize::from(has_label)
+                    } else {
+                        2
+                    };
                     let slots = fixed + dirs[path].iter().map(|c| c.lfn.len() + 1).sum::<usize>();
                     if slots > MAX_DIR_ENTRIES {
-                        return Err(FatError::DirectoryFull { dir: path.to_string() });
+                        return Err(FatError::DirectoryFull {
+                            dir: path.to_string(),
+                        });
                     }
                     // A directory always owns at least one cluster, even when empty.
                     (slots * ENTRY_SIZE).max(1) as u64
@@ -116,7 +167,13 @@ impl<'a> Plan<'a> {
             let first = if clusters > 0 { next } else { 0 };
             next += clusters;
             // Clamped: an overflowing plan is refused below before anything uses these.
-            allocs.insert(path, Alloc { first: first.min(u64::from(u32::MAX)) as u32, clusters: clusters as u32 });
+            allocs.insert(
+                path,
+                Alloc {
+                    first: first.min(u64::from(u32::MAX)) as u32,
+                    clusters: clusters as u32,
+                },
+            );
         }
         let needed_clusters = next - 2;
         if needed_clusters > u64::from(geom.cluster_count) {
@@ -129,7 +186,11 @@ impl<'a> Plan<'a> {
                 cluster_bytes: cluster_bytes as u32,
             });
         }
-        Ok(Plan { dirs, allocs, next_cluster: next as u32 })
+        Ok(Plan {
+            dirs,
+            allocs,
+            next_cluster: next as u32,
+        })
     }
 
     /// Both FATs' used part: media and end-of-chain markers in entries 0 and 1, then every
@@ -151,7 +212,13 @@ impl<'a> Plan<'a> {
     }
 
     /// The whole content of a directory's clusters, zeros after the last entry included.
-    fn dir_bytes(&self, dir: &TreePath, geom: &Geometry, label: Option<&[u8; 11]>, mtime: u64) -> Vec<u8> {
+    fn dir_bytes(
+        &self,
+        dir: &TreePath,
+        geom: &Geometry,
+        label: Option<&[u8; 11]>,
+        mtime: u64,
+    ) -> Vec<u8> {
         let alloc = self.allocs[dir];
         let mut out = Vec::with_capacity(alloc.clusters as usize * geom.cluster_bytes() as usize);
         if let Some(label) = label.filter(|l| **l != [b' '; 11]) {
@@ -159,7 +226,11 @@ impl<'a> Plan<'a> {
         }
         if let Some(parent) = dir.parent() {
             // `..` of a first-level directory points at cluster 0, not at the root's cluster.
-            let parent_cluster = if parent.is_root() { 0 } else { self.allocs[&parent].first };
+            let parent_cluster = if parent.is_root() {
+                0
+            } else {
+                self.allocs[&parent].first
+            };
             for e in dot_entries(alloc.first, parent_cluster, mtime) {
                 out.extend_from_slice(&e);
             }
@@ -169,7 +240,13 @@ impl<'a> Plan<'a> {
                 out.extend_from_slice(e);
             }
             let first = self.allocs[child.path].first;
-            out.extend_from_slice(&short_entry(&child.short, child.attr, first, child.size, mtime));
+            out.extend_from_slice(&short_entry(
+                &child.short,
+                child.attr,
+                first,
+                child.size,
+                mtime,
+            ));
         }
         out.resize(alloc.clusters as usize * geom.cluster_bytes() as usize, 0);
         out
@@ -180,7 +257,10 @@ fn check_entry(path: &TreePath, entry: &Entry) -> Result<(), FatError> {
     let kind = match &entry.kind {
         Kind::Dir => return Ok(()),
         Kind::File(c) if c.len() > u64::from(u32::MAX) => {
-            return Err(FatError::FileTooLarge { path: path.to_string(), size: c.len() })
+            return Err(FatError::FileTooLarge {
+                path: path.to_string(),
+                size: c.len(),
+            })
         }
         Kind::File(_) => return Ok(()),
         Kind::Symlink(_) => "symbolic link",
@@ -189,7 +269,10 @@ fn check_entry(path: &TreePath, entry: &Entry) -> Result<(), FatError> {
         Kind::Fifo => "FIFO",
         Kind::Socket => "socket",
     };
-    Err(FatError::Unsupported { path: path.to_string(), kind })
+    Err(FatError::Unsupported {
+        path: path.to_string(),
+        kind,
+    })
 }
 
 /// Names the children of `dir`: exact 8.3 names are reserved first so that a generated
@@ -200,8 +283,10 @@ fn plan_dir<'a>(tree: &'a Tree, dir: &TreePath) -> Result<Vec<Child<'a>>, FatErr
     let mut names = ShortNames::default();
     for (path, _) in &kids {
         let name = path.file_name();
-        check_long_name(name)
-            .map_err(|reason| FatError::InvalidName { path: path.to_string(), reason })?;
+        check_long_name(name).map_err(|reason| FatError::InvalidName {
+            path: path.to_string(),
+            reason,
+        })?;
         if let Some(first) = folded.insert(name.to_uppercase(), name) {
             return Err(FatError::CaseConflict {
                 dir: dir.to_string(),
@@ -218,12 +303,22 @@ fn plan_dir<'a>(tree: &'a Tree, dir: &TreePath) -> Result<Vec<Child<'a>>, FatErr
         .map(|(path, entry)| {
             let name = path.file_name();
             let (short, needs_lfn) = names.assign(name);
-            let lfn = if needs_lfn { lfn_entries(name, &short) } else { Vec::new() };
+            let lfn = if needs_lfn {
+                lfn_entries(name, &short)
+            } else {
+                Vec::new()
+            };
             let (attr, size) = match &entry.kind {
                 Kind::File(c) => (ATTR_ARCHIVE, c.len() as u32),
                 _ => (ATTR_DIR, 0),
             };
-            Child { path, short, lfn, attr, size }
+            Child {
+                path,
+                short,
+                lfn,
+                attr,
+                size,
+            }
         })
         .collect())
 }
@@ -237,7 +332,9 @@ struct Sink<'w, W> {
 
 impl<W: Write + Seek> Sink<'_, W> {
     fn write_at(&mut self, offset: u64, bytes: &[u8], what: &str) -> Result<(), FatError> {
-        self.out.seek(SeekFrom::Start(self.base + offset)).map_err(io_err(what))?;
+        self.out
+            .seek(SeekFrom::Start(self.base + offset))
+            .map_err(io_err(what))?;
         self.out.write_all(bytes).map_err(io_err(what))?;
         self.written += bytes.len() as u64;
         Ok(())
@@ -245,14 +342,24 @@ impl<W: Write + Seek> Sink<'_, W> {
 
     /// Copies exactly `len` bytes of a file's content; a source that changed size since the
     /// tree was made is an error rather than a silently wrong file.
-    fn copy_at(&mut self, offset: u64, reader: impl Read, len: u64, path: &TreePath) -> Result<(), FatError> {
+    fn copy_at(
+        &mut self,
+        offset: u64,
+        reader: impl Read,
+        len: u64,
+        path: &TreePath,
+    ) -> Result<(), FatError> {
         let what = || format!("writing {path} into the FAT volume");
-        self.out.seek(SeekFrom::Start(self.base + offset)).map_err(io_err(what()))?;
+        self.out
+            .seek(SeekFrom::Start(self.base + offset))
+            .map_err(io_err(what()))?;
         let copied = io::copy(&mut reader.take(len + 1), self.out).map_err(io_err(what()))?;
         if copied != len {
             return Err(FatError::Io {
                 context: what(),
-                source: io::Error::other(format!("expected {len} bytes of content, found {copied}; did it change?")),
+                source: io::Error::other(format!(
+                    "expected {len} bytes of content, found {copied}; did it change?"
+                )),
             });
         }
         self.written += copied;
