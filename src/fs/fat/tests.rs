@@ -224,12 +224,17 @@ fn assert_mtools_sees(tree: &Tree, image: &Path, base: u64) {
         .collect();
     expected.sort();
     assert_eq!(listed, expected);
+    // One recursive mcopy for the whole volume, then every file compared.
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("{}/", out.path().display());
+    mtools("mcopy", image, base, &["-s", "-n", "::*", &dest]);
     for (path, entry) in tree.iter() {
         if let Kind::File(c) = &entry.kind {
-            assert_eq!(
-                mcopy_out(image, base, &path.absolute()),
-                &c.read_all().unwrap()[..],
-                "content of {path}"
+            let got = std::fs::read(out.path().join(path.as_str()))
+                .unwrap_or_else(|e| panic!("mcopy gave no {path}: {e}"));
+            assert!(
+                got == &c.read_all().unwrap()[..],
+                "content of {path} differs"
             );
         }
     }
@@ -740,4 +745,125 @@ fn the_fsck_check_catches_damage() {
         let (clean, text) = damage(at, 0x01);
         assert!(!clean, "fsck.fat misses damage to the {what}:\n{text}");
     }
+}
+
+#[test]
+fn failed_edits_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = Geometry::min_size();
+    let image = sparse_image(dir.path(), "small.img", size);
+    let mut tree = Tree::new();
+    tree.add_file("big.bin", bytes(30 * MIB as usize, 6), 0o644)
+        .unwrap();
+    tree.add_file("dir/file", b"x".to_vec(), 0o644).unwrap();
+    write_image(&tree, &image, &params(size, 0), 0);
+    let before = std::fs::read(&image).unwrap();
+    let mut vol = FatVolume::open(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&image)
+            .unwrap(),
+        0,
+    )
+    .unwrap();
+    let free = vol.clusters_free() as usize;
+    let too_big = bytes((free + 1) * 512, 7);
+    let err = vol.write_file("new/dir/too-big.bin", &too_big).unwrap_err();
+    assert!(matches!(err, FatError::VolumeFull { .. }), "{err}");
+    let err = vol.write_file("dir/file/below", b"y").unwrap_err();
+    assert!(matches!(err, FatError::NotADirectory(_)), "{err}");
+    let err = vol.write_file("dir", b"y").unwrap_err();
+    assert!(matches!(err, FatError::IsADirectory(_)), "{err}");
+    let err = vol.write_file("bad|name", b"y").unwrap_err();
+    assert!(matches!(err, FatError::InvalidName { .. }), "{err}");
+    drop(vol);
+    assert!(
+        std::fs::read(&image).unwrap() == before,
+        "a refused edit changed the image"
+    );
+    // Replacing the big file with one just as big fits: its own clusters are reused.
+    let mut vol = FatVolume::open(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&image)
+            .unwrap(),
+        0,
+    )
+    .unwrap();
+    vol.write_file("BIG.BIN", &bytes(30 * MIB as usize, 8))
+        .unwrap();
+    drop(vol);
+    fsck_clean(&image, 0, size);
+    assert_eq!(
+        mcopy_out(&image, 0, "/big.bin"),
+        bytes(30 * MIB as usize, 8)
+    );
+}
+
+#[test]
+fn four_kib_clusters_and_host_file_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 1024 * MIB;
+    let base = 4 * MIB;
+    let image = sparse_image(dir.path(), "disk.img", base + size);
+    let host = dir.path().join("kernel");
+    std::fs::write(&host, bytes(1_000_000, 11)).unwrap();
+    let mut tree = boot_tree();
+    let kernel = crate::tree::Entry::file(
+        crate::tree::Content::HostFile {
+            path: host.clone(),
+            size: 1_000_000,
+        },
+        0o644,
+    );
+    tree.insert(&TreePath::new("Image").unwrap(), kernel)
+        .unwrap();
+    let stats = write_image(&tree, &image, &params(size, (base / SECTOR) as u32), base);
+    assert_eq!(Geometry::for_size(size).unwrap().cluster_bytes(), 4096);
+    assert!(stats.clusters_total >= 65525);
+    fsck_clean(&image, base, size);
+    assert_mtools_sees(&tree, &image, base);
+
+    let mut vol = FatVolume::open(
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&image)
+            .unwrap(),
+        base,
+    )
+    .unwrap();
+    assert_eq!(vol.cluster_bytes(), 4096);
+    for i in 0..120 {
+        let name = format!("overlays/a very long overlay file name number {i} for growth.dtbo");
+        vol.write_file(&name, &bytes(i, 12)).unwrap();
+        tree.add_file(&name, bytes(i, 12), 0o644).unwrap();
+    }
+    vol.write_file("Image", &bytes(2_000_000, 13)).unwrap();
+    tree.add_file("Image", bytes(2_000_000, 13), 0o644).unwrap();
+    drop(vol);
+    fsck_clean(&image, base, size);
+    assert_mtools_sees(&tree, &image, base);
+
+    // A host file that changed size since the tree was made is an error, not a wrong file.
+    std::fs::write(&host, bytes(10, 11)).unwrap();
+    let mut tree = Tree::new();
+    let changed = crate::tree::Entry::file(
+        crate::tree::Content::HostFile {
+            path: host,
+            size: 1_000_000,
+        },
+        0o644,
+    );
+    tree.insert(&TreePath::new("Image").unwrap(), changed)
+        .unwrap();
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&image)
+        .unwrap();
+    let err = write_fat32(&tree, &params(size, 0), &mut f, base).unwrap_err();
+    assert!(err.to_string().contains("/Image"), "{err}");
 }

@@ -62,44 +62,31 @@ struct DirData {
 impl<F: Read + Write + Seek> FatVolume<F> {
     /// Opens the FAT32 volume that starts at byte `base` of `file`, checking its boot sector.
     pub fn open(file: F, base: u64) -> Result<Self, FatError> {
-        let mut vol = FatVolume {
-            file: RefCell::new(file),
-            base,
-            geom: Geometry {
-                sectors_per_cluster: 1,
-                reserved_sectors: 1,
-                num_fats: 1,
-                fat_sectors: 1,
-                total_sectors: 0,
-                root_cluster: 2,
-                fsinfo_sector: None,
-                cluster_count: 0,
-            },
-            volume_id: 0,
-            label: String::new(),
-            fat: Vec::new(),
-            dirty_fat_sectors: BTreeSet::new(),
-            free: 0,
-            mtime: 0,
-        };
+        let mut file = file;
         let mut boot = [0u8; 512];
-        vol.read_at(0, &mut boot, "reading the FAT boot sector")?;
+        read_exact_at(&mut file, base, &mut boot, "reading the FAT boot sector")?;
         let (geom, volume_id, label) = Geometry::parse(&boot)?;
+        // Whole sectors of entries, so that a changed sector is written back from memory.
         let sectors = (geom.cluster_count as usize + 2).div_ceil(FAT_ENTRIES_PER_SECTOR);
         let mut raw = vec![0u8; sectors * SECTOR as usize];
-        vol.read_at(
-            geom.fat_offset(0),
-            &mut raw,
-            "reading the file allocation table",
-        )?;
-        vol.fat = raw.chunks_exact(4).map(|c| le32(c, 0)).collect();
-        vol.free = (2..geom.cluster_count + 2)
-            .filter(|&c| vol.fat[c as usize] & ENTRY_MASK == 0)
+        let what = "reading the file allocation table";
+        read_exact_at(&mut file, base + geom.fat_offset(0), &mut raw, what)?;
+        let fat: Vec<u32> = raw.chunks_exact(4).map(|c| le32(c, 0)).collect();
+        // Counted rather than taken from FSInfo, which is only a hint.
+        let free = (2..geom.cluster_count + 2)
+            .filter(|&c| fat[c as usize] & ENTRY_MASK == 0)
             .count() as u32;
-        vol.geom = geom;
-        vol.volume_id = volume_id;
-        vol.label = label;
-        Ok(vol)
+        Ok(FatVolume {
+            file: RefCell::new(file),
+            base,
+            geom,
+            volume_id,
+            label,
+            fat,
+            dirty_fat_sectors: BTreeSet::new(),
+            free,
+            mtime: 0,
+        })
     }
 
     /// The time given to entries this editor creates or changes (Unix seconds).
@@ -168,10 +155,13 @@ impl<F: Read + Write + Seek> FatVolume<F> {
             size: data.len() as u64,
         })?;
         let (parents, name) = split_path(path)?;
-        check_long_name(name).map_err(|reason| FatError::InvalidName {
-            path: path.to_string(),
-            reason,
-        })?;
+        for part in parents.iter().chain([&name]) {
+            check_long_name(part).map_err(|reason| FatError::InvalidName {
+                path: path.to_string(),
+                reason,
+            })?;
+        }
+        self.check_room(path, &parents, data.len() as u64)?;
         let dir_cluster = self.make_dirs(&parents, path)?;
         let dir = self.read_dir(dir_cluster)?;
         let existing = parse_dir(&dir.bytes)
@@ -199,6 +189,26 @@ impl<F: Read + Write + Seek> FatVolume<F> {
             None => self.add_entry(dir_cluster, name, ATTR_ARCHIVE, first, size, path)?,
         }
         self.flush()
+    }
+
+    /// Refuses an edit that might not fit before anything is changed, so that a full volume
+    /// never ends up with a directory entry pointing at an unallocated cluster. Counts the
+    /// worst case: the data, plus for every directory level a new directory cluster and two
+    /// clusters of growth for the new entries (a 255-character name needs 21 entries).
+    fn check_room(&self, path: &str, parents: &[&str], len: u64) -> Result<(), FatError> {
+        let reclaimable = match self.locate(path)? {
+            Some(l) if !l.item.is_dir() => self.chain(l.item.first_cluster)?.len() as u32,
+            _ => 0,
+        };
+        let worst = self.clusters_for(len) + 3 * (parents.len() as u32 + 1);
+        let free = self.free + reclaimable;
+        if worst > free {
+            return Err(FatError::VolumeFull {
+                needed: worst,
+                free,
+            });
+        }
+        Ok(())
     }
 
     /// Removes a file or a directory with everything in it. Returns false when nothing has
@@ -474,10 +484,6 @@ impl<F: Read + Write + Seek> FatVolume<F> {
                 Some(it) if it.is_dir() => self.dir_start(it.first_cluster),
                 Some(_) => return Err(FatError::NotADirectory(parents[..=i].join("/"))),
                 None => {
-                    check_long_name(part).map_err(|reason| FatError::InvalidName {
-                        path: path.to_string(),
-                        reason,
-                    })?;
                     let new = self.allocate(1)?;
                     let parent_ref = if cluster == self.geom.root_cluster {
                         0
@@ -671,10 +677,7 @@ impl<F: Read + Write + Seek> FatVolume<F> {
     // ---- raw I/O ----
 
     fn read_at(&self, offset: u64, buf: &mut [u8], what: &str) -> Result<(), FatError> {
-        let mut f = self.file.borrow_mut();
-        f.seek(SeekFrom::Start(self.base + offset))
-            .map_err(io_err(what))?;
-        f.read_exact(buf).map_err(io_err(what))
+        read_exact_at(&mut *self.file.borrow_mut(), self.base + offset, buf, what)
     }
 
     fn write_at(&self, offset: u64, buf: &[u8], what: &str) -> Result<(), FatError> {
@@ -683,6 +686,16 @@ impl<F: Read + Write + Seek> FatVolume<F> {
             .map_err(io_err(what))?;
         f.write_all(buf).map_err(io_err(what))
     }
+}
+
+fn read_exact_at<F: Read + Seek>(
+    f: &mut F,
+    pos: u64,
+    buf: &mut [u8],
+    what: &str,
+) -> Result<(), FatError> {
+    f.seek(SeekFrom::Start(pos)).map_err(io_err(what))?;
+    f.read_exact(buf).map_err(io_err(what))
 }
 
 /// Splits a volume path into its parent components and its last name ("" for the root).
