@@ -7,3 +7,4 @@
 pub mod tree;
 pub mod progress;
 pub mod kmod;
+pub mod postinst;
