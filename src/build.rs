@@ -32,8 +32,6 @@ const MIB: u64 = 1024 * 1024;
 pub struct BuildOptions {
     pub out_dir: PathBuf,
     pub cache: Cache,
-    /// The join token, when given at build time (stays out of the manifest).
-    pub token: Option<String>,
     pub xz: bool,
 }
 
@@ -120,8 +118,10 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     let layout = partition_plan(plan)?;
     let cmdline = kernel_cmdline(plan, &layout);
     let mut boot = rootfs::build_boot(plan, &unpacked, &initrd, &cmdline)?;
-    let token = opts.token.clone();
-    add_node_files(&mut boot, &plan.node, token.as_deref())?;
+    // The join token, when given at build time, goes onto the boot partition only: never
+    // into the manifest or the plan.
+    let token_included = plan.node.token()?.is_some();
+    add_node_files(&mut boot, &plan.node)?;
     boot.set_all_mtimes(plan.source_date_epoch);
 
     let image_path = opts.out_dir.join(format!("{stem}.img"));
@@ -164,7 +164,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         k0s_version: plan.k0s_version.clone(),
         source_date_epoch: plan.source_date_epoch,
         hostname: hostname.clone(),
-        token_included: token.is_some(),
+        token_included,
         token_required: plan.role.needs_token(),
         inputs: input_records(&debs, &k0s, plan),
         partitions: layout.clone(),
@@ -189,7 +189,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         manifest: manifest_path,
         downloads: opts.cache.downloads_made(),
         seconds: started.elapsed().as_secs_f64(),
-        token_included: token.is_some(),
+        token_included,
         token_required: plan.role.needs_token(),
         hostname,
     })
@@ -229,7 +229,7 @@ pub fn partition_plan(plan: &Plan) -> Result<PartitionPlan> {
         PartitionSpec { role: PartRole::Root, name: "root".into(), ptype: root_type, size: sizes.root_mib * MIB, bootable: false },
         PartitionSpec { role: PartRole::Data, name: "data".into(), ptype: data_type, size: sizes.data_mib * MIB, bootable: false },
     ];
-    PartitionPlan::new(table, &specs, plan.image_hash().as_bytes())
+    Ok(PartitionPlan::new(table, &specs, plan.image_hash().as_bytes())?)
 }
 
 /// The kernel command line: where the initramfs finds its partitions, then the board's
@@ -279,10 +279,9 @@ fn encode_boot(plan: &Plan, layout: &PartitionPlan, boot: &Tree, image: &mut Ima
     Ok(())
 }
 
-/// Renders the node config onto the boot tree, with the token when given.
-pub fn add_node_files(boot: &mut Tree, node: &NodeConfig, token: Option<&str>) -> Result<()> {
-    let rendered = node.render(token)?;
-    boot.overlay(&rendered.into_tree())?;
+/// Renders the node config (and its token, when given) onto the boot tree.
+pub fn add_node_files(boot: &mut Tree, node: &NodeConfig) -> Result<()> {
+    boot.overlay(&node.render()?.into_tree()?)?;
     Ok(())
 }
 

@@ -202,9 +202,7 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         ..Default::default()
     };
     node.apply(&overrides);
-    node.validate()?;
-    let token = node.token()?;
-    for w in node.warnings() {
+    for w in node.check()? {
         rep.warn(&w);
     }
     // EDGEIMG_APT_ROOT points at another root's /etc/apt (containers, tests).
@@ -232,7 +230,7 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
     if args.refresh {
         cache.set_refresh(true);
     }
-    let opts = BuildOptions { out_dir: args.out.clone(), cache, token, xz: !args.no_xz };
+    let opts = BuildOptions { out_dir: args.out.clone(), cache, xz: !args.no_xz };
     let report = build(&plan, &opts, rep)?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

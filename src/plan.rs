@@ -66,9 +66,10 @@ impl Plan {
                 bail!("--role {r} does not match the node config's [k0s] role = \"{n}\": drop one of them")
             }
             (Some(r), _) | (None, Some(r)) => r,
-            (None, None) => bail!("no role given: pass --role (controller, worker, controller+worker, single)"),
+            // The default image is a worker: the most common node in a fleet.
+            (None, None) => Role::Worker,
         };
-        node.set_role(role);
+        node.k0s.role = Some(role);
         if node.hostname.is_none() {
             node.hostname = Some(format!("{}-{}", board.name, role).replace('+', "-"));
         }
