@@ -233,7 +233,7 @@ fn assert_mtools_sees(tree: &Tree, image: &Path, base: u64) {
             let got = std::fs::read(out.path().join(path.as_str()))
                 .unwrap_or_else(|e| panic!("mcopy gave no {path}: {e}"));
             assert!(
-                got == &c.read_all().unwrap()[..],
+                got[..] == c.read_all().unwrap()[..],
                 "content of {path} differs"
             );
         }

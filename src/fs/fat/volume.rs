@@ -161,7 +161,12 @@ impl<F: Read + Write + Seek> FatVolume<F> {
                 reason,
             })?;
         }
-        self.check_room(path, &parents, data.len() as u64)?;
+        let reclaimable = match self.locate(path)? {
+            Some(l) if l.item.is_dir() => return Err(FatError::IsADirectory(path.to_string())),
+            Some(l) => self.chain(l.item.first_cluster)?.len() as u32,
+            None => 0,
+        };
+        self.check_room(&parents, data.len() as u64, reclaimable)?;
         let dir_cluster = self.make_dirs(&parents, path)?;
         let dir = self.read_dir(dir_cluster)?;
         let existing = parse_dir(&dir.bytes)
@@ -169,9 +174,6 @@ impl<F: Read + Write + Seek> FatVolume<F> {
             .into_iter()
             .find(|i| i.matches(name));
         if let Some(item) = &existing {
-            if item.is_dir() {
-                return Err(FatError::IsADirectory(path.to_string()));
-            }
             self.free_chain(item.first_cluster, path)?;
         }
         let first = self.allocate(self.clusters_for(data.len() as u64))?;
@@ -195,11 +197,8 @@ impl<F: Read + Write + Seek> FatVolume<F> {
     /// never ends up with a directory entry pointing at an unallocated cluster. Counts the
     /// worst case: the data, plus for every directory level a new directory cluster and two
     /// clusters of growth for the new entries (a 255-character name needs 21 entries).
-    fn check_room(&self, path: &str, parents: &[&str], len: u64) -> Result<(), FatError> {
-        let reclaimable = match self.locate(path)? {
-            Some(l) if !l.item.is_dir() => self.chain(l.item.first_cluster)?.len() as u32,
-            _ => 0,
-        };
+    /// `reclaimable` counts the clusters of the file being replaced.
+    fn check_room(&self, parents: &[&str], len: u64, reclaimable: u32) -> Result<(), FatError> {
         let worst = self.clusters_for(len) + 3 * (parents.len() as u32 + 1);
         let free = self.free + reclaimable;
         if worst > free {
