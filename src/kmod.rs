@@ -6,6 +6,7 @@
 //! index files that busybox's `modprobe` (text `modules.dep`) and kmod's `modprobe` (binary
 //! `modules.*.bin` tries) read.
 
+use std::collections::btree_map::Entry as MapEntry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 
@@ -635,17 +636,18 @@ impl Trie {
                 node.values.insert(at, (priority, value.to_string()));
                 return Ok(());
             };
-            if !node.children.contains_key(&ch) {
-                // A new leaf holds the whole rest of the key as its prefix.
-                let leaf = Trie {
-                    prefix: key[i + 1..].to_vec(),
-                    children: BTreeMap::new(),
-                    values: vec![(priority, value.to_string())],
-                };
-                node.children.insert(ch, leaf);
-                return Ok(());
-            }
-            node = node.children.get_mut(&ch).expect("child checked above");
+            node = match node.children.entry(ch) {
+                MapEntry::Vacant(slot) => {
+                    // A new leaf holds the whole rest of the key as its prefix.
+                    slot.insert(Trie {
+                        prefix: key[i + 1..].to_vec(),
+                        children: BTreeMap::new(),
+                        values: vec![(priority, value.to_string())],
+                    });
+                    return Ok(());
+                }
+                MapEntry::Occupied(child) => child.into_mut(),
+            };
             i += 1;
         }
     }

@@ -8,3 +8,4 @@ pub mod tree;
 pub mod progress;
 pub mod kmod;
 pub mod postinst;
+pub mod qemu;
