@@ -75,6 +75,8 @@ pub struct ModuleIndex {
     dir: TreePath,
     modules: BTreeMap<String, ModuleInfo>,
     builtin: BTreeSet<String>,
+    /// Aliases of built-in modules (`crypto-crc32c` where crc32c is compiled in), normalized.
+    builtin_aliases: BTreeSet<String>,
     /// Position of each module in `modules.order` (depmod's priority); unknown ones sort last.
     order: HashMap<String, usize>,
 }
@@ -153,6 +155,10 @@ impl ModuleIndex {
             .iter()
             .filter_map(|l| name_from_file(l.rsplit('/').next().unwrap_or(l)))
             .collect();
+        let builtin_aliases = builtin_aliases(tree, &dir)?
+            .into_iter()
+            .map(|(_, alias)| normalize_name(&alias))
+            .collect();
         let order = read_lines(tree, &dir, "modules.order")
             .iter()
             .filter_map(|l| name_from_file(l.rsplit('/').next().unwrap_or(l)))
@@ -164,6 +170,7 @@ impl ModuleIndex {
             dir,
             modules,
             builtin,
+            builtin_aliases,
             order,
         })
     }
@@ -211,20 +218,29 @@ impl ModuleIndex {
 
     /// A requested name: a module, a built-in (None), or an exact alias of a module.
     fn resolve_request(&self, name: &str) -> Result<Option<String>> {
-        let n = normalize_name(name);
-        if self.modules.contains_key(&n) {
-            return Ok(Some(n));
-        }
-        if self.builtin.contains(&n) {
-            return Ok(None);
-        }
-        match self.resolve_alias(name) {
-            Some(m) => Ok(Some(m)),
-            None => Err(KmodError::UnknownModule {
+        match self.lookup(name) {
+            Lookup::Module(m) => Ok(Some(m)),
+            Lookup::Builtin => Ok(None),
+            Lookup::Unknown => Err(KmodError::UnknownModule {
                 name: name.to_string(),
                 kver: self.kver.clone(),
             }
             .into()),
+        }
+    }
+
+    /// What a name or exact alias stands for in this kernel.
+    fn lookup(&self, name: &str) -> Lookup {
+        let n = normalize_name(name);
+        if self.modules.contains_key(&n) {
+            return Lookup::Module(n);
+        }
+        if self.builtin.contains(&n) || self.builtin_aliases.contains(&n) {
+            return Lookup::Builtin;
+        }
+        match self.resolve_alias(name) {
+            Some(m) => Lookup::Module(m),
+            None => Lookup::Unknown,
         }
     }
 
@@ -253,14 +269,9 @@ impl ModuleIndex {
         }
         let info = &self.modules[name];
         for pre in &info.softdep_pre {
-            // A soft dependency is optional by nature: load it when this kernel has it.
-            let n = normalize_name(pre);
-            let target = if self.modules.contains_key(&n) {
-                Some(n)
-            } else {
-                self.resolve_alias(pre)
-            };
-            if let Some(t) = target {
+            // A soft dependency is optional by nature: load it when this kernel has it as a
+            // module (a built-in one is already there).
+            if let Lookup::Module(t) = self.lookup(pre) {
                 self.visit(&t, walk)?;
             }
         }
@@ -415,6 +426,12 @@ impl ModuleIndex {
             ("modules.builtin.alias.bin", builtin_alias_bin.encode()),
         ])
     }
+}
+
+enum Lookup {
+    Module(String),
+    Builtin,
+    Unknown,
 }
 
 #[derive(Default)]
@@ -979,13 +996,19 @@ mod tests {
             info("crc16", &[], &[], &[]),
             info("crc32c_intel", &[], &["crypto-crc32c", "crc32c"], &[]),
             info("crc32c_generic", &[], &["crypto-crc32c", "crc32c"], &[]),
-            info("needs_builtin", &["unix"], &[], &["nonexistent"]),
+            info(
+                "needs_builtin",
+                &["unix"],
+                &[],
+                &["nonexistent", "net-pf-1"],
+            ),
         ];
         ModuleIndex {
             kver: "9.9".into(),
             dir: TreePath::new("usr/lib/modules/9.9").unwrap(),
             modules: mods.into_iter().map(|m| (m.name.clone(), m)).collect(),
             builtin: ["unix".to_string()].into_iter().collect(),
+            builtin_aliases: ["net_pf_1".to_string()].into_iter().collect(),
             order: HashMap::new(),
         }
     }
@@ -1034,6 +1057,10 @@ mod tests {
         assert_eq!(
             ix.closure(&["unix", "needs-builtin"]).unwrap(),
             vec!["needs_builtin"]
+        );
+        assert!(
+            ix.closure(&["net-pf-1"]).unwrap().is_empty(),
+            "alias of a built-in"
         );
         // An exact alias resolves, preferring the generic implementation.
         assert_eq!(ix.closure(&["crc32c"]).unwrap(), vec!["crc32c_generic"]);
