@@ -327,14 +327,19 @@ impl ModuleIndex {
     /// shipped `modules.builtin*`/`modules.order`, and writes the generated index files:
     /// `modules.dep`, `modules.alias`, `modules.softdep` (text, for busybox and humans) and
     /// `modules.dep.bin`, `modules.alias.bin`, `modules.builtin.bin`, `modules.builtin.alias.bin`
-    /// (kmod's binary tries, which kmod's `modprobe` requires).
+    /// (kmod's binary tries, which kmod's `modprobe` requires). Calling it again on the same
+    /// `dst` adds modules: the index files then cover both sets.
     pub fn install(&self, src: &Tree, dst: &mut Tree, modules: &[String]) -> Result<()> {
         let names: Vec<&str> = modules.iter().map(String::as_str).collect();
-        let mut chosen: Vec<&ModuleInfo> = self
-            .closure(&names)?
-            .iter()
-            .map(|n| &self.modules[n])
-            .collect();
+        let mut wanted: BTreeSet<String> = self.closure(&names)?.into_iter().collect();
+        // Modules a previous install put there stay in the index files written now.
+        wanted.extend(
+            self.modules
+                .values()
+                .filter(|m| dst.get_path(&m.path).is_some())
+                .map(|m| m.name.clone()),
+        );
+        let mut chosen: Vec<&ModuleInfo> = wanted.iter().map(|n| &self.modules[n]).collect();
         // depmod's order: modules.order first, then the rest by path.
         chosen.sort_by_key(|m| {
             (
@@ -1300,6 +1305,19 @@ mod tests {
             .filter(|(p, _)| p.as_str().contains(".ko"))
             .count();
         assert_eq!(installed_modules, closure.len());
+        // A second install adds to the first; the index covers both.
+        let mut twice = dst.clone();
+        ix.install(tree, &mut twice, &["vfat".to_string()]).unwrap();
+        let dep2 =
+            String::from_utf8(twice.read(&format!("{dir}/modules.dep")).unwrap().to_vec()).unwrap();
+        assert!(
+            dep2.contains("kernel/fs/fat/vfat.ko.xz: kernel/fs/fat/fat.ko.xz"),
+            "{dep2}"
+        );
+        assert!(
+            dep2.contains("kernel/fs/ext4/ext4.ko.xz:"),
+            "the first install's modules were dropped"
+        );
 
         let dep =
             String::from_utf8(dst.read(&format!("{dir}/modules.dep")).unwrap().to_vec()).unwrap();
