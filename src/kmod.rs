@@ -6,6 +6,7 @@
 //! index files that busybox's `modprobe` (text `modules.dep`) and kmod's `modprobe` (binary
 //! `modules.*.bin` tries) read.
 
+use std::collections::btree_map::Entry as MapEntry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 
@@ -74,6 +75,8 @@ pub struct ModuleIndex {
     dir: TreePath,
     modules: BTreeMap<String, ModuleInfo>,
     builtin: BTreeSet<String>,
+    /// Aliases of built-in modules (`crypto-crc32c` where crc32c is compiled in), normalized.
+    builtin_aliases: BTreeSet<String>,
     /// Position of each module in `modules.order` (depmod's priority); unknown ones sort last.
     order: HashMap<String, usize>,
 }
@@ -152,6 +155,10 @@ impl ModuleIndex {
             .iter()
             .filter_map(|l| name_from_file(l.rsplit('/').next().unwrap_or(l)))
             .collect();
+        let builtin_aliases = builtin_aliases(tree, &dir)?
+            .into_iter()
+            .map(|(_, alias)| normalize_name(&alias))
+            .collect();
         let order = read_lines(tree, &dir, "modules.order")
             .iter()
             .filter_map(|l| name_from_file(l.rsplit('/').next().unwrap_or(l)))
@@ -163,6 +170,7 @@ impl ModuleIndex {
             dir,
             modules,
             builtin,
+            builtin_aliases,
             order,
         })
     }
@@ -210,20 +218,29 @@ impl ModuleIndex {
 
     /// A requested name: a module, a built-in (None), or an exact alias of a module.
     fn resolve_request(&self, name: &str) -> Result<Option<String>> {
-        let n = normalize_name(name);
-        if self.modules.contains_key(&n) {
-            return Ok(Some(n));
-        }
-        if self.builtin.contains(&n) {
-            return Ok(None);
-        }
-        match self.resolve_alias(name) {
-            Some(m) => Ok(Some(m)),
-            None => Err(KmodError::UnknownModule {
+        match self.lookup(name) {
+            Lookup::Module(m) => Ok(Some(m)),
+            Lookup::Builtin => Ok(None),
+            Lookup::Unknown => Err(KmodError::UnknownModule {
                 name: name.to_string(),
                 kver: self.kver.clone(),
             }
             .into()),
+        }
+    }
+
+    /// What a name or exact alias stands for in this kernel.
+    fn lookup(&self, name: &str) -> Lookup {
+        let n = normalize_name(name);
+        if self.modules.contains_key(&n) {
+            return Lookup::Module(n);
+        }
+        if self.builtin.contains(&n) || self.builtin_aliases.contains(&n) {
+            return Lookup::Builtin;
+        }
+        match self.resolve_alias(name) {
+            Some(m) => Lookup::Module(m),
+            None => Lookup::Unknown,
         }
     }
 
@@ -252,14 +269,9 @@ impl ModuleIndex {
         }
         let info = &self.modules[name];
         for pre in &info.softdep_pre {
-            // A soft dependency is optional by nature: load it when this kernel has it.
-            let n = normalize_name(pre);
-            let target = if self.modules.contains_key(&n) {
-                Some(n)
-            } else {
-                self.resolve_alias(pre)
-            };
-            if let Some(t) = target {
+            // A soft dependency is optional by nature: load it when this kernel has it as a
+            // module (a built-in one is already there).
+            if let Lookup::Module(t) = self.lookup(pre) {
                 self.visit(&t, walk)?;
             }
         }
@@ -315,14 +327,19 @@ impl ModuleIndex {
     /// shipped `modules.builtin*`/`modules.order`, and writes the generated index files:
     /// `modules.dep`, `modules.alias`, `modules.softdep` (text, for busybox and humans) and
     /// `modules.dep.bin`, `modules.alias.bin`, `modules.builtin.bin`, `modules.builtin.alias.bin`
-    /// (kmod's binary tries, which kmod's `modprobe` requires).
+    /// (kmod's binary tries, which kmod's `modprobe` requires). Calling it again on the same
+    /// `dst` adds modules: the index files then cover both sets.
     pub fn install(&self, src: &Tree, dst: &mut Tree, modules: &[String]) -> Result<()> {
         let names: Vec<&str> = modules.iter().map(String::as_str).collect();
-        let mut chosen: Vec<&ModuleInfo> = self
-            .closure(&names)?
-            .iter()
-            .map(|n| &self.modules[n])
-            .collect();
+        let mut wanted: BTreeSet<String> = self.closure(&names)?.into_iter().collect();
+        // Modules a previous install put there stay in the index files written now.
+        wanted.extend(
+            self.modules
+                .values()
+                .filter(|m| dst.get_path(&m.path).is_some())
+                .map(|m| m.name.clone()),
+        );
+        let mut chosen: Vec<&ModuleInfo> = wanted.iter().map(|n| &self.modules[n]).collect();
         // depmod's order: modules.order first, then the rest by path.
         chosen.sort_by_key(|m| {
             (
@@ -414,6 +431,12 @@ impl ModuleIndex {
             ("modules.builtin.alias.bin", builtin_alias_bin.encode()),
         ])
     }
+}
+
+enum Lookup {
+    Module(String),
+    Builtin,
+    Unknown,
 }
 
 #[derive(Default)]
@@ -635,17 +658,18 @@ impl Trie {
                 node.values.insert(at, (priority, value.to_string()));
                 return Ok(());
             };
-            if !node.children.contains_key(&ch) {
-                // A new leaf holds the whole rest of the key as its prefix.
-                let leaf = Trie {
-                    prefix: key[i + 1..].to_vec(),
-                    children: BTreeMap::new(),
-                    values: vec![(priority, value.to_string())],
-                };
-                node.children.insert(ch, leaf);
-                return Ok(());
-            }
-            node = node.children.get_mut(&ch).expect("child checked above");
+            node = match node.children.entry(ch) {
+                MapEntry::Vacant(slot) => {
+                    // A new leaf holds the whole rest of the key as its prefix.
+                    slot.insert(Trie {
+                        prefix: key[i + 1..].to_vec(),
+                        children: BTreeMap::new(),
+                        values: vec![(priority, value.to_string())],
+                    });
+                    return Ok(());
+                }
+                MapEntry::Occupied(child) => child.into_mut(),
+            };
             i += 1;
         }
     }
@@ -977,13 +1001,19 @@ mod tests {
             info("crc16", &[], &[], &[]),
             info("crc32c_intel", &[], &["crypto-crc32c", "crc32c"], &[]),
             info("crc32c_generic", &[], &["crypto-crc32c", "crc32c"], &[]),
-            info("needs_builtin", &["unix"], &[], &["nonexistent"]),
+            info(
+                "needs_builtin",
+                &["unix"],
+                &[],
+                &["nonexistent", "net-pf-1"],
+            ),
         ];
         ModuleIndex {
             kver: "9.9".into(),
             dir: TreePath::new("usr/lib/modules/9.9").unwrap(),
             modules: mods.into_iter().map(|m| (m.name.clone(), m)).collect(),
             builtin: ["unix".to_string()].into_iter().collect(),
+            builtin_aliases: ["net_pf_1".to_string()].into_iter().collect(),
             order: HashMap::new(),
         }
     }
@@ -1032,6 +1062,10 @@ mod tests {
         assert_eq!(
             ix.closure(&["unix", "needs-builtin"]).unwrap(),
             vec!["needs_builtin"]
+        );
+        assert!(
+            ix.closure(&["net-pf-1"]).unwrap().is_empty(),
+            "alias of a built-in"
         );
         // An exact alias resolves, preferring the generic implementation.
         assert_eq!(ix.closure(&["crc32c"]).unwrap(), vec!["crc32c_generic"]);
@@ -1271,6 +1305,19 @@ mod tests {
             .filter(|(p, _)| p.as_str().contains(".ko"))
             .count();
         assert_eq!(installed_modules, closure.len());
+        // A second install adds to the first; the index covers both.
+        let mut twice = dst.clone();
+        ix.install(tree, &mut twice, &["vfat".to_string()]).unwrap();
+        let dep2 =
+            String::from_utf8(twice.read(&format!("{dir}/modules.dep")).unwrap().to_vec()).unwrap();
+        assert!(
+            dep2.contains("kernel/fs/fat/vfat.ko.xz: kernel/fs/fat/fat.ko.xz"),
+            "{dep2}"
+        );
+        assert!(
+            dep2.contains("kernel/fs/ext4/ext4.ko.xz:"),
+            "the first install's modules were dropped"
+        );
 
         let dep =
             String::from_utf8(dst.read(&format!("{dir}/modules.dep")).unwrap().to_vec()).unwrap();
