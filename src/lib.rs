@@ -6,3 +6,4 @@
 //! `disk` lays them out into an image; `build` runs the whole sequence.
 pub mod tree;
 pub mod progress;
+pub mod node;
