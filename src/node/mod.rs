@@ -399,4 +399,6 @@ fn key_at(text: &str, line: usize) -> Option<String> {
 }
 
 #[cfg(test)]
+mod overlay_tests;
+#[cfg(test)]
 mod tests;
