@@ -1,0 +1,404 @@
+//! The node config: what makes one device of a fleet itself (hostname, role, join token,
+//! network, SSH keys, files, commands).
+//!
+//! Users write it in TOML (`node.toml`, cloud-init-like). edgeimg validates it on the host,
+//! where an error can still name the file and line, and renders it onto the boot partition
+//! as plain files a busybox shell can read (`edgeimg/node.env` and friends, see
+//! [`NodeConfig::render`]). The device never parses TOML.
+
+mod check;
+mod render;
+mod schema;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+pub use render::{parse_node_env, shell_quote, RenderedNode};
+pub use schema::{
+    FileMode, FileSpec, K0sConfig, Labels, NetMode, NetworkConfig, SshConfig, TimeConfig,
+    WifiConfig,
+};
+
+/// Longest value accepted for one file's content, the token or the k0s config file.
+pub const MAX_FILE_BYTES: usize = 64 * 1024;
+/// Longest total of everything rendered onto the boot partition for one node.
+pub const MAX_TOTAL_BYTES: usize = 1024 * 1024;
+
+/// The k0s role of a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Role {
+    #[serde(rename = "controller")]
+    Controller,
+    #[serde(rename = "worker")]
+    Worker,
+    #[serde(rename = "controller+worker")]
+    ControllerWorker,
+    #[serde(rename = "single")]
+    Single,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [
+        Role::Controller,
+        Role::Worker,
+        Role::ControllerWorker,
+        Role::Single,
+    ];
+
+    /// The name used in configs, file names and on the device.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Role::Controller => "controller",
+            Role::Worker => "worker",
+            Role::ControllerWorker => "controller+worker",
+            Role::Single => "single",
+        }
+    }
+
+    /// Whether the node cannot start without a join token. A controller may have one (to
+    /// join an existing cluster) but starts a new cluster without it.
+    pub fn needs_token(&self) -> bool {
+        matches!(self, Role::Worker)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = NodeError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| NodeError::UnknownRole(s.to_string()))
+    }
+}
+
+/// One problem found by validation, naming the key it is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key, e.g. `network.address` or `files[2].path`.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.key, self.message)
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum NodeError {
+    #[error("reading node config {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// TOML syntax, unknown key or wrong type: `file:line:col: message`.
+    #[error("{}:{line}:{column}: {message}", origin.display())]
+    Parse {
+        origin: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    #[error("{}: invalid node config:\n{}", origin.display(), list(problems))]
+    Invalid {
+        origin: PathBuf,
+        problems: Vec<Problem>,
+    },
+    #[error("unknown role {0:?}: expected one of controller, worker, controller+worker, single")]
+    UnknownRole(String),
+    #[error("reading {what} {}: {source} (check the path; relative paths are relative to the node config's directory)", path.display())]
+    ReadReferenced {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} {}: {message}", path.display())]
+    BadReferenced {
+        what: &'static str,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("the rendered node config is {size} bytes, more than the limit of {limit} bytes: shorten files, commands or keys")]
+    TooLarge { size: usize, limit: usize },
+    #[error("serializing the node config: {0}")]
+    Serialize(String),
+}
+
+fn list(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The whole node config. Every table is optional; an empty file is a valid config (the
+/// image's defaults apply: the image's role, DHCP, a hostname derived on the device).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// RFC 1123 label. Absent: the device derives `edgeimg-<mac>` from its first NIC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Commands run once, on the first boot with this config (per `CONFIG_GENERATION`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub run_cmd: Vec<String>,
+    /// Commands run on every boot, before k0s starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boot_cmd: Vec<String>,
+    #[serde(default, skip_serializing_if = "K0sConfig::is_empty")]
+    pub k0s: K0sConfig,
+    #[serde(default, skip_serializing_if = "NetworkConfig::is_default")]
+    pub network: NetworkConfig,
+    #[serde(default, skip_serializing_if = "SshConfig::is_empty")]
+    pub ssh: SshConfig,
+    #[serde(default, skip_serializing_if = "TimeConfig::is_default")]
+    pub time: TimeConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wifi: Option<WifiConfig>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileSpec>,
+    /// Where the config came from (for messages); not part of the config.
+    #[serde(skip)]
+    origin: PathBuf,
+}
+
+/// Values given on the command line that win over the node file.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeOverrides {
+    pub hostname: Option<String>,
+    pub role: Option<Role>,
+    /// Relative to the current directory (as any command-line path).
+    pub token_file: Option<PathBuf>,
+    /// Added to the file's keys.
+    pub ssh_keys: Vec<String>,
+    /// Added to the file's k0s args.
+    pub k0s_args: Vec<String>,
+    /// `k=v`, added to (and winning over) the file's labels.
+    pub labels: Vec<String>,
+    /// Replaces the NTP server list (an empty list given explicitly disables NTP).
+    pub ntp: Option<Vec<String>>,
+    /// A CIDR address: switches the network to static.
+    pub address: Option<String>,
+    pub gateway: Option<String>,
+    /// Replaces the DNS server list.
+    pub dns: Option<Vec<String>>,
+}
+
+impl NodeConfig {
+    /// Reads, parses and validates a node file. Relative paths inside it (`token_file`,
+    /// `config_file`) are taken relative to the file's directory.
+    pub fn from_toml_file(path: &Path) -> Result<NodeConfig, NodeError> {
+        let text = std::fs::read_to_string(path).map_err(|source| NodeError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Parses and validates node config text. `origin` names it in errors, and its
+    /// directory anchors relative paths.
+    pub fn from_toml_str(text: &str, origin: &Path) -> Result<NodeConfig, NodeError> {
+        let mut cfg: NodeConfig =
+            toml::from_str(text).map_err(|e| parse_error(text, origin, &e))?;
+        cfg.origin = origin.to_path_buf();
+        let base = origin.parent().unwrap_or(Path::new(""));
+        cfg.k0s.token_file = cfg.k0s.token_file.take().map(|p| base.join(p));
+        cfg.k0s.config_file = cfg.k0s.config_file.take().map(|p| base.join(p));
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// The file this config was read from (empty for a config built in code).
+    pub fn origin(&self) -> &Path {
+        &self.origin
+    }
+
+    /// The role the node config asks for, if any (otherwise the image's role applies).
+    pub fn role(&self) -> Option<Role> {
+        self.k0s.role
+    }
+
+    /// Applies command-line overrides. Call [`NodeConfig::check`] afterwards.
+    pub fn apply(&mut self, o: &NodeOverrides) {
+        if let Some(h) = &o.hostname {
+            self.hostname = Some(h.clone());
+        }
+        if let Some(r) = o.role {
+            self.k0s.role = Some(r);
+        }
+        if let Some(t) = &o.token_file {
+            self.k0s.token_file = Some(t.clone());
+        }
+        self.ssh.authorized_keys.extend(o.ssh_keys.iter().cloned());
+        self.k0s.args.extend(o.k0s_args.iter().cloned());
+        for l in &o.labels {
+            let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+            self.k0s.labels.0.insert(k.to_string(), v.to_string());
+        }
+        if let Some(n) = &o.ntp {
+            self.time.ntp = Some(n.clone());
+        }
+        if let Some(a) = &o.address {
+            self.network.mode = NetMode::Static;
+            self.network.address = Some(a.clone());
+        }
+        if let Some(g) = &o.gateway {
+            self.network.gateway = Some(g.clone());
+        }
+        if let Some(d) = &o.dns {
+            self.network.dns = d.clone();
+        }
+    }
+
+    /// Validates everything: errors name the key; the returned warnings are issues the
+    /// caller should show but that do not stop the build (a token file readable by others).
+    pub fn check(&self) -> Result<Vec<String>, NodeError> {
+        let report = check::check(self);
+        if report.problems.is_empty() {
+            Ok(report.warnings)
+        } else {
+            Err(NodeError::Invalid {
+                origin: self.origin.clone(),
+                problems: report.problems,
+            })
+        }
+    }
+
+    /// The join token from `k0s.token_file`, trimmed; `None` when no token file is set.
+    pub fn token(&self) -> Result<Option<String>, NodeError> {
+        let Some(path) = &self.k0s.token_file else {
+            return Ok(None);
+        };
+        let raw = std::fs::read(path).map_err(|source| NodeError::ReadReferenced {
+            what: "token file",
+            path: path.clone(),
+            source,
+        })?;
+        let bad = |message: &str| NodeError::BadReferenced {
+            what: "token file",
+            path: path.clone(),
+            message: message.to_string(),
+        };
+        let text = String::from_utf8(raw)
+            .map_err(|_| bad("is not text (a k0s join token is base64 text)"))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(bad(
+                "is empty: create a token with `k0s token create --role worker`",
+            ));
+        }
+        if token.len() > MAX_FILE_BYTES {
+            return Err(bad(&format!("is longer than {MAX_FILE_BYTES} bytes")));
+        }
+        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad(
+                "contains spaces or control characters inside the token",
+            ));
+        }
+        Ok(Some(token.to_string()))
+    }
+
+    /// The k0s config file's content, when `k0s.config_file` is set.
+    pub fn k0s_config(&self) -> Result<Option<Vec<u8>>, NodeError> {
+        let Some(path) = &self.k0s.config_file else {
+            return Ok(None);
+        };
+        let data = std::fs::read(path).map_err(|source| NodeError::ReadReferenced {
+            what: "k0s config file",
+            path: path.clone(),
+            source,
+        })?;
+        if data.len() > 4 * MAX_FILE_BYTES {
+            return Err(NodeError::BadReferenced {
+                what: "k0s config file",
+                path: path.clone(),
+                message: format!("is larger than {} bytes", 4 * MAX_FILE_BYTES),
+            });
+        }
+        Ok(Some(data))
+    }
+}
+
+/// Turns a toml error into `file:line:col: message`, naming the key when it can be seen on
+/// the line the error points at.
+fn parse_error(text: &str, origin: &Path, e: &toml::de::Error) -> NodeError {
+    let offset = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
+    let (line, column) = line_col(text, offset);
+    let message = e.message().trim().to_string();
+    let key = key_at(text, line);
+    let message = match key {
+        Some(k) if !message.contains(&format!("`{k}`")) => format!("{k}: {message}"),
+        _ => message,
+    };
+    NodeError::Parse {
+        origin: origin.to_path_buf(),
+        line,
+        column,
+        message,
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset;
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// The dotted key assigned on `line` (1-based), prefixed by the table it is in: a best
+/// effort for messages, `None` when the line is not a `key = value` line.
+fn key_at(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let this = lines.get(line.checked_sub(1)?)?;
+    let (k, _) = this.split_once('=')?;
+    let k = k.trim().trim_matches('"');
+    if k.is_empty() || k.starts_with('#') || k.starts_with('[') {
+        return None;
+    }
+    let before = &lines[..line - 1];
+    let Some(header) = before
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('['))
+    else {
+        return Some(k.to_string());
+    };
+    // `[[files]]` is an array of tables: name the element, `files[2].mode`.
+    if let Some(name) = header.strip_prefix("[[").and_then(|h| h.split(']').next()) {
+        let index = before
+            .iter()
+            .filter(|l| l.trim().starts_with(&format!("[[{name}]]")))
+            .count()
+            - 1;
+        return Some(format!("{}[{index}].{k}", name.trim()));
+    }
+    Some(format!(
+        "{}.{k}",
+        header.trim_matches(|c| c == '[' || c == ']').trim()
+    ))
+}
+
+#[cfg(test)]
+mod overlay_tests;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,268 @@
+//! The tables of the node config. Types check only their shape here; the meaning (valid
+//! CIDR, allowed paths, ...) is checked in `check.rs`, where every problem can name its key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::Role;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K0sConfig {
+    /// Absent: the image's role (`EDGEIMG_ROLE` of the image's build.env).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// File holding the join token (relative to the node file's directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// Extra arguments for `k0s controller|worker`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Labels::is_empty")]
+    pub labels: Labels,
+    /// `key[=value]:Effect`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<String>,
+    /// A k0s.yaml (controllers), relative to the node file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_file: Option<PathBuf>,
+}
+
+impl K0sConfig {
+    pub fn is_empty(&self) -> bool {
+        *self == K0sConfig::default()
+    }
+}
+
+/// Kubernetes node labels: written either as a table (`labels = { zone = "a" }`) or as a
+/// list of `"k=v"` strings. Kept sorted by key so the rendering is deterministic.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Labels(pub BTreeMap<String, String>);
+
+impl Labels {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Serialize for Labels {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Labels {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Labels;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a table of label = \"value\" or a list of \"key=value\" strings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<Labels, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = m.next_entry::<String, String>()? {
+                    out.insert(k, v);
+                }
+                Ok(Labels(out))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<Labels, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some(item) = s.next_element::<String>()? {
+                    let Some((k, v)) = item.split_once('=') else {
+                        return Err(de::Error::custom(format!(
+                            "label {item:?} is not of the form \"key=value\""
+                        )));
+                    };
+                    out.insert(k.to_string(), v.to_string());
+                }
+                Ok(Labels(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetMode {
+    #[default]
+    Dhcp,
+    Static,
+}
+
+impl NetMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NetMode::Dhcp => "dhcp",
+            NetMode::Static => "static",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    #[serde(default)]
+    pub mode: NetMode,
+    /// CIDR (`192.168.1.10/24`), static mode only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// DNS servers (IP addresses). With DHCP they replace the ones the server offers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+}
+
+impl NetworkConfig {
+    pub fn is_default(&self) -> bool {
+        *self == NetworkConfig::default()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshConfig {
+    /// Public key lines for root. No keys: no SSH server runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub authorized_keys: Vec<String>,
+}
+
+impl SshConfig {
+    pub fn is_empty(&self) -> bool {
+        self.authorized_keys.is_empty()
+    }
+}
+
+/// NTP servers used when `[time] ntp` is absent. An explicit empty list disables NTP.
+pub const DEFAULT_NTP: &str = "pool.ntp.org";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeConfig {
+    /// NTP servers; absent = [`DEFAULT_NTP`], `[]` = no NTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ntp: Option<Vec<String>>,
+    /// IANA zone name like `Europe/Berlin`; absent = UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+impl TimeConfig {
+    pub fn is_default(&self) -> bool {
+        *self == TimeConfig::default()
+    }
+
+    /// The servers the device uses.
+    pub fn servers(&self) -> Vec<String> {
+        match &self.ntp {
+            Some(list) => list.clone(),
+            None => vec![DEFAULT_NTP.to_string()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WifiConfig {
+    pub ssid: String,
+    /// WPA2 passphrase (8..63 characters) or 64 hex digits; absent = open network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub psk: Option<String>,
+    /// ISO 3166 country code (regulatory domain), e.g. `DE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    /// Absolute path under /etc, /var, /usr/local or /opt.
+    pub path: String,
+    #[serde(default)]
+    pub content: String,
+    #[serde(default)]
+    pub mode: FileMode,
+}
+
+/// Permission bits of a written file: `"0644"` (octal string) or an integer (`0o644`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl Default for FileMode {
+    fn default() -> Self {
+        FileMode(0o644)
+    }
+}
+
+impl fmt::Display for FileMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04o}", self.0)
+    }
+}
+
+impl Serialize for FileMode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl FileMode {
+    /// Parses an octal string such as `"0644"`, `"644"` or `"0o644"`.
+    pub fn parse_octal(s: &str) -> Result<FileMode, String> {
+        let digits = s.trim().trim_start_matches("0o");
+        if digits.is_empty() || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
+            return Err(format!("mode {s:?} is not an octal number like \"0644\""));
+        }
+        let v = u32::from_str_radix(digits, 8).map_err(|_| format!("mode {s:?} is too large"))?;
+        Self::checked(v as i64)
+    }
+
+    /// Checks an integer mode. A three-digit decimal integer above 0o777 that looks octal
+    /// (`mode = 644`) is a mistake: it would set the sticky bit and odd permissions. Refuse
+    /// it with the fix. (`420`, which is `0o644`, cannot be told from a typo, hence the
+    /// advice to write modes as strings.)
+    fn from_int(v: i64) -> Result<FileMode, String> {
+        let looks_octal = v.to_string().chars().all(|c| ('0'..='7').contains(&c));
+        if v > 0o777 && v <= 777 && looks_octal {
+            return Err(format!(
+                "mode = {v} is a decimal number ({v:#o}); write mode = \"{v:04}\" or mode = 0o{v}"
+            ));
+        }
+        Self::checked(v)
+    }
+
+    fn checked(v: i64) -> Result<FileMode, String> {
+        if !(0..=0o7777).contains(&v) {
+            return Err(format!("mode {v:#o} is out of range (0..0o7777)"));
+        }
+        Ok(FileMode(v as u32))
+    }
+}
+
+impl<'de> Deserialize<'de> for FileMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = FileMode;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an octal string like \"0644\" or an integer like 0o644")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<FileMode, E> {
+                FileMode::from_int(v).map_err(E::custom)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<FileMode, E> {
+                FileMode::from_int(i64::try_from(v).unwrap_or(i64::MAX)).map_err(E::custom)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FileMode, E> {
+                FileMode::parse_octal(v).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
