@@ -94,14 +94,25 @@ pub struct BuildReport {
 
 pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<BuildReport> {
     let started = Instant::now();
-    std::fs::create_dir_all(&opts.out_dir).with_context(|| format!("creating {}", opts.out_dir.display()))?;
+    std::fs::create_dir_all(&opts.out_dir)
+        .with_context(|| format!("creating {}", opts.out_dir.display()))?;
     let stem = plan.stem();
 
     // 1. Inputs.
     let arch = plan.board.arch.debian();
     let components: Vec<&str> = plan.base.components.iter().map(String::as_str).collect();
-    rep.step(&format!("Debian {} ({arch}) from {}", plan.suite, plan.mirror));
-    let archive = Archive::load(&opts.cache, &plan.mirror, &plan.suite, arch, &components, rep)?;
+    rep.step(&format!(
+        "Debian {} ({arch}) from {}",
+        plan.suite, plan.mirror
+    ));
+    let archive = Archive::load(
+        &opts.cache,
+        &plan.mirror,
+        &plan.suite,
+        arch,
+        &components,
+        rep,
+    )?;
     let packages = archive.resolve(&plan.wanted_packages(), &plan.base.provided)?;
     rep.step(&format!("{} packages in the closure", packages.len()));
     let debs = fetch_debs(&opts.cache, &plan.mirror, &packages, rep)?;
@@ -112,7 +123,11 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     let root = rootfs::build_root(plan, &unpacked, &k0s, rep)?;
     let initramfs_tree = rootfs::build_initramfs(plan, &unpacked, &root)?;
     let initrd = write_initramfs(&initramfs_tree, Compression::Zstd, plan.source_date_epoch)?;
-    rep.step(&format!("initramfs: {} entries, {} KiB", initramfs_tree.len(), initrd.len() / 1024));
+    rep.step(&format!(
+        "initramfs: {} entries, {} KiB",
+        initramfs_tree.len(),
+        initrd.len() / 1024
+    ));
 
     // 3. Layout and encoding.
     let layout = partition_plan(plan)?;
@@ -174,7 +189,10 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         outputs: output_records,
     };
     let manifest_path = opts.out_dir.join("manifest.json");
-    write_atomic(&manifest_path, serde_json::to_string_pretty(&manifest)?.as_bytes())?;
+    write_atomic(
+        &manifest_path,
+        serde_json::to_string_pretty(&manifest)?.as_bytes(),
+    )?;
     outputs.push(manifest_path.clone());
 
     let names: Vec<String> = outputs.iter().map(|p| file_name(p)).collect();
@@ -202,10 +220,17 @@ fn k0s_spec(plan: &Plan) -> K0sSpec {
         Arch::Armhf => K0sArch::Arm,
     };
     let source = match &plan.k0s {
-        K0sInput::Url { url, sha256 } => K0sSource::Url { template: url.clone(), sha256: sha256.clone() },
+        K0sInput::Url { url, sha256 } => K0sSource::Url {
+            template: url.clone(),
+            sha256: sha256.clone(),
+        },
         K0sInput::LocalFile { path } => K0sSource::LocalFile(path.clone()),
     };
-    K0sSpec { version: plan.k0s_version.clone(), arch, source }
+    K0sSpec {
+        version: plan.k0s_version.clone(),
+        arch,
+        source,
+    }
 }
 
 /// The partition layout of the board, identifiers seeded by the image hash.
@@ -222,14 +247,41 @@ pub fn partition_plan(plan: &Plan) -> Result<PartitionPlan> {
             },
             PartType::LinuxData,
         ),
-        PartitionTable::Mbr => (TableKind::Mbr, PartType::Fat32Lba, PartType::Linux, PartType::Linux),
+        PartitionTable::Mbr => (
+            TableKind::Mbr,
+            PartType::Fat32Lba,
+            PartType::Linux,
+            PartType::Linux,
+        ),
     };
     let specs = [
-        PartitionSpec { role: PartRole::Boot, name: "boot".into(), ptype: boot_type, size: sizes.boot_mib * MIB, bootable: true },
-        PartitionSpec { role: PartRole::Root, name: "root".into(), ptype: root_type, size: sizes.root_mib * MIB, bootable: false },
-        PartitionSpec { role: PartRole::Data, name: "data".into(), ptype: data_type, size: sizes.data_mib * MIB, bootable: false },
+        PartitionSpec {
+            role: PartRole::Boot,
+            name: "boot".into(),
+            ptype: boot_type,
+            size: sizes.boot_mib * MIB,
+            bootable: true,
+        },
+        PartitionSpec {
+            role: PartRole::Root,
+            name: "root".into(),
+            ptype: root_type,
+            size: sizes.root_mib * MIB,
+            bootable: false,
+        },
+        PartitionSpec {
+            role: PartRole::Data,
+            name: "data".into(),
+            ptype: data_type,
+            size: sizes.data_mib * MIB,
+            bootable: false,
+        },
     ];
-    Ok(PartitionPlan::new(table, &specs, plan.image_hash().as_bytes())?)
+    Ok(PartitionPlan::new(
+        table,
+        &specs,
+        plan.image_hash().as_bytes(),
+    )?)
 }
 
 /// The kernel command line: where the initramfs finds its partitions, then the board's
@@ -244,27 +296,54 @@ pub fn kernel_cmdline(plan: &Plan, layout: &PartitionPlan) -> String {
     args.join(" ")
 }
 
-fn encode_root(plan: &Plan, layout: &PartitionPlan, root: &Tree, image: &mut ImageWriter, rep: &dyn Reporter) -> Result<u64> {
+fn encode_root(
+    plan: &Plan,
+    layout: &PartitionPlan,
+    root: &Tree,
+    image: &mut ImageWriter,
+    rep: &dyn Reporter,
+) -> Result<u64> {
     let spec = &plan.base.squashfs;
     let compressor = match spec.compressor.as_str() {
-        "zstd" => SquashCompressor::Zstd { level: spec.level.unwrap_or(15) },
+        "zstd" => SquashCompressor::Zstd {
+            level: spec.level.unwrap_or(15),
+        },
         "xz" => SquashCompressor::Xz,
         "gzip" => SquashCompressor::Gzip,
-        other => bail!("profiles/base.toml: [squashfs] compressor = \"{other}\" is not one of zstd, xz, gzip"),
+        other => bail!(
+            "profiles/base.toml: [squashfs] compressor = \"{other}\" is not one of zstd, xz, gzip"
+        ),
     };
-    let opts = SquashfsOptions { compressor, block_size: spec.block_size, mtime: plan.source_date_epoch as u32 };
-    rep.step(&format!("root: squashfs of {} entries, {} MiB of content", root.len(), root.content_size() / MIB));
+    let opts = SquashfsOptions {
+        compressor,
+        block_size: spec.block_size,
+        mtime: plan.source_date_epoch as u32,
+    };
+    rep.step(&format!(
+        "root: squashfs of {} entries, {} MiB of content",
+        root.len(),
+        root.content_size() / MIB
+    ));
     let offset = layout.offset(PartRole::Root);
     let mut w = crate::fs::squashfs::OffsetWriter::new(image.file_mut(), offset)?;
     let size = write_squashfs(root, &opts, &mut w)?;
     // An oversized root spilled into the temporary image only, which is dropped on error.
-    layout
-        .check_fits(PartRole::Root, size)
-        .map_err(|e| anyhow::anyhow!(e.advice(&plan.board.name, &plan.board.file.display().to_string(), "[partitions] root_mib")))?;
+    layout.check_fits(PartRole::Root, size).map_err(|e| {
+        anyhow::anyhow!(e.advice(
+            &plan.board.name,
+            &plan.board.file.display().to_string(),
+            "[partitions] root_mib"
+        ))
+    })?;
     Ok(size)
 }
 
-fn encode_boot(plan: &Plan, layout: &PartitionPlan, boot: &Tree, image: &mut ImageWriter) -> Result<()> {
+fn encode_boot(
+    plan: &Plan,
+    layout: &PartitionPlan,
+    boot: &Tree,
+    image: &mut ImageWriter,
+) -> Result<()> {
     let part = layout.get(PartRole::Boot);
     let params = FatParams {
         size: part.size_lba * layout.sector_size,
@@ -274,8 +353,12 @@ fn encode_boot(plan: &Plan, layout: &PartitionPlan, boot: &Tree, image: &mut Ima
         mtime: plan.source_date_epoch,
     };
     let base = layout.offset(PartRole::Boot);
-    write_fat32(boot, &params, image.file_mut(), base)
-        .map_err(|e| anyhow::anyhow!("boot partition: {e}: raise `boot_mib` under [partitions] in {}", plan.board.file.display()))?;
+    write_fat32(boot, &params, image.file_mut(), base).map_err(|e| {
+        anyhow::anyhow!(
+            "boot partition: {e}: raise `boot_mib` under [partitions] in {}",
+            plan.board.file.display()
+        )
+    })?;
     Ok(())
 }
 
@@ -285,7 +368,11 @@ pub fn add_node_files(boot: &mut Tree, node: &NodeConfig) -> Result<()> {
     Ok(())
 }
 
-fn input_records(debs: &[crate::source::debian::FetchedDeb], k0s: &K0sBinary, plan: &Plan) -> Vec<InputRecord> {
+fn input_records(
+    debs: &[crate::source::debian::FetchedDeb],
+    k0s: &K0sBinary,
+    plan: &Plan,
+) -> Vec<InputRecord> {
     let mut v: Vec<InputRecord> = debs
         .iter()
         .map(|d| InputRecord {
@@ -307,18 +394,25 @@ fn input_records(debs: &[crate::source::debian::FetchedDeb], k0s: &K0sBinary, pl
 }
 
 fn threads() -> u32 {
-    std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default()
 }
 
 /// Writes `data` to a temporary name beside `path`, then renames it into place.
 pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).with_context(|| format!("creating a file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, data).with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path).with_context(|| format!("writing {}", path.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    std::io::Write::write_all(&mut tmp, data)
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }

@@ -174,7 +174,10 @@ fn boards(cli: &Cli, data: &DataDir) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&boards)?);
         return Ok(());
     }
-    println!("{:<12} {:<6} {:<6} {:<5} description", "board", "arch", "boot", "table");
+    println!(
+        "{:<12} {:<6} {:<6} {:<5} description",
+        "board", "arch", "boot", "table"
+    );
     for b in boards {
         let boot = match b.boot {
             crate::profile::BootSpec::Uefi { .. } => "uefi",
@@ -184,7 +187,13 @@ fn boards(cli: &Cli, data: &DataDir) -> Result<()> {
             Some(why) => format!("NOT OFFERED: {why}"),
             None => b.description.clone(),
         };
-        println!("{:<12} {:<6} {:<6} {:<5} {desc}", b.name, b.arch.debian(), boot, table);
+        println!(
+            "{:<12} {:<6} {:<6} {:<5} {desc}",
+            b.name,
+            b.arch.debian(),
+            boot,
+            table
+        );
     }
     Ok(())
 }
@@ -206,7 +215,9 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         rep.warn(&w);
     }
     // EDGEIMG_APT_ROOT points at another root's /etc/apt (containers, tests).
-    let apt_root = std::env::var_os("EDGEIMG_APT_ROOT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/"));
+    let apt_root = std::env::var_os("EDGEIMG_APT_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"));
     let host_mirror = crate::source::debian::apt_mirror(&apt_root)?;
     let req = Request {
         board: args.board.clone(),
@@ -230,7 +241,11 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
     if args.refresh {
         cache.set_refresh(true);
     }
-    let opts = BuildOptions { out_dir: args.out.clone(), cache, xz: !args.no_xz };
+    let opts = BuildOptions {
+        out_dir: args.out.clone(),
+        cache,
+        xz: !args.no_xz,
+    };
     let report = build(&plan, &opts, rep)?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -264,8 +279,13 @@ fn read_ssh_keys(args: &[String]) -> Result<Vec<String>> {
     for a in args {
         let p = Path::new(a);
         if p.is_file() {
-            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            keys.extend(text.lines().filter(|l| !l.trim().is_empty() && !l.starts_with('#')).map(String::from));
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            keys.extend(
+                text.lines()
+                    .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                    .map(String::from),
+            );
         } else if a.contains(' ') {
             keys.push(a.clone());
         } else {
@@ -292,7 +312,11 @@ struct Console {
 
 impl Console {
     fn new() -> Self {
-        Console { multi: indicatif::MultiProgress::new(), tty: std::io::stderr().is_terminal(), lock: Mutex::new(()) }
+        Console {
+            multi: indicatif::MultiProgress::new(),
+            tty: std::io::stderr().is_terminal(),
+            lock: Mutex::new(()),
+        }
     }
 
     fn line(&self, s: &str) {
@@ -312,13 +336,20 @@ impl Reporter for Console {
 
     fn task(&self, label: &str, total: u64) -> Box<dyn Task> {
         if !self.tty {
-            return Box::new(PlainTask { label: label.to_string(), done: 0, total, started: std::time::Instant::now() });
+            return Box::new(PlainTask {
+                label: label.to_string(),
+                done: 0,
+                total,
+                started: std::time::Instant::now(),
+            });
         }
         let bar = self.multi.add(indicatif::ProgressBar::new(total));
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            indicatif::ProgressStyle::with_template(
+                "{msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar.set_message(label.to_string());
         bar.enable_steady_tick(Duration::from_millis(200));
@@ -359,8 +390,17 @@ impl Task for PlainTask {
         self.done += units;
     }
     fn finish(&mut self, message: &str) {
-        let msg = if message.is_empty() { &self.label } else { message };
-        eprintln!("    {msg} ({}/{} in {:.1} s)", self.done, self.total, self.started.elapsed().as_secs_f64());
+        let msg = if message.is_empty() {
+            &self.label
+        } else {
+            message
+        };
+        eprintln!(
+            "    {msg} ({}/{} in {:.1} s)",
+            self.done,
+            self.total,
+            self.started.elapsed().as_secs_f64()
+        );
     }
 }
 
@@ -381,7 +421,12 @@ mod tests {
                 if a.get_id() == "help" || a.get_id() == "version" {
                     continue;
                 }
-                assert!(a.get_help().is_some(), "{} --{} has no help", cmd.get_name(), a.get_id());
+                assert!(
+                    a.get_help().is_some(),
+                    "{} --{} has no help",
+                    cmd.get_name(),
+                    a.get_id()
+                );
             }
             for s in cmd.get_subcommands() {
                 check(s);

@@ -20,7 +20,13 @@ pub fn load(dir: &Path, context: &minijinja::Value) -> Result<Tree> {
     Ok(tree)
 }
 
-fn walk(top: &Path, dir: &Path, tree: &mut Tree, env: &minijinja::Environment, ctx: &minijinja::Value) -> Result<()> {
+fn walk(
+    top: &Path,
+    dir: &Path,
+    tree: &mut Tree,
+    env: &minijinja::Environment,
+    ctx: &minijinja::Value,
+) -> Result<()> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("reading {}", dir.display()))?
         .collect::<std::io::Result<_>>()
@@ -28,8 +34,13 @@ fn walk(top: &Path, dir: &Path, tree: &mut Tree, env: &minijinja::Environment, c
     entries.sort_by_key(|e| e.file_name());
     for e in entries {
         let path = e.path();
-        let rel = path.strip_prefix(top).expect("below top").to_string_lossy().to_string();
-        let meta = std::fs::symlink_metadata(&path).with_context(|| format!("reading {}", path.display()))?;
+        let rel = path
+            .strip_prefix(top)
+            .expect("below top")
+            .to_string_lossy()
+            .to_string();
+        let meta = std::fs::symlink_metadata(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         if meta.is_dir() {
             tree.insert(&TreePath::strict(&rel)?, Entry::dir(0o755))?;
             walk(top, &path, tree, env, ctx)?;
@@ -37,8 +48,13 @@ fn walk(top: &Path, dir: &Path, tree: &mut Tree, env: &minijinja::Environment, c
             let target = std::fs::read_link(&path)?;
             tree.add_symlink(&rel, &target.to_string_lossy())?;
         } else if meta.is_file() {
-            let mode = if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 };
-            let data = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let mode = if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            let data =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
             let (rel, data) = match rel.strip_suffix(".j2") {
                 Some(stripped) => (stripped.to_string(), render(env, &path, &data, ctx)?),
                 None => (rel, data),
@@ -49,8 +65,14 @@ fn walk(top: &Path, dir: &Path, tree: &mut Tree, env: &minijinja::Environment, c
     Ok(())
 }
 
-fn render(env: &minijinja::Environment, path: &Path, data: &[u8], ctx: &minijinja::Value) -> Result<Vec<u8>> {
-    let text = std::str::from_utf8(data).with_context(|| format!("{}: template is not UTF-8", path.display()))?;
+fn render(
+    env: &minijinja::Environment,
+    path: &Path,
+    data: &[u8],
+    ctx: &minijinja::Value,
+) -> Result<Vec<u8>> {
+    let text = std::str::from_utf8(data)
+        .with_context(|| format!("{}: template is not UTF-8", path.display()))?;
     let out = env
         .render_str(text, ctx)
         .map_err(|e| anyhow::anyhow!("{}: {e:#}", path.display()))?;
@@ -67,7 +89,11 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("etc")).unwrap();
         std::fs::write(dir.path().join("etc/hostname.j2"), "{{ name }}\n").unwrap();
         std::fs::write(dir.path().join("run"), "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(dir.path().join("run"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::set_permissions(
+            dir.path().join("run"),
+            std::fs::Permissions::from_mode(0o700),
+        )
+        .unwrap();
         let t = load(dir.path(), &minijinja::context! { name => "n1" }).unwrap();
         assert_eq!(&*t.read("etc/hostname").unwrap(), b"n1\n");
         assert!(t.get("etc/hostname.j2").is_none());
@@ -78,7 +104,9 @@ mod tests {
     fn template_errors_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("bad.j2"), "{% if %}").unwrap();
-        let e = load(dir.path(), &minijinja::context! {}).unwrap_err().to_string();
+        let e = load(dir.path(), &minijinja::context! {})
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad.j2"), "{e}");
     }
 }

@@ -80,10 +80,21 @@ impl Plan {
         )?;
         let suite = req.suite.unwrap_or_else(|| base.suite.clone());
         let k0s_version = req.k0s_version.unwrap_or_else(|| base.k0s.version.clone());
-        let k0s = k0s_input(&base, &board, &k0s_version, req.k0s_url, req.k0s_sha256, req.k0s_binary)?;
+        let k0s = k0s_input(
+            &base,
+            &board,
+            &k0s_version,
+            req.k0s_url,
+            req.k0s_sha256,
+            req.k0s_binary,
+        )?;
         let source_date_epoch = req
             .source_date_epoch
-            .or_else(|| std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.parse().ok()))
+            .or_else(|| {
+                std::env::var("SOURCE_DATE_EPOCH")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+            })
             .unwrap_or(base.source_date_epoch);
         Ok(Plan {
             edgeimg_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -119,7 +130,11 @@ impl Plan {
 
     /// Hash of the whole plan, node config included.
     pub fn hash(&self) -> String {
-        sha256_hex(serde_json::to_string(self).expect("plan serializes").as_bytes())
+        sha256_hex(
+            serde_json::to_string(self)
+                .expect("plan serializes")
+                .as_bytes(),
+        )
     }
 
     /// The Debian packages to install, before dependency resolution.
@@ -169,9 +184,11 @@ fn k0s_input(
     let template = url.unwrap_or_else(|| base.k0s.url.clone());
     let sha256 = match sha256 {
         Some(s) => s,
-        None if version == base.k0s.version => base.k0s.sha256.get(arch).cloned().with_context(|| {
-            format!("profiles/base.toml: [k0s.sha256] has no `{arch}` entry for k0s {version}")
-        })?,
+        None if version == base.k0s.version => {
+            base.k0s.sha256.get(arch).cloned().with_context(|| {
+                format!("profiles/base.toml: [k0s.sha256] has no `{arch}` entry for k0s {version}")
+            })?
+        }
         None => bail!(
             "k0s {version} has no pinned sha256 (profiles/base.toml pins {}): pass --k0s-sha256 \
              with the digest from the release's sha256sums.txt, or --k0s-binary",
@@ -181,8 +198,13 @@ fn k0s_input(
     if sha256.len() != 64 || !sha256.chars().all(|c| c.is_ascii_hexdigit()) {
         bail!("k0s sha256 '{sha256}' is not 64 hex digits");
     }
-    let url = template.replace("{version}", &version.replace('+', "%2B")).replace("{arch}", arch);
-    Ok(K0sInput::Url { url, sha256: sha256.to_ascii_lowercase() })
+    let url = template
+        .replace("{version}", &version.replace('+', "%2B"))
+        .replace("{arch}", arch);
+    Ok(K0sInput::Url {
+        url,
+        sha256: sha256.to_ascii_lowercase(),
+    })
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

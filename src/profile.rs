@@ -227,7 +227,11 @@ impl DataDir {
         bail!(
             "cannot find edgeimg's boards/ and profiles/ (looked in {}); run from the project \
              directory or set EDGEIMG_DATA_DIR",
-            candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+            candidates
+                .iter()
+                .map(|c| c.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
         )
     }
 
@@ -247,7 +251,9 @@ impl DataDir {
     pub fn boards(&self) -> Result<Vec<Board>> {
         let dir = self.boards_dir();
         let mut boards = Vec::new();
-        for entry in std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+        for entry in
+            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
+        {
             let path = entry?.path();
             if path.extension().is_some_and(|e| e == "toml") {
                 boards.push(load_board(&path)?);
@@ -261,7 +267,11 @@ impl DataDir {
         let path = self.boards_dir().join(format!("{name}.toml"));
         if !valid_name(name) || !path.is_file() {
             let known: Vec<String> = self.boards()?.into_iter().map(|b| b.name).collect();
-            bail!("unknown board '{name}': known boards are {} (each is a file in {})", known.join(", "), self.boards_dir().display());
+            bail!(
+                "unknown board '{name}': known boards are {} (each is a file in {})",
+                known.join(", "),
+                self.boards_dir().display()
+            );
         }
         let board = load_board(&path)?;
         if let Some(why) = &board.unsupported {
@@ -281,21 +291,35 @@ impl DataDir {
         }
         let profile: RoleProfile = read_toml(&path)?;
         if profile.role != role {
-            bail!("{}: `role = \"{}\"` does not match the file name (expected \"{role}\")", path.display(), profile.role);
+            bail!(
+                "{}: `role = \"{}\"` does not match the file name (expected \"{role}\")",
+                path.display(),
+                profile.role
+            );
         }
         Ok(profile)
     }
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '+')
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '+')
 }
 
 fn load_board(path: &Path) -> Result<Board> {
     let mut board: Board = read_toml(path)?;
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default();
     if board.name != stem {
-        bail!("{}: `name = \"{}\"` does not match the file name (expected \"{stem}\")", path.display(), board.name);
+        bail!(
+            "{}: `name = \"{}\"` does not match the file name (expected \"{stem}\")",
+            path.display(),
+            board.name
+        );
     }
     board.file = path.to_path_buf();
     Ok(board)
@@ -303,7 +327,8 @@ fn load_board(path: &Path) -> Result<Board> {
 
 /// Reads a TOML file into `T`; errors name the file, line and column.
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     parse_toml(&text, path)
 }
 
@@ -340,7 +365,12 @@ mod tests {
         let boards = d.boards().unwrap();
         assert!(boards.iter().any(|b| b.name == "x86-64"));
         d.base().unwrap();
-        for r in [Role::Controller, Role::Worker, Role::ControllerWorker, Role::Single] {
+        for r in [
+            Role::Controller,
+            Role::Worker,
+            Role::ControllerWorker,
+            Role::Single,
+        ] {
             assert_eq!(d.role(r).unwrap().role, r);
         }
     }
@@ -348,13 +378,18 @@ mod tests {
     #[test]
     fn unknown_board_lists_the_known_ones() {
         let e = data().board("pi9").unwrap_err().to_string();
-        assert!(e.contains("unknown board 'pi9'") && e.contains("x86-64"), "{e}");
+        assert!(
+            e.contains("unknown board 'pi9'") && e.contains("x86-64"),
+            "{e}"
+        );
     }
 
     #[test]
     fn toml_errors_name_file_line_and_column() {
         let text = "suite = \"trixie\"\ncomponents = 3\n";
-        let e = parse_toml::<BaseProfile>(text, Path::new("profiles/base.toml")).unwrap_err().to_string();
+        let e = parse_toml::<BaseProfile>(text, Path::new("profiles/base.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("profiles/base.toml:2:"), "{e}");
     }
 }

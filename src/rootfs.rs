@@ -35,7 +35,13 @@ pub fn unpack(plan: &Plan, debs: &[FetchedDeb], rep: &dyn Reporter) -> Result<Un
     postinst::merged_usr(&mut root, plan.board.arch.debian() == "amd64");
     let mut kernel = Tree::new();
     postinst::merged_usr(&mut kernel, false);
-    let docs = ["usr/share/doc/", "usr/share/man/", "usr/share/info/", "usr/share/locale/", "usr/share/lintian/"];
+    let docs = [
+        "usr/share/doc/",
+        "usr/share/man/",
+        "usr/share/info/",
+        "usr/share/locale/",
+        "usr/share/lintian/",
+    ];
     let mut task = rep.task("unpacking packages", debs.len() as u64);
     for deb in debs {
         let is_kernel = deb.package.name.starts_with("linux-image-");
@@ -49,7 +55,12 @@ pub fn unpack(plan: &Plan, debs: &[FetchedDeb], rep: &dyn Reporter) -> Result<Un
     let kver = crate::kmod::kernel_version(&kernel)?;
     rep.step(&format!("indexing kernel modules of linux {kver}"));
     let modules = ModuleIndex::scan(&kernel, &kver)?;
-    Ok(Unpacked { root, kernel, kver, modules })
+    Ok(Unpacked {
+        root,
+        kernel,
+        kver,
+        modules,
+    })
 }
 
 /// Values the overlay templates and generated files see.
@@ -74,8 +85,15 @@ pub fn build_root(plan: &Plan, u: &Unpacked, k0s: &K0sBinary, rep: &dyn Reporter
     u.modules.install(&u.kernel, &mut root, &modules)?;
     // k0s reads the kernel config from here (Debian kernels have no IKCONFIG); /boot is the
     // boot partition's mount point on the device.
-    let config = u.kernel.read(&format!("boot/config-{}", u.kver)).context("the kernel package has no config file")?;
-    root.add_file(&format!("usr/lib/modules/{}/config", u.kver), config.to_vec(), 0o644)?;
+    let config = u
+        .kernel
+        .read(&format!("boot/config-{}", u.kver))
+        .context("the kernel package has no config file")?;
+    root.add_file(
+        &format!("usr/lib/modules/{}/config", u.kver),
+        config.to_vec(),
+        0o644,
+    )?;
 
     let mut users: Vec<SystemUser> = Vec::new();
     for spec in plan.base.users.iter().chain(&plan.role_profile.users) {
@@ -89,11 +107,17 @@ pub fn build_root(plan: &Plan, u: &Unpacked, k0s: &K0sBinary, rep: &dyn Reporter
     }
     postinst::passwd_and_group(&mut root, &users)?;
     postinst::ca_bundle(&mut root)?;
-    let skipped = postinst::busybox_links(&mut root, "/usr/bin/busybox", &plan.base.busybox_applets)?;
+    let skipped =
+        postinst::busybox_links(&mut root, "/usr/bin/busybox", &plan.base.busybox_applets)?;
     for s in skipped {
-        rep.step(&format!("busybox applet {s} not linked: a package provides it"));
+        rep.step(&format!(
+            "busybox applet {s} not linked: a package provides it"
+        ));
     }
-    postinst::mount_points(&mut root, &["proc", "sys", "dev", "run", "tmp", "var", "boot", "data"])?;
+    postinst::mount_points(
+        &mut root,
+        &["proc", "sys", "dev", "run", "tmp", "var", "boot", "data"],
+    )?;
 
     let ctx = template_context(plan, &u.kver);
     let overlay = crate::overlay::load(&plan.data.join("overlays/rootfs"), &ctx)?;
@@ -101,7 +125,13 @@ pub fn build_root(plan: &Plan, u: &Unpacked, k0s: &K0sBinary, rep: &dyn Reporter
     root.add_file("etc/edgeimg/build.env", build_env(plan, &u.kver), 0o644)?;
     root.insert(
         &TreePath::new(K0S_PATH)?,
-        Entry::file(Content::HostFile { path: k0s.path.clone(), size: std::fs::metadata(&k0s.path)?.len() }, 0o755),
+        Entry::file(
+            Content::HostFile {
+                path: k0s.path.clone(),
+                size: std::fs::metadata(&k0s.path)?.len(),
+            },
+            0o755,
+        ),
     )?;
     root.set_all_mtimes(plan.source_date_epoch);
     Ok(root)
@@ -118,7 +148,9 @@ fn build_env(plan: &Plan, kver: &str) -> String {
 pub fn build_initramfs(plan: &Plan, u: &Unpacked, root: &Tree) -> Result<Tree> {
     let mut t = Tree::new();
     t.add_symlink("lib", "usr/lib")?;
-    let busybox = root.read("usr/bin/busybox").context("busybox-static did not install usr/bin/busybox")?;
+    let busybox = root
+        .read("usr/bin/busybox")
+        .context("busybox-static did not install usr/bin/busybox")?;
     t.add_file("bin/busybox", busybox.to_vec(), 0o755)?;
     let modules = u.modules.closure(&as_strs(&plan.initramfs_modules()))?;
     u.modules.install(&u.kernel, &mut t, &modules)?;
@@ -150,12 +182,22 @@ pub fn build_boot(plan: &Plan, u: &Unpacked, initrd: &[u8], cmdline: &str) -> Re
         .read(&format!("boot/vmlinuz-{}", u.kver))
         .with_context(|| format!("the kernel package has no boot/vmlinuz-{}", u.kver))?;
     match &plan.board.boot {
-        BootSpec::Uefi { efi_binary, efi_path } => {
+        BootSpec::Uefi {
+            efi_binary,
+            efi_path,
+        } => {
             let efi = u.root.read(efi_binary).with_context(|| {
-                format!("{}: boot.efi_binary {efi_binary} is not in any package", plan.board.file.display())
+                format!(
+                    "{}: boot.efi_binary {efi_binary} is not in any package",
+                    plan.board.file.display()
+                )
             })?;
             t.add_file(efi_path, efi.to_vec(), 0o644)?;
-            t.add_file("loader/loader.conf", "default edgeimg.conf\ntimeout 0\neditor no\n", 0o644)?;
+            t.add_file(
+                "loader/loader.conf",
+                "default edgeimg.conf\ntimeout 0\neditor no\n",
+                0o644,
+            )?;
             let entry = format!(
                 "title edgeimg {} {} (linux {})\nlinux /vmlinuz\ninitrd /initrd.img\noptions {cmdline}\n",
                 plan.board.name, plan.role, u.kver
@@ -170,7 +212,10 @@ pub fn build_boot(plan: &Plan, u: &Unpacked, initrd: &[u8], cmdline: &str) -> Re
 
 fn as_strs(v: &[String]) -> Vec<&str> {
     let mut seen = BTreeSet::new();
-    v.iter().map(String::as_str).filter(|s| seen.insert(*s)).collect()
+    v.iter()
+        .map(String::as_str)
+        .filter(|s| seen.insert(*s))
+        .collect()
 }
 
 /// Reads a file the user named, with the path in the error.

@@ -26,12 +26,25 @@ pub struct ImageFacts {
 pub fn image_facts(data: &DataDir, image: &Path) -> Result<ImageFacts> {
     let manifest_path = image.with_file_name("manifest.json");
     let text = std::fs::read_to_string(&manifest_path).with_context(|| {
-        format!("reading {} (smoke needs the manifest written beside the image by `edgeimg build`)", manifest_path.display())
+        format!(
+            "reading {} (smoke needs the manifest written beside the image by `edgeimg build`)",
+            manifest_path.display()
+        )
     })?;
-    let m: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", manifest_path.display()))?;
-    let field = |k: &str| m[k].as_str().map(String::from).with_context(|| format!("{}: no `{k}`", manifest_path.display()));
+    let m: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("parsing {}", manifest_path.display()))?;
+    let field = |k: &str| {
+        m[k].as_str()
+            .map(String::from)
+            .with_context(|| format!("{}: no `{k}`", manifest_path.display()))
+    };
     let board = data.board(&field("board")?)?;
-    let mut facts = ImageFacts { board, role: field("role")?, hostname: field("hostname")?, k0s_version: field("k0s_version")? };
+    let mut facts = ImageFacts {
+        board,
+        role: field("role")?,
+        hostname: field("hostname")?,
+        k0s_version: field("k0s_version")?,
+    };
     if let Some(node) = node_on_image(image, &m)? {
         if let Some(h) = node.hostname.clone() {
             facts.hostname = h;
@@ -45,13 +58,22 @@ pub fn image_facts(data: &DataDir, image: &Path) -> Result<ImageFacts> {
 
 /// The node config on the image's boot partition, if any.
 pub fn node_on_image(image: &Path, manifest: &serde_json::Value) -> Result<Option<NodeConfig>> {
-    let Some(start) = manifest["partitions"]["partitions"][0]["start_lba"].as_u64() else { return Ok(None) };
-    let file = std::fs::OpenOptions::new().read(true).write(true).open(image).with_context(|| format!("opening {}", image.display()))?;
+    let Some(start) = manifest["partitions"]["partitions"][0]["start_lba"].as_u64() else {
+        return Ok(None);
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)
+        .with_context(|| format!("opening {}", image.display()))?;
     let mut vol = crate::fs::fat::FatVolume::open(file, start * 512)?;
     match vol.read_file("edgeimg/node.toml")? {
         Some(bytes) => {
             let text = String::from_utf8_lossy(&bytes).to_string();
-            Ok(Some(NodeConfig::from_toml_str(&text, Path::new("edgeimg/node.toml"))?))
+            Ok(Some(NodeConfig::from_toml_str(
+                &text,
+                Path::new("edgeimg/node.toml"),
+            )?))
         }
         None => Ok(None),
     }
@@ -74,7 +96,11 @@ pub fn smoke_cmd(json: bool, data: &DataDir, args: &SmokeArgs, rep: &dyn Reporte
         mac: None,
         guestfwd: args.guestfwd.clone(),
     };
-    rep.step(&format!("booting {} ({}) in QEMU", args.image.display(), facts.board.name));
+    rep.step(&format!(
+        "booting {} ({}) in QEMU",
+        args.image.display(),
+        facts.board.name
+    ));
     let report = crate::qemu::smoke(&args.image, &facts.board.qemu, &opts, rep)?;
     if json {
         println!(
@@ -97,5 +123,11 @@ pub fn smoke_cmd(json: bool, data: &DataDir, args: &SmokeArgs, rep: &dyn Reporte
 
 pub fn run_cmd(data: &DataDir, args: &RunArgs) -> Result<()> {
     let facts = image_facts(data, &args.image)?;
-    crate::qemu::run(&args.image, &facts.board.qemu, args.in_place, args.disk_mib * 1024 * 1024, args.kvm)
+    crate::qemu::run(
+        &args.image,
+        &facts.board.qemu,
+        args.in_place,
+        args.disk_mib * 1024 * 1024,
+        args.kvm,
+    )
 }

@@ -126,7 +126,10 @@ impl fmt::Display for TreePath {
 pub enum Content {
     Bytes(Arc<[u8]>),
     /// A file on the host whose content is taken as it is when the tree is encoded.
-    HostFile { path: PathBuf, size: u64 },
+    HostFile {
+        path: PathBuf,
+        size: u64,
+    },
 }
 
 impl Content {
@@ -157,7 +160,9 @@ impl Content {
     pub fn read_all(&self) -> std::io::Result<Arc<[u8]>> {
         match self {
             Content::Bytes(b) => Ok(b.clone()),
-            Content::HostFile { path, .. } => Ok(Arc::from(std::fs::read(path)?.into_boxed_slice())),
+            Content::HostFile { path, .. } => {
+                Ok(Arc::from(std::fs::read(path)?.into_boxed_slice()))
+            }
         }
     }
 }
@@ -166,7 +171,9 @@ impl fmt::Debug for Content {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Content::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
-            Content::HostFile { path, size } => write!(f, "HostFile({}, {size} bytes)", path.display()),
+            Content::HostFile { path, size } => {
+                write!(f, "HostFile({}, {size} bytes)", path.display())
+            }
         }
     }
 }
@@ -195,15 +202,33 @@ pub struct Entry {
 
 impl Entry {
     pub fn dir(mode: u32) -> Self {
-        Entry { kind: Kind::Dir, mode: mode & 0o7777, uid: 0, gid: 0, mtime: 0 }
+        Entry {
+            kind: Kind::Dir,
+            mode: mode & 0o7777,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        }
     }
 
     pub fn file(content: Content, mode: u32) -> Self {
-        Entry { kind: Kind::File(content), mode: mode & 0o7777, uid: 0, gid: 0, mtime: 0 }
+        Entry {
+            kind: Kind::File(content),
+            mode: mode & 0o7777,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        }
     }
 
     pub fn symlink(target: &str) -> Self {
-        Entry { kind: Kind::Symlink(target.to_string()), mode: 0o777, uid: 0, gid: 0, mtime: 0 }
+        Entry {
+            kind: Kind::Symlink(target.to_string()),
+            mode: 0o777,
+            uid: 0,
+            gid: 0,
+            mtime: 0,
+        }
     }
 
     pub fn owned(mut self, uid: u32, gid: u32) -> Self {
@@ -283,7 +308,10 @@ impl Tree {
     }
 
     /// The direct children of a directory, in order.
-    pub fn children<'a>(&'a self, dir: &TreePath) -> impl Iterator<Item = (&'a TreePath, &'a Entry)> + 'a {
+    pub fn children<'a>(
+        &'a self,
+        dir: &TreePath,
+    ) -> impl Iterator<Item = (&'a TreePath, &'a Entry)> + 'a {
         let depth = dir.depth() + 1;
         self.below(dir).filter(move |(p, _)| p.depth() == depth)
     }
@@ -292,7 +320,9 @@ impl Tree {
     /// entry for `lib/modules/x` lands in `usr/lib/modules/x` when `lib -> usr/lib`. The last
     /// component itself is not followed. Missing parents are left as they are.
     pub fn resolve_parents(&self, path: &TreePath) -> Result<TreePath, TreeError> {
-        let Some(parent) = path.parent() else { return Ok(TreePath::root()) };
+        let Some(parent) = path.parent() else {
+            return Ok(TreePath::root());
+        };
         let parent = self.resolve(&parent, 0)?;
         parent.join(path.file_name())
     }
@@ -316,7 +346,11 @@ impl Tree {
                     if hops > MAX_SYMLINK_HOPS {
                         return Err(TreeError::SymlinkLoop(path.to_string()));
                     }
-                    let base = if target.starts_with('/') { TreePath::root() } else { done.clone() };
+                    let base = if target.starts_with('/') {
+                        TreePath::root()
+                    } else {
+                        done.clone()
+                    };
                     let rest = pending[i + 1..].join("/");
                     let joined = TreePath::new(&format!("{}/{}", base.as_str(), target))?;
                     // Restart resolution of the target from the top, then keep the remainder.
@@ -358,8 +392,16 @@ impl Tree {
     }
 
     /// Convenience: inserts a regular file from bytes.
-    pub fn add_file(&mut self, path: &str, data: impl Into<Vec<u8>>, mode: u32) -> Result<TreePath, TreeError> {
-        self.insert(&TreePath::new(path)?, Entry::file(Content::bytes(data), mode))
+    pub fn add_file(
+        &mut self,
+        path: &str,
+        data: impl Into<Vec<u8>>,
+        mode: u32,
+    ) -> Result<TreePath, TreeError> {
+        self.insert(
+            &TreePath::new(path)?,
+            Entry::file(Content::bytes(data), mode),
+        )
     }
 
     pub fn add_dir(&mut self, path: &str, mode: u32) -> Result<TreePath, TreeError> {
@@ -377,7 +419,10 @@ impl Tree {
             cur = cur.join(c)?;
             match self.entries.get(&cur) {
                 Some(e) if e.is_dir() => {}
-                Some(Entry { kind: Kind::Symlink(_), .. }) => {
+                Some(Entry {
+                    kind: Kind::Symlink(_),
+                    ..
+                }) => {
                     cur = self.resolve(&cur, 0)?;
                     if !self.entries.get(&cur).is_some_and(|e| e.is_dir()) {
                         self.mkdir_p(&cur)?;
@@ -394,7 +439,9 @@ impl Tree {
 
     /// Removes an entry and, for a directory, everything below it. Returns whether it existed.
     pub fn remove(&mut self, path: &str) -> bool {
-        let Ok(p) = TreePath::new(path) else { return false };
+        let Ok(p) = TreePath::new(path) else {
+            return false;
+        };
         if p.is_root() {
             return false;
         }
@@ -418,7 +465,10 @@ impl Tree {
         let bounds = if dir.is_root() {
             (Excluded(TreePath::root()), Unbounded)
         } else {
-            (Included(TreePath(format!("{}/", dir.0))), Excluded(TreePath(format!("{}0", dir.0))))
+            (
+                Included(TreePath(format!("{}/", dir.0))),
+                Excluded(TreePath(format!("{}0", dir.0))),
+            )
         };
         self.entries.range(bounds)
     }
@@ -473,7 +523,10 @@ mod tests {
 
     #[test]
     fn dotdot_is_clamped_or_refused() {
-        assert_eq!(TreePath::new("/../../etc/passwd").unwrap().as_str(), "etc/passwd");
+        assert_eq!(
+            TreePath::new("/../../etc/passwd").unwrap().as_str(),
+            "etc/passwd"
+        );
         assert_eq!(TreePath::new("./a//b/./c/..").unwrap().as_str(), "a/b");
         assert!(TreePath::strict("a/../../etc").is_err());
         assert!(TreePath::new("a\0b").is_err());
@@ -483,7 +536,9 @@ mod tests {
     fn inserts_create_parents_and_follow_symlinked_dirs() {
         let mut t = Tree::new();
         t.add_symlink("lib", "usr/lib").unwrap();
-        let at = t.add_file("lib/modules/x.ko", b"k".to_vec(), 0o644).unwrap();
+        let at = t
+            .add_file("lib/modules/x.ko", b"k".to_vec(), 0o644)
+            .unwrap();
         assert_eq!(at.as_str(), "usr/lib/modules/x.ko");
         assert!(t.get("usr/lib").unwrap().is_dir());
         assert!(t.get("lib/modules/x.ko").is_none());
@@ -502,7 +557,10 @@ mod tests {
         let mut t = Tree::new();
         t.add_symlink("a", "b").unwrap();
         t.add_symlink("b", "a").unwrap();
-        assert!(matches!(t.add_file("a/x", b"".to_vec(), 0o644), Err(TreeError::SymlinkLoop(_))));
+        assert!(matches!(
+            t.add_file("a/x", b"".to_vec(), 0o644),
+            Err(TreeError::SymlinkLoop(_))
+        ));
     }
 
     #[test]
@@ -524,8 +582,10 @@ mod tests {
         t.add_file("a", b"".to_vec(), 0o644).unwrap();
         let order: Vec<String> = t.iter().map(|(p, _)| p.as_str().to_string()).collect();
         assert_eq!(order, vec!["", "a", "z", "z/y", "z/y/x"]);
-        let kids: Vec<String> =
-            t.children(&TreePath::new("z").unwrap()).map(|(p, _)| p.as_str().to_string()).collect();
+        let kids: Vec<String> = t
+            .children(&TreePath::new("z").unwrap())
+            .map(|(p, _)| p.as_str().to_string())
+            .collect();
         assert_eq!(kids, vec!["z/y"]);
     }
 }

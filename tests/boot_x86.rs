@@ -21,6 +21,9 @@ boot_cmd = [
 [k0s]
 role = "worker"
 
+[time]
+ntp = []
+
 [[files]]
 path = "/etc/edgeimg-test/hello"
 content = "hello-from-node-config"
@@ -28,19 +31,35 @@ mode = "0600"
 "#;
 
 fn board_qemu() -> edgeimg::qemu::QemuSpec {
-    let data = edgeimg::profile::DataDir::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap();
+    let data =
+        edgeimg::profile::DataDir::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap();
     data.board("x86-64").unwrap().qemu
 }
 
 fn build_role(dir: &Path, role: &str, node: Option<&str>, token: bool) -> PathBuf {
     let out = dir.join(format!("out-{}", role.replace('+', "-")));
-    let mut args: Vec<String> = vec!["--board".into(), "x86-64".into(), "--role".into(), role.into(), "--no-xz".into()];
+    let mut args: Vec<String> = vec![
+        "--board".into(),
+        "x86-64".into(),
+        "--role".into(),
+        role.into(),
+        "--no-xz".into(),
+    ];
     if let Some(text) = node {
         let p = dir.join("node.toml");
         std::fs::write(&p, text).unwrap();
         args.extend(["--node".into(), p.display().to_string()]);
     } else {
-        args.extend(["--hostname".into(), format!("n-{}", role.replace('+', "-"))]);
+        let p = dir.join(format!("node-{}.toml", role.replace('+', "-")));
+        std::fs::write(
+            &p,
+            format!(
+                "hostname = \"n-{}\"\n[time]\nntp = []\n",
+                role.replace('+', "-")
+            ),
+        )
+        .unwrap();
+        args.extend(["--node".into(), p.display().to_string()]);
     }
     if token {
         let t = dir.join("join.token");
@@ -60,7 +79,12 @@ fn options(role: &str, hostname: &str, keep: bool) -> SmokeOptions {
         keep,
         disk_size: 2048 * 1024 * 1024,
         kvm: false,
-        expect: Expectations { role: role.into(), hostname: hostname.into(), root_ro: true, k0s_version: K0S_VERSION.into() },
+        expect: Expectations {
+            role: role.into(),
+            hostname: hostname.into(),
+            root_ro: true,
+            k0s_version: K0S_VERSION.into(),
+        },
         extra_console_checks: vec![],
         mac: None,
         guestfwd: vec![],
@@ -78,20 +102,52 @@ fn worker_boots_to_ready_applies_its_config_and_survives_power_cuts() {
     let spec = board_qemu();
 
     // First boot on a copy of the image.
-    let first = qemu::smoke(&image, &spec, &options("worker", "boot-test-1", true), &Silent).expect("first boot");
-    assert_eq!(first.ready_line, format!("edgeimg: ready role=worker hostname=boot-test-1 root=ro k0s={K0S_VERSION}"));
+    let first = qemu::smoke(
+        &image,
+        &spec,
+        &options("worker", "boot-test-1", true),
+        &Silent,
+    )
+    .expect("first boot");
+    assert_eq!(
+        first.ready_line,
+        format!("edgeimg: ready role=worker hostname=boot-test-1 root=ro k0s={K0S_VERSION}")
+    );
     assert!(console_has(&first, "usr-writable=no"), "root is writable");
-    assert!(console_has(&first, "file=hello-from-node-config"), "the node config's file is missing");
+    assert!(
+        console_has(&first, "file=hello-from-node-config"),
+        "the node config's file is missing"
+    );
     assert!(console_has(&first, "run-cmd-ran"));
-    assert!(console_has(&first, "k0s-stand-in: worker") && console_has(&first, "--token-file /var/lib/k0s/join-token"),
-        "k0s was not started as a worker with the token:\n{}", first.console.join("\n"));
+    assert!(
+        console_has(&first, "k0s-stand-in: worker")
+            && console_has(&first, "--token-file /var/lib/k0s/join-token"),
+        "k0s was not started as a worker with the token:\n{}",
+        first.console.join("\n")
+    );
     let disk = first.disk_copy.clone().expect("kept disk copy");
-    assert!(!esp_has(&image, &disk, "edgeimg/token"), "the join token is still on the ESP after the first boot");
+    assert!(
+        !esp_has(&image, &disk, "edgeimg/token"),
+        "the join token is still on the ESP after the first boot"
+    );
 
     // Second boot of the same disk: run_cmd does not run again, data survived.
-    let second = qemu::boot_disk(&disk, &spec, &options("worker", "boot-test-1", true), None, &Silent).expect("second boot");
-    assert!(!console_has(&second, "run-cmd-ran"), "run_cmd ran again on the second boot");
-    assert!(console_has(&second, "persist=kept"), "data did not survive a reboot");
+    let second = qemu::boot_disk(
+        &disk,
+        &spec,
+        &options("worker", "boot-test-1", true),
+        None,
+        &Silent,
+    )
+    .expect("second boot");
+    assert!(
+        !console_has(&second, "run-cmd-ran"),
+        "run_cmd ran again on the second boot"
+    );
+    assert!(
+        console_has(&second, "persist=kept"),
+        "data did not survive a reboot"
+    );
     std::fs::remove_file(&disk).ok();
 }
 
@@ -104,10 +160,17 @@ fn power_cuts_during_the_first_boot_are_survived() {
     for cut in ["edgeimg: data:", "edgeimg: files:"] {
         let mut opts = options("worker", "boot-test-1", true);
         opts.timeout = Duration::from_secs(300);
-        let cut_boot = qemu::smoke_until(&image, &spec, &opts, cut, &Silent).expect("boot until the cut");
+        let cut_boot =
+            qemu::smoke_until(&image, &spec, &opts, cut, &Silent).expect("boot until the cut");
         let disk = cut_boot.disk_copy.clone().expect("kept disk copy");
-        let next = qemu::boot_disk(&disk, &spec, &options("worker", "boot-test-1", true), None, &Silent)
-            .unwrap_or_else(|e| panic!("no ready line after a power cut at {cut:?}: {e:#}"));
+        let next = qemu::boot_disk(
+            &disk,
+            &spec,
+            &options("worker", "boot-test-1", true),
+            None,
+            &Silent,
+        )
+        .unwrap_or_else(|e| panic!("no ready line after a power cut at {cut:?}: {e:#}"));
         assert!(next.ready_line.contains("hostname=boot-test-1"));
         assert!(console_has(&next, "file=hello-from-node-config"));
         std::fs::remove_file(&disk).ok();
@@ -127,15 +190,24 @@ fn controller_roles_start_k0s_with_their_arguments() {
         let host = format!("n-{}", role.replace('+', "-"));
         let r = qemu::smoke(&image, &spec, &options(role, &host, false), &Silent)
             .unwrap_or_else(|e| panic!("{role} did not come up: {e:#}"));
-        assert!(console_has(&r, args), "{role}: k0s not started with {args}:\n{}", r.console.join("\n"));
+        assert!(
+            console_has(&r, args),
+            "{role}: k0s not started with {args}:\n{}",
+            r.console.join("\n")
+        );
     }
 }
 
 /// Whether the ESP of a disk copy still holds `path`, read with mtools.
 fn esp_has(image: &Path, disk: &Path, path: &str) -> bool {
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(image.with_file_name("manifest.json")).unwrap()).unwrap();
-    let start = manifest["partitions"]["partitions"][0]["start_lba"].as_u64().unwrap() * 512;
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(image.with_file_name("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let start = manifest["partitions"]["partitions"][0]["start_lba"]
+        .as_u64()
+        .unwrap()
+        * 512;
     let spec = format!("{}@@{start}", disk.display());
     let o = run_tool("mdir", &["-i", &spec, &format!("::/{path}")]);
     o.status.success()

@@ -9,6 +9,7 @@ use common::*;
 
 const NODE: &str = r#"
 hostname = "edge-test-1"
+boot_cmd = ["echo boot-cmd-ran"]
 
 [k0s]
 role = "worker"
@@ -25,7 +26,8 @@ path = "/etc/edgeimg-test/hello"
 content = "hello from the node config\n"
 mode = "0640"
 
-boot_cmd = ["echo boot-cmd-ran"]
+[time]
+ntp = []
 "#;
 
 struct Built {
@@ -43,16 +45,30 @@ fn built() -> &'static Built {
         std::fs::write(&node, NODE).unwrap();
         let token = dir.path().join("worker.token");
         std::fs::write(&token, "test-join-token\n").unwrap();
-        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
         let out = dir.path().join("out");
         let before = k0s_server().count();
         let o = build(
             &out,
-            &["--board", "x86-64", "--role", "worker", "--node", node.to_str().unwrap(), "--token-file", token.to_str().unwrap()],
+            &[
+                "--board",
+                "x86-64",
+                "--role",
+                "worker",
+                "--node",
+                node.to_str().unwrap(),
+                "--token-file",
+                token.to_str().unwrap(),
+            ],
         );
         assert!(o.status.success(), "build failed:\n{}", stderr(&o));
         let first_requests = k0s_server().count() - before;
-        Built { _dir: dir, out, first_requests }
+        Built {
+            _dir: dir,
+            out,
+            first_requests,
+        }
     })
 }
 
@@ -61,13 +77,17 @@ fn image() -> PathBuf {
 }
 
 fn manifest() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(built().out.join("manifest.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(built().out.join("manifest.json")).unwrap())
+        .unwrap()
 }
 
 fn part(n: usize) -> (u64, u64) {
     let m = manifest();
     let p = &m["partitions"]["partitions"][n];
-    (p["start_lba"].as_u64().unwrap() * 512, p["size_lba"].as_u64().unwrap() * 512)
+    (
+        p["start_lba"].as_u64().unwrap() * 512,
+        p["size_lba"].as_u64().unwrap() * 512,
+    )
 }
 
 #[test]
@@ -87,10 +107,16 @@ fn gpt_is_valid_and_matches_the_manifest() {
     for (i, p) in parts.iter().enumerate() {
         let mp = &m["partitions"]["partitions"][i];
         assert_eq!(p["start"].as_u64(), mp["start_lba"].as_u64());
-        assert_eq!(p["uuid"].as_str().unwrap().to_lowercase(), mp["uuid"].as_str().unwrap());
+        assert_eq!(
+            p["uuid"].as_str().unwrap().to_lowercase(),
+            mp["uuid"].as_str().unwrap()
+        );
     }
     // The loader entry names the root by the PARTUUID in the table.
-    assert!(m["kernel_cmdline"].as_str().unwrap().contains(&format!("edgeimg.root=PARTUUID={}", m["partitions"]["partitions"][1]["uuid"].as_str().unwrap())));
+    assert!(m["kernel_cmdline"].as_str().unwrap().contains(&format!(
+        "edgeimg.root=PARTUUID={}",
+        m["partitions"]["partitions"][1]["uuid"].as_str().unwrap()
+    )));
 }
 
 #[test]
@@ -100,17 +126,44 @@ fn esp_passes_fsck_and_holds_systemd_boot_kernel_initrd_and_node_config() {
     let esp = dir.path().join("esp.img");
     extract(&image(), off, len, &esp);
     let f = run_tool("fsck.fat", &["-n", esp.to_str().unwrap()]);
-    assert!(f.status.success(), "fsck.fat -n:\n{}{}", stdout(&f), stderr(&f));
+    assert!(
+        f.status.success(),
+        "fsck.fat -n:\n{}{}",
+        stdout(&f),
+        stderr(&f)
+    );
     let spec = format!("{}", esp.display());
     let listing = stdout(&run_tool("mdir", &["-i", &spec, "-/", "-b", "::"]));
-    for want in ["::/EFI/BOOT/BOOTX64.EFI", "::/loader/loader.conf", "::/loader/entries/edgeimg.conf", "::/vmlinuz", "::/initrd.img", "::/edgeimg/node.env", "::/edgeimg/token"] {
-        assert!(listing.to_lowercase().contains(&want.to_lowercase()), "{want} missing from ESP:\n{listing}");
+    for want in [
+        "::/EFI/BOOT/BOOTX64.EFI",
+        "::/loader/loader.conf",
+        "::/loader/entries/edgeimg.conf",
+        "::/vmlinuz",
+        "::/initrd.img",
+        "::/edgeimg/node.env",
+        "::/edgeimg/token",
+    ] {
+        assert!(
+            listing.to_lowercase().contains(&want.to_lowercase()),
+            "{want} missing from ESP:\n{listing}"
+        );
     }
     let efi = run_tool("mcopy", &["-i", &spec, "::/EFI/BOOT/BOOTX64.EFI", "-"]).stdout;
     assert_eq!(&efi[..2], b"MZ", "BOOTX64.EFI is not a PE binary");
-    let entry = stdout(&run_tool("mcopy", &["-i", &spec, "::/loader/entries/edgeimg.conf", "-"]));
-    assert!(entry.contains("linux /vmlinuz") && entry.contains("initrd /initrd.img") && entry.contains("edgeimg.root=PARTUUID="), "{entry}");
-    let env = stdout(&run_tool("mcopy", &["-i", &spec, "::/edgeimg/node.env", "-"]));
+    let entry = stdout(&run_tool(
+        "mcopy",
+        &["-i", &spec, "::/loader/entries/edgeimg.conf", "-"],
+    ));
+    assert!(
+        entry.contains("linux /vmlinuz")
+            && entry.contains("initrd /initrd.img")
+            && entry.contains("edgeimg.root=PARTUUID="),
+        "{entry}"
+    );
+    let env = stdout(&run_tool(
+        "mcopy",
+        &["-i", &spec, "::/edgeimg/node.env", "-"],
+    ));
     assert!(env.contains("NODE_HOSTNAME='edge-test-1'"), "{env}");
     assert!(env.contains("NODE_ROLE='worker'"), "{env}");
     let token = stdout(&run_tool("mcopy", &["-i", &spec, "::/edgeimg/token", "-"]));
@@ -129,11 +182,18 @@ fn root_squashfs_holds_k0s_busybox_modules_and_init_with_modes_and_owners() {
     let line = |path: &str| -> String {
         listing
             .lines()
-            .find(|l| l.ends_with(&format!("squashfs-root{path}")) || l.contains(&format!("squashfs-root{path} -> ")))
+            .find(|l| {
+                l.ends_with(&format!("squashfs-root{path}"))
+                    || l.contains(&format!("squashfs-root{path} -> "))
+            })
             .unwrap_or_else(|| panic!("{path} not in the root filesystem"))
             .to_string()
     };
-    assert!(line("/usr/local/bin/k0s").starts_with("-rwxr-xr-x 0/0"), "{}", line("/usr/local/bin/k0s"));
+    assert!(
+        line("/usr/local/bin/k0s").starts_with("-rwxr-xr-x 0/0"),
+        "{}",
+        line("/usr/local/bin/k0s")
+    );
     assert!(line("/usr/bin/busybox").starts_with("-rwxr-xr-x 0/0"));
     assert!(line("/usr/bin/sh").starts_with('l'));
     assert!(line("/usr/sbin/init").starts_with('l'));
@@ -146,8 +206,20 @@ fn root_squashfs_holds_k0s_busybox_modules_and_init_with_modes_and_owners() {
     assert!(line("/bin").contains("-> usr/bin"));
     let m = manifest();
     let kver = m["kernel_version"].as_str().unwrap();
-    for module in ["overlay.ko", "br_netfilter.ko", "vxlan.ko", "ip_set.ko", "nf_conntrack.ko"] {
-        assert!(listing.lines().any(|l| l.contains(&format!("/usr/lib/modules/{kver}/")) && l.contains(&format!("/{module}"))), "{module} missing");
+    for module in [
+        "overlay.ko",
+        "br_netfilter.ko",
+        "vxlan.ko",
+        "ip_set.ko",
+        "nf_conntrack.ko",
+    ] {
+        assert!(
+            listing
+                .lines()
+                .any(|l| l.contains(&format!("/usr/lib/modules/{kver}/"))
+                    && l.contains(&format!("/{module}"))),
+            "{module} missing"
+        );
     }
     for index in ["modules.dep", "modules.alias", "config"] {
         line(&format!("/usr/lib/modules/{kver}/{index}"));
@@ -156,9 +228,20 @@ fn root_squashfs_holds_k0s_busybox_modules_and_init_with_modes_and_owners() {
     assert!(!listing.contains("squashfs-root/usr/share/doc/"));
     // The stand-in was fetched through the real download path: its bytes are in the image.
     let x = dir.path().join("x");
-    let e = run_tool("unsquashfs", &["-d", x.to_str().unwrap(), root.to_str().unwrap(), "/usr/local/bin/k0s"]);
+    let e = run_tool(
+        "unsquashfs",
+        &[
+            "-d",
+            x.to_str().unwrap(),
+            root.to_str().unwrap(),
+            "/usr/local/bin/k0s",
+        ],
+    );
     assert!(e.status.success(), "{}", stderr(&e));
-    assert_eq!(std::fs::read(x.join("usr/local/bin/k0s")).unwrap(), k0s_stand_in());
+    assert_eq!(
+        std::fs::read(x.join("usr/local/bin/k0s")).unwrap(),
+        k0s_stand_in()
+    );
 }
 
 #[test]
@@ -167,9 +250,23 @@ fn initramfs_is_a_newc_cpio_with_init_busybox_and_modules() {
     let dir = tempfile::tempdir().unwrap();
     let esp = dir.path().join("esp.img");
     extract(&image(), off, len, &esp);
-    let initrd = run_tool("mcopy", &["-i", esp.to_str().unwrap(), "::/initrd.img", "-"]).stdout;
+    let initrd = run_tool(
+        "mcopy",
+        &["-i", esp.to_str().unwrap(), "::/initrd.img", "-"],
+    )
+    .stdout;
     std::fs::write(dir.path().join("initrd.zst"), &initrd).unwrap();
-    let d = run_tool("zstd", &["-d", "-q", "-f", dir.path().join("initrd.zst").to_str().unwrap(), "-o", dir.path().join("initrd.cpio").to_str().unwrap()]);
+    let d = run_tool(
+        "zstd",
+        &[
+            "-d",
+            "-q",
+            "-f",
+            dir.path().join("initrd.zst").to_str().unwrap(),
+            "-o",
+            dir.path().join("initrd.cpio").to_str().unwrap(),
+        ],
+    );
     assert!(d.status.success(), "zstd -d: {}", stderr(&d));
     let cpio = std::process::Command::new("cpio")
         .args(["-itv", "--numeric-uid-gid"])
@@ -178,10 +275,22 @@ fn initramfs_is_a_newc_cpio_with_init_busybox_and_modules() {
         .unwrap();
     assert!(cpio.status.success(), "cpio -itv: {}", stderr(&cpio));
     let listing = stdout(&cpio);
-    let has = |suffix: &str| listing.lines().find(|l| l.ends_with(suffix)).map(String::from);
+    let has = |suffix: &str| {
+        listing
+            .lines()
+            .find(|l| l.ends_with(suffix))
+            .map(String::from)
+    };
     assert!(has(" init").unwrap().starts_with("-rwxr-xr-x"), "{listing}");
     assert!(has(" bin/busybox").unwrap().starts_with("-rwxr-xr-x"));
-    for m in ["squashfs.ko.xz", "ext4.ko.xz", "vfat.ko.xz", "virtio_blk.ko.xz", "nvme.ko.xz", "overlay.ko.xz"] {
+    for m in [
+        "squashfs.ko.xz",
+        "ext4.ko.xz",
+        "vfat.ko.xz",
+        "virtio_blk.ko.xz",
+        "nvme.ko.xz",
+        "overlay.ko.xz",
+    ] {
         assert!(listing.contains(m), "{m} missing from the initramfs");
     }
     assert!(listing.contains("modules.dep"));
@@ -191,10 +300,23 @@ fn initramfs_is_a_newc_cpio_with_init_busybox_and_modules() {
 #[test]
 fn xz_checksums_and_manifest_are_consistent() {
     let out = &built().out;
-    let t = run_tool("xz", &["-t", out.join("x86-64-worker.img.xz").to_str().unwrap()]);
+    let t = run_tool(
+        "xz",
+        &["-t", out.join("x86-64-worker.img.xz").to_str().unwrap()],
+    );
     assert!(t.status.success(), "xz -t: {}", stderr(&t));
-    let c = std::process::Command::new("sha256sum").arg("-c").arg("SHA256SUMS").current_dir(out).output().unwrap();
-    assert!(c.status.success(), "sha256sum -c:\n{}{}", stdout(&c), stderr(&c));
+    let c = std::process::Command::new("sha256sum")
+        .arg("-c")
+        .arg("SHA256SUMS")
+        .current_dir(out)
+        .output()
+        .unwrap();
+    assert!(
+        c.status.success(),
+        "sha256sum -c:\n{}{}",
+        stdout(&c),
+        stderr(&c)
+    );
     let listed = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
     for f in ["x86-64-worker.img", "x86-64-worker.img.xz", "manifest.json"] {
         assert!(listed.contains(f), "{f} not in SHA256SUMS");
@@ -203,21 +325,39 @@ fn xz_checksums_and_manifest_are_consistent() {
     assert_eq!(m["board"], "x86-64");
     assert_eq!(m["role"], "worker");
     assert_eq!(m["token_included"], true);
-    assert!(!std::fs::read_to_string(out.join("manifest.json")).unwrap().contains("test-join-token"));
+    assert!(!std::fs::read_to_string(out.join("manifest.json"))
+        .unwrap()
+        .contains("test-join-token"));
     let inputs = m["inputs"].as_array().unwrap();
-    for name in ["busybox-static", "systemd-boot-efi", "e2fsprogs", "libc6", "k0s"] {
-        let i = inputs.iter().find(|i| i["name"] == name).unwrap_or_else(|| panic!("{name} not in the manifest"));
+    for name in [
+        "busybox-static",
+        "systemd-boot-efi",
+        "e2fsprogs",
+        "libc6",
+        "k0s",
+    ] {
+        let i = inputs
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not in the manifest"));
         assert_eq!(i["sha256"].as_str().unwrap().len(), 64);
         assert!(!i["version"].as_str().unwrap().is_empty());
         assert!(!i["source"].as_str().unwrap().is_empty());
     }
-    assert!(inputs.iter().any(|i| i["name"].as_str().unwrap().starts_with("linux-image-6.")));
+    assert!(inputs
+        .iter()
+        .any(|i| i["name"].as_str().unwrap().starts_with("linux-image-6.")));
 }
 
 #[test]
 fn a_warm_rebuild_makes_no_request_and_gives_the_same_image() {
     let b = built();
-    assert_eq!(b.first_requests <= 1, true, "k0s fetched {} times", b.first_requests);
+    assert_eq!(
+        b.first_requests <= 1,
+        true,
+        "k0s fetched {} times",
+        b.first_requests
+    );
     let dir = tempfile::tempdir().unwrap();
     let node = dir.path().join("node.toml");
     std::fs::write(&node, NODE).unwrap();
@@ -228,10 +368,28 @@ fn a_warm_rebuild_makes_no_request_and_gives_the_same_image() {
     let before = k0s_server().count();
     let o = build(
         &out,
-        &["--offline", "--board", "x86-64", "--role", "worker", "--node", node.to_str().unwrap(), "--token-file", token.to_str().unwrap()],
+        &[
+            "--offline",
+            "--board",
+            "x86-64",
+            "--role",
+            "worker",
+            "--node",
+            node.to_str().unwrap(),
+            "--token-file",
+            token.to_str().unwrap(),
+        ],
     );
-    assert!(o.status.success(), "offline rebuild failed:\n{}", stderr(&o));
-    assert_eq!(k0s_server().count(), before, "a warm rebuild downloaded k0s again");
+    assert!(
+        o.status.success(),
+        "offline rebuild failed:\n{}",
+        stderr(&o)
+    );
+    assert_eq!(
+        k0s_server().count(),
+        before,
+        "a warm rebuild downloaded k0s again"
+    );
     assert_eq!(
         sha256_file(&out.join("x86-64-worker.img")),
         sha256_file(&image()),
@@ -240,5 +398,6 @@ fn a_warm_rebuild_makes_no_request_and_gives_the_same_image() {
 }
 
 fn sha256_file(p: &Path) -> String {
-    sha256_hex(&std::fs::read(p).unwrap())
+    let o = run_tool("sha256sum", &[p.to_str().unwrap()]);
+    stdout(&o).split_whitespace().next().unwrap().to_string()
 }

@@ -8,8 +8,14 @@ use common::*;
 
 fn assert_nothing_published(out: &Path) {
     if let Ok(rd) = std::fs::read_dir(out) {
-        let names: Vec<String> = rd.map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
-        assert!(names.is_empty(), "a failed build left files in {}: {names:?}", out.display());
+        let names: Vec<String> = rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        assert!(
+            names.is_empty(),
+            "a failed build left files in {}: {names:?}",
+            out.display()
+        );
     }
 }
 
@@ -27,13 +33,20 @@ fn fails_with(out: &Path, args: &[&str], needles: &[&str]) -> String {
 #[test]
 fn unknown_board_names_the_known_boards() {
     let d = tempfile::tempdir().unwrap();
-    fails_with(&d.path().join("out"), &["--board", "pi9", "--role", "worker"], &["unknown board 'pi9'", "x86-64"]);
+    fails_with(
+        &d.path().join("out"),
+        &["--board", "pi9", "--role", "worker"],
+        &["unknown board 'pi9'", "x86-64"],
+    );
 }
 
 #[test]
 fn unknown_role_is_refused() {
     let d = tempfile::tempdir().unwrap();
-    let o = build(&d.path().join("out"), &["--board", "x86-64", "--role", "boss"]);
+    let o = build(
+        &d.path().join("out"),
+        &["--board", "x86-64", "--role", "boss"],
+    );
     assert!(!o.status.success());
     assert!(stderr(&o).contains("boss"), "{}", stderr(&o));
 }
@@ -42,10 +55,22 @@ fn unknown_role_is_refused() {
 fn malformed_node_config_names_file_and_line() {
     let d = tempfile::tempdir().unwrap();
     let node = d.path().join("node.toml");
-    std::fs::write(&node, "hostname = \"a\"\n[k0s]\nrole = \"worker\"\nlabelz = 3\n").unwrap();
-    fails_with(&d.path().join("out"), &["--node", node.to_str().unwrap()], &[&format!("{}:4", node.display()), "labelz"]);
+    std::fs::write(
+        &node,
+        "hostname = \"a\"\n[k0s]\nrole = \"worker\"\nlabelz = 3\n",
+    )
+    .unwrap();
+    fails_with(
+        &d.path().join("out"),
+        &["--node", node.to_str().unwrap()],
+        &[&format!("{}:4", node.display()), "labelz"],
+    );
     std::fs::write(&node, "hostname = [1]\n").unwrap();
-    fails_with(&d.path().join("out"), &["--node", node.to_str().unwrap()], &[&format!("{}:1", node.display())]);
+    fails_with(
+        &d.path().join("out"),
+        &["--node", node.to_str().unwrap()],
+        &[&format!("{}:1", node.display())],
+    );
 }
 
 #[test]
@@ -53,16 +78,31 @@ fn malformed_board_file_names_file_and_line() {
     let d = tempfile::tempdir().unwrap();
     let data = copy_project_data(d.path());
     let board = data.join("boards/x86-64.toml");
-    let text = std::fs::read_to_string(&board).unwrap().replace("smp = 2", "smp = \"two\"");
+    let text = std::fs::read_to_string(&board)
+        .unwrap()
+        .replace("smp = 2", "smp = \"two\"");
     std::fs::write(&board, text).unwrap();
     let out = d.path().join("out");
-    fails_with(&out, &["--data-dir", data.to_str().unwrap(), "--role", "worker"], &["boards/x86-64.toml:", "smp"]);
+    fails_with(
+        &out,
+        &["--data-dir", data.to_str().unwrap(), "--role", "worker"],
+        &["boards/x86-64.toml:", "smp"],
+    );
 }
 
 #[test]
 fn unreadable_token_file_is_named() {
     let d = tempfile::tempdir().unwrap();
-    fails_with(&d.path().join("out"), &["--role", "worker", "--token-file", "/nonexistent/worker.token"], &["/nonexistent/worker.token"]);
+    fails_with(
+        &d.path().join("out"),
+        &[
+            "--role",
+            "worker",
+            "--token-file",
+            "/nonexistent/worker.token",
+        ],
+        &["/nonexistent/worker.token"],
+    );
 }
 
 #[test]
@@ -71,14 +111,29 @@ fn k0s_checksum_mismatch_names_both_digests() {
     let out = d.path().join("out");
     let wrong = "0".repeat(64);
     let s = k0s_server();
-    let url = format!("http://127.0.0.1:{}/releases/{{version}}/k0s-{{version}}-{{arch}}", s.port);
+    let url = format!(
+        "http://127.0.0.1:{}/releases/{{version}}/k0s-{{version}}-{{arch}}",
+        s.port
+    );
     let o = edgeimg(&[
-        "build", "--role", "worker", "--out", out.to_str().unwrap(), "--cache-dir", d.path().join("cache").to_str().unwrap(),
-        "--k0s-url", &url, "--k0s-sha256", &wrong,
+        "build",
+        "--role",
+        "worker",
+        "--out",
+        out.to_str().unwrap(),
+        "--cache-dir",
+        d.path().join("cache").to_str().unwrap(),
+        "--k0s-url",
+        &url,
+        "--k0s-sha256",
+        &wrong,
     ]);
     let err = stderr(&o);
     assert!(!o.status.success());
-    assert!(err.contains(&wrong) && err.contains(&sha256_hex(&k0s_stand_in())), "{err}");
+    assert!(
+        err.contains(&wrong) && err.contains(&sha256_hex(&k0s_stand_in())),
+        "{err}"
+    );
     assert_nothing_published(&out);
 }
 
@@ -102,10 +157,16 @@ fn root_too_big_for_its_partition_names_the_board_field() {
     let d = tempfile::tempdir().unwrap();
     let data = copy_project_data(d.path());
     let board = data.join("boards/x86-64.toml");
-    let text = std::fs::read_to_string(&board).unwrap().replace("root_mib = 1024", "root_mib = 4");
+    let text = std::fs::read_to_string(&board)
+        .unwrap()
+        .replace("root_mib = 1024", "root_mib = 4");
     std::fs::write(&board, text).unwrap();
     let out = d.path().join("out");
-    fails_with(&out, &["--data-dir", data.to_str().unwrap(), "--role", "worker"], &["root_mib", "x86-64.toml"]);
+    fails_with(
+        &out,
+        &["--data-dir", data.to_str().unwrap(), "--role", "worker"],
+        &["root_mib", "x86-64.toml"],
+    );
 }
 
 /// A copy of boards/, profiles/ and overlays/ to break on purpose.
@@ -114,7 +175,10 @@ fn copy_project_data(dir: &Path) -> std::path::PathBuf {
     std::fs::create_dir_all(&data).unwrap();
     for sub in ["boards", "profiles", "overlays"] {
         let src = format!("{}/{sub}", env!("CARGO_MANIFEST_DIR"));
-        let o = std::process::Command::new("cp").args(["-r", &src, data.to_str().unwrap()]).output().unwrap();
+        let o = std::process::Command::new("cp")
+            .args(["-r", &src, data.to_str().unwrap()])
+            .output()
+            .unwrap();
         assert!(o.status.success(), "copying {src}");
     }
     data

@@ -68,14 +68,23 @@ pub fn stdout(o: &Output) -> String {
 /// A host tool the tests judge outputs with; absent means the test setup is incomplete.
 pub fn need(tool: &str) {
     let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file() || Path::new("/usr/sbin").join(tool).is_file()))
+        .map(|p| {
+            std::env::split_paths(&p)
+                .any(|d| d.join(tool).is_file() || Path::new("/usr/sbin").join(tool).is_file())
+        })
         .unwrap_or(false);
-    assert!(found, "{tool} is not installed: run scripts/test (it installs the test dependencies)");
+    assert!(
+        found,
+        "{tool} is not installed: run scripts/test (it installs the test dependencies)"
+    );
 }
 
 pub fn run_tool(cmd: &str, args: &[&str]) -> Output {
     need(cmd);
-    Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("running {cmd}: {e}"))
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"))
 }
 
 /// Serves files from memory on 127.0.0.1 and counts requests.
@@ -106,7 +115,11 @@ impl Server {
                 let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
                 match files.iter().find(|(p, _)| *p == path) {
                     Some((_, body)) => {
-                        let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                        let _ = write!(
+                            s,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                            body.len()
+                        );
                         let _ = s.write_all(body);
                     }
                     None => {
@@ -134,7 +147,14 @@ pub fn k0s_server() -> &'static Server {
         let body = k0s_stand_in();
         let mut files = Vec::new();
         for arch in ["amd64", "arm64", "arm"] {
-            files.push((format!("/releases/{}/k0s-{}-{arch}", K0S_VERSION.replace('+', "%2B"), K0S_VERSION.replace('+', "%2B")), body.clone()));
+            files.push((
+                format!(
+                    "/releases/{}/k0s-{}-{arch}",
+                    K0S_VERSION.replace('+', "%2B"),
+                    K0S_VERSION.replace('+', "%2B")
+                ),
+                body.clone(),
+            ));
         }
         Server::start(files)
     })
@@ -145,7 +165,10 @@ pub fn k0s_args() -> Vec<String> {
     let s = k0s_server();
     vec![
         "--k0s-url".into(),
-        format!("http://127.0.0.1:{}/releases/{{version}}/k0s-{{version}}-{{arch}}", s.port),
+        format!(
+            "http://127.0.0.1:{}/releases/{{version}}/k0s-{{version}}-{{arch}}",
+            s.port
+        ),
         "--k0s-sha256".into(),
         sha256_hex(&k0s_stand_in()),
     ]
