@@ -15,7 +15,9 @@ pub fn load(dir: &Path, context: &minijinja::Value) -> Result<Tree> {
     if !dir.is_dir() {
         bail!("overlay directory {} is missing", dir.display());
     }
-    let env = minijinja::Environment::new();
+    let mut env = minijinja::Environment::new();
+    // Config files end in a newline; minijinja drops it unless told otherwise.
+    env.set_keep_trailing_newline(true);
     walk(dir, dir, &mut tree, &env, context)?;
     Ok(tree)
 }

@@ -344,8 +344,20 @@ pub fn toml_error(e: &toml::de::Error, text: &str, path: &Path) -> String {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
             let line = before.matches('\n').count() + 1;
-            let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
-            format!("{}:{line}:{col}: {msg}", path.display())
+            let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+            let col = before.len() - line_start + 1;
+            // Name the key the error is about when the line is `key = value`.
+            let line_text = text[line_start..].lines().next().unwrap_or("");
+            match line_text
+                .split_once('=')
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && !k.contains(' '))
+            {
+                Some(key) if !msg.contains(key) => {
+                    format!("{}:{line}:{col}: `{key}`: {msg}", path.display())
+                }
+                _ => format!("{}:{line}:{col}: {msg}", path.display()),
+            }
         }
         None => format!("{}: {msg}", path.display()),
     }

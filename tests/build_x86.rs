@@ -19,7 +19,7 @@ labels = { zone = "lab" }
 mode = "dhcp"
 
 [ssh]
-authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtestkeytestkeytestkeytestkeytestkeytestke test@edgeimg"]
+authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f test@edgeimg"]
 
 [[files]]
 path = "/etc/edgeimg-test/hello"
