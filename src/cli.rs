@@ -38,7 +38,7 @@ pub enum Command {
     /// List the boards edgeimg can build for.
     Boards,
     /// Fetch, verify and assemble an image for a board and role.
-    Build(BuildArgs),
+    Build(Box<BuildArgs>),
     /// Boot an image in QEMU and check that the node comes up as configured.
     Smoke(SmokeArgs),
     /// Boot an image in QEMU with its serial console attached to this terminal.

@@ -167,7 +167,7 @@ pub fn build_initramfs(plan: &Plan, u: &Unpacked, root: &Tree) -> Result<Tree> {
     let ctx = template_context(plan, &u.kver);
     let overlay = crate::overlay::load(&plan.data.join("overlays/initramfs"), &ctx)?;
     t.overlay(&overlay)?;
-    if !t.get("init").is_some_and(|e| e.mode & 0o111 != 0) {
+    if t.get("init").is_none_or(|e| e.mode & 0o111 == 0) {
         bail!("overlays/initramfs/init is missing or not executable");
     }
     t.set_all_mtimes(plan.source_date_epoch);

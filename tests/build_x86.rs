@@ -352,9 +352,8 @@ fn xz_checksums_and_manifest_are_consistent() {
 #[test]
 fn a_warm_rebuild_makes_no_request_and_gives_the_same_image() {
     let b = built();
-    assert_eq!(
+    assert!(
         b.first_requests <= 1,
-        true,
         "k0s fetched {} times",
         b.first_requests
     );
