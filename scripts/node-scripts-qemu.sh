@@ -8,6 +8,9 @@
 # usage: scripts/node-scripts-qemu.sh VMLINUZ MODULES_DIR [WORKDIR]
 #   VMLINUZ      a Debian amd64 kernel (from linux-image-*.deb, data.tar unpacked)
 #   MODULES_DIR  its /usr/lib/modules/<kver>
+#   EXTRA_ROOT   optional: a directory of unpacked .debs (dropbear-bin, libtomcrypt1,
+#                libtommath1, openntpd) laid into the root; then SSH login and ntpd are
+#                checked too.
 # Needs: busybox (busybox-static), sfdisk, mkfs.ext4, mksquashfs, mkfs.vfat, mcopy, cpio,
 # depmod (kmod), qemu-system-x86_64.
 set -eu
@@ -61,10 +64,25 @@ for b in /usr/sbin/sfdisk /usr/sbin/mke2fs /usr/sbin/e2fsck /usr/sbin/resize2fs;
 	done
 done
 ln -sf mke2fs "$R/usr/sbin/mkfs.ext4"
+if [ -n "${EXTRA_ROOT:-}" ]; then
+	cp -a "$EXTRA_ROOT/usr/." "$R/usr/"
+	for b in "$R"/usr/sbin/dropbear "$R"/usr/sbin/ntpd; do
+		[ -e "$b" ] || continue
+		for l in $(LD_LIBRARY_PATH="$R/usr/lib/x86_64-linux-gnu" ldd "$b" | awk '/=>/ {print $3}'); do
+			case "$l" in "$R"/*) continue ;; esac
+			[ -e "$R$l" ] || cp "$l" "$R$l"
+		done
+	done
+	printf 'ntpd:x:101:101::/run/openntpd:/usr/sbin/nologin\n' >>"$R/etc/passwd.extra"
+fi
 cp /etc/mke2fs.conf "$R/etc/"
 cp -a "$OV/rootfs/." "$R/"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$R/etc/passwd"
 printf 'root:x:0:\n' >"$R/etc/group"
+if [ -e "$R/etc/passwd.extra" ]; then
+	cat "$R/etc/passwd.extra" >>"$R/etc/passwd" && rm "$R/etc/passwd.extra"
+	printf 'ntpd:x:101:\n' >>"$R/etc/group"
+fi
 printf 'EDGEIMG_BOARD=qemu\nEDGEIMG_ROLE=worker\nK0S_VERSION=v0.0.0-stand-in\nKVER=%s\nEDGEIMG_VERSION=test\nROOT_MODE=ro\n' "$KVER" >"$R/etc/edgeimg/build.env"
 # The k0s test double (see the device contract).
 cat >"$R/usr/local/bin/k0s" <<'EOF'
@@ -98,16 +116,19 @@ NET_MODE='dhcp'
 NET_ADDRESS=''
 NET_GATEWAY=''
 NET_DNS=''
-NTP_SERVERS=''
+NTP_SERVERS='10.0.2.2'
 TIMEZONE='UTC'
 HAS_TOKEN='1'
-HAS_SSH_KEYS='0'
+HAS_SSH_KEYS='1'
 FILES_COUNT='1'
 FILE_0_PATH='/etc/app/app.conf'
 FILE_0_MODE='0640'
 EOF
 echo "CONFIG_GENERATION='$(sha256sum <"$B/edgeimg/node.env" | cut -d' ' -f1)'" >>"$B/edgeimg/node.env"
 echo 'listen = 8080' >"$B/edgeimg/files/0"
+rm -f "$W/id_ed25519" "$W/id_ed25519.pub"
+ssh-keygen -q -t ed25519 -N '' -f "$W/id_ed25519"
+cp "$W/id_ed25519.pub" "$B/edgeimg/authorized_keys"
 echo 'test-token' >"$B/edgeimg/token"
 printf '#!/bin/sh\nset -e\necho run-cmd-ran-once\n' >"$B/edgeimg/run_cmd.sh"
 printf '#!/bin/sh\nset -e\necho boot-cmd-ran\n' >"$B/edgeimg/boot_cmd.sh"
@@ -138,7 +159,7 @@ boot() {
 	timeout "${QEMU_TIMEOUT:-240}" qemu-system-x86_64 -m 1024 -smp 2 -nographic -no-reboot \
 		-kernel "$VMLINUZ" -initrd "$W/initrd.gz" \
 		-append "console=ttyS0,115200 panic=-1 edgeimg.boot=PARTUUID=$P1 edgeimg.root=PARTUUID=$P2 edgeimg.data=PARTUUID=$P3" \
-		-drive "file=$D,format=raw,if=virtio" -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
+		-drive "file=$D,format=raw,if=virtio" -netdev "user,id=n0,hostfwd=tcp:127.0.0.1:${SSH_PORT:-10022}-:22" -device virtio-net-pci,netdev=n0 \
 		</dev/null >"$1" 2>&1 &
 	qpid=$!
 	i=0
@@ -147,6 +168,13 @@ boot() {
 		i=$((i + 1))
 	done
 	sleep 3
+	if [ -n "${EXTRA_ROOT:-}" ]; then
+		ssh -i "$W/id_ed25519" -p "${SSH_PORT:-10022}" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+			-o ConnectTimeout=20 -o BatchMode=yes root@127.0.0.1 \
+			'echo ssh-login-ok $(hostname) $(cat /etc/app/app.conf) $(stat -c %a /etc/app/app.conf); ls -l /var/lib/k0s/join-token' \
+			>"$1.ssh" 2>&1 || true
+		cat "$1.ssh"
+	fi
 	kill "$qpid" 2>/dev/null || true
 	wait "$qpid" 2>/dev/null || true
 }
@@ -169,6 +197,12 @@ expect "$W/console1.log" 'run-cmd-ran-once'
 expect "$W/console1.log" 'boot-cmd-ran'
 expect "$W/console1.log" 'k0s-stand-in: worker --data-dir /var/lib/k0s --token-file /var/lib/k0s/join-token --labels=zone=a --debug'
 expect "$W/console1.log" 'edgeimg: ready role=worker hostname=qemu-node root=ro k0s=v0.0.0-stand-in'
+if [ -n "${EXTRA_ROOT:-}" ]; then
+	expect "$W/console1.log.ssh" 'ssh-login-ok qemu-node listen = 8080 640'
+	expect "$W/console1.log.ssh" '^-rw------- .* /var/lib/k0s/join-token'
+	expect "$W/console1.log" 'edgeimg: ssh: dropbear on port 22, 1 key'
+	expect "$W/console1.log" 'edgeimg: time: ntpd started (10.0.2.2)'
+fi
 boot "$W/console2.log"
 grep 'edgeimg:\|k0s-stand-in\|run-cmd\|boot-cmd' "$W/console2.log" || true
 expect "$W/console2.log" 'edgeimg: data: ext4 /dev/vda3 checked'
