@@ -116,7 +116,9 @@ pub fn build_root(plan: &Plan, u: &Unpacked, k0s: &K0sBinary, rep: &dyn Reporter
     }
     postinst::mount_points(
         &mut root,
-        &["proc", "sys", "dev", "run", "tmp", "var", "boot", "data"],
+        &[
+            "proc", "sys", "dev", "run", "tmp", "var", "boot", "data", "root", "opt",
+        ],
     )?;
 
     let ctx = template_context(plan, &u.kver);
