@@ -2,7 +2,6 @@
 //! initramfs and the boot partition. Nothing here touches the network or the disk layout.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
@@ -218,9 +217,4 @@ fn as_strs(v: &[String]) -> Vec<&str> {
         .map(String::as_str)
         .filter(|s| seen.insert(*s))
         .collect()
-}
-
-/// Reads a file the user named, with the path in the error.
-pub fn read_user_file(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
 }

@@ -36,32 +36,32 @@ struct Built {
     first_requests: usize,
 }
 
+/// Builds the test worker (node config and token written into `dir`) into `out`.
+fn build_worker(dir: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
+    let node = dir.join("node.toml");
+    std::fs::write(&node, NODE).unwrap();
+    let token = dir.join("worker.token");
+    std::fs::write(&token, "test-join-token\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut args = extra.to_vec();
+    args.extend(["--board", "x86-64", "--role", "worker"]);
+    args.extend([
+        "--node",
+        node.to_str().unwrap(),
+        "--token-file",
+        token.to_str().unwrap(),
+    ]);
+    build(out, &args)
+}
+
 /// One build shared by the tests of this file.
 fn built() -> &'static Built {
     static B: OnceLock<Built> = OnceLock::new();
     B.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let node = dir.path().join("node.toml");
-        std::fs::write(&node, NODE).unwrap();
-        let token = dir.path().join("worker.token");
-        std::fs::write(&token, "test-join-token\n").unwrap();
-        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
         let out = dir.path().join("out");
         let before = k0s_server().count();
-        let o = build(
-            &out,
-            &[
-                "--board",
-                "x86-64",
-                "--role",
-                "worker",
-                "--node",
-                node.to_str().unwrap(),
-                "--token-file",
-                token.to_str().unwrap(),
-            ],
-        );
+        let o = build_worker(dir.path(), &out, &[]);
         assert!(o.status.success(), "build failed:\n{}", stderr(&o));
         let first_requests = k0s_server().count() - before;
         Built {
@@ -358,27 +358,9 @@ fn a_warm_rebuild_makes_no_request_and_gives_the_same_image() {
         b.first_requests
     );
     let dir = tempfile::tempdir().unwrap();
-    let node = dir.path().join("node.toml");
-    std::fs::write(&node, NODE).unwrap();
-    let token = dir.path().join("t");
-    std::fs::write(&token, "test-join-token\n").unwrap();
-    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let out = dir.path().join("out");
     let before = k0s_server().count();
-    let o = build(
-        &out,
-        &[
-            "--offline",
-            "--board",
-            "x86-64",
-            "--role",
-            "worker",
-            "--node",
-            node.to_str().unwrap(),
-            "--token-file",
-            token.to_str().unwrap(),
-        ],
-    );
+    let o = build_worker(dir.path(), &out, &["--offline"]);
     assert!(
         o.status.success(),
         "offline rebuild failed:\n{}",
