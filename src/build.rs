@@ -90,10 +90,35 @@ pub struct BuildReport {
     pub token_required: bool,
     pub hostname: String,
     pub image_size: u64,
+    /// Seconds spent in each step, in order (for `scripts/bench`).
+    pub timings: Vec<(String, f64)>,
+}
+
+/// Measures consecutive steps of a build.
+struct Laps {
+    last: Instant,
+    laps: Vec<(String, f64)>,
+}
+
+impl Laps {
+    fn new() -> Self {
+        Laps {
+            last: Instant::now(),
+            laps: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, step: &str) {
+        let now = Instant::now();
+        self.laps
+            .push((step.to_string(), (now - self.last).as_secs_f64()));
+        self.last = now;
+    }
 }
 
 pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<BuildReport> {
     let started = Instant::now();
+    let mut laps = Laps::new();
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("creating {}", opts.out_dir.display()))?;
     let stem = plan.stem();
@@ -117,6 +142,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     rep.step(&format!("{} packages in the closure", packages.len()));
     let debs = fetch_debs(&opts.cache, &plan.mirror, &packages, rep)?;
     let k0s = fetch_k0s(&opts.cache, &k0s_spec(plan), rep)?;
+    laps.lap("fetch");
 
     // 2. Trees.
     let unpacked = rootfs::unpack(plan, &debs, rep)?;
@@ -128,6 +154,8 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         initramfs_tree.len(),
         initrd.len() / 1024
     ));
+
+    laps.lap("trees");
 
     // 3. Layout and encoding.
     let layout = partition_plan(plan)?;
@@ -142,9 +170,12 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     let image_path = opts.out_dir.join(format!("{stem}.img"));
     let mut image = ImageWriter::create(&opts.out_dir, &format!("{stem}.img"), layout.disk_size)?;
     crate::disk::write_table(&layout, image.file_mut())?;
+    laps.lap("layout");
     let root_size = encode_root(plan, &layout, &root, &mut image, rep)?;
+    laps.lap("squashfs");
     encode_boot(plan, &layout, &boot, &mut image)?;
     image.commit(&image_path)?;
+    laps.lap("fat");
 
     // 4. Publish.
     let mut outputs = vec![image_path.clone()];
@@ -152,6 +183,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         let xz_path = opts.out_dir.join(format!("{stem}.img.xz"));
         crate::disk::xz::compress_xz(&image_path, &xz_path, threads(), rep)?;
         outputs.push(xz_path);
+        laps.lap("xz");
     }
     let bmap_path = opts.out_dir.join(format!("{stem}.bmap"));
     crate::disk::bmap::write_bmap(&image_path, &bmap_path)?;
@@ -195,9 +227,17 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     )?;
     outputs.push(manifest_path.clone());
 
-    let names: Vec<String> = outputs.iter().map(|p| file_name(p)).collect();
-    let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
-    crate::disk::checksums::write_sha256sums(&opts.out_dir, &name_refs)?;
+    // Every output was hashed once for the manifest; SHA256SUMS reuses those digests.
+    let mut digests: Vec<(String, String)> = manifest
+        .outputs
+        .iter()
+        .map(|o| (o.file.clone(), o.sha256.clone()))
+        .collect();
+    digests.push((
+        file_name(&manifest_path),
+        crate::disk::checksums::sha256_file(&manifest_path)?,
+    ));
+    crate::disk::checksums::write_sha256sums_of(&opts.out_dir, &digests)?;
     outputs.push(opts.out_dir.join("SHA256SUMS"));
 
     Ok(BuildReport {
@@ -210,6 +250,10 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         token_included,
         token_required: plan.role.needs_token(),
         hostname,
+        timings: {
+            laps.lap("publish");
+            laps.laps
+        },
     })
 }
 

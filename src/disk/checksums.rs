@@ -29,15 +29,24 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 /// Writes `<dir>/SHA256SUMS` with one `<hex>  <name>` line for each of `files` (names relative
 /// to `dir`, in the order given), atomically.
 pub fn write_sha256sums(dir: &Path, files: &[&str]) -> Result<()> {
-    let mut text = String::new();
+    let mut digests = Vec::new();
     for name in files {
+        digests.push((name.to_string(), sha256_file(&dir.join(name))?));
+    }
+    write_sha256sums_of(dir, &digests)
+}
+
+/// Writes `SHA256SUMS` from digests the caller already computed (`(file name, hex)`), so
+/// that large outputs are hashed once per build.
+pub fn write_sha256sums_of(dir: &Path, digests: &[(String, String)]) -> Result<()> {
+    let mut text = String::new();
+    for (name, digest) in digests {
         if name.contains('\n') || name.contains('\\') || name.contains('/') {
             bail!(
                 "{name:?} cannot be listed in SHA256SUMS: give a plain file name inside {}",
                 dir.display()
             );
         }
-        let digest = sha256_file(&dir.join(name))?;
         text.push_str(&format!("{digest}  {name}\n"));
     }
     let out = dir.join("SHA256SUMS");

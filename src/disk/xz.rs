@@ -1,13 +1,20 @@
-//! `.img.xz`: the image compressed with multi-threaded xz, streamed with bounded memory.
+//! `.img.xz`: the image compressed into one standard `.xz` stream of independent blocks.
+//!
+//! An image is mostly holes (the root partition's free space, the data placeholder), and
+//! LZMA2 spends as long on a run of zeros as on data. So the stream is put together here
+//! block by block: blocks that are all hole reuse one encoded zero block, computed once; the
+//! others are compressed in parallel, a window of `threads` blocks at a time (bounded memory).
+//! The result is an ordinary single-stream `.xz` file (`xz -t`, `xz -lvv`, bmaptool and
+//! Raspberry Pi Imager read it like any other).
 
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use anyhow::{Context, Result};
-use liblzma::stream::{Check, MtStreamBuilder};
-use liblzma::write::XzEncoder;
+use anyhow::{bail, Context, Result};
+use liblzma::stream::{Action, Filters, LzmaOptions, Status, Stream};
 
 use super::atomic::AtomicFile;
 use super::image::mapped_ranges;
@@ -15,10 +22,24 @@ use crate::progress::Reporter;
 
 /// xz's default preset: a good ratio at moderate memory (about 100 MiB a thread).
 const PRESET: u32 = 6;
-/// Independent blocks let the threads work in parallel and let a reader seek. 3x the preset-6
-/// dictionary (8 MiB) is xz's own default; a 1 GiB image gives ~40 blocks, plenty for 2 threads.
-const BLOCK_SIZE: u64 = 24 << 20;
-const CHUNK: usize = 1 << 20;
+/// The preset-6 dictionary size: smaller blocks would cost ratio, larger ones lose the
+/// chance to skip holes and already-compressed regions at a finer grain.
+const BLOCK_SIZE: u64 = 8 << 20;
+/// A block zstd (level 1) cannot shrink below this fraction is already compressed (kernel,
+/// initramfs, squashfs): it is stored, not squeezed a second time.
+const STORE_RATIO: f64 = 0.9;
+/// Check type 0x04: CRC64, xz's default.
+const CHECK_ID: u8 = 0x04;
+const CHECK_SIZE: u64 = 8;
+const MAGIC: [u8; 6] = [0xFD, b'7', b'z', b'X', b'Z', 0x00];
+
+/// One encoded block and what the index records of it.
+#[derive(Clone)]
+struct Block {
+    bytes: Vec<u8>,
+    unpadded: u64,
+    uncompressed: u64,
+}
 
 /// Compresses `input` into `output` (`.xz`, CRC64 check) with `threads` threads, reporting
 /// progress in input bytes. The output appears only when complete.
@@ -28,97 +49,215 @@ pub fn compress_xz(input: &Path, output: &Path, threads: u32, rep: &dyn Reporter
         .metadata()
         .with_context(|| format!("reading {}", input.display()))?
         .len();
-    let mut reader =
-        SparseReader::new(file, len).with_context(|| format!("mapping {}", input.display()))?;
-
-    let stream = MtStreamBuilder::new()
-        .threads(threads.max(1))
-        .preset(PRESET)
-        .check(Check::Crc64)
-        .block_size(BLOCK_SIZE)
-        .encoder()
-        .context("starting the xz encoder")?;
-    let out = AtomicFile::create(output)?;
-    let mut encoder = XzEncoder::new_stream(out, stream);
-
+    let data = mapped_ranges(&file).with_context(|| format!("mapping {}", input.display()))?;
     let name = input
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut task = rep.task(&format!("compressing {name}"), len);
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = reader
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", input.display()))?;
-        if n == 0 {
-            break;
+
+    let mut out = AtomicFile::create(output)?;
+    let mut index: Vec<(u64, u64)> = Vec::new();
+    let mut zero_blocks: HashMap<u64, Block> = HashMap::new();
+    let spans: Vec<(u64, u64)> = (0..len)
+        .step_by(BLOCK_SIZE as usize)
+        .map(|start| (start, (len - start).min(BLOCK_SIZE)))
+        .collect();
+    let write_err = || format!("writing {}", output.display());
+    out.write_all(&stream_header()).with_context(write_err)?;
+    for window in spans.chunks(threads.max(1) as usize) {
+        let blocks = encode_window(&file, window, &data, &mut zero_blocks)
+            .with_context(|| format!("compressing {}", input.display()))?;
+        for b in blocks {
+            out.write_all(&b.bytes).with_context(write_err)?;
+            index.push((b.unpadded, b.uncompressed));
+            task.advance(b.uncompressed);
         }
-        encoder
-            .write_all(&buf[..n])
-            .with_context(|| format!("compressing into {}", output.display()))?;
-        task.advance(n as u64);
     }
-    let out = encoder
-        .finish()
-        .with_context(|| format!("finishing {}", output.display()))?;
+    let index_bytes = index_field(&index);
+    out.write_all(&index_bytes).with_context(write_err)?;
+    out.write_all(&stream_footer(index_bytes.len() as u64))
+        .with_context(write_err)?;
     out.commit()?;
     task.finish(&format!("{name} compressed"));
     Ok(())
 }
 
-/// Reads a file, producing the zeros of its holes without reading them from disk.
-struct SparseReader {
-    file: File,
-    len: u64,
-    pos: u64,
-    /// Data ranges (start, end) not yet passed, in order.
-    ranges: std::collections::VecDeque<(u64, u64)>,
+/// Encodes up to `threads` consecutive blocks at once; all-hole blocks come from the cache.
+fn encode_window(
+    file: &File,
+    window: &[(u64, u64)],
+    data: &[(u64, u64)],
+    zero_blocks: &mut HashMap<u64, Block>,
+) -> Result<Vec<Block>> {
+    for &(start, len) in window {
+        if is_hole(data, start, len) && !zero_blocks.contains_key(&len) {
+            zero_blocks.insert(len, encode_block(&vec![0u8; len as usize])?);
+        }
+    }
+    let zero_blocks = &*zero_blocks;
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = window
+            .iter()
+            .map(|&(start, len)| {
+                scope.spawn(move || -> Result<Block> {
+                    if is_hole(data, start, len) {
+                        return Ok(zero_blocks[&len].clone());
+                    }
+                    let mut buf = vec![0u8; len as usize];
+                    file.read_exact_at(&mut buf, start)?;
+                    encode_block(&buf)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| bail!("an xz worker thread panicked"))
+            })
+            .collect()
+    })
 }
 
-impl SparseReader {
-    fn new(file: File, len: u64) -> Result<Self> {
-        let ranges = mapped_ranges(&file)?.into();
-        Ok(SparseReader {
-            file,
-            len,
-            pos: 0,
-            ranges,
-        })
+/// Whether no data range of the file touches [start, start+len).
+fn is_hole(data: &[(u64, u64)], start: u64, len: u64) -> bool {
+    !data.iter().any(|&(s, e)| s < start + len && e > start)
+}
+
+/// One xz block: header, LZMA2 data (compressed, or stored for data that is already
+/// compressed), padding, CRC64 of the uncompressed bytes.
+fn encode_block(input: &[u8]) -> Result<Block> {
+    let compressed = if already_compressed(input) {
+        lzma2_stored(input)
+    } else {
+        lzma2_compressed(input)?
+    };
+    let header = block_header(DICT_SIZE_PRESET_6);
+    let mut bytes = header.clone();
+    bytes.extend_from_slice(&compressed);
+    bytes.resize(bytes.len().next_multiple_of(4), 0);
+    bytes.extend_from_slice(&crc64(input).to_le_bytes());
+    Ok(Block {
+        bytes,
+        unpadded: header.len() as u64 + compressed.len() as u64 + CHECK_SIZE,
+        uncompressed: input.len() as u64,
+    })
+}
+
+fn already_compressed(input: &[u8]) -> bool {
+    match zstd::bulk::compress(input, 1) {
+        Ok(z) => z.len() as f64 >= input.len() as f64 * STORE_RATIO,
+        Err(_) => false,
     }
 }
 
-impl Read for SparseReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.ranges.front().is_some_and(|&(_, end)| end <= self.pos) {
-            self.ranges.pop_front();
-        }
-        let left = self.len.saturating_sub(self.pos);
-        if left == 0 || buf.is_empty() {
-            return Ok(0);
-        }
-        let want = (buf.len() as u64).min(left);
-        let n = match self.ranges.front() {
-            Some(&(start, end)) if start <= self.pos => {
-                let n = want.min(end - self.pos) as usize;
-                self.file.read_at(&mut buf[..n], self.pos)?
-            }
-            next => {
-                let hole_end = next.map_or(self.len, |&(start, _)| start);
-                let n = want.min(hole_end - self.pos) as usize;
-                buf[..n].fill(0);
-                n
-            }
-        };
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the file shrank while being read",
-            ));
-        }
-        self.pos += n as u64;
-        Ok(n)
+/// LZMA2 uncompressed chunks: control byte (0x01 resets the dictionary, 0x02 does not), the
+/// chunk size minus one (big-endian), the bytes; then the end marker.
+fn lzma2_stored(input: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(input.len() + input.len() / 65536 * 3 + 4);
+    for (i, chunk) in input.chunks(1 << 16).enumerate() {
+        out.push(if i == 0 { 0x01 } else { 0x02 });
+        out.extend_from_slice(&((chunk.len() - 1) as u16).to_be_bytes());
+        out.extend_from_slice(chunk);
     }
+    out.push(0x00);
+    out
+}
+
+/// Raw LZMA2 at preset 6.
+fn lzma2_compressed(input: &[u8]) -> Result<Vec<u8>> {
+    let opts = LzmaOptions::new_preset(PRESET).context("xz preset")?;
+    let mut filters = Filters::new();
+    filters.lzma2(&opts);
+    let mut stream = Stream::new_raw_encoder(&filters).context("starting the LZMA2 encoder")?;
+    let mut compressed = Vec::with_capacity(input.len() / 4 + 4096);
+    let mut consumed = 0usize;
+    loop {
+        if compressed.capacity() - compressed.len() < 4096 {
+            compressed.reserve(1 << 20);
+        }
+        let before = stream.total_in();
+        let status = stream
+            .process_vec(&input[consumed..], &mut compressed, Action::Finish)
+            .context("LZMA2 encoding")?;
+        consumed += (stream.total_in() - before) as usize;
+        if status == Status::StreamEnd {
+            return Ok(compressed);
+        }
+    }
+}
+
+/// Preset 6's dictionary, as the block header's LZMA2 property byte must describe it.
+const DICT_SIZE_PRESET_6: u32 = 8 << 20;
+
+/// Block header with one filter (LZMA2) and no optional size fields.
+fn block_header(dict_size: u32) -> Vec<u8> {
+    let filter = [0x21, 0x01, lzma2_dict_property(dict_size)];
+    // size byte + flags byte + filter flags, padded to a multiple of four, then CRC32.
+    let unpadded = 2 + filter.len();
+    let size = (unpadded + 4).next_multiple_of(4);
+    let mut h = vec![((size / 4) - 1) as u8, 0x00];
+    h.extend_from_slice(&filter);
+    h.resize(size - 4, 0);
+    let crc = crc32fast::hash(&h);
+    h.extend_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// The smallest LZMA2 dictionary-size property whose size is at least `dict`.
+fn lzma2_dict_property(dict: u32) -> u8 {
+    (0u8..40)
+        .find(|&p| (2u64 | (p as u64 & 1)) << (p / 2 + 11) >= dict as u64)
+        .unwrap_or(40)
+}
+
+fn stream_flags() -> [u8; 2] {
+    [0x00, CHECK_ID]
+}
+
+fn stream_header() -> Vec<u8> {
+    let mut h = MAGIC.to_vec();
+    h.extend_from_slice(&stream_flags());
+    h.extend_from_slice(&crc32fast::hash(&stream_flags()).to_le_bytes());
+    h
+}
+
+/// The index: a record (unpadded size, uncompressed size) per block, padded, with CRC32.
+fn index_field(records: &[(u64, u64)]) -> Vec<u8> {
+    let mut i = vec![0x00];
+    varint(&mut i, records.len() as u64);
+    for &(unpadded, uncompressed) in records {
+        varint(&mut i, unpadded);
+        varint(&mut i, uncompressed);
+    }
+    i.resize(i.len().next_multiple_of(4), 0);
+    let crc = crc32fast::hash(&i);
+    i.extend_from_slice(&crc.to_le_bytes());
+    i
+}
+
+fn stream_footer(index_size: u64) -> Vec<u8> {
+    let mut body = (((index_size / 4) - 1) as u32).to_le_bytes().to_vec();
+    body.extend_from_slice(&stream_flags());
+    let mut f = crc32fast::hash(&body).to_le_bytes().to_vec();
+    f.extend_from_slice(&body);
+    f.extend_from_slice(b"YZ");
+    f
+}
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7F) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// CRC-64/XZ, the check xz writes by default, computed by liblzma itself.
+fn crc64(data: &[u8]) -> u64 {
+    // SAFETY: lzma_crc64 reads exactly `data.len()` bytes from a valid slice.
+    unsafe { liblzma_sys::lzma_crc64(data.as_ptr(), data.len(), 0) }
 }
 
 #[cfg(test)]
@@ -158,20 +297,6 @@ mod tests {
     }
 
     #[test]
-    fn sparse_reader_equals_a_plain_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.img");
-        let want = sparse_file(&path);
-        let mut got = Vec::new();
-        let f = File::open(&path).unwrap();
-        SparseReader::new(f, want.len() as u64)
-            .unwrap()
-            .read_to_end(&mut got)
-            .unwrap();
-        assert!(got == want);
-    }
-
-    #[test]
     fn xz_tool_accepts_and_restores_the_input() {
         require_tool("xz");
         let dir = tempfile::tempdir().unwrap();
@@ -207,6 +332,80 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "no temporary left: {names:?}");
+    }
+
+    #[test]
+    fn already_compressed_blocks_are_stored_and_restore() {
+        require_tool("xz");
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("mixed.img");
+        // Noise (incompressible, stored) next to text (compressed).
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut data: Vec<u8> = (0..BLOCK_SIZE)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 32) as u8
+            })
+            .collect();
+        data.extend(
+            b"edgeimg builds images. "
+                .iter()
+                .cycle()
+                .take(BLOCK_SIZE as usize),
+        );
+        std::fs::write(&input, &data).unwrap();
+        assert!(already_compressed(&data[..BLOCK_SIZE as usize]));
+        assert!(!already_compressed(&data[BLOCK_SIZE as usize..]));
+        let output = dir.path().join("mixed.img.xz");
+        compress_xz(&input, &output, 2, &Silent).unwrap();
+        run_tool("xz", &["-t", output.to_str().unwrap()]);
+        let out = std::process::Command::new("xz")
+            .args(["-dc", output.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            out.stdout == data,
+            "decompressed bytes differ from the input"
+        );
+        let size = std::fs::metadata(&output).unwrap().len();
+        assert!(
+            size < BLOCK_SIZE + BLOCK_SIZE / 100,
+            "text part not compressed: {size} bytes"
+        );
+    }
+
+    #[test]
+    fn crc64_is_the_xz_check() {
+        assert_eq!(crc64(b"123456789"), 0x995D_C9BB_DF19_39FA);
+        assert_eq!(lzma2_dict_property(8 << 20), 22);
+    }
+
+    #[test]
+    fn a_file_of_holes_reuses_one_zero_block_and_restores() {
+        require_tool("xz");
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("holes.img");
+        File::create(&input)
+            .unwrap()
+            .set_len(3 * BLOCK_SIZE + 4096)
+            .unwrap();
+        let output = dir.path().join("holes.img.xz");
+        compress_xz(&input, &output, 2, &Silent).unwrap();
+        run_tool("xz", &["-t", output.to_str().unwrap()]);
+        let out = std::process::Command::new("xz")
+            .args(["-dc", output.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.stdout.len() as u64, 3 * BLOCK_SIZE + 4096);
+        assert!(out.stdout.iter().all(|&b| b == 0));
+        let info = run_tool("xz", &["--robot", "-lvv", output.to_str().unwrap()]);
+        assert_eq!(
+            info.lines().filter(|l| l.starts_with("block\t")).count(),
+            4,
+            "{info}"
+        );
     }
 
     #[test]
