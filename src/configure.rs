@@ -179,7 +179,8 @@ impl NodeArgs {
                 inv.display()
             ),
             (_, _, Some(p)) => read_node_file(p)?,
-            _ => NodeConfig::default(),
+            // Named in messages as where the values came from.
+            _ => NodeConfig::from_toml_str("", Path::new("command line"))?,
         };
         self.apply_flags(&mut cfg)?;
         for w in cfg.check()? {

@@ -5,6 +5,16 @@
 # Paths can be moved with EDGEIMG_* variables so that tests run these functions on a host.
 
 EDGEIMG_BOOT=${EDGEIMG_BOOT:-/boot/edgeimg}
+# Per-MAC node configs (`edgeimg configure --inventory FILE --all-nodes`): a node whose NIC's
+# MAC has a directory edgeimg/nodes/<mac with '-' for ':'> uses it instead of edgeimg/ itself.
+for _a in /sys/class/net/*/address; do
+	[ -r "$_a" ] || continue
+	_m=$(tr : - <"$_a")
+	if [ -r "$EDGEIMG_BOOT/nodes/$_m/node.env" ]; then
+		EDGEIMG_BOOT="$EDGEIMG_BOOT/nodes/$_m"
+		break
+	fi
+done
 EDGEIMG_RUN=${EDGEIMG_RUN:-/run/edgeimg}
 EDGEIMG_STATE=${EDGEIMG_STATE:-/var/lib/edgeimg}
 EDGEIMG_BUILD_ENV=${EDGEIMG_BUILD_ENV:-/etc/edgeimg/build.env}
