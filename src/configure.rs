@@ -238,6 +238,9 @@ impl NodeArgs {
 pub fn read_node_file(path: &Path) -> Result<NodeConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading node config {}", path.display()))?;
+    if crate::node::cloud_config::is_cloud_config(&text) {
+        return crate::node::cloud_config::from_cloud_config(&text, path);
+    }
     Ok(NodeConfig::from_toml_str(&text, path)?)
 }
 
