@@ -44,7 +44,7 @@ pub enum Command {
     /// Boot an image in QEMU with its serial console attached to this terminal.
     Run(RunArgs),
     /// Rewrite the node config on the boot partition of an image or device, in place.
-    Configure(crate::configure::ConfigureArgs),
+    Configure(Box<crate::configure::ConfigureArgs>),
     /// Show the partitions, boot files, node config and manifest of an image or device.
     Inspect(crate::inspect::InspectArgs),
     /// Write an image (.img or .img.xz) to a device, verify it, then personalize it.
