@@ -471,3 +471,66 @@ role = "controller"
         b.ready_line
     );
 }
+
+/// The device checks as the command line applies them, over a prepared sysfs-like tree (no
+/// image is built and nothing is written: every case stops before opening a device).
+#[test]
+fn flash_lists_candidates_and_refuses_unsafe_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let w = |p: &str, s: &str| {
+        let p = root.join(p);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, s).unwrap();
+    };
+    for (n, removable, model, serial) in [
+        ("sda", "0", "Internal SSD", "SSD1"),
+        ("sdb", "1", "Card Reader", "CARD42"),
+        ("sdc", "1", "USB Stick", "STICK7"),
+    ] {
+        w(&format!("sys/block/{n}/size"), "3906250\n");
+        w(&format!("sys/block/{n}/removable"), removable);
+        w(&format!("sys/block/{n}/device/model"), model);
+        w(&format!("sys/block/{n}/device/serial"), serial);
+        w(&format!("sys/block/{n}/{n}1/partition"), "1\n");
+    }
+    w(
+        "proc/self/mounts",
+        "/dev/sda1 / ext4 rw 0 0\n/dev/sdc1 /media/stick vfat rw 0 0\n",
+    );
+    let img = root.join("x.img");
+    std::fs::write(&img, b"not flashed").unwrap();
+    let flash = |extra: &[&str]| {
+        let mut args = vec![
+            "flash",
+            img.to_str().unwrap(),
+            "--sys-root",
+            root.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        edgeimg(&args)
+    };
+    let o = flash(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let list = stdout(&o);
+    assert!(
+        list.contains("/dev/sdb Card Reader") && list.contains("CARD42"),
+        "{list}"
+    );
+    assert!(!list.contains("sda") && !list.contains("sdc"), "{list}");
+    for (dev, force, why) in [
+        ("/dev/sda", true, "running system"),
+        ("/dev/sdc", false, "mounted at /media/stick"),
+        ("/dev/sdb1", false, "partition of /dev/sdb"),
+        // Confirmation is required and there is no terminal: nothing is written.
+        ("/dev/sdb", false, "pass --yes"),
+    ] {
+        let mut extra = vec!["--device", dev];
+        if force {
+            extra.push("--force");
+        }
+        let o = flash(&extra);
+        assert!(!o.status.success(), "{dev} was accepted");
+        assert!(stderr(&o).contains(why), "{dev}: {}", stderr(&o));
+    }
+}
