@@ -42,7 +42,7 @@ pub struct NodeArgs {
     pub node_name: Option<String>,
     /// Write every inventory node that has a `mac` side by side (edgeimg/nodes/<mac>/); the
     /// device picks its own by MAC at boot.
-    #[arg(long, requires = "inventory", conflicts_with = "node_name")]
+    #[arg(long, requires = "inventory", conflicts_with_all = ["node_name", "hostname", "address"])]
     pub all_nodes: bool,
     /// Hostname of the node.
     #[arg(long)]
@@ -323,7 +323,9 @@ fn edit_time() -> u64 {
 
 /// Finds the boot partition of an opened image or device.
 pub fn boot_partition(file: &File, what: &str) -> Result<(FoundTable, u64, u64)> {
-    let table = read_table(file, what)?;
+    let table = read_table(file, what).with_context(|| {
+        format!("{what} is not an edgeimg image or a card written from one (no readable partition table)")
+    })?;
     let p = table.partition(BOOT_PARTITION).with_context(|| {
         format!("{what} has no partition {BOOT_PARTITION} (the boot partition of an edgeimg image)")
     })?;
