@@ -372,6 +372,17 @@ pub fn flash_cmd(json: bool, quiet: bool, a: &FlashArgs, rep: &dyn Reporter) -> 
                     f.display()
                 );
             }
+            let same =
+                |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+                    (Ok(x), Ok(y)) => x == y,
+                    _ => false,
+                };
+            if same(f, &a.image) {
+                bail!(
+                    "--device-file {}: that is the image itself; name another file",
+                    f.display()
+                );
+            }
             Target::File(f.clone())
         }
     };
