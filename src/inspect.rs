@@ -71,6 +71,24 @@ pub struct SquashfsInfo {
     pub compression: String,
     pub bytes_used: u64,
     pub mkfs_time: u32,
+    pub listing: Option<RootListing>,
+}
+
+/// A summary of the root file system's tree.
+#[derive(Debug, Clone, Serialize)]
+pub struct RootListing {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    pub other: u64,
+    /// Total bytes of regular files.
+    pub file_bytes: u64,
+    /// Entries directly under `/`.
+    pub top_level: Vec<String>,
+    /// `/etc/edgeimg/build.env`: the image's board, default role, k0s and kernel versions.
+    pub build_env: BTreeMap<String, String>,
+    /// Size of `/usr/local/bin/k0s` when present.
+    pub k0s_bytes: Option<u64>,
 }
 
 /// Reads everything `inspect` shows from an image file or device (not compressed).
@@ -227,7 +245,9 @@ fn squashfs_info(file: &File, offset: u64, partition: u32) -> Result<Option<Squa
         6 => "zstd",
         _ => "unknown",
     };
+    let listing = root_listing(file, offset).ok();
     Ok(Some(SquashfsInfo {
+        listing,
         partition,
         inodes: u32_at(4),
         mkfs_time: u32_at(8),
@@ -235,6 +255,54 @@ fn squashfs_info(file: &File, offset: u64, partition: u32) -> Result<Option<Squa
         compression: compression.into(),
         bytes_used: u64::from_le_bytes(sb[40..48].try_into().expect("8 bytes")),
     }))
+}
+
+/// Walks the squashfs at `offset` (metadata only, plus build.env).
+fn root_listing(file: &File, offset: u64) -> Result<RootListing> {
+    use backhand::{FilesystemReader, InnerNode};
+    use std::io::Read;
+    let reader = std::io::BufReader::new(file.try_clone().context("reopening the image")?);
+    let fs = FilesystemReader::from_reader_with_offset(reader, offset)
+        .map_err(|e| anyhow::anyhow!("reading the root squashfs: {e}"))?;
+    let mut l = RootListing {
+        files: 0,
+        directories: 0,
+        symlinks: 0,
+        other: 0,
+        file_bytes: 0,
+        top_level: Vec::new(),
+        build_env: BTreeMap::new(),
+        k0s_bytes: None,
+    };
+    for node in fs.files() {
+        let path = node.fullpath.to_string_lossy().to_string();
+        if path != "/" && node.fullpath.parent() == Some(Path::new("/")) {
+            l.top_level.push(path.trim_start_matches('/').to_string());
+        }
+        match &node.inner {
+            InnerNode::File(f) => {
+                l.files += 1;
+                l.file_bytes += f.file_len() as u64;
+                if path == "/usr/local/bin/k0s" {
+                    l.k0s_bytes = Some(f.file_len() as u64);
+                }
+                if path == "/etc/edgeimg/build.env" && f.file_len() < 64 * 1024 {
+                    let mut text = String::new();
+                    fs.file(f)
+                        .reader()
+                        .read_to_string(&mut text)
+                        .context("reading /etc/edgeimg/build.env")?;
+                    if let Ok(env) = crate::node::parse_node_env(&text) {
+                        l.build_env = env;
+                    }
+                }
+            }
+            InnerNode::Dir(_) => l.directories += 1,
+            InnerNode::Symlink(_) => l.symlinks += 1,
+            _ => l.other += 1,
+        }
+    }
+    Ok(l)
 }
 
 /// `edgeimg inspect`: the command's handler (prints).
@@ -303,6 +371,19 @@ pub fn inspect_cmd(json: bool, a: &InspectArgs) -> Result<()> {
             r.bytes_used >> 20
         ),
         None => println!("root: no squashfs found on partition 2"),
+    }
+    if let Some(l) = i.root.as_ref().and_then(|r| r.listing.as_ref()) {
+        println!(
+            "  {} files ({} MiB), {} directories, {} symlinks; / holds {}",
+            l.files,
+            l.file_bytes >> 20,
+            l.directories,
+            l.symlinks,
+            l.top_level.join(" ")
+        );
+        for (k, v) in &l.build_env {
+            println!("  {k}={v}");
+        }
     }
     match &i.manifest {
         Some(m) => println!(

@@ -230,6 +230,21 @@ fn configure_changes_only_the_node_files_and_inspect_shows_them() {
     assert_eq!(j["node"]["token_present"], true);
     assert_eq!(j["node"]["env"]["K0S_TAINTS"], "dedicated=edge:NoSchedule");
     assert_eq!(j["root"]["compression"], "zstd");
+    // The root summary agrees with unsquashfs.
+    let listing = &j["root"]["listing"];
+    assert_eq!(listing["build_env"]["EDGEIMG_ROLE"], "worker");
+    assert_eq!(listing["build_env"]["K0S_VERSION"], K0S_VERSION);
+    let (root_off, root_size) = partition(&img, 2);
+    let sq = dir.path().join("root.squashfs");
+    extract(&img, root_off, root_size, &sq);
+    let lln = stdout(&run_tool("unsquashfs", &["-lln", sq.to_str().unwrap()]));
+    let regular = lln.lines().filter(|l| l.starts_with('-')).count() as u64;
+    assert_eq!(
+        listing["files"].as_u64(),
+        Some(regular),
+        "file count differs from unsquashfs"
+    );
+    std::fs::remove_file(&sq).ok();
     let text = stdout(&edgeimg(&["inspect", img.to_str().unwrap()]));
     assert!(
         text.contains("join token present") && !text.contains(TOKEN),
