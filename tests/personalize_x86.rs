@@ -267,6 +267,32 @@ fn configure_changes_only_the_node_files_and_inspect_shows_them() {
         "a failed configure changed the image"
     );
 
+    // An inventory node: defaults merged with its own table.
+    let fleet = dir.path().join("fleet.toml");
+    std::fs::write(
+        &fleet,
+        "[defaults]\nrole = \"worker\"\ntime = { ntp = [] }\nlabels = { site = \"hq\" }\n\n\
+         [nodes.pi-09]\naddress = \"10.1.2.9/24\"\ngateway = \"10.1.2.1\"\nlabels = { rack = \"r2\" }\n",
+    )
+    .unwrap();
+    let o = edgeimg(&[
+        "configure",
+        img.to_str().unwrap(),
+        "--inventory",
+        fleet.to_str().unwrap(),
+        "--node-name",
+        "pi-09",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let env = mtype(&img, boot_off, "edgeimg/node.env");
+    for want in [
+        "NODE_HOSTNAME='pi-09'",
+        "NET_ADDRESS='10.1.2.9/24'",
+        "K0S_LABELS='rack=r2,site=hq'",
+    ] {
+        assert!(env.contains(want), "node.env lacks {want}:\n{env}");
+    }
+
     // A node file replacing everything: the token is gone, inspect says so.
     let node = dir.path().join("n.toml");
     std::fs::write(&node, "hostname = \"pi-08\"\n[time]\nntp = []\n").unwrap();
