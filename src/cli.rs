@@ -43,6 +43,12 @@ pub enum Command {
     Smoke(SmokeArgs),
     /// Boot an image in QEMU with its serial console attached to this terminal.
     Run(RunArgs),
+    /// Rewrite the node config on the boot partition of an image or device, in place.
+    Configure(Box<crate::configure::ConfigureArgs>),
+    /// Show the partitions, boot files, node config and manifest of an image or device.
+    Inspect(crate::inspect::InspectArgs),
+    /// Write an image (.img or .img.xz) to a device, verify it, then personalize it.
+    Flash(Box<crate::flash::FlashArgs>),
 }
 
 #[derive(Args, Debug)]
@@ -165,6 +171,9 @@ fn run(cli: &Cli, rep: &dyn Reporter) -> Result<()> {
         Command::Build(args) => build_cmd(cli, &data, args, rep),
         Command::Smoke(args) => crate::smoke::smoke_cmd(cli.json, &data, args, rep),
         Command::Run(args) => crate::smoke::run_cmd(&data, args),
+        Command::Configure(a) => crate::configure::configure_cmd(cli.json, cli.quiet, a, rep),
+        Command::Inspect(a) => crate::inspect::inspect_cmd(cli.json, a),
+        Command::Flash(a) => crate::flash::flash_cmd(cli.json, cli.quiet, a, rep),
     }
 }
 

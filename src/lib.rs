@@ -8,8 +8,12 @@
 //! `cli` is the only place that prints.
 pub mod build;
 pub mod cli;
+pub mod configure;
 pub mod disk;
+pub mod flash;
 pub mod fs;
+pub mod inspect;
+pub mod inventory;
 pub mod kmod;
 pub mod node;
 pub mod overlay;

@@ -7,6 +7,7 @@
 //! [`NodeConfig::render`]). The device never parses TOML.
 
 mod check;
+pub mod cloud_config;
 mod render;
 mod schema;
 

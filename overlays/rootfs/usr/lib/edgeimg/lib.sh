@@ -28,9 +28,34 @@ sleep_forever() {
 	done
 }
 
+# select_node_dir: per-MAC node configs (`edgeimg configure --inventory FILE --all-nodes`): a
+# node whose NIC's MAC has a directory edgeimg/nodes/<mac, '-' for ':'> uses it instead of
+# edgeimg/ itself. On such a card the NIC drivers are loaded first (there is no udev) and the
+# NICs get a few seconds to appear; without the directory nothing changes.
+select_node_dir() {
+	[ -d "$EDGEIMG_BOOT/nodes" ] || return 0
+	# shellcheck disable=SC2038
+	find /sys/devices -name modalias -type f 2>/dev/null | xargs cat 2>/dev/null | sort -u |
+		xargs modprobe -qa 2>/dev/null
+	_tries=0
+	while [ "$_tries" -lt 10 ]; do
+		for _a in /sys/class/net/*/address; do
+			[ -r "$_a" ] || continue
+			_m=$(tr : - <"$_a")
+			if [ -r "$EDGEIMG_BOOT/nodes/$_m/node.env" ]; then
+				EDGEIMG_BOOT="$EDGEIMG_BOOT/nodes/$_m"
+				return 0
+			fi
+		done
+		_tries=$((_tries + 1))
+		sleep 0.5
+	done
+}
+
 # load_node_env: the image's defaults (build.env), then the node config of the boot
 # partition (node.env) over them. Leaves the raw NODE_* and other node.env variables set.
 load_node_env() {
+	select_node_dir
 	EDGEIMG_BOARD="" EDGEIMG_ROLE="" K0S_VERSION="" KVER="" EDGEIMG_VERSION="" ROOT_MODE=""
 	NODE_HOSTNAME="" NODE_ROLE="" K0S_ARGS="" K0S_LABELS="" K0S_TAINTS=""
 	NET_MODE="" NET_ADDRESS="" NET_GATEWAY="" NET_DNS="" NTP_SERVERS="" TIMEZONE=""

@@ -1,0 +1,399 @@
+//! `edgeimg inspect`: what an image, an `.img.xz` or a device holds: partitions, boot files,
+//! the node config (the join token shown as present or absent, never its value), per-MAC
+//! configs, a summary of the root squashfs, and the manifest when one sits beside the image.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::Serialize;
+
+use crate::configure::{boot_partition, list_files, NODES_DIR, NODE_DIR};
+use crate::disk::read::FoundTable;
+use crate::fs::fat::FatVolume;
+
+/// `edgeimg inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// An image (.img), a compressed image (.img.xz) or a block device.
+    pub target: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Inspection {
+    pub target: PathBuf,
+    pub size: u64,
+    pub table: FoundTable,
+    pub boot: BootInfo,
+    /// The node config every device without a per-MAC config uses.
+    pub node: Option<NodeInfo>,
+    /// Per-MAC configs (`edgeimg/nodes/<mac>/`), by MAC.
+    pub per_mac: BTreeMap<String, NodeInfo>,
+    pub root: Option<SquashfsInfo>,
+    pub manifest: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BootInfo {
+    pub label: String,
+    pub volume_id: String,
+    pub cluster_bytes: u64,
+    pub clusters_total: u32,
+    pub clusters_free: u32,
+    /// Every file except the node config's, with its size.
+    pub files: Vec<(String, u64)>,
+    /// The kernel command line from the loader entry or cmdline.txt.
+    pub cmdline: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeInfo {
+    /// node.env's variables (no secret is in node.env: the token is a file of its own).
+    pub env: BTreeMap<String, String>,
+    pub hostname: Option<String>,
+    pub role: Option<String>,
+    /// Whether a join token file is on the boot partition (never its value).
+    pub token_present: bool,
+    pub wifi_ssid: Option<String>,
+    pub files: Vec<(String, u64)>,
+    /// node.toml as written (without the token file's path).
+    pub node_toml: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SquashfsInfo {
+    pub partition: u32,
+    pub inodes: u32,
+    pub block_size: u32,
+    pub compression: String,
+    pub bytes_used: u64,
+    pub mkfs_time: u32,
+    pub listing: Option<RootListing>,
+}
+
+/// A summary of the root file system's tree.
+#[derive(Debug, Clone, Serialize)]
+pub struct RootListing {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    pub other: u64,
+    /// Total bytes of regular files.
+    pub file_bytes: u64,
+    /// Entries directly under `/`.
+    pub top_level: Vec<String>,
+    /// `/etc/edgeimg/build.env`: the image's board, default role, k0s and kernel versions.
+    pub build_env: BTreeMap<String, String>,
+    /// Size of `/usr/local/bin/k0s` when present.
+    pub k0s_bytes: Option<u64>,
+}
+
+/// Reads everything `inspect` shows from an image file or device (not compressed).
+pub fn inspect_file(path: &Path, shown_as: &Path) -> Result<Inspection> {
+    let what = shown_as.display().to_string();
+    let file = File::open(path).with_context(|| format!("opening {what}"))?;
+    let size = file_size(&file).with_context(|| format!("reading the size of {what}"))?;
+    let (table, offset, _) = boot_partition(&file, &what)?;
+    let mut vol = FatVolume::open(&file, offset)
+        .with_context(|| format!("{what}: partition 1 is not a FAT32 boot partition"))?;
+    let mut files = list_files(&vol, "")?;
+    for f in &mut files {
+        f.0 = f.0.trim_start_matches('/').to_string();
+    }
+    files.retain(|(p, _)| !p.starts_with(&format!("{NODE_DIR}/")));
+    let mut cmdline = None;
+    for (p, _) in &files {
+        let lower = p.to_ascii_lowercase();
+        if (lower.starts_with("loader/entries/") && lower.ends_with(".conf"))
+            || lower == "cmdline.txt"
+        {
+            if let Some(data) = vol.read_file(p)? {
+                let text = String::from_utf8_lossy(&data).to_string();
+                cmdline = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("options "))
+                    .map(|s| s.trim().to_string())
+                    .or_else(|| (lower == "cmdline.txt").then(|| text.trim().to_string()));
+            }
+        }
+    }
+    let boot = BootInfo {
+        label: vol.label().to_string(),
+        volume_id: format!(
+            "{:04X}-{:04X}",
+            vol.volume_id() >> 16,
+            vol.volume_id() & 0xffff
+        ),
+        cluster_bytes: vol.cluster_bytes(),
+        clusters_total: vol.clusters_total(),
+        clusters_free: vol.clusters_free(),
+        files,
+        cmdline,
+    };
+    let node = node_info(&mut vol, NODE_DIR)?;
+    let mut per_mac = BTreeMap::new();
+    if let Ok(entries) = vol.list(NODES_DIR) {
+        for e in entries.into_iter().filter(|e| e.is_dir) {
+            if let Some(info) = node_info(&mut vol, &format!("{NODES_DIR}/{}", e.name))? {
+                per_mac.insert(e.name.replace('-', ":"), info);
+            }
+        }
+    }
+    let root = match table.partition(2) {
+        Some(p) => squashfs_info(&file, p.offset(), 2)?,
+        None => None,
+    };
+    let manifest_path = shown_as.with_file_name("manifest.json");
+    let manifest = if shown_as.starts_with("/dev/") {
+        None
+    } else {
+        match std::fs::read_to_string(&manifest_path) {
+            Ok(t) => Some(
+                serde_json::from_str(&t)
+                    .with_context(|| format!("parsing {}", manifest_path.display()))?,
+            ),
+            Err(_) => None,
+        }
+    };
+    Ok(Inspection {
+        target: shown_as.to_path_buf(),
+        size,
+        table,
+        boot,
+        node,
+        per_mac,
+        root,
+        manifest,
+    })
+}
+
+/// Inspects an image, an `.img.xz` (unpacked to a sparse temporary file first) or a device.
+pub fn inspect(path: &Path) -> Result<Inspection> {
+    let mut src = crate::flash::source::ImageSource::open(path)?;
+    if !src.compressed {
+        return inspect_file(path, path);
+    }
+    let tmp = tempfile::NamedTempFile::new()
+        .context("creating a temporary file for the unpacked image")?;
+    crate::flash::write_image(
+        &mut src,
+        None,
+        tmp.as_file(),
+        "the unpacked image",
+        true,
+        &crate::progress::Silent,
+    )?;
+    inspect_file(tmp.path(), path)
+}
+
+fn file_size(f: &File) -> std::io::Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    // A block device's metadata length is 0: seek to its end instead.
+    let mut f = f;
+    let len = f.seek(SeekFrom::End(0))?;
+    f.seek(SeekFrom::Start(0))?;
+    Ok(len)
+}
+
+fn node_info(vol: &mut FatVolume<&File>, dir: &str) -> Result<Option<NodeInfo>> {
+    let files = list_files(vol, dir)?;
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let env = match vol.read_file(&format!("{dir}/node.env"))? {
+        Some(data) => crate::node::parse_node_env(&String::from_utf8_lossy(&data))
+            .map_err(|e| anyhow::anyhow!("{dir}/node.env: {e}"))?,
+        None => BTreeMap::new(),
+    };
+    let node_toml = vol
+        .read_file(&format!("{dir}/node.toml"))?
+        .map(|d| String::from_utf8_lossy(&d).to_string());
+    let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
+    Ok(Some(NodeInfo {
+        hostname: get("NODE_HOSTNAME"),
+        role: get("NODE_ROLE"),
+        wifi_ssid: get("WIFI_SSID"),
+        token_present: files.iter().any(|(p, _)| p == &format!("{dir}/token")),
+        env: env
+            .iter()
+            .filter(|(k, _)| !k.contains("PSK"))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        files,
+        node_toml,
+    }))
+}
+
+fn squashfs_info(file: &File, offset: u64, partition: u32) -> Result<Option<SquashfsInfo>> {
+    let mut sb = [0u8; 96];
+    file.read_exact_at(&mut sb, offset)
+        .context("reading the root partition's superblock")?;
+    if &sb[0..4] != b"hsqs" {
+        return Ok(None);
+    }
+    let u32_at = |o: usize| u32::from_le_bytes(sb[o..o + 4].try_into().expect("4 bytes"));
+    let u16_at = |o: usize| u16::from_le_bytes(sb[o..o + 2].try_into().expect("2 bytes"));
+    let compression = match u16_at(20) {
+        1 => "gzip",
+        2 => "lzma",
+        3 => "lzo",
+        4 => "xz",
+        5 => "lz4",
+        6 => "zstd",
+        _ => "unknown",
+    };
+    let listing = root_listing(file, offset).ok();
+    Ok(Some(SquashfsInfo {
+        listing,
+        partition,
+        inodes: u32_at(4),
+        mkfs_time: u32_at(8),
+        block_size: u32_at(12),
+        compression: compression.into(),
+        bytes_used: u64::from_le_bytes(sb[40..48].try_into().expect("8 bytes")),
+    }))
+}
+
+/// Walks the squashfs at `offset` (metadata only, plus build.env).
+fn root_listing(file: &File, offset: u64) -> Result<RootListing> {
+    use backhand::{FilesystemReader, InnerNode};
+    use std::io::Read;
+    let reader = std::io::BufReader::new(file.try_clone().context("reopening the image")?);
+    let fs = FilesystemReader::from_reader_with_offset(reader, offset)
+        .map_err(|e| anyhow::anyhow!("reading the root squashfs: {e}"))?;
+    let mut l = RootListing {
+        files: 0,
+        directories: 0,
+        symlinks: 0,
+        other: 0,
+        file_bytes: 0,
+        top_level: Vec::new(),
+        build_env: BTreeMap::new(),
+        k0s_bytes: None,
+    };
+    for node in fs.files() {
+        let path = node.fullpath.to_string_lossy().to_string();
+        if path != "/" && node.fullpath.parent() == Some(Path::new("/")) {
+            l.top_level.push(path.trim_start_matches('/').to_string());
+        }
+        match &node.inner {
+            InnerNode::File(f) => {
+                l.files += 1;
+                l.file_bytes += f.file_len() as u64;
+                if path == "/usr/local/bin/k0s" {
+                    l.k0s_bytes = Some(f.file_len() as u64);
+                }
+                if path == "/etc/edgeimg/build.env" && f.file_len() < 64 * 1024 {
+                    let mut text = String::new();
+                    fs.file(f)
+                        .reader()
+                        .read_to_string(&mut text)
+                        .context("reading /etc/edgeimg/build.env")?;
+                    if let Ok(env) = crate::node::parse_node_env(&text) {
+                        l.build_env = env;
+                    }
+                }
+            }
+            InnerNode::Dir(_) => l.directories += 1,
+            InnerNode::Symlink(_) => l.symlinks += 1,
+            _ => l.other += 1,
+        }
+    }
+    Ok(l)
+}
+
+/// `edgeimg inspect`: the command's handler (prints).
+pub fn inspect_cmd(json: bool, a: &InspectArgs) -> Result<()> {
+    let i = inspect(&a.target)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&i)?);
+        return Ok(());
+    }
+    println!("{} ({} MiB)", i.target.display(), i.size >> 20);
+    println!(
+        "partition table: {:?}, disk id {}",
+        i.table.table, i.table.disk_id
+    );
+    for p in &i.table.partitions {
+        println!(
+            "  {} start {} size {} MiB type {} {}",
+            p.number,
+            p.start_lba,
+            p.size() >> 20,
+            p.ptype,
+            p.name
+        );
+    }
+    println!(
+        "boot partition: FAT32 label {:?} id {}, {} of {} clusters free ({} bytes each)",
+        i.boot.label,
+        i.boot.volume_id,
+        i.boot.clusters_free,
+        i.boot.clusters_total,
+        i.boot.cluster_bytes
+    );
+    for (p, s) in &i.boot.files {
+        println!("  {p} ({s} bytes)");
+    }
+    if let Some(c) = &i.boot.cmdline {
+        println!("  cmdline: {c}");
+    }
+    let show = |title: &str, n: &NodeInfo| {
+        println!("{title}:");
+        println!(
+            "  hostname {}, role {}, join token {}",
+            n.hostname
+                .as_deref()
+                .unwrap_or("(derived from the MAC on the device)"),
+            n.role.as_deref().unwrap_or("(image default)"),
+            if n.token_present { "present" } else { "absent" }
+        );
+        for (k, v) in &n.env {
+            println!("  {k}={v}");
+        }
+    };
+    match &i.node {
+        Some(n) => show("node config", n),
+        None => println!("node config: none (the image's defaults apply)"),
+    }
+    for (mac, n) in &i.per_mac {
+        show(&format!("node config for MAC {mac}"), n);
+    }
+    match &i.root {
+        Some(r) => println!(
+            "root: squashfs on partition {}, {} inodes, {} compression, {} MiB",
+            r.partition,
+            r.inodes,
+            r.compression,
+            r.bytes_used >> 20
+        ),
+        None => println!("root: no squashfs found on partition 2"),
+    }
+    if let Some(l) = i.root.as_ref().and_then(|r| r.listing.as_ref()) {
+        println!(
+            "  {} files ({} MiB), {} directories, {} symlinks; / holds {}",
+            l.files,
+            l.file_bytes >> 20,
+            l.directories,
+            l.symlinks,
+            l.top_level.join(" ")
+        );
+        for (k, v) in &l.build_env {
+            println!("  {k}={v}");
+        }
+    }
+    match &i.manifest {
+        Some(m) => println!(
+            "manifest: board {} role {} k0s {} edgeimg {}",
+            m["board"].as_str().unwrap_or("?"),
+            m["role"].as_str().unwrap_or("?"),
+            m["k0s_version"].as_str().unwrap_or("?"),
+            m["edgeimg_version"].as_str().unwrap_or("?")
+        ),
+        None => println!("manifest: none beside it"),
+    }
+    Ok(())
+}
