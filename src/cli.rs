@@ -2,11 +2,11 @@
 //! Results go to stdout (text or `--json`); progress and warnings go to stderr.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::build::{build, BuildOptions};
@@ -216,7 +216,7 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         hostname: args.hostname.clone(),
         role: None,
         token_file: args.token_file.clone(),
-        ssh_keys: read_ssh_keys(&args.ssh_key)?,
+        ssh_keys: crate::configure::read_ssh_keys(&args.ssh_key)?,
         ..Default::default()
     };
     node.apply(&overrides);
@@ -280,28 +280,6 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         }
     }
     Ok(())
-}
-
-/// `--ssh-key` takes a key line or a file holding key lines.
-fn read_ssh_keys(args: &[String]) -> Result<Vec<String>> {
-    let mut keys = Vec::new();
-    for a in args {
-        let p = Path::new(a);
-        if p.is_file() {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            keys.extend(
-                text.lines()
-                    .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
-                    .map(String::from),
-            );
-        } else if a.contains(' ') {
-            keys.push(a.clone());
-        } else {
-            bail!("--ssh-key {a}: neither a readable file nor a key line");
-        }
-    }
-    Ok(keys)
 }
 
 fn make_reporter(cli: &Cli) -> Box<dyn Reporter> {
