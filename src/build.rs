@@ -33,6 +33,10 @@ pub struct BuildOptions {
     pub out_dir: PathBuf,
     pub cache: Cache,
     pub xz: bool,
+    /// Which outputs (`--format`); `xz` above still turns the .img.xz off.
+    pub format: crate::pxe::OutputFormat,
+    /// `--base-url` for network boot files (checked by `pxe::check_base_url`).
+    pub base_url: String,
 }
 
 /// One input, as recorded in the manifest.
@@ -121,13 +125,20 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     // 2. Trees.
     let unpacked = rootfs::unpack(plan, &debs, rep)?;
     let root = rootfs::build_root(plan, &unpacked, &k0s, rep)?;
-    let initramfs_tree = rootfs::build_initramfs(plan, &unpacked, &root)?;
+    let initramfs_plan = crate::pxe::initramfs_plan(plan, opts.format);
+    let initramfs_tree = rootfs::build_initramfs(&initramfs_plan, &unpacked, &root)?;
     let initrd = write_initramfs(&initramfs_tree, Compression::Zstd, plan.source_date_epoch)?;
     rep.step(&format!(
         "initramfs: {} entries, {} KiB",
         initramfs_tree.len(),
         initrd.len() / 1024
     ));
+
+    if !opts.format.image() {
+        return build_pxe_only(
+            plan, opts, &unpacked, &root, &initrd, &debs, &k0s, started, rep,
+        );
+    }
 
     // 3. Layout and encoding.
     let layout = partition_plan(plan)?;
@@ -148,7 +159,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
 
     // 4. Publish.
     let mut outputs = vec![image_path.clone()];
-    if opts.xz {
+    if opts.xz && opts.format.xz(false) {
         let xz_path = opts.out_dir.join(format!("{stem}.img.xz"));
         crate::disk::xz::compress_xz(&image_path, &xz_path, threads(), rep)?;
         outputs.push(xz_path);
@@ -200,6 +211,20 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     crate::disk::checksums::write_sha256sums(&opts.out_dir, &name_refs)?;
     outputs.push(opts.out_dir.join("SHA256SUMS"));
 
+    if opts.format.pxe() {
+        let dir = opts.format.pxe_dir(&opts.out_dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let root_file = dir.join("rootfs.squashfs");
+        crate::pxe::extract_part(
+            &image_path,
+            layout.offset(PartRole::Root),
+            root_size,
+            &root_file,
+        )?;
+        let inputs = pxe_inputs(plan, opts, &unpacked, &initrd, &root_file, &debs, &k0s)?;
+        outputs.extend(crate::pxe::write(&inputs, &dir, rep)?);
+    }
+
     Ok(BuildReport {
         image_size: std::fs::metadata(&image_path)?.len(),
         image: image_path,
@@ -210,6 +235,69 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         token_included,
         token_required: plan.role.needs_token(),
         hostname,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_pxe_only(
+    plan: &Plan,
+    opts: &BuildOptions,
+    unpacked: &rootfs::Unpacked,
+    root: &Tree,
+    initrd: &[u8],
+    debs: &[crate::source::debian::FetchedDeb],
+    k0s: &K0sBinary,
+    started: Instant,
+    rep: &dyn Reporter,
+) -> Result<BuildReport> {
+    let dir = opts.format.pxe_dir(&opts.out_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let root_file = dir.join("rootfs.squashfs");
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    rep.step(&format!("root: squashfs of {} entries", root.len()));
+    write_squashfs(root, &squashfs_options(plan)?, tmp.as_file_mut())?;
+    tmp.persist(&root_file)
+        .with_context(|| format!("writing {}", root_file.display()))?;
+    let inputs = pxe_inputs(plan, opts, unpacked, initrd, &root_file, debs, k0s)?;
+    let outputs = crate::pxe::write(&inputs, &dir, rep)?;
+    let token_included = inputs.node_files.iter().any(|(p, _)| p.ends_with("/token"));
+    drop(inputs);
+    Ok(BuildReport {
+        image_size: std::fs::metadata(&root_file)?.len(),
+        image: root_file,
+        manifest: dir.join("manifest.json"),
+        outputs,
+        downloads: opts.cache.downloads_made(),
+        seconds: started.elapsed().as_secs_f64(),
+        token_included,
+        token_required: plan.role.needs_token(),
+        hostname: plan.node.hostname.clone().unwrap_or_default(),
+    })
+}
+
+fn pxe_inputs<'a>(
+    plan: &'a Plan,
+    opts: &BuildOptions,
+    unpacked: &'a rootfs::Unpacked,
+    initrd: &'a [u8],
+    root_file: &'a Path,
+    debs: &[crate::source::debian::FetchedDeb],
+    k0s: &K0sBinary,
+) -> Result<crate::pxe::PxeInputs<'a>> {
+    let kernel = unpacked
+        .kernel
+        .read(&format!("boot/vmlinuz-{}", unpacked.kver))
+        .with_context(|| format!("the kernel package has no boot/vmlinuz-{}", unpacked.kver))?;
+    Ok(crate::pxe::PxeInputs {
+        plan,
+        kver: &unpacked.kver,
+        kernel,
+        initrd,
+        root: root_file,
+        node_files: plan.node.render()?.files,
+        inputs: input_records(debs, k0s, plan),
+        base_url: opts.base_url.clone(),
     })
 }
 
@@ -303,22 +391,7 @@ fn encode_root(
     image: &mut ImageWriter,
     rep: &dyn Reporter,
 ) -> Result<u64> {
-    let spec = &plan.base.squashfs;
-    let compressor = match spec.compressor.as_str() {
-        "zstd" => SquashCompressor::Zstd {
-            level: spec.level.unwrap_or(15),
-        },
-        "xz" => SquashCompressor::Xz,
-        "gzip" => SquashCompressor::Gzip,
-        other => bail!(
-            "profiles/base.toml: [squashfs] compressor = \"{other}\" is not one of zstd, xz, gzip"
-        ),
-    };
-    let opts = SquashfsOptions {
-        compressor,
-        block_size: spec.block_size,
-        mtime: plan.source_date_epoch as u32,
-    };
+    let opts = squashfs_options(plan)?;
     rep.step(&format!(
         "root: squashfs of {} entries, {} MiB of content",
         root.len(),
@@ -336,6 +409,25 @@ fn encode_root(
         ))
     })?;
     Ok(size)
+}
+
+fn squashfs_options(plan: &Plan) -> Result<SquashfsOptions> {
+    let spec = &plan.base.squashfs;
+    let compressor = match spec.compressor.as_str() {
+        "zstd" => SquashCompressor::Zstd {
+            level: spec.level.unwrap_or(15),
+        },
+        "xz" => SquashCompressor::Xz,
+        "gzip" => SquashCompressor::Gzip,
+        other => bail!(
+            "profiles/base.toml: [squashfs] compressor = \"{other}\" is not one of zstd, xz, gzip"
+        ),
+    };
+    Ok(SquashfsOptions {
+        compressor,
+        block_size: spec.block_size,
+        mtime: plan.source_date_epoch as u32,
+    })
 }
 
 fn encode_boot(

@@ -43,6 +43,17 @@ pub enum Command {
     Smoke(SmokeArgs),
     /// Boot an image in QEMU with its serial console attached to this terminal.
     Run(RunArgs),
+    /// Serve a folder (the output of `build --format pxe`) read-only over plain HTTP.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The folder to serve.
+    pub dir: PathBuf,
+    /// Address and port to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+    pub listen: String,
 }
 
 #[derive(Args, Debug)]
@@ -98,6 +109,12 @@ pub struct BuildArgs {
     /// Skip the .img.xz output.
     #[arg(long)]
     pub no_xz: bool,
+    /// What to write: raw (image), xz (image + .img.xz), pxe (network boot files), all.
+    #[arg(long, value_enum, default_value_t = crate::pxe::OutputFormat::Xz)]
+    pub format: crate::pxe::OutputFormat,
+    /// URL the network boot files will be served from (names them in boot.ipxe).
+    #[arg(long, value_name = "URL", default_value = "http://10.0.2.100:8080")]
+    pub base_url: String,
     /// Resolve and print the plan, build nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -159,13 +176,43 @@ pub fn main() -> i32 {
 }
 
 fn run(cli: &Cli, rep: &dyn Reporter) -> Result<()> {
+    if let Command::Serve(args) = &cli.command {
+        return serve_cmd(cli, args);
+    }
     let data = DataDir::locate(cli.data_dir.as_deref())?;
     match &cli.command {
         Command::Boards => boards(cli, &data),
         Command::Build(args) => build_cmd(cli, &data, args, rep),
         Command::Smoke(args) => crate::smoke::smoke_cmd(cli.json, &data, args, rep),
         Command::Run(args) => crate::smoke::run_cmd(&data, args),
+        Command::Serve(args) => serve_cmd(cli, args),
     }
+}
+
+fn serve_cmd(cli: &Cli, args: &ServeArgs) -> Result<()> {
+    let server = crate::serve::Server::bind(&args.dir, &args.listen)?;
+    let addr = server.local_addr()?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::json!({ "listen": addr.to_string(), "dir": args.dir })
+        );
+    } else if !cli.quiet {
+        println!(
+            "serving {} on http://{addr}/ (read-only; Ctrl-C stops)",
+            args.dir.display()
+        );
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let quiet = cli.quiet;
+    server.run(std::sync::Arc::new(
+        move |r: &crate::serve::AccessRecord| {
+            if !quiet {
+                eprintln!("{r}");
+            }
+        },
+    ))
 }
 
 fn boards(cli: &Cli, data: &DataDir) -> Result<()> {
@@ -245,6 +292,8 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         out_dir: args.out.clone(),
         cache,
         xz: !args.no_xz,
+        format: args.format,
+        base_url: crate::pxe::check_base_url(&args.base_url)?,
     };
     let report = build(&plan, &opts, rep)?;
     if cli.json {
