@@ -86,21 +86,54 @@ impl Server {
     }
 }
 
-/// Serves one connection (one request; `Connection: close`).
-fn handle(mut stream: TcpStream, root: &Path, log: &dyn Fn(&AccessRecord)) -> Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+/// How long a connection may wait for its next request.
+const IDLE: Duration = Duration::from_secs(120);
+
+enum Next {
+    KeepOpen,
+    Close,
+}
+
+/// Serves one connection: requests one after another (HTTP/1.1 keep-alive) until the client
+/// closes it, asks for `Connection: close`, or is idle for [`IDLE`]. (QEMU's `guestfwd` to a
+/// TCP address carries every guest connection over one host connection, in turn.)
+fn handle(stream: TcpStream, root: &Path, log: &dyn Fn(&AccessRecord)) -> Result<()> {
+    stream.set_read_timeout(Some(IDLE))?;
     let peer = stream.peer_addr()?;
     let mut reader = BufReader::new(stream.try_clone()?);
-    let mut head = Vec::new();
+    let mut stream = stream;
+    while let Next::KeepOpen = one_request(&mut reader, &mut stream, peer, root, log)? {}
+    Ok(())
+}
+
+fn one_request(
+    reader: &mut BufReader<TcpStream>,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    root: &Path,
+    log: &dyn Fn(&AccessRecord),
+) -> Result<Next> {
+    let mut head: Vec<String> = Vec::new();
     let mut line = String::new();
+    let mut total = 0;
     loop {
         line.clear();
         let n = reader.by_ref().take(MAX_HEAD as u64).read_line(&mut line)?;
-        if n == 0 || line == "\r\n" || line == "\n" {
+        total += n;
+        if n == 0 {
+            if head.is_empty() {
+                return Ok(Next::Close);
+            }
+            break;
+        }
+        if line == "\r\n" || line == "\n" {
+            if head.is_empty() {
+                continue; // empty lines before a request are allowed (RFC 9112 2.2)
+            }
             break;
         }
         head.push(line.trim_end().to_string());
-        if head.iter().map(String::len).sum::<usize>() > MAX_HEAD {
+        if total > MAX_HEAD {
             break;
         }
     }
@@ -108,12 +141,25 @@ fn handle(mut stream: TcpStream, root: &Path, log: &dyn Fn(&AccessRecord)) -> Re
     let mut parts = request.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let target = parts.next().unwrap_or("").to_string();
-    let range = head.iter().skip(1).find_map(|h| {
-        let (k, v) = h.split_once(':')?;
-        k.trim()
-            .eq_ignore_ascii_case("range")
-            .then(|| v.trim().to_string())
-    });
+    let version = parts.next().unwrap_or("");
+    let header = |name: &str| {
+        head.iter().skip(1).find_map(|h| {
+            let (k, v) = h.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    };
+    let range = header("range");
+    // Every answer has a Content-Length, so the connection stays usable after it even when
+    // the client asked for `Connection: close` (the client then closes it): QEMU's guestfwd
+    // needs its one host connection kept. A request with a body is not ours to read: answer
+    // it and close.
+    let wants_close = version != "HTTP/1.1"
+        || header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
+    let keep = total <= MAX_HEAD
+        && header("content-length").is_none_or(|c| c == "0")
+        && header("transfer-encoding").is_none();
     let mut rec = AccessRecord {
         peer,
         method: method.clone(),
@@ -121,64 +167,86 @@ fn handle(mut stream: TcpStream, root: &Path, log: &dyn Fn(&AccessRecord)) -> Re
         status: 0,
         bytes: 0,
     };
-    let result = respond(
-        &mut stream,
-        root,
-        &method,
-        &target,
-        range.as_deref(),
-        &mut rec,
-    );
+    let conn = if keep && !wants_close {
+        "keep-alive"
+    } else {
+        "close"
+    };
+    let r = Reply {
+        method: &method,
+        conn,
+    };
+    let result = respond(stream, root, &r, &target, range.as_deref(), &mut rec);
     log(&rec);
-    result
+    result?;
+    Ok(if keep { Next::KeepOpen } else { Next::Close })
 }
 
-fn simple(stream: &mut TcpStream, status: u16, reason: &str, extra: &str) -> Result<u16> {
-    let body = format!("{status} {reason}\n");
-    write!(
-        stream,
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n{body}",
-        body.len()
-    )?;
-    Ok(status)
+struct Reply<'a> {
+    method: &'a str,
+    conn: &'a str,
+}
+
+impl Reply<'_> {
+    /// A short text answer (errors).
+    fn simple(
+        &self,
+        stream: &mut TcpStream,
+        status: u16,
+        reason: &str,
+        extra: &str,
+    ) -> Result<u16> {
+        let body = format!("{status} {reason}\n");
+        write!(
+            stream,
+            "HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{extra}Connection: {}\r\n\r\n",
+            body.len(),
+            self.conn
+        )?;
+        if self.method != "HEAD" {
+            stream.write_all(body.as_bytes())?;
+        }
+        stream.flush()?;
+        Ok(status)
+    }
 }
 
 fn respond(
     stream: &mut TcpStream,
     root: &Path,
-    method: &str,
+    r: &Reply,
     target: &str,
     range: Option<&str>,
     rec: &mut AccessRecord,
 ) -> Result<()> {
-    if method != "GET" && method != "HEAD" {
-        rec.status = simple(stream, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n")?;
+    if r.method != "GET" && r.method != "HEAD" {
+        rec.status = r.simple(stream, 405, "Method Not Allowed", "Allow: GET, HEAD\r\n")?;
         return Ok(());
     }
     let path = match resolve(root, target) {
         Resolved::File(p) => p,
         Resolved::Forbidden => {
-            rec.status = simple(stream, 403, "Forbidden", "")?;
+            rec.status = r.simple(stream, 403, "Forbidden", "")?;
             return Ok(());
         }
         Resolved::NotFound => {
-            rec.status = simple(stream, 404, "Not Found", "")?;
+            rec.status = r.simple(stream, 404, "Not Found", "")?;
             return Ok(());
         }
     };
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(_) => {
-            rec.status = simple(stream, 404, "Not Found", "")?;
+            rec.status = r.simple(stream, 404, "Not Found", "")?;
             return Ok(());
         }
     };
     let size = file.metadata()?.len();
-    let (status, start, len) = match range.map(|r| parse_range(r, size)) {
+    let (status, start, len) = match range.map(|h| parse_range(h, size)) {
         None | Some(RangeReq::Ignore) => (200, 0, size),
         Some(RangeReq::Bytes(a, b)) => (206, a, b - a + 1),
         Some(RangeReq::Unsatisfiable) => {
-            rec.status = simple(
+            rec.status = r.simple(
                 stream,
                 416,
                 "Range Not Satisfiable",
@@ -198,12 +266,15 @@ fn respond(
             start + len - 1
         ));
     }
-    head.push_str("Connection: close\r\n\r\n");
+    head.push_str(&format!("Connection: {}\r\n\r\n", r.conn));
     stream.write_all(head.as_bytes())?;
     rec.status = status;
-    if method == "GET" {
+    if r.method == "GET" {
         file.seek(SeekFrom::Start(start))?;
         rec.bytes = std::io::copy(&mut file.take(len), stream)?;
+        if rec.bytes < len {
+            anyhow::bail!("{} shrank while being served", path.display());
+        }
     }
     stream.flush()?;
     Ok(())

@@ -59,6 +59,9 @@ pub(super) fn check(cfg: &NodeConfig) -> Report {
         }
     }
     check_time(cfg, &mut r);
+    if let Err(m) = cfg.storage.check() {
+        r.problem("storage.device", m);
+    }
     if let Some(w) = &cfg.wifi {
         check_wifi(w, &mut r);
     }
