@@ -311,7 +311,12 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         for o in &report.outputs {
             println!("  {}", o.display());
         }
-        if report.token_required && !report.token_included {
+        if report.token_required && !report.token_included && !args.format.image() {
+            println!(
+                "no join token: put one in node/<mac-with-dashes>/token (listed in that folder's index) \
+                 or node/default/, or build with --token-file"
+            );
+        } else if report.token_required && !report.token_included {
             println!(
                 "no join token in this image: add one per node with `edgeimg configure {} --token-file FILE` \
                  (or at flash time); it stays out of the shared image",

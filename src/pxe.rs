@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::build::InputRecord;
 use crate::disk::atomic::AtomicFile;
@@ -293,7 +292,6 @@ pub fn write(inp: &PxeInputs, dir: &Path, rep: &dyn Reporter) -> Result<Vec<Path
         serde_json::to_string_pretty(&matchbox_group(plan, None))?.as_bytes(),
     )?;
     put("dnsmasq-edgeimg.conf", dnsmasq_snippet(base).as_bytes())?;
-    drop(put);
 
     let mut all = vec!["rootfs.squashfs".to_string()];
     all.extend(names);
@@ -373,11 +371,6 @@ pub fn extract_part(image: &Path, offset: u64, len: u64, to: &Path) -> Result<()
         )
     })?;
     f.commit()
-}
-
-/// sha256 of a byte slice, hex.
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 #[cfg(test)]
