@@ -434,3 +434,98 @@ fn raw_image_boots_from_a_usb_stick_and_grows_its_data() {
         "root not on a USB (sd) disk:\n{console}"
     );
 }
+
+/// A sparse copy of the built image whose node.env asks for an install onto /dev/vda.
+fn image_asking_for_install(to: &Path) {
+    let image = built().out.join("x86-64-worker.img");
+    let o = std::process::Command::new("cp")
+        .args(["--sparse=always"])
+        .arg(&image)
+        .arg(to)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = NODE.replace(
+        "[storage]\ndevice = \"/dev/vda\"",
+        "[install]\ndevice = \"/dev/vda\"",
+    );
+    assert!(text.contains("[install]"));
+    let dir = to.parent().unwrap();
+    std::fs::write(dir.join("join.token"), "stand-in-token\n").unwrap();
+    let node = edgeimg::node::NodeConfig::from_toml_str(&text, &dir.join("node.toml")).unwrap();
+    let rendered = node.render().unwrap();
+    let env = rendered.get("edgeimg/node.env").unwrap().to_vec();
+    assert!(String::from_utf8_lossy(&env).contains("INSTALL_DEVICE='/dev/vda'"));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(to)
+        .unwrap();
+    let table = edgeimg::disk::read::read_table(&file, "image").unwrap();
+    let esp = &table.partitions[0];
+    let mut fat = edgeimg::fs::fat::FatVolume::open(file, esp.start_lba * 512).unwrap();
+    fat.write_file("edgeimg/node.env", &env).unwrap();
+}
+
+#[test]
+fn usb_booted_node_installs_to_a_blank_disk_which_then_boots_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stick = tmp.path().join("stick.img");
+    image_asking_for_install(&stick);
+    let target = tmp.path().join("nvme.img");
+    std::fs::File::create(&target)
+        .unwrap()
+        .set_len(3 << 30)
+        .unwrap();
+    let mut usb = board_qemu();
+    usb.disk = "usb".into();
+    usb.extra_args.extend([
+        "-drive".into(),
+        format!("file={},format=raw,if=none,id=d1", target.display()),
+        "-device".into(),
+        "virtio-blk-pci,drive=d1".into(),
+    ]);
+    let mut opts = options(MAC, 0);
+    opts.guestfwd.clear();
+    let done = "edgeimg: install: done";
+    let r = qemu::smoke_until(&stick, &usb, &opts, done, &Silent).expect("install boot");
+    eprintln!("install: done after {:.1} s", r.boot_seconds);
+    let console = r.console.join("\n");
+    assert!(
+        console.contains("edgeimg: install: writing the edgeimg layout of /dev/sd"),
+        "{console}"
+    );
+    // sfdisk (not edgeimg) reads the installed table: three partitions, data to the end.
+    let o = run_tool("sfdisk", &["--json", target.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let t: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let parts = t["partitiontable"]["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 3);
+    let end = parts[2]["start"].as_u64().unwrap() + parts[2]["size"].as_u64().unwrap();
+    assert!(
+        end > (3u64 << 30) / 512 - 4096,
+        "data does not fill the disk: {t}"
+    );
+
+    // The installed disk alone (virtio) comes up with the same role and hostname.
+    let disk_only = board_qemu();
+    let r = qemu::boot_disk(&target, &disk_only, &opts, None, &Silent).expect("installed boot");
+    eprintln!("installed disk: ready after {:.1} s", r.boot_seconds);
+    assert_eq!(
+        r.ready_line,
+        format!("edgeimg: ready role=worker hostname=pxe-node-1 root=ro k0s={K0S_VERSION}")
+    );
+    let console = r.console.join("\n");
+    assert!(
+        console.contains("edgeimg: install: running from the installed disk /dev/vda"),
+        "{console}"
+    );
+    assert!(
+        console.contains("edgeimg: partitions: root=/dev/vda2"),
+        "{console}"
+    );
+    assert!(
+        console.contains("--token-file /var/lib/k0s/join-token"),
+        "{console}"
+    );
+}

@@ -62,6 +62,9 @@ pub(super) fn check(cfg: &NodeConfig) -> Report {
     if let Err(m) = cfg.storage.check() {
         r.problem("storage.device", m);
     }
+    if let Err(m) = cfg.install.check() {
+        r.problem("install.device", m);
+    }
     if let Some(w) = &cfg.wifi {
         check_wifi(w, &mut r);
     }

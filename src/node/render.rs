@@ -171,6 +171,14 @@ impl NodeConfig {
                 "STORAGE_DEVICE".into(),
                 self.storage.device.clone().unwrap_or_default(),
             ),
+            (
+                "INSTALL_DEVICE".into(),
+                self.install.device.clone().unwrap_or_default(),
+            ),
+            (
+                "INSTALL_WIPE".into(),
+                u8::from(self.install.wipe).to_string(),
+            ),
         ];
         for (i, f) in self.files.iter().enumerate() {
             vars.push((format!("FILE_{i}_PATH"), f.path.clone()));

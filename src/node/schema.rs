@@ -178,6 +178,33 @@ impl StorageConfig {
     }
 }
 
+/// `[install]`: a node booted from a USB stick (or another disk) copies itself onto this
+/// disk and reboots into it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallConfig {
+    /// `/dev/NAME` of a whole disk (`/dev/nvme0n1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Overwrite a disk that already has partitions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wipe: bool,
+}
+
+impl InstallConfig {
+    pub fn is_default(&self) -> bool {
+        *self == InstallConfig::default()
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        StorageConfig {
+            device: self.device.clone(),
+        }
+        .check()
+        .map_err(|m| m.replace("[storage]", "[install]"))
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeConfig {
