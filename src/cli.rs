@@ -112,9 +112,10 @@ pub struct BuildArgs {
     /// What to write: raw (image), xz (image + .img.xz), pxe (network boot files), all.
     #[arg(long, value_enum, default_value_t = crate::pxe::OutputFormat::Xz)]
     pub format: crate::pxe::OutputFormat,
-    /// URL the network boot files will be served from (names them in boot.ipxe).
-    #[arg(long, value_name = "URL", default_value = "http://10.0.2.100:8080")]
-    pub base_url: String,
+    /// URL the network boot files will be served from (names them in boot.ipxe); default
+    /// http://10.0.2.100:8080, the guestfwd address QEMU tests use.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
     /// Resolve and print the plan, build nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -293,7 +294,16 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         cache,
         xz: !args.no_xz,
         format: args.format,
-        base_url: crate::pxe::check_base_url(&args.base_url)?,
+        base_url: crate::pxe::check_base_url(args.base_url.as_deref().unwrap_or_else(|| {
+            if args.format.pxe() && !cli.quiet {
+                eprintln!(
+                    "warning: no --base-url: boot.ipxe names {}, the address QEMU tests forward; \
+                     give the URL your nodes will fetch the files from",
+                    crate::pxe::DEFAULT_BASE_URL
+                );
+            }
+            crate::pxe::DEFAULT_BASE_URL
+        }))?,
     };
     let report = build(&plan, &opts, rep)?;
     if cli.json {

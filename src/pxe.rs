@@ -60,6 +60,9 @@ impl OutputFormat {
     }
 }
 
+/// `--base-url` when none is given: where QEMU tests forward HTTP (`guestfwd`).
+pub const DEFAULT_BASE_URL: &str = "http://10.0.2.100:8080";
+
 /// Modules a network-booted initramfs needs beyond the board's storage drivers: the board's
 /// network cards (`root_modules`), packet sockets for the DHCP client, and loop devices for
 /// the root image in RAM.
@@ -410,6 +413,39 @@ mod tests {
             "http:///x",
         ] {
             assert!(check_base_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn storage_and_install_render_into_node_env_and_are_checked() {
+        use crate::node::NodeConfig;
+        let origin = Path::new("/nonexistent/node.toml");
+        let n = NodeConfig::from_toml_str(
+            "[storage]\ndevice = \"/dev/vdb\"\n[install]\ndevice = \"/dev/nvme0n1\"\nwipe = true\n",
+            origin,
+        )
+        .unwrap();
+        let r = n.render().unwrap();
+        let env = String::from_utf8(r.get("edgeimg/node.env").unwrap().to_vec()).unwrap();
+        assert!(env.contains("STORAGE_DEVICE='/dev/vdb'"), "{env}");
+        assert!(env.contains("INSTALL_DEVICE='/dev/nvme0n1'"), "{env}");
+        assert!(env.contains("INSTALL_WIPE='1'"), "{env}");
+        let plain = NodeConfig::from_toml_str("", origin)
+            .unwrap()
+            .render()
+            .unwrap();
+        let env = String::from_utf8(plain.get("edgeimg/node.env").unwrap().to_vec()).unwrap();
+        assert!(env.contains("STORAGE_DEVICE=''") && env.contains("INSTALL_WIPE='0'"));
+        for bad in ["vdb", "/dev/", "/dev/../sda", "/dev/sd a", "/dev/$(reboot)"] {
+            let t = format!("[storage]\ndevice = {bad:?}\n");
+            let e = format!("{:#}", NodeConfig::from_toml_str(&t, origin).unwrap_err());
+            assert!(e.contains("storage.device"), "{bad}: {e}");
+            let t = format!("[install]\ndevice = {bad:?}\n");
+            let e = format!("{:#}", NodeConfig::from_toml_str(&t, origin).unwrap_err());
+            assert!(
+                e.contains("install.device") && e.contains("[install]"),
+                "{bad}: {e}"
+            );
         }
     }
 
