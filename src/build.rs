@@ -135,7 +135,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     ));
 
     if !opts.format.image() {
-        return build_pxe_only(
+        return crate::pxe::build_pxe_only(
             plan, opts, &unpacked, &root, &initrd, &debs, &k0s, started, rep,
         );
     }
@@ -221,7 +221,8 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
             root_size,
             &root_file,
         )?;
-        let inputs = pxe_inputs(plan, opts, &unpacked, &initrd, &root_file, &debs, &k0s)?;
+        let inputs =
+            crate::pxe::pxe_inputs(plan, opts, &unpacked, &initrd, &root_file, &debs, &k0s)?;
         outputs.extend(crate::pxe::write(&inputs, &dir, rep)?);
     }
 
@@ -235,69 +236,6 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         token_included,
         token_required: plan.role.needs_token(),
         hostname,
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn build_pxe_only(
-    plan: &Plan,
-    opts: &BuildOptions,
-    unpacked: &rootfs::Unpacked,
-    root: &Tree,
-    initrd: &[u8],
-    debs: &[crate::source::debian::FetchedDeb],
-    k0s: &K0sBinary,
-    started: Instant,
-    rep: &dyn Reporter,
-) -> Result<BuildReport> {
-    let dir = opts.format.pxe_dir(&opts.out_dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    let root_file = dir.join("rootfs.squashfs");
-    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))?;
-    rep.step(&format!("root: squashfs of {} entries", root.len()));
-    write_squashfs(root, &squashfs_options(plan)?, tmp.as_file_mut())?;
-    tmp.persist(&root_file)
-        .with_context(|| format!("writing {}", root_file.display()))?;
-    let inputs = pxe_inputs(plan, opts, unpacked, initrd, &root_file, debs, k0s)?;
-    let outputs = crate::pxe::write(&inputs, &dir, rep)?;
-    let token_included = inputs.node_files.iter().any(|(p, _)| p.ends_with("/token"));
-    drop(inputs);
-    Ok(BuildReport {
-        image_size: std::fs::metadata(&root_file)?.len(),
-        image: root_file,
-        manifest: dir.join("manifest.json"),
-        outputs,
-        downloads: opts.cache.downloads_made(),
-        seconds: started.elapsed().as_secs_f64(),
-        token_included,
-        token_required: plan.role.needs_token(),
-        hostname: plan.node.hostname.clone().unwrap_or_default(),
-    })
-}
-
-fn pxe_inputs<'a>(
-    plan: &'a Plan,
-    opts: &BuildOptions,
-    unpacked: &'a rootfs::Unpacked,
-    initrd: &'a [u8],
-    root_file: &'a Path,
-    debs: &[crate::source::debian::FetchedDeb],
-    k0s: &K0sBinary,
-) -> Result<crate::pxe::PxeInputs<'a>> {
-    let kernel = unpacked
-        .kernel
-        .read(&format!("boot/vmlinuz-{}", unpacked.kver))
-        .with_context(|| format!("the kernel package has no boot/vmlinuz-{}", unpacked.kver))?;
-    Ok(crate::pxe::PxeInputs {
-        plan,
-        kver: &unpacked.kver,
-        kernel,
-        initrd,
-        root: root_file,
-        node_files: plan.node.render()?.files,
-        inputs: input_records(debs, k0s, plan),
-        base_url: opts.base_url.clone(),
     })
 }
 
@@ -411,7 +349,7 @@ fn encode_root(
     Ok(size)
 }
 
-fn squashfs_options(plan: &Plan) -> Result<SquashfsOptions> {
+pub(crate) fn squashfs_options(plan: &Plan) -> Result<SquashfsOptions> {
     let spec = &plan.base.squashfs;
     let compressor = match spec.compressor.as_str() {
         "zstd" => SquashCompressor::Zstd {
@@ -460,7 +398,7 @@ pub fn add_node_files(boot: &mut Tree, node: &NodeConfig) -> Result<()> {
     Ok(())
 }
 
-fn input_records(
+pub(crate) fn input_records(
     debs: &[crate::source::debian::FetchedDeb],
     k0s: &K0sBinary,
     plan: &Plan,

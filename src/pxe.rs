@@ -343,6 +343,73 @@ pub fn write(inp: &PxeInputs, dir: &Path, rep: &dyn Reporter) -> Result<Vec<Path
     Ok(paths)
 }
 
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build_pxe_only(
+    plan: &Plan,
+    opts: &crate::build::BuildOptions,
+    unpacked: &crate::rootfs::Unpacked,
+    root: &crate::tree::Tree,
+    initrd: &[u8],
+    debs: &[crate::source::debian::FetchedDeb],
+    k0s: &crate::source::k0s::K0sBinary,
+    started: std::time::Instant,
+    rep: &dyn Reporter,
+) -> Result<crate::build::BuildReport> {
+    let dir = opts.format.pxe_dir(&opts.out_dir);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let root_file = dir.join("rootfs.squashfs");
+    let mut tmp = tempfile::NamedTempFile::new_in(&dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    rep.step(&format!("root: squashfs of {} entries", root.len()));
+    crate::fs::squashfs::write_squashfs(
+        root,
+        &crate::build::squashfs_options(plan)?,
+        tmp.as_file_mut(),
+    )?;
+    tmp.persist(&root_file)
+        .with_context(|| format!("writing {}", root_file.display()))?;
+    let inputs = pxe_inputs(plan, opts, unpacked, initrd, &root_file, debs, k0s)?;
+    let outputs = crate::pxe::write(&inputs, &dir, rep)?;
+    let token_included = inputs.node_files.iter().any(|(p, _)| p.ends_with("/token"));
+    drop(inputs);
+    Ok(crate::build::BuildReport {
+        image_size: std::fs::metadata(&root_file)?.len(),
+        image: root_file,
+        manifest: dir.join("manifest.json"),
+        outputs,
+        downloads: opts.cache.downloads_made(),
+        seconds: started.elapsed().as_secs_f64(),
+        token_included,
+        token_required: plan.role.needs_token(),
+        hostname: plan.node.hostname.clone().unwrap_or_default(),
+    })
+}
+
+pub(crate) fn pxe_inputs<'a>(
+    plan: &'a Plan,
+    opts: &crate::build::BuildOptions,
+    unpacked: &'a crate::rootfs::Unpacked,
+    initrd: &'a [u8],
+    root_file: &'a Path,
+    debs: &[crate::source::debian::FetchedDeb],
+    k0s: &crate::source::k0s::K0sBinary,
+) -> Result<crate::pxe::PxeInputs<'a>> {
+    let kernel = unpacked
+        .kernel
+        .read(&format!("boot/vmlinuz-{}", unpacked.kver))
+        .with_context(|| format!("the kernel package has no boot/vmlinuz-{}", unpacked.kver))?;
+    Ok(crate::pxe::PxeInputs {
+        plan,
+        kver: &unpacked.kver,
+        kernel,
+        initrd,
+        root: root_file,
+        node_files: plan.node.render()?.files,
+        inputs: crate::build::input_records(debs, k0s, plan),
+        base_url: opts.base_url.clone(),
+    })
+}
+
 fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     let mut f = AtomicFile::create(path)?;
     f.write_all(data)
