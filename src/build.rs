@@ -33,6 +33,10 @@ pub struct BuildOptions {
     pub out_dir: PathBuf,
     pub cache: Cache,
     pub xz: bool,
+    /// Which outputs (`--format`); `xz` above still turns the .img.xz off.
+    pub format: crate::pxe::OutputFormat,
+    /// `--base-url` for network boot files (checked by `pxe::check_base_url`).
+    pub base_url: String,
 }
 
 /// One input, as recorded in the manifest.
@@ -147,7 +151,8 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     // 2. Trees.
     let unpacked = rootfs::unpack(plan, &debs, rep)?;
     let root = rootfs::build_root(plan, &unpacked, &k0s, rep)?;
-    let initramfs_tree = rootfs::build_initramfs(plan, &unpacked, &root)?;
+    let initramfs_plan = crate::pxe::initramfs_plan(plan, opts.format);
+    let initramfs_tree = rootfs::build_initramfs(&initramfs_plan, &unpacked, &root)?;
     let initrd = write_initramfs(&initramfs_tree, Compression::Zstd, plan.source_date_epoch)?;
     rep.step(&format!(
         "initramfs: {} entries, {} KiB",
@@ -156,6 +161,11 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     ));
 
     laps.lap("trees");
+    if !opts.format.image() {
+        return crate::pxe::build_pxe_only(
+            plan, opts, &unpacked, &root, &initrd, &debs, &k0s, started, rep,
+        );
+    }
 
     // 3. Layout and encoding.
     let layout = partition_plan(plan)?;
@@ -179,7 +189,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
 
     // 4. Publish.
     let mut outputs = vec![image_path.clone()];
-    if opts.xz {
+    if opts.xz && opts.format.xz(false) {
         let xz_path = opts.out_dir.join(format!("{stem}.img.xz"));
         crate::disk::xz::compress_xz(&image_path, &xz_path, threads(), rep)?;
         outputs.push(xz_path);
@@ -239,6 +249,21 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     ));
     crate::disk::checksums::write_sha256sums_of(&opts.out_dir, &digests)?;
     outputs.push(opts.out_dir.join("SHA256SUMS"));
+
+    if opts.format.pxe() {
+        let dir = opts.format.pxe_dir(&opts.out_dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let root_file = dir.join("rootfs.squashfs");
+        crate::pxe::extract_part(
+            &image_path,
+            layout.offset(PartRole::Root),
+            root_size,
+            &root_file,
+        )?;
+        let inputs =
+            crate::pxe::pxe_inputs(plan, opts, &unpacked, &initrd, &root_file, &debs, &k0s)?;
+        outputs.extend(crate::pxe::write(&inputs, &dir, rep)?);
+    }
 
     Ok(BuildReport {
         image_size: std::fs::metadata(&image_path)?.len(),
@@ -347,22 +372,7 @@ fn encode_root(
     image: &mut ImageWriter,
     rep: &dyn Reporter,
 ) -> Result<u64> {
-    let spec = &plan.base.squashfs;
-    let compressor = match spec.compressor.as_str() {
-        "zstd" => SquashCompressor::Zstd {
-            level: spec.level.unwrap_or(15),
-        },
-        "xz" => SquashCompressor::Xz,
-        "gzip" => SquashCompressor::Gzip,
-        other => bail!(
-            "profiles/base.toml: [squashfs] compressor = \"{other}\" is not one of zstd, xz, gzip"
-        ),
-    };
-    let opts = SquashfsOptions {
-        compressor,
-        block_size: spec.block_size,
-        mtime: plan.source_date_epoch as u32,
-    };
+    let opts = squashfs_options(plan)?;
     rep.step(&format!(
         "root: squashfs of {} entries, {} MiB of content",
         root.len(),
@@ -380,6 +390,25 @@ fn encode_root(
         ))
     })?;
     Ok(size)
+}
+
+pub(crate) fn squashfs_options(plan: &Plan) -> Result<SquashfsOptions> {
+    let spec = &plan.base.squashfs;
+    let compressor = match spec.compressor.as_str() {
+        "zstd" => SquashCompressor::Zstd {
+            level: spec.level.unwrap_or(15),
+        },
+        "xz" => SquashCompressor::Xz,
+        "gzip" => SquashCompressor::Gzip,
+        other => bail!(
+            "profiles/base.toml: [squashfs] compressor = \"{other}\" is not one of zstd, xz, gzip"
+        ),
+    };
+    Ok(SquashfsOptions {
+        compressor,
+        block_size: spec.block_size,
+        mtime: plan.source_date_epoch as u32,
+    })
 }
 
 fn encode_boot(
@@ -412,7 +441,7 @@ pub fn add_node_files(boot: &mut Tree, node: &NodeConfig) -> Result<()> {
     Ok(())
 }
 
-fn input_records(
+pub(crate) fn input_records(
     debs: &[crate::source::debian::FetchedDeb],
     k0s: &K0sBinary,
     plan: &Plan,

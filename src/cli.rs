@@ -49,6 +49,17 @@ pub enum Command {
     Inspect(crate::inspect::InspectArgs),
     /// Write an image (.img or .img.xz) to a device, verify it, then personalize it.
     Flash(Box<crate::flash::FlashArgs>),
+    /// Serve a folder (the output of `build --format pxe`) read-only over plain HTTP.
+    Serve(ServeArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// The folder to serve.
+    pub dir: PathBuf,
+    /// Address and port to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
+    pub listen: String,
 }
 
 #[derive(Args, Debug)]
@@ -104,6 +115,13 @@ pub struct BuildArgs {
     /// Skip the .img.xz output.
     #[arg(long)]
     pub no_xz: bool,
+    /// What to write: raw (image), xz (image + .img.xz), pxe (network boot files), all.
+    #[arg(long, value_enum, default_value_t = crate::pxe::OutputFormat::Xz)]
+    pub format: crate::pxe::OutputFormat,
+    /// URL the network boot files will be served from (names them in boot.ipxe); default
+    /// http://10.0.2.100:8080, the guestfwd address QEMU tests use.
+    #[arg(long, value_name = "URL")]
+    pub base_url: Option<String>,
     /// Resolve and print the plan, build nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -165,6 +183,9 @@ pub fn main() -> i32 {
 }
 
 fn run(cli: &Cli, rep: &dyn Reporter) -> Result<()> {
+    if let Command::Serve(args) = &cli.command {
+        return serve_cmd(cli, args);
+    }
     let data = DataDir::locate(cli.data_dir.as_deref())?;
     match &cli.command {
         Command::Boards => boards(cli, &data),
@@ -174,7 +195,34 @@ fn run(cli: &Cli, rep: &dyn Reporter) -> Result<()> {
         Command::Configure(a) => crate::configure::configure_cmd(cli.json, cli.quiet, a, rep),
         Command::Inspect(a) => crate::inspect::inspect_cmd(cli.json, a),
         Command::Flash(a) => crate::flash::flash_cmd(cli.json, cli.quiet, a, rep),
+        Command::Serve(args) => serve_cmd(cli, args),
     }
+}
+
+fn serve_cmd(cli: &Cli, args: &ServeArgs) -> Result<()> {
+    let server = crate::serve::Server::bind(&args.dir, &args.listen)?;
+    let addr = server.local_addr()?;
+    if cli.json {
+        println!(
+            "{}",
+            serde_json::json!({ "listen": addr.to_string(), "dir": args.dir })
+        );
+    } else if !cli.quiet {
+        println!(
+            "serving {} on http://{addr}/ (read-only; Ctrl-C stops)",
+            args.dir.display()
+        );
+    }
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    let quiet = cli.quiet;
+    server.run(std::sync::Arc::new(
+        move |r: &crate::serve::AccessRecord| {
+            if !quiet {
+                eprintln!("{r}");
+            }
+        },
+    ))
 }
 
 fn boards(cli: &Cli, data: &DataDir) -> Result<()> {
@@ -254,6 +302,17 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         out_dir: args.out.clone(),
         cache,
         xz: !args.no_xz,
+        format: args.format,
+        base_url: crate::pxe::check_base_url(args.base_url.as_deref().unwrap_or_else(|| {
+            if args.format.pxe() && !cli.quiet {
+                eprintln!(
+                    "warning: no --base-url: boot.ipxe names {}, the address QEMU tests forward; \
+                     give the URL your nodes will fetch the files from",
+                    crate::pxe::DEFAULT_BASE_URL
+                );
+            }
+            crate::pxe::DEFAULT_BASE_URL
+        }))?,
     };
     let report = build(&plan, &opts, rep)?;
     if cli.json {
@@ -271,7 +330,12 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         for o in &report.outputs {
             println!("  {}", o.display());
         }
-        if report.token_required && !report.token_included {
+        if report.token_required && !report.token_included && !args.format.image() {
+            println!(
+                "no join token: put one in node/<mac-with-dashes>/token (listed in that folder's index) \
+                 or node/default/, or build with --token-file"
+            );
+        } else if report.token_required && !report.token_included {
             println!(
                 "no join token in this image: add one per node with `edgeimg configure {} --token-file FILE` \
                  (or at flash time); it stays out of the shared image",

@@ -297,6 +297,7 @@ fn disk_args(kind: &str, disk: &Path) -> Result<Vec<String>> {
             "usb-storage,bus=xhci.0,drive=d0".into(),
         ],
         "sd" => vec!["-drive".into(), drive("sd")],
+        "none" => vec![],
         other => bail!("qemu.disk = {other:?}: use one of virtio, nvme, ahci, usb, sd"),
     };
     Ok(args)
@@ -722,6 +723,66 @@ pub fn boot_disk(
         disk_copy: Some(disk.to_path_buf()),
         ..r
     })
+}
+
+/// Network boot: no boot disk; the firmware boots the network card, whose option ROM
+/// (`romfile`, an iPXE EFI ROM) gets `bootfile` from QEMU's user-mode TFTP in `tftp_dir`. HTTP
+/// reaches the host through `opts.guestfwd`. `extra_disk` is attached blank (virtio) as a
+/// data disk. With `kill_when`, QEMU is killed as soon as a console line contains it.
+#[allow(clippy::too_many_arguments)]
+pub fn netboot(
+    spec: &QemuSpec,
+    opts: &SmokeOptions,
+    tftp_dir: &Path,
+    bootfile: &str,
+    romfile: &Path,
+    extra_disk: Option<&Path>,
+    kill_when: Option<&str>,
+    rep: &dyn Reporter,
+) -> Result<SmokeReport> {
+    let (qemu, fw) = host_check(spec)?;
+    if !romfile.is_file() {
+        bail!(
+            "{} is missing: install ipxe-qemu (the iPXE boot ROMs for QEMU)",
+            romfile.display()
+        );
+    }
+    let dir = work_dir()?;
+    let vars = copy_vars(fw.as_ref(), dir.path())?;
+    let mut spec = spec.clone();
+    spec.disk = "none".into();
+    if let Some(d) = extra_disk {
+        spec.extra_args.extend([
+            "-drive".into(),
+            format!("file={},format=raw,if=none,id=d1", qemu_path(d)),
+            "-device".into(),
+            "virtio-blk-pci,drive=d1".into(),
+        ]);
+    }
+    let files = VmFiles {
+        disk: tftp_dir,
+        vars: vars.as_deref(),
+    };
+    let mut args = command_args(&spec, fw.as_ref(), &files, opts, Console::Pipe)?;
+    for a in args.iter_mut() {
+        if a.starts_with("user,id=n0") {
+            a.push_str(&format!(
+                ",tftp={},bootfile={bootfile}",
+                qemu_path(tftp_dir)
+            ));
+        } else if a.starts_with(&format!("{},netdev=n0", spec.net_device)) {
+            a.push_str(&format!(",romfile={}", qemu_path(romfile)));
+        }
+    }
+    let stop = match kill_when {
+        Some(m) => Stop::At(m),
+        None => Stop::Ready(opts),
+    };
+    rep.step(&format!(
+        "starting {} -M {} from the network",
+        spec.system, spec.machine
+    ));
+    watch(&qemu, &args, opts.timeout, stop, rep).context("booting from the network")
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -59,6 +59,12 @@ pub(super) fn check(cfg: &NodeConfig) -> Report {
         }
     }
     check_time(cfg, &mut r);
+    if let Err(m) = cfg.storage.check() {
+        r.problem("storage.device", m);
+    }
+    if let Err(m) = cfg.install.check() {
+        r.problem("install.device", m);
+    }
     if let Some(w) = &cfg.wifi {
         check_wifi(w, &mut r);
     }

@@ -20,8 +20,8 @@ use thiserror::Error;
 
 pub use render::{parse_node_env, shell_quote, RenderedNode};
 pub use schema::{
-    FileMode, FileSpec, K0sConfig, Labels, NetMode, NetworkConfig, SshConfig, TimeConfig,
-    WifiConfig,
+    FileMode, FileSpec, InstallConfig, K0sConfig, Labels, NetMode, NetworkConfig, SshConfig,
+    StorageConfig, TimeConfig, WifiConfig,
 };
 
 /// Longest value accepted for one file's content, the token or the k0s config file.
@@ -172,6 +172,10 @@ pub struct NodeConfig {
     pub wifi: Option<WifiConfig>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileSpec>,
+    #[serde(default, skip_serializing_if = "StorageConfig::is_default")]
+    pub storage: StorageConfig,
+    #[serde(default, skip_serializing_if = "InstallConfig::is_default")]
+    pub install: InstallConfig,
     /// Where the config came from (for messages); not part of the config.
     #[serde(skip)]
     origin: PathBuf,

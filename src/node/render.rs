@@ -167,6 +167,18 @@ impl NodeConfig {
                 u8::from(!self.ssh.authorized_keys.is_empty()).to_string(),
             ),
             ("FILES_COUNT".into(), self.files.len().to_string()),
+            (
+                "STORAGE_DEVICE".into(),
+                self.storage.device.clone().unwrap_or_default(),
+            ),
+            (
+                "INSTALL_DEVICE".into(),
+                self.install.device.clone().unwrap_or_default(),
+            ),
+            (
+                "INSTALL_WIPE".into(),
+                u8::from(self.install.wipe).to_string(),
+            ),
         ];
         for (i, f) in self.files.iter().enumerate() {
             vars.push((format!("FILE_{i}_PATH"), f.path.clone()));

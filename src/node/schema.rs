@@ -142,6 +142,69 @@ impl SshConfig {
 /// NTP servers used when `[time] ntp` is absent. An explicit empty list disables NTP.
 pub const DEFAULT_NTP: &str = "pool.ntp.org";
 
+/// `[storage]`: a disk for data on a node booted from the network (the image's own data
+/// partition is used otherwise). Made ext4 on first boot; a disk with partitions is refused.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `/dev/NAME` of a whole disk or partition (`/dev/vdb`, `/dev/nvme0n1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+}
+
+impl StorageConfig {
+    pub fn is_default(&self) -> bool {
+        self.device.is_none()
+    }
+
+    /// Checks `device`: `/dev/` and a plain kernel device name.
+    pub fn check(&self) -> Result<(), String> {
+        let Some(d) = &self.device else {
+            return Ok(());
+        };
+        let name = d.strip_prefix("/dev/").unwrap_or("");
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            || name.starts_with('.')
+        {
+            return Err(format!(
+                "[storage] device = {d:?}: give a device as /dev/NAME (like /dev/vdb or /dev/nvme0n1)"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[install]`: a node booted from a USB stick (or another disk) copies itself onto this
+/// disk and reboots into it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallConfig {
+    /// `/dev/NAME` of a whole disk (`/dev/nvme0n1`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Overwrite a disk that already has partitions.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wipe: bool,
+}
+
+impl InstallConfig {
+    pub fn is_default(&self) -> bool {
+        *self == InstallConfig::default()
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        StorageConfig {
+            device: self.device.clone(),
+        }
+        .check()
+        .map_err(|m| m.replace("[storage]", "[install]"))
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeConfig {
