@@ -100,7 +100,9 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
 
     // 1. Inputs.
     let arch = plan.board.arch.debian();
-    let components: Vec<&str> = plan.base.components.iter().map(String::as_str).collect();
+    let mut components: Vec<&str> = plan.base.components.iter().map(String::as_str).collect();
+    components.extend(plan.board.components.iter().map(String::as_str));
+    components.dedup();
     rep.step(&format!(
         "Debian {} ({arch}) from {}",
         plan.suite, plan.mirror

@@ -19,6 +19,7 @@ pub mod profile;
 pub mod progress;
 pub mod qemu;
 pub mod rootfs;
+pub mod rpi;
 pub mod smoke;
 pub mod source;
 pub mod tree;
