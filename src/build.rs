@@ -167,6 +167,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
             sha256: crate::disk::checksums::sha256_file(o)?,
         });
     }
+    let imager = crate::rpi::write_imager(plan, &opts.out_dir, &stem, &output_records)?;
     let hostname = plan.node.hostname.clone().unwrap_or_default();
     let manifest = Manifest {
         edgeimg_version: plan.edgeimg_version.clone(),
@@ -196,6 +197,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
     )?;
     outputs.push(manifest_path.clone());
+    outputs.extend(imager);
 
     let names: Vec<String> = outputs.iter().map(|p| file_name(p)).collect();
     let name_refs: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -295,6 +297,7 @@ pub fn kernel_cmdline(plan: &Plan, layout: &PartitionPlan) -> String {
         format!("edgeimg.data=PARTUUID={}", layout.partuuid(PartRole::Data)),
     ];
     args.extend(plan.board.cmdline.iter().cloned());
+    args.extend(plan.node.boot.kernel_args.iter().cloned());
     args.join(" ")
 }
 

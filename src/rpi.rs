@@ -37,6 +37,70 @@ pub struct RpiBoot {
     /// Extra `config.txt` lines (overclock, UART, PoE HAT fan, dtoverlay=...).
     #[serde(default)]
     pub config: Vec<String>,
+    /// Raspberry Pi Imager device tags the image is offered for (`pi4-64bit`, `pi3-32bit`).
+    #[serde(default)]
+    pub imager_devices: Vec<String>,
+}
+
+/// For Pi boards, writes the Imager `os_list` JSON beside the image (from the output records:
+/// image first, `.img.xz` when built); returns its path. Other boards: nothing.
+pub fn write_imager(
+    plan: &Plan,
+    out_dir: &Path,
+    stem: &str,
+    outputs: &[crate::build::OutputRecord],
+) -> Result<Option<std::path::PathBuf>> {
+    let crate::profile::BootSpec::Rpi(spec) = &plan.board.boot else {
+        return Ok(None);
+    };
+    let img = format!("{stem}.img");
+    let image = outputs
+        .iter()
+        .find(|o| o.file == img)
+        .context("the image is not among the outputs")?;
+    let download = outputs
+        .iter()
+        .find(|o| o.file == format!("{img}.xz"))
+        .unwrap_or(image);
+    let url_base = std::env::var("EDGEIMG_IMAGER_URL_BASE").unwrap_or_default();
+    let json = imager_json(plan, spec, image, download, &url_base);
+    let path = out_dir.join(imager_file_name(stem));
+    crate::build::write_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    Ok(Some(path))
+}
+
+/// The file name of the Raspberry Pi Imager `os_list` JSON written beside a Pi image.
+pub fn imager_file_name(stem: &str) -> String {
+    format!("{stem}.os_list.json")
+}
+
+/// A Raspberry Pi Imager repository (`os_list`) with one entry for the image, for Imager's
+/// "custom repository" option. `download` is the file Imager fetches (the `.img.xz` when
+/// built, else the raw `.img`), `image` the raw image it writes; `url_base` (a URL ending
+/// in `/`, or empty for a bare file name) is put in front of the download's name.
+pub fn imager_json(
+    plan: &Plan,
+    spec: &RpiBoot,
+    image: &crate::build::OutputRecord,
+    download: &crate::build::OutputRecord,
+    url_base: &str,
+) -> serde_json::Value {
+    let days = (plan.source_date_epoch / 86_400) as i64;
+    let (y, m, d) = crate::fs::fat::dirent::civil_from_days(days);
+    serde_json::json!({
+        "os_list": [{
+            "name": format!("edgeimg {} {} (k0s {})", plan.board.name, plan.role, plan.k0s_version),
+            "description": format!("{}: immutable Debian {} node for k0s, role {}", plan.board.description, plan.suite, plan.role),
+            "url": format!("{url_base}{}", download.file),
+            "release_date": format!("{y:04}-{m:02}-{d:02}"),
+            "extract_size": image.size,
+            "extract_sha256": image.sha256,
+            "image_download_size": download.size,
+            "image_download_sha256": download.sha256,
+            "devices": spec.imager_devices,
+            "init_format": "none",
+        }]
+    })
 }
 
 /// File names matched by a DTB pattern among the kernel tree's files.
@@ -124,7 +188,7 @@ pub fn boot_tree(
         kernel => spec.kernel.clone(),
         initramfs => spec.initramfs.clone(),
         arm_64bit => spec.arm_64bit,
-        config => spec.config.clone(),
+        config => spec.config.iter().chain(&plan.node.boot.config_txt).cloned().collect::<Vec<_>>(),
         cmdline => cmdline,
         dtbs => dtb_names,
     };

@@ -19,8 +19,8 @@ use thiserror::Error;
 
 pub use render::{parse_node_env, shell_quote, RenderedNode};
 pub use schema::{
-    FileMode, FileSpec, K0sConfig, Labels, NetMode, NetworkConfig, SshConfig, TimeConfig,
-    WifiConfig,
+    BootConfig, FileMode, FileSpec, K0sConfig, Labels, NetMode, NetworkConfig, SshConfig,
+    TimeConfig, WifiConfig,
 };
 
 /// Longest value accepted for one file's content, the token or the k0s config file.
@@ -169,6 +169,8 @@ pub struct NodeConfig {
     pub time: TimeConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wifi: Option<WifiConfig>,
+    #[serde(default, skip_serializing_if = "BootConfig::is_empty")]
+    pub boot: BootConfig,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileSpec>,
     /// Where the config came from (for messages); not part of the config.
