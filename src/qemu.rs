@@ -65,6 +65,9 @@ pub struct DirectSpec {
     /// A file holding the kernel command line (`cmdline.txt`), first line used.
     #[serde(default)]
     pub cmdline_file: Option<String>,
+    /// Arguments appended to that command line (`console=ttyAMA0` on `-M virt`).
+    #[serde(default)]
+    pub append: Vec<String>,
 }
 
 /// Kernel-direct files extracted from a disk.
@@ -114,7 +117,7 @@ fn extract_direct(spec: &QemuSpec, disk: &Path, dir: &Path) -> Result<Option<Dir
         Some(n) => Some(put(n, get(n)?)?),
         None => None,
     };
-    let cmdline = match &d.cmdline_file {
+    let mut cmdline = match &d.cmdline_file {
         Some(n) => Some(
             String::from_utf8_lossy(&get(n)?)
                 .lines()
@@ -125,6 +128,16 @@ fn extract_direct(spec: &QemuSpec, disk: &Path, dir: &Path) -> Result<Option<Dir
         ),
         None => None,
     };
+    if !d.append.is_empty() {
+        let mut c = cmdline.unwrap_or_default();
+        for a in &d.append {
+            if !c.is_empty() {
+                c.push(' ');
+            }
+            c.push_str(a);
+        }
+        cmdline = Some(c);
+    }
     Ok(Some(DirectFiles {
         kernel,
         initrd,

@@ -333,3 +333,38 @@ fn wifi_conf_quotes_nothing_it_cannot() {
         "{open}"
     );
 }
+
+/// The same image (kernel, initramfs, root, init) on QEMU's generic arm64 machine: virtio
+/// disk, the DTB QEMU generates, the console on the PL011.
+#[test]
+fn pi3_image_boots_on_qemu_virt_too() {
+    let data =
+        edgeimg::profile::DataDir::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap();
+    let mut spec = data.board("pi3").unwrap().qemu;
+    need(&spec.system);
+    spec.machine = "virt".into();
+    spec.cpu = Some("cortex-a72".into());
+    spec.smp = 2;
+    spec.disk = "virtio".into();
+    spec.console_serial = 0;
+    let direct = spec.direct.as_mut().unwrap();
+    direct.dtb = None;
+    direct.append = vec!["console=ttyAMA0".into()];
+    let opts = SmokeOptions {
+        timeout: Duration::from_secs(300),
+        keep: false,
+        disk_size: 2048 * 1024 * 1024,
+        kvm: false,
+        expect: Expectations {
+            role: "controller+worker".into(),
+            hostname: "pi-test-1".into(),
+            root_ro: true,
+            k0s_version: K0S_VERSION.into(),
+        },
+        extra_console_checks: vec!["root=/dev/vda2".into()],
+        mac: None,
+        guestfwd: vec![],
+    };
+    let r = qemu::smoke(&image(), &spec, &opts, &Silent).expect("pi3 image on -M virt");
+    eprintln!("pi3 image on virt: ready after {:.1} s", r.boot_seconds);
+}
