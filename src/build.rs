@@ -129,7 +129,9 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
 
     // 1. Inputs.
     let arch = plan.board.arch.debian();
-    let components: Vec<&str> = plan.base.components.iter().map(String::as_str).collect();
+    let mut components: Vec<&str> = plan.base.components.iter().map(String::as_str).collect();
+    components.extend(plan.board.components.iter().map(String::as_str));
+    components.dedup();
     rep.step(&format!(
         "Debian {} ({arch}) from {}",
         plan.suite, plan.mirror
@@ -207,6 +209,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
             sha256: crate::disk::checksums::sha256_file(o)?,
         });
     }
+    let imager = crate::rpi::write_imager(plan, &opts.out_dir, &stem, &output_records)?;
     let hostname = plan.node.hostname.clone().unwrap_or_default();
     let manifest = Manifest {
         edgeimg_version: plan.edgeimg_version.clone(),
@@ -236,6 +239,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
     )?;
     outputs.push(manifest_path.clone());
+    outputs.extend(imager);
 
     // Every output was hashed once for the manifest; SHA256SUMS reuses those digests.
     let mut digests: Vec<(String, String)> = manifest
@@ -362,6 +366,7 @@ pub fn kernel_cmdline(plan: &Plan, layout: &PartitionPlan) -> String {
         format!("edgeimg.data=PARTUUID={}", layout.partuuid(PartRole::Data)),
     ];
     args.extend(plan.board.cmdline.iter().cloned());
+    args.extend(plan.node.boot.kernel_args.iter().cloned());
     args.join(" ")
 }
 

@@ -238,6 +238,7 @@ fn boards(cli: &Cli, data: &DataDir) -> Result<()> {
     for b in boards {
         let boot = match b.boot {
             crate::profile::BootSpec::Uefi { .. } => "uefi",
+            crate::profile::BootSpec::Rpi(_) => "rpi",
         };
         let table = format!("{:?}", b.partition_table).to_lowercase();
         let desc = match &b.unsupported {

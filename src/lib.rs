@@ -24,6 +24,7 @@ pub mod progress;
 pub mod pxe;
 pub mod qemu;
 pub mod rootfs;
+pub mod rpi;
 pub mod serve;
 pub mod smoke;
 pub mod source;

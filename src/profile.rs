@@ -65,6 +65,8 @@ pub enum BootSpec {
         /// Where the firmware looks for it on the ESP.
         efi_path: String,
     },
+    /// The Raspberry Pi's own firmware (no U-Boot) reading `config.txt` from the FAT.
+    Rpi(crate::rpi::RpiBoot),
 }
 
 /// Partition sizes of the image.
@@ -87,6 +89,9 @@ pub struct Board {
     pub description: String,
     pub arch: Arch,
     pub partition_table: PartitionTable,
+    /// Archive components beyond the profile's (`non-free-firmware` for the Pi firmware).
+    #[serde(default)]
+    pub components: Vec<String>,
     /// The Debian kernel package (a metapackage is fine).
     pub kernel_package: String,
     /// Extra Debian packages this board needs (bootloader, firmware).

@@ -36,9 +36,13 @@ pub struct QemuSpec {
     pub net_device: String,
     #[serde(default)]
     pub extra_args: Vec<String>,
-    /// Boot the kernel directly (`-kernel`), without firmware: not supported yet.
+    /// Boot the kernel directly (`-kernel`, `-initrd`, `-dtb`, `-append`) with the files
+    /// named in `[qemu.direct]`, read from the image's boot partition (QEMU's Raspberry Pi
+    /// machines do not run the Pi's GPU firmware).
     #[serde(default)]
     pub kernel_direct: bool,
+    #[serde(default)]
+    pub direct: Option<DirectSpec>,
     /// Debian packages that provide QEMU and the firmware, for the error message.
     #[serde(default)]
     pub packages: Vec<String>,
@@ -46,6 +50,109 @@ pub struct QemuSpec {
     /// kernel console on the second one; the ports before it are connected to nothing.
     #[serde(default)]
     pub console_serial: u32,
+}
+
+/// Files on the image's boot partition (the first partition, FAT) that a kernel-direct boot
+/// hands to QEMU.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DirectSpec {
+    pub kernel: String,
+    #[serde(default)]
+    pub initrd: Option<String>,
+    #[serde(default)]
+    pub dtb: Option<String>,
+    /// A file holding the kernel command line (`cmdline.txt`), first line used.
+    #[serde(default)]
+    pub cmdline_file: Option<String>,
+    /// Arguments appended to that command line (`console=ttyAMA0` on `-M virt`).
+    #[serde(default)]
+    pub append: Vec<String>,
+}
+
+/// Kernel-direct files extracted from a disk.
+struct DirectFiles {
+    kernel: PathBuf,
+    initrd: Option<PathBuf>,
+    dtb: Option<PathBuf>,
+    cmdline: Option<String>,
+}
+
+/// Reads the `[qemu.direct]` files from the disk's first (FAT) partition into `dir`.
+fn extract_direct(spec: &QemuSpec, disk: &Path, dir: &Path) -> Result<Option<DirectFiles>> {
+    if !spec.kernel_direct {
+        return Ok(None);
+    }
+    let d = spec.direct.as_ref().context(
+        "qemu.kernel_direct = true needs a [qemu.direct] table (kernel, initrd, dtb, cmdline_file)",
+    )?;
+    let what = disk.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(disk)
+        .with_context(|| format!("opening {what}"))?;
+    let table = crate::disk::read::read_table(&file, &what)?;
+    let boot = table
+        .partition(1)
+        .with_context(|| format!("{what} has no partition 1 (the boot partition)"))?;
+    let mut vol = crate::fs::fat::FatVolume::open(file, boot.offset())
+        .with_context(|| format!("reading the boot partition of {what}"))?;
+    let mut get = |name: &str| -> Result<Vec<u8>> {
+        vol.read_file(name)
+            .with_context(|| format!("reading {name} from the boot partition of {what}"))?
+            .with_context(|| format!("{what}: the boot partition has no {name} (qemu.direct)"))
+    };
+    let put = |name: &str, data: Vec<u8>| -> Result<PathBuf> {
+        let to = dir.join(format!("direct-{}", name.replace('/', "_")));
+        std::fs::write(&to, data).with_context(|| format!("writing {}", to.display()))?;
+        Ok(to)
+    };
+    let kernel = put(&d.kernel, get(&d.kernel)?)?;
+    let initrd = match &d.initrd {
+        Some(n) => Some(put(n, get(n)?)?),
+        None => None,
+    };
+    let dtb = match &d.dtb {
+        Some(n) => Some(put(n, get(n)?)?),
+        None => None,
+    };
+    let mut cmdline = match &d.cmdline_file {
+        Some(n) => Some(
+            String::from_utf8_lossy(&get(n)?)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    if !d.append.is_empty() {
+        let mut c = cmdline.unwrap_or_default();
+        for a in &d.append {
+            if !c.is_empty() {
+                c.push(' ');
+            }
+            c.push_str(a);
+        }
+        cmdline = Some(c);
+    }
+    Ok(Some(DirectFiles {
+        kernel,
+        initrd,
+        dtb,
+        cmdline,
+    }))
+}
+
+/// QEMU's SD card model wants a power-of-two size.
+fn disk_size_for(spec: &QemuSpec, size: u64) -> u64 {
+    if spec.disk == "sd" {
+        size.next_power_of_two()
+    } else {
+        size
+    }
 }
 
 /// UEFI firmware: candidate paths, first existing wins. `code[i]` pairs with `vars[i]` (the
@@ -179,6 +286,8 @@ struct VmFiles<'a> {
     disk: &'a Path,
     /// Writable copy of the firmware's vars, when the firmware has them.
     vars: Option<&'a Path>,
+    /// Kernel, initrd, DTB and command line for a kernel-direct boot.
+    direct: Option<&'a DirectFiles>,
 }
 
 /// Firmware files found on the host: the code image and, for split firmware, its vars template.
@@ -249,10 +358,10 @@ fn find_in_path(binary: &str) -> Option<PathBuf> {
 
 /// Checks the host has QEMU and the firmware before anything is copied.
 fn host_check(spec: &QemuSpec) -> Result<(PathBuf, Option<Firmware>)> {
-    if spec.kernel_direct {
+    if spec.kernel_direct && spec.direct.is_none() {
         bail!(
-            "qemu.kernel_direct = true is not supported: boot {} through its firmware",
-            spec.machine
+            "qemu.kernel_direct = true needs a [qemu.direct] table naming the kernel, initrd, dtb \
+             and cmdline_file on the boot partition"
         );
     }
     let qemu = find_in_path(&spec.system).with_context(|| {
@@ -350,6 +459,18 @@ fn command_args(
                 format!("if=pflash,format=raw,unit=1,file={}", qemu_path(vars)),
             ]),
             None => a.extend(["-bios".into(), fw.code.display().to_string()]),
+        }
+    }
+    if let Some(d) = files.direct {
+        a.extend(["-kernel".into(), d.kernel.display().to_string()]);
+        if let Some(p) = &d.initrd {
+            a.extend(["-initrd".into(), p.display().to_string()]);
+        }
+        if let Some(p) = &d.dtb {
+            a.extend(["-dtb".into(), p.display().to_string()]);
+        }
+        if let Some(c) = &d.cmdline {
+            a.extend(["-append".into(), c.clone()]);
         }
     }
     a.extend(disk_args(&spec.disk, files.disk)?);
@@ -673,12 +794,16 @@ fn boot_copy(
     let (qemu, fw) = host_check(spec)?;
     let dir = work_dir()?;
     let disk = dir.path().join("disk.img");
+    let image_len = std::fs::metadata(image)
+        .with_context(|| format!("reading {}", image.display()))?
+        .len();
+    let size = disk_size_for(spec, opts.disk_size.max(image_len));
     rep.step(&format!(
         "copying {} to a {} MiB test disk",
         image.display(),
-        opts.disk_size >> 20
+        size >> 20
     ));
-    sparse_copy(image, &disk, opts.disk_size)?;
+    sparse_copy(image, &disk, size)?;
     let result = boot(&qemu, fw.as_ref(), spec, &disk, dir.path(), opts, stop, rep);
     if opts.keep {
         let kept = dir.keep();
@@ -762,6 +887,7 @@ pub fn netboot(
     let files = VmFiles {
         disk: tftp_dir,
         vars: vars.as_deref(),
+        direct: None,
     };
     let mut args = command_args(&spec, fw.as_ref(), &files, opts, Console::Pipe)?;
     for a in args.iter_mut() {
@@ -797,9 +923,11 @@ fn boot(
     rep: &dyn Reporter,
 ) -> Result<SmokeReport> {
     let vars = copy_vars(fw, dir)?;
+    let direct = extract_direct(spec, disk, dir)?;
     let files = VmFiles {
         disk,
         vars: vars.as_deref(),
+        direct: direct.as_ref(),
     };
     let args = command_args(spec, fw, &files, opts, Console::Pipe)?;
     rep.step(&format!("starting {} -M {}", spec.system, spec.machine));
@@ -815,13 +943,18 @@ pub fn run(image: &Path, spec: &QemuSpec, in_place: bool, disk_size: u64, kvm: b
         image.to_path_buf()
     } else {
         let d = dir.path().join("disk.img");
-        sparse_copy(image, &d, disk_size)?;
+        let len = std::fs::metadata(image)
+            .with_context(|| format!("reading {}", image.display()))?
+            .len();
+        sparse_copy(image, &d, disk_size_for(spec, disk_size.max(len)))?;
         d
     };
     let vars = copy_vars(fw.as_ref(), dir.path())?;
+    let direct = extract_direct(spec, &disk, dir.path())?;
     let files = VmFiles {
         disk: &disk,
         vars: vars.as_deref(),
+        direct: direct.as_ref(),
     };
     let opts = SmokeOptions {
         timeout: Duration::ZERO,
@@ -915,6 +1048,7 @@ vars = ["/usr/share/OVMF/OVMF_VARS_4M.fd", "/usr/share/OVMF/OVMF_VARS.fd"]
         let files = VmFiles {
             disk: Path::new("/tmp/a,b/disk.img"),
             vars: Some(Path::new("/tmp/w/vars.fd")),
+            direct: None,
         };
         let mut o = opts(10);
         o.guestfwd = vec!["tcp:10.0.2.100:80-tcp:127.0.0.1:8080".into()];
@@ -976,6 +1110,7 @@ vars = ["/usr/share/OVMF/OVMF_VARS_4M.fd", "/usr/share/OVMF/OVMF_VARS.fd"]
         let files = VmFiles {
             disk: Path::new("/d.img"),
             vars: None,
+            direct: None,
         };
         let a = command_args(&spec, Some(&fw), &files, &opts(1), Console::Pipe).unwrap();
         assert!(

@@ -205,6 +205,9 @@ pub fn build_boot(plan: &Plan, u: &Unpacked, initrd: &[u8], cmdline: &str) -> Re
             );
             t.add_file("loader/entries/edgeimg.conf", entry, 0o644)?;
         }
+        BootSpec::Rpi(spec) => {
+            return crate::rpi::boot_tree(plan, u, spec, kernel, initrd, cmdline);
+        }
     }
     t.add_file("vmlinuz", kernel.to_vec(), 0o644)?;
     t.add_file("initrd.img", initrd.to_vec(), 0o644)?;

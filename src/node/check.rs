@@ -69,6 +69,22 @@ pub(super) fn check(cfg: &NodeConfig) -> Report {
         check_wifi(w, &mut r);
     }
     check_files(cfg, &mut r);
+    for (i, a) in cfg.boot.kernel_args.iter().enumerate() {
+        if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            r.problem(
+                format!("boot.kernel_args[{i}]"),
+                "must be one word (no spaces or control characters): give each argument as its own string",
+            );
+        }
+    }
+    for (i, l) in cfg.boot.config_txt.iter().enumerate() {
+        if l.trim().is_empty() || l.chars().any(|c| c.is_control()) {
+            r.problem(
+                format!("boot.config_txt[{i}]"),
+                "must be one non-empty line (give each config.txt line as its own string)",
+            );
+        }
+    }
     for (name, cmds) in [("run_cmd", &cfg.run_cmd), ("boot_cmd", &cfg.boot_cmd)] {
         for (i, c) in cmds.iter().enumerate() {
             if c.trim().is_empty() {

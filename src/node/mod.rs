@@ -20,8 +20,8 @@ use thiserror::Error;
 
 pub use render::{parse_node_env, shell_quote, RenderedNode};
 pub use schema::{
-    FileMode, FileSpec, InstallConfig, K0sConfig, Labels, NetMode, NetworkConfig, SshConfig,
-    StorageConfig, TimeConfig, WifiConfig,
+    BootConfig, FileMode, FileSpec, InstallConfig, K0sConfig, Labels, NetMode, NetworkConfig,
+    SshConfig, StorageConfig, TimeConfig, WifiConfig,
 };
 
 /// Longest value accepted for one file's content, the token or the k0s config file.
@@ -170,6 +170,8 @@ pub struct NodeConfig {
     pub time: TimeConfig,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wifi: Option<WifiConfig>,
+    #[serde(default, skip_serializing_if = "BootConfig::is_empty")]
+    pub boot: BootConfig,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<FileSpec>,
     #[serde(default, skip_serializing_if = "StorageConfig::is_default")]

@@ -230,6 +230,25 @@ impl TimeConfig {
     }
 }
 
+/// `[boot]`: additions to the board's boot configuration, applied when the image is built.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootConfig {
+    /// Kernel arguments appended to the board's (`cgroup_enable=memory`, `quiet`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_args: Vec<String>,
+    /// Raspberry Pi `config.txt` lines appended to the board's (`dtoverlay=...`,
+    /// `arm_freq=...`, `dtparam=poe_fan_temp0=...`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config_txt: Vec<String>,
+}
+
+impl BootConfig {
+    pub fn is_empty(&self) -> bool {
+        *self == BootConfig::default()
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WifiConfig {

@@ -255,7 +255,7 @@ pub(crate) fn unix_from_dos(date: u16, time: u16) -> u64 {
 }
 
 /// Howard Hinnant's algorithm: days since 1970-01-01 to (year, month, day).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -7,7 +7,7 @@
 //! of the tree and the [`FatParams`]; the editor changes only the FAT sectors, directory
 //! entries and clusters an edit touches.
 
-mod dirent;
+pub(crate) mod dirent;
 mod layout;
 mod volume;
 mod writer;

@@ -1,0 +1,370 @@
+//! `edgeimg build --board pi3`: the Raspberry Pi image judged by tools edgeimg did not write
+//! (sfdisk, fsck.fat, mtools, unsquashfs, bmaptool, sha256sum), then booted on QEMU's raspi3b
+//! to the ready line.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::*;
+use edgeimg::progress::Silent;
+use edgeimg::qemu::{self, Expectations, SmokeOptions};
+
+const NODE: &str = r#"
+hostname = "pi-test-1"
+
+[wifi]
+ssid = "edge-lab"
+psk = "correct horse battery"
+country = "DE"
+
+[boot]
+kernel_args = ["edgeimg.test=node-arg"]
+config_txt = ["dtparam=audio=off"]
+
+[time]
+ntp = []
+"#;
+
+const STEM: &str = "pi3-controller+worker";
+
+struct Built {
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+}
+
+/// One build shared by the tests of this file.
+fn built() -> &'static Built {
+    static B: OnceLock<Built> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("node.toml");
+        std::fs::write(&node, NODE).unwrap();
+        let out = dir.path().join("out");
+        let o = build(
+            &out,
+            &[
+                "--board",
+                "pi3",
+                "--role",
+                "controller+worker",
+                "--node",
+                node.to_str().unwrap(),
+                "--no-xz",
+            ],
+        );
+        assert!(o.status.success(), "build failed:\n{}", stderr(&o));
+        Built { _dir: dir, out }
+    })
+}
+
+fn image() -> PathBuf {
+    built().out.join(format!("{STEM}.img"))
+}
+
+fn tool_ok(cmd: &str, args: &[&str]) -> String {
+    let o = run_tool(cmd, args);
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?} failed:\n{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+/// `sfdisk -d` lines of the partitions: (start, size, rest).
+fn sfdisk_parts(dump: &str) -> Vec<(u64, u64, String)> {
+    dump.lines()
+        .filter(|l| l.contains(" : start="))
+        .map(|l| {
+            let rest = l.split(" : ").nth(1).unwrap();
+            let field = |k: &str| -> u64 {
+                rest.split(',')
+                    .find_map(|f| f.trim().strip_prefix(k))
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap()
+            };
+            (field("start="), field("size="), rest.to_string())
+        })
+        .collect()
+}
+
+fn mtype(image: &Path, file: &str) -> String {
+    let spec = format!("{}@@1M", image.display());
+    tool_ok("mtype", &["-i", &spec, &format!("::/{file}")])
+}
+
+#[test]
+fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
+    let img = image();
+    let dump = tool_ok("sfdisk", &["-d", img.to_str().unwrap()]);
+    assert!(dump.contains("label: dos"), "{dump}");
+    let label_id = dump
+        .lines()
+        .find_map(|l| l.strip_prefix("label-id: 0x"))
+        .expect("disk signature")
+        .to_string();
+    let parts = sfdisk_parts(&dump);
+    assert_eq!(parts.len(), 3, "{dump}");
+    assert!(
+        parts[0].2.contains("type=c") && parts[0].2.contains("bootable"),
+        "boot partition must be FAT32 LBA (0x0c) and bootable: {dump}"
+    );
+    for (i, (start, size, rest)) in parts.iter().enumerate() {
+        assert_eq!(
+            start % 2048,
+            0,
+            "partition {} not 1 MiB aligned: {rest}",
+            i + 1
+        );
+        assert_eq!(
+            size % 2048,
+            0,
+            "partition {} size not whole MiB: {rest}",
+            i + 1
+        );
+        if i > 0 {
+            assert!(rest.contains("type=83"), "{dump}");
+        }
+    }
+    // The boot partition passes fsck.fat and holds what the Pi 3 firmware loads.
+    let fat = built().out.join("boot.fat");
+    extract(&img, parts[0].0 * 512, parts[0].1 * 512, &fat);
+    tool_ok("fsck.fat", &["-n", fat.to_str().unwrap()]);
+    std::fs::remove_file(&fat).unwrap();
+    let spec = format!("{}@@1M", img.display());
+    let listing = tool_ok("mdir", &["-b", "-i", &spec, "::/"]);
+    for f in [
+        "bootcode.bin",
+        "start.elf",
+        "fixup.dat",
+        "bcm2837-rpi-3-b.dtb",
+        "bcm2837-rpi-3-b-plus.dtb",
+        "bcm2837-rpi-zero-2-w.dtb",
+        "config.txt",
+        "cmdline.txt",
+        "vmlinuz",
+        "initrd.img",
+    ] {
+        assert!(
+            listing.lines().any(|l| l.trim() == format!("::/{f}")),
+            "{f} missing from the boot partition:\n{listing}"
+        );
+    }
+    let config = mtype(&img, "config.txt");
+    for line in [
+        "arm_64bit=1",
+        "kernel=vmlinuz",
+        "initramfs initrd.img followkernel",
+        "dtparam=audio=off",
+    ] {
+        assert!(
+            config.lines().any(|l| l.trim() == line),
+            "config.txt lacks {line:?}:\n{config}"
+        );
+    }
+    // cmdline.txt is one line naming the partitions by disk signature + number.
+    let cmdline = mtype(&img, "cmdline.txt");
+    assert_eq!(cmdline.trim_end().lines().count(), 1, "{cmdline:?}");
+    for arg in [
+        format!("edgeimg.root=PARTUUID={label_id}-02"),
+        format!("edgeimg.data=PARTUUID={label_id}-03"),
+        "console=ttyS1,115200".to_string(),
+        "edgeimg.test=node-arg".to_string(),
+    ] {
+        assert!(
+            cmdline.split_whitespace().any(|a| a == arg),
+            "cmdline.txt lacks {arg}: {cmdline}"
+        );
+    }
+}
+
+#[test]
+fn pi3_root_has_k0s_the_board_modules_and_no_firmware() {
+    let img = image();
+    let dump = tool_ok("sfdisk", &["-d", img.to_str().unwrap()]);
+    let parts = sfdisk_parts(&dump);
+    let root = built().out.join("root.sqfs");
+    extract(&img, parts[1].0 * 512, parts[1].1 * 512, &root);
+    let list = tool_ok("unsquashfs", &["-lln", root.to_str().unwrap()]);
+    std::fs::remove_file(&root).unwrap();
+    for needle in [
+        "/usr/local/bin/k0s",
+        "/usr/lib/edgeimg/boot",
+        "/usr/sbin/init",
+        "/smsc95xx.ko",
+        "/lan78xx.ko",
+        "/br_netfilter.ko",
+        "/modules.dep",
+        "/modules.alias",
+        // Wi-Fi: driver, the Pi 3's firmware and NVRAM, the supplicant, the script.
+        "/brcmfmac.ko",
+        "/brcm/brcmfmac43430-sdio.raspberrypi,3-model-b.txt",
+        "/brcm/brcmfmac43430-sdio.bin",
+        "/wpa_supplicant",
+        "/usr/lib/edgeimg/wifi.sh",
+    ] {
+        assert!(
+            list.lines().any(|l| l.contains(needle)),
+            "root lacks {needle}"
+        );
+    }
+    let firmware: Vec<&str> = list
+        .lines()
+        .filter(|l| l.contains("raspi-firmware") || l.contains("/bootcode.bin"))
+        .collect();
+    assert!(
+        firmware.is_empty(),
+        "the Pi firmware belongs on the boot partition only:\n{}",
+        firmware.join("\n")
+    );
+}
+
+#[test]
+fn pi3_bmap_copies_to_the_same_bytes_and_imager_entry_matches() {
+    let img = image();
+    let bmap = built().out.join(format!("{STEM}.bmap"));
+    let copy = built().out.join("copy.img");
+    tool_ok(
+        "bmaptool",
+        &[
+            "copy",
+            "--bmap",
+            bmap.to_str().unwrap(),
+            img.to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ],
+    );
+    tool_ok("cmp", &[img.to_str().unwrap(), copy.to_str().unwrap()]);
+    std::fs::remove_file(&copy).unwrap();
+
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(built().out.join(format!("{STEM}.os_list.json"))).unwrap(),
+    )
+    .unwrap();
+    let e = &json["os_list"][0];
+    let sum = tool_ok("sha256sum", &[img.to_str().unwrap()]);
+    let sha = sum.split_whitespace().next().unwrap();
+    let size = std::fs::metadata(&img).unwrap().len();
+    assert_eq!(e["extract_sha256"], sha, "{e}");
+    assert_eq!(e["extract_size"], size, "{e}");
+    // Without --no-xz the download is the .img.xz; here it is the raw image.
+    assert_eq!(e["image_download_sha256"], sha, "{e}");
+    assert_eq!(e["image_download_size"], size, "{e}");
+    assert_eq!(e["url"], format!("{STEM}.img"), "{e}");
+    assert_eq!(e["devices"][0], "pi3-64bit", "{e}");
+    assert!(e["release_date"].as_str().unwrap().len() == 10, "{e}");
+    // SHA256SUMS covers the Imager entry.
+    let sums = std::fs::read_to_string(built().out.join("SHA256SUMS")).unwrap();
+    assert!(sums.contains(&format!("{STEM}.os_list.json")), "{sums}");
+}
+
+#[test]
+fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
+    let data =
+        edgeimg::profile::DataDir::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap();
+    let spec = data.board("pi3").unwrap().qemu;
+    need(&spec.system);
+    let opts = SmokeOptions {
+        timeout: Duration::from_secs(480),
+        keep: false,
+        // Not a power of two: smoke rounds the SD card up (2 GiB).
+        disk_size: 1500 * 1024 * 1024,
+        kvm: false,
+        expect: Expectations {
+            role: "controller+worker".into(),
+            hostname: "pi-test-1".into(),
+            root_ro: true,
+            k0s_version: K0S_VERSION.into(),
+        },
+        // The partitions were found on the SD card by disk signature, and k0s was started.
+        // QEMU's raspi3b has no Wi-Fi chip: the Wi-Fi step says so and the boot goes on.
+        extra_console_checks: vec![
+            "mmcblk0".into(),
+            "k0s-stand-in: controller".into(),
+            "wifi: SSID configured, but no wireless interface (wlan0) appeared".into(),
+        ],
+        mac: None,
+        guestfwd: vec![],
+    };
+    let r = qemu::smoke(&image(), &spec, &opts, &Silent).expect("pi3 smoke on raspi3b");
+    assert!(
+        r.console
+            .iter()
+            .any(|l| l.contains("edgeimg.test=node-arg")),
+        "the kernel did not get cmdline.txt's arguments"
+    );
+    eprintln!("pi3 on raspi3b: ready after {:.1} s", r.boot_seconds);
+}
+
+/// The Wi-Fi script's wpa_supplicant.conf, under busybox sh as on the device.
+#[test]
+fn wifi_conf_quotes_nothing_it_cannot() {
+    need("busybox");
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("overlays/rootfs/usr/lib/edgeimg/wifi.sh");
+    let conf = |ssid: &str, psk: &str, country: &str| -> String {
+        let o = std::process::Command::new("busybox")
+            .args(["sh", "-c", ". \"$0\"; wifi_conf \"$1\" \"$2\" \"$3\""])
+            .arg(&lib)
+            .args([ssid, psk, country])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let c = conf("shop \"floor\" $1", "pass phrase \"x\"", "DE");
+    assert!(c.contains("country=DE\n"), "{c}");
+    // The SSID goes in hex: quotes and dollars in it cannot break the file.
+    assert!(
+        c.contains(&format!("\tssid={}\n", hex::encode("shop \"floor\" $1"))),
+        "{c}"
+    );
+    assert!(c.contains("\tpsk=\"pass phrase \"x\"\"\n"), "{c}");
+    let raw = "a".repeat(64);
+    assert!(conf("n", &raw, "").contains(&format!("\tpsk={raw}\n")));
+    let open = conf("n", "", "");
+    assert!(
+        open.contains("\tkey_mgmt=NONE\n") && !open.contains("country="),
+        "{open}"
+    );
+}
+
+/// The same image (kernel, initramfs, root, init) on QEMU's generic arm64 machine: virtio
+/// disk, the DTB QEMU generates, the console on the PL011.
+#[test]
+fn pi3_image_boots_on_qemu_virt_too() {
+    let data =
+        edgeimg::profile::DataDir::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap();
+    let mut spec = data.board("pi3").unwrap().qemu;
+    need(&spec.system);
+    spec.machine = "virt".into();
+    spec.cpu = Some("cortex-a72".into());
+    spec.smp = 2;
+    spec.disk = "virtio".into();
+    spec.console_serial = 0;
+    let direct = spec.direct.as_mut().unwrap();
+    direct.dtb = None;
+    direct.append = vec!["console=ttyAMA0".into()];
+    let opts = SmokeOptions {
+        timeout: Duration::from_secs(300),
+        keep: false,
+        disk_size: 2048 * 1024 * 1024,
+        kvm: false,
+        expect: Expectations {
+            role: "controller+worker".into(),
+            hostname: "pi-test-1".into(),
+            root_ro: true,
+            k0s_version: K0S_VERSION.into(),
+        },
+        extra_console_checks: vec!["root=/dev/vda2".into()],
+        mac: None,
+        guestfwd: vec![],
+    };
+    let r = qemu::smoke(&image(), &spec, &opts, &Silent).expect("pi3 image on -M virt");
+    eprintln!("pi3 image on virt: ready after {:.1} s", r.boot_seconds);
+}
