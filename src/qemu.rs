@@ -211,6 +211,16 @@ pub struct SmokeReport {
 pub const READY_MARKER: &str = "edgeimg: ready ";
 /// The console line a failed boot step prints before dropping to a rescue shell.
 pub const FAILED_MARKER: &str = "edgeimg: FAILED";
+/// What the kernel prints when it panics.
+const KERNEL_PANIC: &str = "Kernel panic - not syncing";
+/// How often a boot is tried again after the emulated kernel panicked before edgeimg's
+/// initramfs printed anything (TCG faults seen under load: nothing on the disk changed yet).
+const EARLY_PANIC_RETRIES: u32 = 2;
+
+/// The kernel panicked before the initramfs ran: an emulator fault, not the image's.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct EarlyPanic(String);
 /// Console lines kept in error messages.
 const TAIL_LINES: usize = 40;
 /// After the ready line, how long to keep reading (k0s and late steps print after it).
@@ -580,6 +590,7 @@ impl Drop for Vm {
 }
 
 /// What ends the watch.
+#[derive(Clone, Copy)]
 enum Stop<'a> {
     /// Wait for the ready line (and the extra checks).
     Ready(&'a SmokeOptions),
@@ -587,8 +598,32 @@ enum Stop<'a> {
     At(&'a str),
 }
 
-/// Boots `disk` with QEMU and reads its console until `stop`, a failure, or the timeout.
+/// Boots with QEMU and reads its console until `stop`, a failure, or the timeout; boots again
+/// when the emulated kernel panicked before the initramfs ran.
 fn watch(
+    qemu: &Path,
+    args: &[String],
+    timeout: Duration,
+    stop: Stop,
+    rep: &dyn Reporter,
+) -> Result<SmokeReport> {
+    let mut attempt = 0;
+    loop {
+        match watch_once(qemu, args, timeout, stop, rep) {
+            Err(e) if e.is::<EarlyPanic>() && attempt < EARLY_PANIC_RETRIES => {
+                attempt += 1;
+                rep.warn(&format!(
+                    "the emulated kernel panicked before the initramfs ran (a QEMU fault; \
+                     nothing was written): booting again ({attempt}/{EARLY_PANIC_RETRIES})"
+                ));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One boot: reads the console until `stop`, a failure, or the timeout.
+fn watch_once(
     qemu: &Path,
     args: &[String],
     timeout: Duration,
@@ -665,6 +700,18 @@ fn watch(
                         line.trim()
                     ));
                 }
+                if line.contains(KERNEL_PANIC) {
+                    let early = !console.iter().any(|l| l.contains("edgeimg: "));
+                    break Err(if early {
+                        EarlyPanic(format!(
+                            "the kernel panicked before the initramfs ran: {}",
+                            line.trim()
+                        ))
+                        .into()
+                    } else {
+                        anyhow::anyhow!("the kernel panicked: {}", line.trim())
+                    });
+                }
                 if let (Stop::Ready(opts), None) = (&stop, &found) {
                     if let Some(ready) = parse_ready_line(&line) {
                         rep.step(&format!("node ready after {secs:.1} s"));
@@ -693,6 +740,7 @@ fn watch(
     drop(vm); // kill QEMU now: a power cut when stopping at a marker
     let stderr_text = err_thread.join().unwrap_or_default();
     let fail = |e: anyhow::Error| {
+        let early = e.is::<EarlyPanic>();
         let tail = console[console.len().saturating_sub(TAIL_LINES)..].join("\n");
         let mut msg = format!(
             "{e}\n--- last {} console lines ---\n{tail}",
@@ -701,7 +749,11 @@ fn watch(
         if !stderr_text.trim().is_empty() {
             msg.push_str(&format!("\n--- QEMU stderr ---\n{}", stderr_text.trim()));
         }
-        anyhow::anyhow!(msg)
+        if early {
+            EarlyPanic(msg).into()
+        } else {
+            anyhow::anyhow!(msg)
+        }
     };
     outcome.map_err(fail)?;
     let (ready_line, boot_seconds) =
@@ -1246,6 +1298,44 @@ vars = ["/usr/share/OVMF/OVMF_VARS_4M.fd", "/usr/share/OVMF/OVMF_VARS.fd"]
             firmware: None,
             ..x86()
         }
+    }
+
+    #[test]
+    fn an_early_kernel_panic_boots_again_but_a_late_one_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("fake-qemu");
+        // Panics on the first start only (a marker file remembers it), then comes up.
+        let marker = dir.path().join("started-once");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nif [ ! -e {m} ]; then : > {m}; echo '[ 2.5] Kernel panic - not syncing: Fatal exception in interrupt'; exec sleep 30; fi\n\
+                 echo 'edgeimg: init: modules'\necho 'edgeimg: ready role=worker hostname=n1 root=ro k0s=v1.34.10+k0s.0'\nexec sleep 30\n",
+                m = marker.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let spec = QemuSpec {
+            system: script.display().to_string(),
+            firmware: None,
+            ..x86()
+        };
+        let img = image(dir.path());
+        let r = smoke(&img, &spec, &opts(20), &Silent).unwrap();
+        assert!(r.ready_line.contains("hostname=n1"));
+
+        let late = fake_qemu(
+            dir.path(),
+            "edgeimg: init: modules\nKernel panic - not syncing: Attempted to kill init!",
+        );
+        let t = Instant::now();
+        let err = format!("{:#}", smoke(&img, &late, &opts(20), &Silent).unwrap_err());
+        assert!(err.contains("the kernel panicked: Kernel panic"), "{err}");
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "a panic did not fail fast"
+        );
     }
 
     fn image(dir: &Path) -> PathBuf {
