@@ -165,6 +165,14 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
             sha256: crate::disk::checksums::sha256_file(o)?,
         });
     }
+    let inputs = input_records(&debs, &k0s, plan);
+    let sbom_path = write_sbom(plan, &stem, &inputs, &output_records, &opts.out_dir)?;
+    output_records.push(OutputRecord {
+        file: file_name(&sbom_path),
+        size: std::fs::metadata(&sbom_path)?.len(),
+        sha256: crate::disk::checksums::sha256_file(&sbom_path)?,
+    });
+    outputs.push(sbom_path);
     let hostname = plan.node.hostname.clone().unwrap_or_default();
     let manifest = Manifest {
         edgeimg_version: plan.edgeimg_version.clone(),
@@ -181,7 +189,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         hostname: hostname.clone(),
         token_included,
         token_required: plan.role.needs_token(),
-        inputs: input_records(&debs, &k0s, plan),
+        inputs,
         partitions: layout.clone(),
         kernel_cmdline: cmdline,
         root_size,
@@ -391,6 +399,36 @@ fn input_records(
         architecture: plan.board.arch.k0s().into(),
     });
     v
+}
+
+/// `sbom.spdx.json` beside the image (see `crate::sbom`).
+fn write_sbom(
+    plan: &Plan,
+    stem: &str,
+    inputs: &[InputRecord],
+    outputs: &[OutputRecord],
+    out_dir: &Path,
+) -> Result<PathBuf> {
+    let image_file = format!("{stem}.img");
+    let image = outputs
+        .iter()
+        .find(|o| o.file == image_file)
+        .context("the image is missing from the outputs")?;
+    let (k0s, debs) = inputs.split_last().context("no inputs recorded")?;
+    let text = crate::sbom::render(&crate::sbom::SbomInput {
+        stem,
+        image_file: &image_file,
+        image_sha256: &image.sha256,
+        plan_hash: &plan.hash(),
+        edgeimg_version: &plan.edgeimg_version,
+        source_date_epoch: plan.source_date_epoch,
+        suite: &plan.suite,
+        debs,
+        k0s,
+    });
+    let path = out_dir.join("sbom.spdx.json");
+    write_atomic(&path, text.as_bytes())?;
+    Ok(path)
 }
 
 fn threads() -> u32 {

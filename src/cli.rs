@@ -98,6 +98,10 @@ pub struct BuildArgs {
     /// Skip the .img.xz output.
     #[arg(long)]
     pub no_xz: bool,
+    /// Build a second time (another process, output folder, cache copy, umask, time zone and
+    /// locale) and compare every output byte for byte.
+    #[arg(long)]
+    pub check_reproducible: bool,
     /// Resolve and print the plan, build nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -237,7 +241,7 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         return Ok(());
     }
     let cache_dir = args.cache_dir.clone().unwrap_or_else(Cache::default_dir);
-    let mut cache = Cache::new(cache_dir, args.offline)?;
+    let mut cache = Cache::new(cache_dir.clone(), args.offline)?;
     if args.refresh {
         cache.set_refresh(true);
     }
@@ -247,6 +251,9 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         xz: !args.no_xz,
     };
     let report = build(&plan, &opts, rep)?;
+    if args.check_reproducible {
+        check_reproducible(cli, &report, &args.out, &cache_dir, rep)?;
+    }
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -271,6 +278,74 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         }
     }
     Ok(())
+}
+
+/// `build --check-reproducible`: the second build and the comparison (see `crate::repro`).
+fn check_reproducible(
+    cli: &Cli,
+    report: &crate::build::BuildReport,
+    out: &Path,
+    cache_dir: &Path,
+    rep: &dyn Reporter,
+) -> Result<()> {
+    use crate::repro;
+    let scratch = repro::scratch_dir(out)?;
+    let out2 = scratch.path().join("out");
+    let cache2 = scratch.path().join("cache");
+    rep.step(&format!(
+        "reproducibility: second build in {} (cache copy, umask {:03o}, TZ={}, LANG={})",
+        out2.display(),
+        repro::SECOND_UMASK,
+        repro::SECOND_TZ,
+        repro::SECOND_LANG
+    ));
+    repro::link_tree(cache_dir, &cache2)?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let exe = std::env::current_exe().context("locating the edgeimg executable")?;
+    let umask = repro::SECOND_UMASK;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(repro::second_build_args(&args, &out2, &cache2))
+        .env("TZ", repro::SECOND_TZ)
+        .env("LANG", repro::SECOND_LANG)
+        .env("LC_ALL", repro::SECOND_LANG)
+        .stdout(std::process::Stdio::null());
+    // SAFETY: umask is async-signal-safe and touches only the child.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
+            libc::umask(umask as libc::mode_t);
+            Ok(())
+        });
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", exe.display()))?;
+    if !status.success() {
+        bail!("reproducibility check: the second build failed ({status}); see its messages above");
+    }
+    let names: Vec<String> = report
+        .outputs
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let diffs = repro::compare_outputs(out, &out2, &names)?;
+    if diffs.is_empty() {
+        if !cli.quiet && !cli.json {
+            println!(
+                "reproducible: {} outputs identical in both builds",
+                names.len()
+            );
+        }
+        return Ok(());
+    }
+    let list: Vec<String> = diffs.iter().map(|d| format!("  {d}")).collect();
+    bail!(
+        "not reproducible: {} of {} outputs differ between two builds of the same plan:\n{}\n\
+         (the second build is in {}; it is removed when edgeimg exits)",
+        diffs.len(),
+        names.len(),
+        list.join("\n"),
+        out2.display()
+    )
 }
 
 /// `--ssh-key` takes a key line or a file holding key lines.

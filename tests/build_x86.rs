@@ -400,3 +400,77 @@ fn sha256_file(p: &Path) -> String {
     let o = run_tool("sha256sum", &[p.to_str().unwrap()]);
     stdout(&o).split_whitespace().next().unwrap().to_string()
 }
+
+#[test]
+fn sbom_is_valid_spdx_and_lists_every_input_with_the_image_checksum() {
+    let out = &built().out;
+    let path = out.join("sbom.spdx.json");
+    // The SPDX reference validator (spdx-tools from PyPI, installed by scripts/install-deps).
+    let v = run_tool("pyspdxtools", &["-i", path.to_str().unwrap()]);
+    assert!(
+        v.status.success(),
+        "pyspdxtools rejects the SBOM:\n{}{}",
+        stdout(&v),
+        stderr(&v)
+    );
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    assert!(sums.contains("sbom.spdx.json"), "sbom not in SHA256SUMS");
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(d["spdxVersion"], "SPDX-2.3");
+    let m = manifest();
+    assert!(d["documentNamespace"]
+        .as_str()
+        .unwrap()
+        .ends_with(m["plan_hash"].as_str().unwrap()));
+    let epoch = m["source_date_epoch"].as_u64().unwrap();
+    let date = run_tool(
+        "date",
+        &["-u", "-d", &format!("@{epoch}"), "+%Y-%m-%dT%H:%M:%SZ"],
+    );
+    assert_eq!(d["creationInfo"]["created"], stdout(&date).trim());
+    let pkgs = d["packages"].as_array().unwrap();
+    let rels = d["relationships"].as_array().unwrap();
+    let image = pkgs
+        .iter()
+        .find(|p| p["name"] == "x86-64-worker.img")
+        .expect("the image package");
+    assert_eq!(
+        image["checksums"][0]["checksumValue"],
+        sha256_file(&image_path_of(out))
+    );
+    assert!(rels.iter().any(
+        |r| r["relationshipType"] == "DESCRIBES" && r["relatedSpdxElement"] == image["SPDXID"]
+    ));
+    let tool = pkgs.iter().find(|p| p["name"] == "edgeimg").unwrap();
+    assert_eq!(tool["versionInfo"], m["edgeimg_version"]);
+    // Every input of the manifest (each Debian package and k0s) is in the SBOM, same version
+    // and sha256, contained in the image.
+    let inputs = m["inputs"].as_array().unwrap();
+    assert_eq!(pkgs.len(), inputs.len() + 2);
+    for i in inputs {
+        let p = pkgs
+            .iter()
+            .find(|p| p["name"] == i["name"] && p["versionInfo"] == i["version"])
+            .unwrap_or_else(|| panic!("{} not in the SBOM", i["name"]));
+        assert_eq!(p["checksums"][0]["checksumValue"], i["sha256"]);
+        assert_eq!(p["checksums"][0]["algorithm"], "SHA256");
+        assert!(
+            rels.iter().any(|r| r["spdxElementId"] == image["SPDXID"]
+                && r["relationshipType"] == "CONTAINS"
+                && r["relatedSpdxElement"] == p["SPDXID"]),
+            "{} not contained in the image",
+            i["name"]
+        );
+        if i["name"] != "k0s" {
+            assert_eq!(p["downloadLocation"], i["source"]);
+            assert!(p["downloadLocation"].as_str().unwrap().ends_with(".deb"));
+            let purl = p["externalRefs"][0]["referenceLocator"].as_str().unwrap();
+            assert!(purl.starts_with("pkg:deb/debian/"), "{purl}");
+        }
+    }
+}
+
+fn image_path_of(out: &Path) -> PathBuf {
+    out.join("x86-64-worker.img")
+}
