@@ -76,6 +76,8 @@ pub struct Manifest {
     pub root_size: u64,
     pub initramfs_size: u64,
     pub outputs: Vec<OutputRecord>,
+    /// The dm-verity hash tree of the root partition (null with `--no-verity`).
+    pub verity: Option<crate::fs::verity::VerityInfo>,
 }
 
 /// What `build` produced, for the summary.
@@ -131,7 +133,21 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
 
     // 3. Layout and encoding.
     let layout = partition_plan(plan)?;
-    let cmdline = kernel_cmdline(plan, &layout);
+    let image_path = opts.out_dir.join(format!("{stem}.img"));
+    let mut image = ImageWriter::create(&opts.out_dir, &format!("{stem}.img"), layout.disk_size)?;
+    crate::disk::write_table(&layout, image.file_mut())?;
+    let root_size = encode_root(plan, &layout, &root, &mut image, rep)?;
+    let verity = if plan.verity {
+        Some(crate::verity_root::add_tree(
+            plan, &layout, root_size, &mut image,
+        )?)
+    } else {
+        None
+    };
+    let mut cmdline = kernel_cmdline(plan, &layout);
+    if let Some(v) = &verity {
+        cmdline = crate::verity_root::cmdline(v, &cmdline);
+    }
     let mut boot = rootfs::build_boot(plan, &unpacked, &initrd, &cmdline)?;
     // The join token, when given at build time, goes onto the boot partition only: never
     // into the manifest or the plan.
@@ -139,10 +155,6 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     add_node_files(&mut boot, &plan.node)?;
     boot.set_all_mtimes(plan.source_date_epoch);
 
-    let image_path = opts.out_dir.join(format!("{stem}.img"));
-    let mut image = ImageWriter::create(&opts.out_dir, &format!("{stem}.img"), layout.disk_size)?;
-    crate::disk::write_table(&layout, image.file_mut())?;
-    let root_size = encode_root(plan, &layout, &root, &mut image, rep)?;
     encode_boot(plan, &layout, &boot, &mut image)?;
     image.commit(&image_path)?;
 
@@ -195,6 +207,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         root_size,
         initramfs_size: initrd.len() as u64,
         outputs: output_records,
+        verity,
     };
     let manifest_path = opts.out_dir.join("manifest.json");
     write_atomic(

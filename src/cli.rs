@@ -98,6 +98,9 @@ pub struct BuildArgs {
     /// Skip the .img.xz output.
     #[arg(long)]
     pub no_xz: bool,
+    /// Leave out the dm-verity hash tree of the root partition.
+    #[arg(long)]
+    pub no_verity: bool,
     /// Build a second time (another process, output folder, cache copy, umask, time zone and
     /// locale) and compare every output byte for byte.
     #[arg(long)]
@@ -234,6 +237,7 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         k0s_sha256: args.k0s_sha256.clone(),
         k0s_binary: args.k0s_binary.clone(),
         source_date_epoch: None,
+        verity: !args.no_verity,
     };
     let plan = Plan::resolve(data, req, host_mirror)?;
     if args.dry_run {

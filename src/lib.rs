@@ -24,3 +24,4 @@ pub mod sbom;
 pub mod smoke;
 pub mod source;
 pub mod tree;
+pub mod verity_root;

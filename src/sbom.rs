@@ -75,28 +75,31 @@ pub fn document(input: &SbomInput) -> Value {
             "licenseDeclared": "Apache-2.0",
             "copyrightText": NOASSERTION,
         }),
-        json!({
-            "SPDXID": k0s_id,
-            "name": "k0s",
-            "versionInfo": input.k0s.version,
-            "supplier": NOASSERTION,
-            "downloadLocation": download_location(&input.k0s.source),
-            "filesAnalyzed": false,
-            "checksums": [sha256(&input.k0s.sha256)],
-            "primaryPackagePurpose": "APPLICATION",
-            "licenseConcluded": NOASSERTION,
-            "licenseDeclared": NOASSERTION,
-            "copyrightText": NOASSERTION,
-            "externalRefs": [{
-                "referenceCategory": "PACKAGE-MANAGER",
-                "referenceType": "purl",
-                "referenceLocator": format!(
-                    "pkg:generic/k0s@{}?arch={}",
-                    purl_escape(&input.k0s.version),
-                    purl_escape(&input.k0s.architecture)
-                ),
-            }],
-        }),
+        with_source_info(
+            json!({
+                "SPDXID": k0s_id,
+                "name": "k0s",
+                "versionInfo": input.k0s.version,
+                "supplier": NOASSERTION,
+                "downloadLocation": download_location(&input.k0s.source),
+                "filesAnalyzed": false,
+                "checksums": [sha256(&input.k0s.sha256)],
+                "primaryPackagePurpose": "APPLICATION",
+                "licenseConcluded": NOASSERTION,
+                "licenseDeclared": NOASSERTION,
+                "copyrightText": NOASSERTION,
+                "externalRefs": [{
+                    "referenceCategory": "PACKAGE-MANAGER",
+                    "referenceType": "purl",
+                    "referenceLocator": format!(
+                        "pkg:generic/k0s@{}?arch={}",
+                        purl_escape(&input.k0s.version),
+                        purl_escape(&input.k0s.architecture)
+                    ),
+                }],
+            }),
+            &input.k0s.source,
+        ),
     ];
     let mut relationships = vec![
         relationship("SPDXRef-DOCUMENT", "DESCRIBES", &image_id),
@@ -110,30 +113,33 @@ pub fn document(input: &SbomInput) -> Value {
     });
     for d in debs {
         let id = unique_id(&mut ids, "deb", &format!("{}-{}", d.name, d.architecture));
-        packages.push(json!({
-            "SPDXID": id,
-            "name": d.name,
-            "versionInfo": d.version,
-            "packageFileName": d.source.rsplit('/').next().unwrap_or(&d.source),
-            "supplier": "Organization: Debian",
-            "downloadLocation": download_location(&d.source),
-            "filesAnalyzed": false,
-            "checksums": [sha256(&d.sha256)],
-            "licenseConcluded": NOASSERTION,
-            "licenseDeclared": NOASSERTION,
-            "copyrightText": NOASSERTION,
-            "externalRefs": [{
-                "referenceCategory": "PACKAGE-MANAGER",
-                "referenceType": "purl",
-                "referenceLocator": format!(
-                    "pkg:deb/debian/{}@{}?arch={}&distro={}",
-                    purl_escape(&d.name),
-                    purl_escape(&d.version),
-                    purl_escape(&d.architecture),
-                    purl_escape(input.suite)
-                ),
-            }],
-        }));
+        packages.push(with_source_info(
+            json!({
+                "SPDXID": id,
+                "name": d.name,
+                "versionInfo": d.version,
+                "packageFileName": d.source.rsplit('/').next().unwrap_or(&d.source),
+                "supplier": "Organization: Debian",
+                "downloadLocation": download_location(&d.source),
+                "filesAnalyzed": false,
+                "checksums": [sha256(&d.sha256)],
+                "licenseConcluded": NOASSERTION,
+                "licenseDeclared": NOASSERTION,
+                "copyrightText": NOASSERTION,
+                "externalRefs": [{
+                    "referenceCategory": "PACKAGE-MANAGER",
+                    "referenceType": "purl",
+                    "referenceLocator": format!(
+                        "pkg:deb/debian/{}@{}?arch={}&distro={}",
+                        purl_escape(&d.name),
+                        purl_escape(&d.version),
+                        purl_escape(&d.architecture),
+                        purl_escape(input.suite)
+                    ),
+                }],
+            }),
+            &d.source,
+        ));
         relationships.push(relationship(&image_id, "CONTAINS", &id));
     }
 
@@ -168,14 +174,51 @@ fn relationship(from: &str, kind: &str, to: &str) -> Value {
     })
 }
 
-/// A URL stays as it is; anything else (a local file given for k0s) cannot be a download
-/// location.
+/// A URL whose host is a domain name stays as it is. Anything else cannot be an SPDX download
+/// location (the spec's pattern wants a host ending in a 2-5 letter top-level domain): a local
+/// file given for k0s, or a server named by its IP address; such a source is kept in
+/// `sourceInfo` instead.
 fn download_location(source: &str) -> &str {
-    if source.starts_with("http://") || source.starts_with("https://") {
+    if spdx_url(source) {
         source
     } else {
         NOASSERTION
     }
+}
+
+/// Adds `sourceInfo` naming the source when `downloadLocation` cannot.
+fn with_source_info(mut pkg: Value, source: &str) -> Value {
+    if !spdx_url(source) {
+        pkg["sourceInfo"] = Value::String(format!("retrieved from {source}"));
+    }
+    pkg
+}
+
+fn spdx_url(s: &str) -> bool {
+    let Some(rest) = s
+        .strip_prefix("http://")
+        .or_else(|| s.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let host = match host_port.rsplit_once(':') {
+        Some((h, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => h,
+        Some(_) => return false,
+        None => host_port,
+    };
+    let labels: Vec<&str> = host.split('.').collect();
+    let tld = labels.last().copied().unwrap_or("");
+    labels.len() >= 2
+        && (2..=5).contains(&tld.len())
+        && tld.bytes().all(|b| b.is_ascii_alphabetic())
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
 }
 
 /// `SPDXRef-<kind>-<name>` with only the characters SPDX allows (`[A-Za-z0-9.-]`), made
@@ -278,12 +321,12 @@ mod tests {
             rec(
                 "libstdc++6",
                 "12.2.0-14",
-                "http://m/debian/pool/main/g/gcc-12/libstdc++6_12.2.0-14_amd64.deb",
+                "http://deb.example.org/debian/pool/main/g/gcc-12/libstdc++6_12.2.0-14_amd64.deb",
             ),
             rec(
                 "busybox-static",
                 "1:1.35.0-4+b3",
-                "http://m/debian/pool/main/b/busybox/busybox-static_1.35.0-4+b3_amd64.deb",
+                "http://deb.example.org/debian/pool/main/b/busybox/busybox-static_1.35.0-4+b3_amd64.deb",
             ),
         ];
         let k0s = rec("k0s", "v1.31.2+k0s.0", "/some/local/k0s");
@@ -316,7 +359,7 @@ mod tests {
         assert!(bb["downloadLocation"]
             .as_str()
             .unwrap()
-            .starts_with("http://m/"));
+            .starts_with("http://deb.example.org/"));
         let k = pkgs.iter().find(|p| p["name"] == "k0s").unwrap();
         assert_eq!(k["downloadLocation"], NOASSERTION, "a local path is no URL");
         let rels = d["relationships"].as_array().unwrap();
@@ -337,12 +380,38 @@ mod tests {
 
     #[test]
     fn same_input_in_another_order_gives_the_same_bytes() {
-        let a = rec("a", "1", "http://m/a.deb");
-        let b = rec("b", "2", "http://m/b.deb");
+        let a = rec("a", "1", "http://deb.example.org/a.deb");
+        let b = rec("b", "2", "http://deb.example.org/b.deb");
         let k0s = rec("k0s", "v1", "http://k/k0s");
         let x = sample(&[a.clone(), b.clone()], &k0s);
         let y = sample(&[b, a], &k0s);
         assert_eq!(x.to_string(), y.to_string());
+    }
+
+    #[test]
+    fn only_domain_urls_are_download_locations() {
+        for ok in [
+            "http://deb.example.org/debian/pool/a.deb",
+            "https://mirror.example.co.uk:8443/x",
+            "http://user@files.example.net",
+        ] {
+            assert!(spdx_url(ok), "{ok}");
+        }
+        for bad in [
+            "http://127.0.0.1:35113/releases/k0s",
+            "http://localhost/x",
+            "/var/cache/k0s",
+            "ftp://example.org/x",
+            "http://example.org:/x",
+            "http://-bad.example.org/",
+        ] {
+            assert!(!spdx_url(bad), "{bad}");
+        }
+        let p = with_source_info(json!({}), "http://127.0.0.1:1/k0s");
+        assert_eq!(p["sourceInfo"], "retrieved from http://127.0.0.1:1/k0s");
+        assert!(with_source_info(json!({}), "http://a.example.org/k")
+            .get("sourceInfo")
+            .is_none());
     }
 
     #[test]
