@@ -349,6 +349,9 @@ fn xz_checksums_and_manifest_are_consistent() {
         .any(|i| i["name"].as_str().unwrap().starts_with("linux-image-6.")));
 }
 
+/// Also the reproducibility proof: the warm rebuild runs with `--check-reproducible`, which
+/// builds a third time in another process, output folder and cache copy, under umask 077,
+/// another time zone and locale, and compares every output byte for byte.
 #[test]
 fn a_warm_rebuild_makes_no_request_and_gives_the_same_image() {
     let b = built();
@@ -369,6 +372,7 @@ fn a_warm_rebuild_makes_no_request_and_gives_the_same_image() {
         &out,
         &[
             "--offline",
+            "--check-reproducible",
             "--board",
             "x86-64",
             "--role",
@@ -381,7 +385,17 @@ fn a_warm_rebuild_makes_no_request_and_gives_the_same_image() {
     );
     assert!(
         o.status.success(),
-        "offline rebuild failed:\n{}",
+        "offline rebuild or its reproducibility check failed:\n{}",
+        stderr(&o)
+    );
+    assert!(
+        stdout(&o).contains("reproducible: 6 outputs identical in both builds"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("umask 077, TZ=Pacific/Chatham, LANG=C.UTF-8"),
+        "{}",
         stderr(&o)
     );
     assert_eq!(
@@ -393,6 +407,99 @@ fn a_warm_rebuild_makes_no_request_and_gives_the_same_image() {
         sha256_file(&out.join("x86-64-worker.img")),
         sha256_file(&image()),
         "the same plan built twice gave different images"
+    );
+    for f in [
+        "x86-64-worker.img.xz",
+        "sbom.spdx.json",
+        "manifest.json",
+        "SHA256SUMS",
+    ] {
+        assert_eq!(
+            sha256_file(&out.join(f)),
+            sha256_file(&built().out.join(f)),
+            "{f} differs between two builds"
+        );
+    }
+    // The scratch folder of the check is gone.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".edgeimg-repro")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn veritysetup_verifies_the_root_partition_and_the_cmdline_carries_the_root_hash() {
+    let m = manifest();
+    let v = &m["verity"];
+    let data_part = v["data_partition"].as_u64().unwrap();
+    assert_eq!(data_part, 2);
+    assert_eq!(v["hash_partition"].as_u64().unwrap(), data_part);
+    assert_eq!(v["data_block_size"], 4096);
+    assert_eq!(v["hash_block_size"], 4096);
+    let hash_offset = v["hash_offset"].as_u64().unwrap();
+    assert_eq!(hash_offset, v["data_blocks"].as_u64().unwrap() * 4096);
+    assert!(hash_offset >= m["root_size"].as_u64().unwrap());
+    let root_hash = v["root_hash"].as_str().unwrap();
+    assert!(m["kernel_cmdline"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("edgeimg.verity={root_hash}")));
+    // The boot partition's loader entry carries it too.
+    let (boff, _) = part(0);
+    let entry = run_tool(
+        "mtype",
+        &[
+            "-i",
+            &format!("{}@@{boff}", image().display()),
+            "::/loader/entries/edgeimg.conf",
+        ],
+    );
+    assert!(stdout(&entry).contains(&format!("edgeimg.verity={root_hash}")));
+
+    let (off, len) = part(data_part as usize - 1);
+    // Only what verity covers (data and tree), not the whole partition.
+    let used = hash_offset + v["hash_size"].as_u64().unwrap();
+    assert!(used <= len);
+    let len = used;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("root.part");
+    extract(&image(), off, len, &p);
+    let ps = p.to_str().unwrap();
+    let ho = format!("--hash-offset={hash_offset}");
+    let ok = run_tool("veritysetup", &["verify", ps, ps, root_hash, &ho]);
+    assert!(
+        ok.status.success(),
+        "veritysetup verify: {}{}",
+        stdout(&ok),
+        stderr(&ok)
+    );
+    let dump = run_tool("veritysetup", &["dump", ps, &ho]);
+    assert!(stdout(&dump).contains(v["salt"].as_str().unwrap()));
+    assert!(stdout(&dump).contains(v["uuid"].as_str().unwrap()));
+    // A flipped byte in the squashfs: veritysetup rejects the partition.
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    let at = m["root_size"].as_u64().unwrap() / 2;
+    let mut b = [0u8];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[b[0] ^ 0x80]).unwrap();
+    drop(f);
+    let bad = run_tool("veritysetup", &["verify", ps, ps, root_hash, &ho]);
+    assert!(
+        !bad.status.success(),
+        "a flipped root byte passed veritysetup"
     );
 }
 
