@@ -114,7 +114,7 @@ pub fn write_tree<F: Read + Write + Seek>(
     if salt.len() > 256 {
         return Err(VerityError::Salt(salt.len()));
     }
-    if data_offset % u64::from(BLOCK_SIZE) != 0 {
+    if data_offset & (u64::from(BLOCK_SIZE) - 1) != 0 {
         return Err(VerityError::Unaligned(data_offset));
     }
     let bs = BLOCK_SIZE as usize;
@@ -151,7 +151,7 @@ pub fn write_tree<F: Read + Write + Seek>(
     sb[72..80].copy_from_slice(&data_blocks.to_le_bytes());
     sb[80..82].copy_from_slice(&(salt.len() as u16).to_le_bytes());
     sb[88..88 + salt.len()].copy_from_slice(salt);
-    debug_assert!(88 + 256 + 168 == SUPERBLOCK);
+    const { assert!(88 + 256 + 168 == SUPERBLOCK) };
 
     dev.seek(SeekFrom::Start(data_offset + data_size))?;
     // Zero padding of the last data block (the tree hashed it as zeros).
