@@ -13,6 +13,7 @@ pub mod fs;
 pub mod kmod;
 pub mod node;
 pub mod overlay;
+pub mod overlay_guard;
 pub mod plan;
 pub mod postinst;
 pub mod profile;

@@ -163,3 +163,48 @@ fn cached_deb_not_matching_its_digest_is_never_used() {
     assert!(n >= 1, "no .deb in the cache");
     offline_build_fails(&cache, &d.path().join("out"), &[".deb", "sha256"]);
 }
+
+/// A copy of boards/, profiles/ and overlays/ to break on purpose.
+fn copy_project_data(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    for sub in ["boards", "profiles", "overlays"] {
+        let src = format!("{}/{sub}", env!("CARGO_MANIFEST_DIR"));
+        let o = Command::new("cp")
+            .args(["-r", &src, data.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "copying {src}");
+    }
+    data
+}
+
+#[test]
+fn overlay_replacing_a_package_file_without_saying_so_is_refused() {
+    warm_shared_cache();
+    let d = tempfile::tempdir().unwrap();
+    let data = copy_project_data(d.path());
+    let f = data.join("overlays/rootfs/usr/bin/busybox");
+    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+    std::fs::write(&f, "#!/bin/sh\necho not the real busybox\n").unwrap();
+    let out = d.path().join("out");
+    let args = [
+        "--offline",
+        "--no-xz",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--role",
+        "worker",
+    ];
+    let o = build(&out, &args);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "the overlay replaced busybox silently");
+    assert!(
+        err.contains("usr/bin/busybox") && err.contains("rootfs.replaces"),
+        "{err}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .map(|rd| rd.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "a failed build left {left:?}");
+}
