@@ -47,6 +47,9 @@ pub struct VerityInfo {
     /// Partition numbers (1-based) of the data and hash devices.
     pub data_partition: u32,
     pub hash_partition: u32,
+    /// Whether the initramfs opens the root through dm-verity at boot. Not yet: the tree and
+    /// root hash are for offline verification (`veritysetup verify`) until it does.
+    pub enforced_at_boot: bool,
 }
 
 impl VerityInfo {
@@ -174,6 +177,7 @@ pub fn write_tree<F: Read + Write + Seek>(
         hash_size: (1 + tree_blocks) * bs as u64,
         data_partition: 0,
         hash_partition: 0,
+        enforced_at_boot: false,
     };
     Ok((info, root.to_vec()))
 }
