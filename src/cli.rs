@@ -292,63 +292,19 @@ fn check_reproducible(
     cache_dir: &Path,
     rep: &dyn Reporter,
 ) -> Result<()> {
-    use crate::repro;
-    let scratch = repro::scratch_dir(out)?;
-    let out2 = scratch.path().join("out");
-    let cache2 = scratch.path().join("cache");
-    rep.step(&format!(
-        "reproducibility: second build in {} (cache copy, umask {:03o}, TZ={}, LANG={})",
-        out2.display(),
-        repro::SECOND_UMASK,
-        repro::SECOND_TZ,
-        repro::SECOND_LANG
-    ));
-    repro::link_tree(cache_dir, &cache2)?;
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let exe = std::env::current_exe().context("locating the edgeimg executable")?;
-    let umask = repro::SECOND_UMASK;
-    let mut cmd = std::process::Command::new(&exe);
-    cmd.args(repro::second_build_args(&args, &out2, &cache2))
-        .env("TZ", repro::SECOND_TZ)
-        .env("LANG", repro::SECOND_LANG)
-        .env("LC_ALL", repro::SECOND_LANG)
-        .stdout(std::process::Stdio::null());
-    // SAFETY: umask is async-signal-safe and touches only the child.
-    unsafe {
-        std::os::unix::process::CommandExt::pre_exec(&mut cmd, move || {
-            libc::umask(umask as libc::mode_t);
-            Ok(())
-        });
-    }
-    let status = cmd
-        .status()
-        .with_context(|| format!("running {}", exe.display()))?;
-    if !status.success() {
-        bail!("reproducibility check: the second build failed ({status}); see its messages above");
-    }
-    let names: Vec<String> = report
-        .outputs
-        .iter()
-        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .collect();
-    let diffs = repro::compare_outputs(out, &out2, &names)?;
+    let (n, diffs) = crate::repro::check(&args, &report.outputs, out, cache_dir, rep)?;
     if diffs.is_empty() {
         if !cli.quiet && !cli.json {
-            println!(
-                "reproducible: {} outputs identical in both builds",
-                names.len()
-            );
+            println!("reproducible: {n} outputs identical in both builds");
         }
         return Ok(());
     }
     let list: Vec<String> = diffs.iter().map(|d| format!("  {d}")).collect();
     bail!(
-        "not reproducible: {} of {} outputs differ between two builds of the same plan:\n{}\n\
-         (the second build is in {}; it is removed when edgeimg exits)",
+        "not reproducible: {} of {n} outputs differ between two builds of the same plan:\n{}",
         diffs.len(),
-        names.len(),
-        list.join("\n"),
-        out2.display()
+        list.join("\n")
     )
 }
 

@@ -161,6 +161,55 @@ pub fn second_build_args(args: &[String], out: &Path, cache: &Path) -> Vec<Strin
     v
 }
 
+/// Runs the second build (this executable, `args` rewritten by [`second_build_args`]) in a
+/// scratch folder beside `out` under [`SECOND_UMASK`], [`SECOND_TZ`] and [`SECOND_LANG`], then
+/// compares the files named by `outputs`. Returns how many were compared and the differences;
+/// the scratch folder is removed. The second build's progress goes to this process's stderr.
+pub fn check(
+    args: &[String],
+    outputs: &[PathBuf],
+    out: &Path,
+    cache_dir: &Path,
+    rep: &dyn crate::progress::Reporter,
+) -> Result<(usize, Vec<Difference>)> {
+    let scratch = scratch_dir(out)?;
+    let out2 = scratch.path().join("out");
+    let cache2 = scratch.path().join("cache");
+    rep.step(&format!(
+        "reproducibility: second build in {} (cache copy, umask {SECOND_UMASK:03o}, TZ={SECOND_TZ}, LANG={SECOND_LANG})",
+        out2.display(),
+    ));
+    link_tree(cache_dir, &cache2)?;
+    let exe = std::env::current_exe().context("locating the edgeimg executable")?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.args(second_build_args(args, &out2, &cache2))
+        .env("TZ", SECOND_TZ)
+        .env("LANG", SECOND_LANG)
+        .env("LC_ALL", SECOND_LANG)
+        .stdout(std::process::Stdio::null());
+    // SAFETY: umask is async-signal-safe and only changes the child.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::umask(SECOND_UMASK as libc::mode_t);
+            Ok(())
+        });
+    }
+    let status = cmd
+        .status()
+        .with_context(|| format!("running {}", exe.display()))?;
+    if !status.success() {
+        anyhow::bail!(
+            "reproducibility check: the second build failed ({status}); see its messages above"
+        );
+    }
+    let names: Vec<String> = outputs
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    let diffs = compare_outputs(out, &out2, &names)?;
+    Ok((names.len(), diffs))
+}
+
 /// Where the second build goes: a fresh folder beside `out`.
 pub fn scratch_dir(out: &Path) -> Result<tempfile::TempDir> {
     let parent = out
