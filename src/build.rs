@@ -80,6 +80,8 @@ pub struct Manifest {
     pub root_size: u64,
     pub initramfs_size: u64,
     pub outputs: Vec<OutputRecord>,
+    /// The dm-verity hash tree of the root partition (null with `--no-verity`).
+    pub verity: Option<crate::fs::verity::VerityInfo>,
 }
 
 /// What `build` produced, for the summary.
@@ -171,7 +173,23 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
 
     // 3. Layout and encoding.
     let layout = partition_plan(plan)?;
-    let cmdline = kernel_cmdline(plan, &layout);
+    let image_path = opts.out_dir.join(format!("{stem}.img"));
+    let mut image = ImageWriter::create(&opts.out_dir, &format!("{stem}.img"), layout.disk_size)?;
+    crate::disk::write_table(&layout, image.file_mut())?;
+    laps.lap("layout");
+    let root_size = encode_root(plan, &layout, &root, &mut image, rep)?;
+    laps.lap("squashfs");
+    let verity = if plan.verity {
+        Some(crate::verity_root::add_tree(
+            plan, &layout, root_size, &mut image,
+        )?)
+    } else {
+        None
+    };
+    let mut cmdline = kernel_cmdline(plan, &layout);
+    if let Some(v) = &verity {
+        cmdline = crate::verity_root::cmdline(v, &cmdline);
+    }
     let mut boot = rootfs::build_boot(plan, &unpacked, &initrd, &cmdline)?;
     // The join token, when given at build time, goes onto the boot partition only: never
     // into the manifest or the plan.
@@ -179,12 +197,6 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     add_node_files(&mut boot, &plan.node)?;
     boot.set_all_mtimes(plan.source_date_epoch);
 
-    let image_path = opts.out_dir.join(format!("{stem}.img"));
-    let mut image = ImageWriter::create(&opts.out_dir, &format!("{stem}.img"), layout.disk_size)?;
-    crate::disk::write_table(&layout, image.file_mut())?;
-    laps.lap("layout");
-    let root_size = encode_root(plan, &layout, &root, &mut image, rep)?;
-    laps.lap("squashfs");
     encode_boot(plan, &layout, &boot, &mut image)?;
     image.commit(&image_path)?;
     laps.lap("fat");
@@ -209,6 +221,14 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
             sha256: crate::disk::checksums::sha256_file(o)?,
         });
     }
+    let inputs = input_records(&debs, &k0s, plan);
+    let sbom_path = write_sbom(plan, &stem, &inputs, &output_records, &opts.out_dir)?;
+    output_records.push(OutputRecord {
+        file: file_name(&sbom_path),
+        size: std::fs::metadata(&sbom_path)?.len(),
+        sha256: crate::disk::checksums::sha256_file(&sbom_path)?,
+    });
+    outputs.push(sbom_path);
     let imager = crate::rpi::write_imager(plan, &opts.out_dir, &stem, &output_records)?;
     let hostname = plan.node.hostname.clone().unwrap_or_default();
     let manifest = Manifest {
@@ -226,12 +246,13 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         hostname: hostname.clone(),
         token_included,
         token_required: plan.role.needs_token(),
-        inputs: input_records(&debs, &k0s, plan),
+        inputs,
         partitions: layout.clone(),
         kernel_cmdline: cmdline,
         root_size,
         initramfs_size: initrd.len() as u64,
         outputs: output_records,
+        verity,
     };
     let manifest_path = opts.out_dir.join("manifest.json");
     write_atomic(
@@ -239,7 +260,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         serde_json::to_string_pretty(&manifest)?.as_bytes(),
     )?;
     outputs.push(manifest_path.clone());
-    outputs.extend(imager);
+    outputs.extend(imager.iter().cloned());
 
     // Every output was hashed once for the manifest; SHA256SUMS reuses those digests.
     let mut digests: Vec<(String, String)> = manifest
@@ -247,10 +268,12 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         .iter()
         .map(|o| (o.file.clone(), o.sha256.clone()))
         .collect();
-    digests.push((
-        file_name(&manifest_path),
-        crate::disk::checksums::sha256_file(&manifest_path)?,
-    ));
+    for extra in std::iter::once(&manifest_path).chain(&imager) {
+        digests.push((
+            file_name(extra),
+            crate::disk::checksums::sha256_file(extra)?,
+        ));
+    }
     crate::disk::checksums::write_sha256sums_of(&opts.out_dir, &digests)?;
     outputs.push(opts.out_dir.join("SHA256SUMS"));
 
@@ -469,6 +492,36 @@ pub(crate) fn input_records(
         architecture: plan.board.arch.k0s().into(),
     });
     v
+}
+
+/// `sbom.spdx.json` beside the image (see `crate::sbom`).
+fn write_sbom(
+    plan: &Plan,
+    stem: &str,
+    inputs: &[InputRecord],
+    outputs: &[OutputRecord],
+    out_dir: &Path,
+) -> Result<PathBuf> {
+    let image_file = format!("{stem}.img");
+    let image = outputs
+        .iter()
+        .find(|o| o.file == image_file)
+        .context("the image is missing from the outputs")?;
+    let (k0s, debs) = inputs.split_last().context("no inputs recorded")?;
+    let text = crate::sbom::render(&crate::sbom::SbomInput {
+        stem,
+        image_file: &image_file,
+        image_sha256: &image.sha256,
+        plan_hash: &plan.hash(),
+        edgeimg_version: &plan.edgeimg_version,
+        source_date_epoch: plan.source_date_epoch,
+        suite: &plan.suite,
+        debs,
+        k0s,
+    });
+    let path = out_dir.join("sbom.spdx.json");
+    write_atomic(&path, text.as_bytes())?;
+    Ok(path)
 }
 
 fn threads() -> u32 {

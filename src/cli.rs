@@ -2,11 +2,11 @@
 //! Results go to stdout (text or `--json`); progress and warnings go to stderr.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::{Args, Parser, Subcommand};
 
 use crate::build::{build, BuildOptions};
@@ -122,6 +122,13 @@ pub struct BuildArgs {
     /// http://10.0.2.100:8080, the guestfwd address QEMU tests use.
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
+    /// Leave out the dm-verity hash tree of the root partition.
+    #[arg(long)]
+    pub no_verity: bool,
+    /// Build a second time (another process, output folder, cache copy, umask, time zone and
+    /// locale) and compare every output byte for byte.
+    #[arg(long)]
+    pub check_reproducible: bool,
     /// Resolve and print the plan, build nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -288,6 +295,7 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         k0s_sha256: args.k0s_sha256.clone(),
         k0s_binary: args.k0s_binary.clone(),
         source_date_epoch: None,
+        verity: !args.no_verity,
     };
     let plan = Plan::resolve(data, req, host_mirror)?;
     if args.dry_run {
@@ -295,7 +303,7 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         return Ok(());
     }
     let cache_dir = args.cache_dir.clone().unwrap_or_else(Cache::default_dir);
-    let mut cache = Cache::new(cache_dir, args.offline)?;
+    let mut cache = Cache::new(cache_dir.clone(), args.offline)?;
     if args.refresh {
         cache.set_refresh(true);
     }
@@ -316,6 +324,9 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         }))?,
     };
     let report = build(&plan, &opts, rep)?;
+    if args.check_reproducible {
+        check_reproducible(cli, &report, &args.out, &cache_dir, rep)?;
+    }
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -345,6 +356,30 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         }
     }
     Ok(())
+}
+
+/// `build --check-reproducible`: the second build and the comparison (see `crate::repro`).
+fn check_reproducible(
+    cli: &Cli,
+    report: &crate::build::BuildReport,
+    out: &Path,
+    cache_dir: &Path,
+    rep: &dyn Reporter,
+) -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (n, diffs) = crate::repro::check(&args, &report.outputs, out, cache_dir, rep)?;
+    if diffs.is_empty() {
+        if !cli.quiet && !cli.json {
+            println!("reproducible: {n} outputs identical in both builds");
+        }
+        return Ok(());
+    }
+    let list: Vec<String> = diffs.iter().map(|d| format!("  {d}")).collect();
+    bail!(
+        "not reproducible: {} of {n} outputs differ between two builds of the same plan:\n{}",
+        diffs.len(),
+        list.join("\n")
+    )
 }
 
 fn make_reporter(cli: &Cli) -> Box<dyn Reporter> {

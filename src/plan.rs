@@ -33,6 +33,8 @@ pub struct Request {
     pub k0s_sha256: Option<String>,
     pub k0s_binary: Option<PathBuf>,
     pub source_date_epoch: Option<u64>,
+    /// Write a dm-verity hash tree for the root (`--no-verity` turns it off).
+    pub verity: bool,
 }
 
 /// The resolved plan.
@@ -48,6 +50,8 @@ pub struct Plan {
     pub k0s_version: String,
     pub k0s: K0sInput,
     pub source_date_epoch: u64,
+    /// dm-verity hash tree after the root squashfs, root hash on the kernel command line.
+    pub verity: bool,
     /// The node config rendered onto the boot partition (the token is not part of the plan).
     pub node: NodeConfig,
     #[serde(skip)]
@@ -107,6 +111,7 @@ impl Plan {
             k0s_version,
             k0s,
             source_date_epoch,
+            verity: req.verity,
             node,
             data: data.root.clone(),
         })

@@ -122,6 +122,12 @@ pub fn build_root(plan: &Plan, u: &Unpacked, k0s: &K0sBinary, rep: &dyn Reporter
 
     let ctx = template_context(plan, &u.kver);
     let overlay = crate::overlay::load(&plan.data.join("overlays/rootfs"), &ctx)?;
+    crate::overlay_guard::check(
+        &root,
+        &overlay,
+        &plan.data.join("overlays/rootfs"),
+        &plan.data.join("overlays/rootfs.replaces"),
+    )?;
     root.overlay(&overlay)?;
     root.add_file("etc/edgeimg/build.env", build_env(plan, &u.kver), 0o644)?;
     root.insert(

@@ -349,6 +349,9 @@ fn xz_checksums_and_manifest_are_consistent() {
         .any(|i| i["name"].as_str().unwrap().starts_with("linux-image-6.")));
 }
 
+/// Also the reproducibility proof: the warm rebuild runs with `--check-reproducible`, which
+/// builds a third time in another process, output folder and cache copy, under umask 077,
+/// another time zone and locale, and compares every output byte for byte.
 #[test]
 fn a_warm_rebuild_makes_no_request_and_gives_the_same_image() {
     let b = built();
@@ -360,10 +363,20 @@ fn a_warm_rebuild_makes_no_request_and_gives_the_same_image() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
     let before = k0s_server().count();
-    let o = build_worker(dir.path(), &out, &["--offline"]);
+    let o = build_worker(dir.path(), &out, &["--offline", "--check-reproducible"]);
     assert!(
         o.status.success(),
-        "offline rebuild failed:\n{}",
+        "offline rebuild or its reproducibility check failed:\n{}",
+        stderr(&o)
+    );
+    assert!(
+        stdout(&o).contains("reproducible: 6 outputs identical in both builds"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("umask 077, TZ=Pacific/Chatham, LANG=C.UTF-8"),
+        "{}",
         stderr(&o)
     );
     assert_eq!(
@@ -376,9 +389,178 @@ fn a_warm_rebuild_makes_no_request_and_gives_the_same_image() {
         sha256_file(&image()),
         "the same plan built twice gave different images"
     );
+    // The SBOM and manifest name the plan hash, which covers the node config and with it the
+    // token file's path (another one here): --check-reproducible above compared those.
+    assert_eq!(
+        sha256_file(&out.join("x86-64-worker.img.xz")),
+        sha256_file(&built().out.join("x86-64-worker.img.xz")),
+        "the .img.xz differs between two builds"
+    );
+    // The scratch folder of the check is gone.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(".edgeimg-repro")
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn veritysetup_verifies_the_root_partition_and_the_cmdline_carries_the_root_hash() {
+    let m = manifest();
+    let v = &m["verity"];
+    let data_part = v["data_partition"].as_u64().unwrap();
+    assert_eq!(data_part, 2);
+    assert_eq!(v["hash_partition"].as_u64().unwrap(), data_part);
+    assert_eq!(v["data_block_size"], 4096);
+    assert_eq!(v["hash_block_size"], 4096);
+    let hash_offset = v["hash_offset"].as_u64().unwrap();
+    assert_eq!(hash_offset, v["data_blocks"].as_u64().unwrap() * 4096);
+    assert!(hash_offset >= m["root_size"].as_u64().unwrap());
+    let root_hash = v["root_hash"].as_str().unwrap();
+    assert!(m["kernel_cmdline"]
+        .as_str()
+        .unwrap()
+        .contains(&format!("edgeimg.verity={root_hash}")));
+    // The boot partition's loader entry carries it too.
+    let (boff, _) = part(0);
+    let entry = run_tool(
+        "mtype",
+        &[
+            "-i",
+            &format!("{}@@{boff}", image().display()),
+            "::/loader/entries/edgeimg.conf",
+        ],
+    );
+    assert!(stdout(&entry).contains(&format!("edgeimg.verity={root_hash}")));
+
+    let (off, len) = part(data_part as usize - 1);
+    // Only what verity covers (data and tree), not the whole partition.
+    let used = hash_offset + v["hash_size"].as_u64().unwrap();
+    assert!(used <= len);
+    let len = used;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("root.part");
+    extract(&image(), off, len, &p);
+    let ps = p.to_str().unwrap();
+    let ho = format!("--hash-offset={hash_offset}");
+    let ok = run_tool("veritysetup", &["verify", ps, ps, root_hash, &ho]);
+    assert!(
+        ok.status.success(),
+        "veritysetup verify: {}{}",
+        stdout(&ok),
+        stderr(&ok)
+    );
+    let dump = run_tool("veritysetup", &["dump", ps, &ho]);
+    assert!(stdout(&dump).contains(v["salt"].as_str().unwrap()));
+    assert!(stdout(&dump).contains(v["uuid"].as_str().unwrap()));
+    // A flipped byte in the squashfs: veritysetup rejects the partition.
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    let at = m["root_size"].as_u64().unwrap() / 2;
+    let mut b = [0u8];
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.read_exact(&mut b).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&[b[0] ^ 0x80]).unwrap();
+    drop(f);
+    let bad = run_tool("veritysetup", &["verify", ps, ps, root_hash, &ho]);
+    assert!(
+        !bad.status.success(),
+        "a flipped root byte passed veritysetup"
+    );
 }
 
 fn sha256_file(p: &Path) -> String {
     let o = run_tool("sha256sum", &[p.to_str().unwrap()]);
     stdout(&o).split_whitespace().next().unwrap().to_string()
+}
+
+#[test]
+fn sbom_is_valid_spdx_and_lists_every_input_with_the_image_checksum() {
+    let out = &built().out;
+    let path = out.join("sbom.spdx.json");
+    // The SPDX reference validator (spdx-tools from PyPI, installed by scripts/install-deps).
+    let v = run_tool("pyspdxtools", &["-i", path.to_str().unwrap()]);
+    assert!(
+        v.status.success(),
+        "pyspdxtools rejects the SBOM:\n{}{}",
+        stdout(&v),
+        stderr(&v)
+    );
+    let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    assert!(sums.contains("sbom.spdx.json"), "sbom not in SHA256SUMS");
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(d["spdxVersion"], "SPDX-2.3");
+    let m = manifest();
+    assert!(d["documentNamespace"]
+        .as_str()
+        .unwrap()
+        .ends_with(m["plan_hash"].as_str().unwrap()));
+    let epoch = m["source_date_epoch"].as_u64().unwrap();
+    let date = run_tool(
+        "date",
+        &["-u", "-d", &format!("@{epoch}"), "+%Y-%m-%dT%H:%M:%SZ"],
+    );
+    assert_eq!(d["creationInfo"]["created"], stdout(&date).trim());
+    let pkgs = d["packages"].as_array().unwrap();
+    let rels = d["relationships"].as_array().unwrap();
+    let image = pkgs
+        .iter()
+        .find(|p| p["name"] == "x86-64-worker.img")
+        .expect("the image package");
+    assert_eq!(
+        image["checksums"][0]["checksumValue"],
+        sha256_file(&image_path_of(out))
+    );
+    assert!(rels.iter().any(
+        |r| r["relationshipType"] == "DESCRIBES" && r["relatedSpdxElement"] == image["SPDXID"]
+    ));
+    let tool = pkgs.iter().find(|p| p["name"] == "edgeimg").unwrap();
+    assert_eq!(tool["versionInfo"], m["edgeimg_version"]);
+    // Every input of the manifest (each Debian package and k0s) is in the SBOM, same version
+    // and sha256, contained in the image.
+    let inputs = m["inputs"].as_array().unwrap();
+    assert_eq!(pkgs.len(), inputs.len() + 2);
+    for i in inputs {
+        let p = pkgs
+            .iter()
+            .find(|p| p["name"] == i["name"] && p["versionInfo"] == i["version"])
+            .unwrap_or_else(|| panic!("{} not in the SBOM", i["name"]));
+        assert_eq!(p["checksums"][0]["checksumValue"], i["sha256"]);
+        assert_eq!(p["checksums"][0]["algorithm"], "SHA256");
+        assert!(
+            rels.iter().any(|r| r["spdxElementId"] == image["SPDXID"]
+                && r["relationshipType"] == "CONTAINS"
+                && r["relatedSpdxElement"] == p["SPDXID"]),
+            "{} not contained in the image",
+            i["name"]
+        );
+        // A source on a named host is the download location; one on an IP address (the
+        // k0s stand-in on 127.0.0.1) is no valid SPDX location and goes to sourceInfo.
+        let source = i["source"].as_str().unwrap();
+        if p["downloadLocation"] == "NOASSERTION" {
+            assert_eq!(p["sourceInfo"], format!("retrieved from {source}"));
+        } else {
+            assert_eq!(p["downloadLocation"], source);
+        }
+        if i["name"] != "k0s" {
+            assert!(source.ends_with(".deb"));
+            let purl = p["externalRefs"][0]["referenceLocator"].as_str().unwrap();
+            assert!(purl.starts_with("pkg:deb/debian/"), "{purl}");
+        }
+    }
+}
+
+fn image_path_of(out: &Path) -> PathBuf {
+    out.join("x86-64-worker.img")
 }

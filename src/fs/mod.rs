@@ -6,3 +6,4 @@
 pub mod cpio;
 pub mod fat;
 pub mod squashfs;
+pub mod verity;
