@@ -9,6 +9,7 @@
 pub mod build;
 pub mod cli;
 pub mod configure;
+pub mod digest;
 pub mod disk;
 pub mod flash;
 pub mod fs;

@@ -1,30 +1,13 @@
 //! `SHA256SUMS` for the published files, in the format `sha256sum -c` reads.
 
-use std::fs::File;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
 
 use super::atomic::AtomicFile;
 
-/// The sha256 of a file as lowercase hex, read in 1 MiB pieces.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
+pub use crate::digest::sha256_file;
 
 /// Writes `<dir>/SHA256SUMS` with one `<hex>  <name>` line for each of `files` (names relative
 /// to `dir`, in the order given), atomically.

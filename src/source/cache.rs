@@ -6,8 +6,8 @@
 //! at `<root>/url/<sha256 of the URL>` and are checked by their own means (a signature).
 
 use std::collections::HashSet;
-use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::fs;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -346,23 +346,7 @@ pub fn normalize_digest(sha256: &str, label: &str) -> Result<String> {
     Ok(d)
 }
 
-/// The sha256 of a file, lowercase hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut r = BufReader::with_capacity(1 << 20, f);
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = r
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex::encode(h.finalize()))
-}
+pub use crate::digest::sha256_file;
 
 struct HashingWriter<W> {
     inner: W,
