@@ -78,10 +78,24 @@ fn malformed_board_file_names_file_and_line() {
     let d = tempfile::tempdir().unwrap();
     let data = copy_project_data(d.path());
     let board = data.join("boards/x86-64.toml");
-    let text = std::fs::read_to_string(&board)
-        .unwrap()
-        .replace("smp = 2", "smp = \"two\"");
-    std::fs::write(&board, text).unwrap();
+    // Whatever the vCPU count is, make it a string.
+    let original = std::fs::read_to_string(&board).unwrap();
+    let text: Vec<String> = original
+        .lines()
+        .map(|l| {
+            if l.starts_with("smp = ") {
+                "smp = \"two\"".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert!(
+        text.iter().any(|l| l == "smp = \"two\""),
+        "no smp line in {}",
+        board.display()
+    );
+    std::fs::write(&board, text.join("\n")).unwrap();
     let out = d.path().join("out");
     fails_with(
         &out,
