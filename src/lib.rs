@@ -11,6 +11,7 @@ pub mod cli;
 pub mod configure;
 pub mod digest;
 pub mod disk;
+pub mod elf_deps;
 pub mod flash;
 pub mod fs;
 pub mod inspect;

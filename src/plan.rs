@@ -167,6 +167,9 @@ impl Plan {
     pub fn initramfs_modules(&self) -> Vec<String> {
         let mut v: Vec<String> = self.board.initramfs_modules.clone();
         v.extend(self.base.initramfs_modules.iter().cloned());
+        if self.verity {
+            v.extend(self.base.verity.modules.iter().cloned());
+        }
         v
     }
 }

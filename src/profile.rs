@@ -173,6 +173,17 @@ pub struct BaseProfile {
     pub source_date_epoch: u64,
     pub k0s: K0sPin,
     pub squashfs: SquashfsSpec,
+    pub verity: VeritySpec,
+}
+
+/// What the initramfs needs to open the root through dm-verity (left out with `--no-verity`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VeritySpec {
+    /// Kernel modules, loaded after the board's and the filesystems.
+    pub modules: Vec<String>,
+    /// Programs of the root filesystem copied into the initramfs with their shared libraries.
+    pub programs: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -159,6 +159,15 @@ pub fn build_initramfs(plan: &Plan, u: &Unpacked, root: &Tree) -> Result<Tree> {
         .read("usr/bin/busybox")
         .context("busybox-static did not install usr/bin/busybox")?;
     t.add_file("bin/busybox", busybox.to_vec(), 0o755)?;
+    if plan.verity {
+        for program in &plan.base.verity.programs {
+            crate::elf_deps::copy_program(root, &mut t, program).with_context(|| {
+                format!(
+                    "profiles/base.toml: [verity] programs: copying {program} into the initramfs"
+                )
+            })?;
+        }
+    }
     let modules = u.modules.closure(&as_strs(&plan.initramfs_modules()))?;
     u.modules.install(&u.kernel, &mut t, &modules)?;
     let conf = format!(

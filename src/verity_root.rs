@@ -53,6 +53,8 @@ pub fn add_tree(
         .with_context(|| format!("root partition {}: writing the verity tree", part.number))?;
     info.data_partition = part.number;
     info.hash_partition = part.number;
+    // The initramfs of a verity plan carries dmsetup and opens the root through this tree.
+    info.enforced_at_boot = true;
     Ok(info)
 }
 

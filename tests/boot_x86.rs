@@ -115,6 +115,10 @@ fn worker_boots_to_ready_applies_its_config_and_survives_power_cuts() {
     );
     assert!(console_has(&first, "usr-writable=no"), "root is writable");
     assert!(
+        console_has(&first, "mounted read-only through dm-verity"),
+        "the root was not opened through dm-verity"
+    );
+    assert!(
         console_has(&first, "file=hello-from-node-config"),
         "the node config's file is missing"
     );

@@ -287,6 +287,8 @@ fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
         extra_console_checks: vec![
             "mmcblk0".into(),
             "k0s-stand-in: controller".into(),
+            // The arm64 initramfs runs its own copy of Debian's dmsetup (aarch64 libraries).
+            "mounted read-only through dm-verity".into(),
             "wifi: SSID configured, but no wireless interface (wlan0) appeared".into(),
         ],
         mac: None,

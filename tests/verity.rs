@@ -112,3 +112,200 @@ fn veritysetup_verifies_the_tree_and_finds_the_same_root_hash() {
     let v = veritysetup(&["verify", p, p, &info.root_hash, &ho]);
     assert!(!v.status.success(), "a flipped byte passed verification");
 }
+
+// --- at boot: the initramfs opens the root through dm-verity ------------------------------
+
+const NODE: &str = r#"
+hostname = "verity-1"
+[k0s]
+role = "worker"
+[time]
+ntp = []
+"#;
+
+fn board_qemu() -> edgeimg::qemu::QemuSpec {
+    let data =
+        edgeimg::profile::DataDir::locate(Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))))
+            .unwrap();
+    data.board("x86-64").unwrap().qemu
+}
+
+fn boot_options() -> edgeimg::qemu::SmokeOptions {
+    edgeimg::qemu::SmokeOptions {
+        timeout: std::time::Duration::from_secs(300),
+        keep: false,
+        disk_size: 2048 * 1024 * 1024,
+        kvm: false,
+        expect: edgeimg::qemu::Expectations {
+            role: "worker".into(),
+            hostname: "verity-1".into(),
+            root_ro: true,
+            k0s_version: K0S_VERSION.into(),
+        },
+        extra_console_checks: vec![],
+        mac: None,
+        guestfwd: vec![],
+    }
+}
+
+/// A copy of `image` with the byte at `offset` (from the start of the image) inverted.
+fn tampered_copy(image: &std::path::Path, to: &std::path::Path, offset: u64) {
+    let o = run_tool(
+        "cp",
+        &[
+            "--sparse=always",
+            image.to_str().unwrap(),
+            to.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(to)
+        .unwrap();
+    let mut b = [0u8; 1];
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    std::io::Read::read_exact(&mut f, &mut b).unwrap();
+    f.seek(SeekFrom::Start(offset)).unwrap();
+    f.write_all(&[!b[0]]).unwrap();
+}
+
+/// Boots `image` until the initramfs reports a failure; returns the console.
+fn boot_until_failure(image: &std::path::Path) -> Vec<String> {
+    let r = edgeimg::qemu::smoke_until(
+        image,
+        &board_qemu(),
+        &boot_options(),
+        edgeimg::qemu::FAILED_MARKER,
+        &edgeimg::progress::Silent,
+    )
+    .unwrap_or_else(|e| panic!("the tampered image did not stop with a failure: {e:#}"));
+    r.console
+}
+
+#[test]
+fn a_flipped_root_byte_stops_the_boot_at_dm_verity() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let node = dir.path().join("node.toml");
+    std::fs::write(&node, NODE).unwrap();
+    let o = build(
+        &out,
+        &[
+            "--board",
+            "x86-64",
+            "--role",
+            "worker",
+            "--no-xz",
+            "--node",
+            node.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "build: {}", stderr(&o));
+    let image = out.join("x86-64-worker.img");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let v = &manifest["verity"];
+    assert_eq!(v["enforced_at_boot"], true, "{v}");
+    let root_part = v["data_partition"].as_u64().unwrap() as usize;
+    let root_start = manifest["partitions"]["partitions"][root_part - 1]["start_lba"]
+        .as_u64()
+        .unwrap()
+        * 512;
+    let data_blocks = v["data_blocks"].as_u64().unwrap();
+    let hash_offset = v["hash_offset"].as_u64().unwrap();
+    assert!(hash_offset >= data_blocks * 4096, "{v}");
+
+    // The untouched image's initramfs maps the root through dm-verity (the boot tests in
+    // boot_x86.rs take the same image on to the ready line).
+    let cmdline = mtype_loader_entry(&image, &manifest);
+    assert!(
+        cmdline.contains(&format!(
+            "edgeimg.verity={}",
+            v["root_hash"].as_str().unwrap()
+        )),
+        "{cmdline}"
+    );
+
+    // 1. A byte of the squashfs tables at the end of the data area, which mounting reads:
+    //    dm-verity refuses the block, the initramfs names the cause and does not go on.
+    let bad = dir.path().join("tables.img");
+    tampered_copy(&image, &bad, root_start + (data_blocks - 1) * 4096 + 8);
+    let console = boot_until_failure(&bad);
+    assert_stopped_at_verity(&console, "tables");
+
+    // 2. A byte in the middle of the data area, in a file the boot may never read: with
+    //    edgeimg.verity_check=full the initramfs reads every block before mounting.
+    let bad = dir.path().join("middle.img");
+    tampered_copy(&image, &bad, root_start + data_blocks / 2 * 4096 + 1234);
+    add_kernel_arg(&bad, &manifest, "edgeimg.verity_check=full");
+    let console = boot_until_failure(&bad);
+    assert_stopped_at_verity(&console, "middle");
+}
+
+fn assert_stopped_at_verity(console: &[String], what: &str) {
+    let text = console.join("\n");
+    assert!(
+        text.contains("edgeimg: FAILED: root: dm-verity: /dev/vda2 does not match the root hash"),
+        "{what}: no dm-verity failure line:\n{text}"
+    );
+    assert!(
+        text.contains("device-mapper: verity") && text.contains("is corrupted"),
+        "{what}: the kernel did not report the corrupted block:\n{text}"
+    );
+    assert!(
+        !text.contains("switch_root: starting"),
+        "{what}: the tampered root was booted:\n{text}"
+    );
+}
+
+fn esp_spec(image: &std::path::Path, manifest: &serde_json::Value) -> String {
+    let start = manifest["partitions"]["partitions"][0]["start_lba"]
+        .as_u64()
+        .unwrap()
+        * 512;
+    format!("{}@@{start}", image.display())
+}
+
+fn mtype_loader_entry(image: &std::path::Path, manifest: &serde_json::Value) -> String {
+    let o = run_tool(
+        "mtype",
+        &[
+            "-i",
+            &esp_spec(image, manifest),
+            "::/loader/entries/edgeimg.conf",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    stdout(&o)
+}
+
+/// Appends `arg` to the `options` line of the systemd-boot entry, with mtools.
+fn add_kernel_arg(image: &std::path::Path, manifest: &serde_json::Value, arg: &str) {
+    let entry = mtype_loader_entry(image, manifest);
+    let edited: String = entry
+        .lines()
+        .map(|l| {
+            if l.starts_with("options ") {
+                format!("{l} {arg}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    assert!(edited.contains(arg));
+    let tmp = image.with_extension("entry");
+    std::fs::write(&tmp, edited).unwrap();
+    let o = run_tool(
+        "mcopy",
+        &[
+            "-o",
+            "-i",
+            &esp_spec(image, manifest),
+            tmp.to_str().unwrap(),
+            "::/loader/entries/edgeimg.conf",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+}

@@ -47,8 +47,8 @@ pub struct VerityInfo {
     /// Partition numbers (1-based) of the data and hash devices.
     pub data_partition: u32,
     pub hash_partition: u32,
-    /// Whether the initramfs opens the root through dm-verity at boot. Not yet: the tree and
-    /// root hash are for offline verification (`veritysetup verify`) until it does.
+    /// Whether the initramfs opens the root through dm-verity at boot (a tree written on its
+    /// own, outside a build, is for offline verification only).
     pub enforced_at_boot: bool,
 }
 
