@@ -23,6 +23,7 @@ pub mod overlay_guard;
 pub mod plan;
 pub mod postinst;
 pub mod profile;
+pub mod profile_check;
 pub mod progress;
 pub mod pxe;
 pub mod qemu;

@@ -297,7 +297,10 @@ impl DataDir {
     }
 
     pub fn base(&self) -> Result<BaseProfile> {
-        read_toml(&self.profiles_dir().join("base.toml"))
+        let path = self.profiles_dir().join("base.toml");
+        let base: BaseProfile = read_toml(&path)?;
+        crate::profile_check::base(&base, &path)?;
+        Ok(base)
     }
 
     pub fn role(&self, role: Role) -> Result<RoleProfile> {
@@ -313,6 +316,7 @@ impl DataDir {
                 profile.role
             );
         }
+        crate::profile_check::role(&profile, &path)?;
         Ok(profile)
     }
 }
@@ -338,6 +342,7 @@ fn load_board(path: &Path) -> Result<Board> {
         );
     }
     board.file = path.to_path_buf();
+    crate::profile_check::board(&board)?;
     Ok(board)
 }
 

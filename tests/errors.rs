@@ -197,3 +197,48 @@ fn copy_project_data(dir: &Path) -> std::path::PathBuf {
     }
     data
 }
+
+#[test]
+fn hostile_profile_values_are_refused_naming_file_and_field() {
+    let d = tempfile::tempdir().unwrap();
+    let data = copy_project_data(d.path());
+    let base = data.join("profiles/base.toml");
+    let original = std::fs::read_to_string(&base).unwrap();
+    for (from, to, needles) in [
+        // A busybox applet link placed outside the root tree.
+        (
+            "\"usr/bin/sh\", ",
+            "\"../../../tmp/edgeimg-escape\", ",
+            &["profiles/base.toml", "busybox_applets[0]", "leaves the image tree"][..],
+        ),
+        // An overlong package name: refused, and the message does not repeat all of it.
+        (
+            "\"busybox-static\",",
+            &format!("\"{}\",", "b".repeat(5000)),
+            &["profiles/base.toml", "packages[0]", "(5000 bytes)"][..],
+        ),
+        // A wrong type: the TOML error names file, line and key.
+        (
+            "source_date_epoch = 1767225600",
+            "source_date_epoch = \"yesterday\"",
+            &["profiles/base.toml:", "source_date_epoch"][..],
+        ),
+        // An unknown key.
+        (
+            "source_date_epoch = 1767225600",
+            "source_date_epoch = 1767225600\npackage = [\"typo\"]",
+            &["profiles/base.toml:", "unknown field `package`"][..],
+        ),
+    ] {
+        assert!(original.contains(from), "base.toml has no {from:?}");
+        std::fs::write(&base, original.replacen(from, to, 1)).unwrap();
+        let out = d.path().join("out");
+        let err = fails_with(
+            &out,
+            &["--data-dir", data.to_str().unwrap(), "--role", "worker"],
+            needles,
+        );
+        assert!(err.len() < 2000, "an error of {} bytes:\n{err}", err.len());
+    }
+    assert!(!Path::new("/tmp/edgeimg-escape").exists());
+}
