@@ -144,7 +144,7 @@ impl NodeArgs {
                 let (mut cfg, mac) = inv.node(&name)?;
                 let Some(mac) = mac else { continue };
                 self.apply_flags(&mut cfg)?;
-                for w in cfg.check()? {
+                for w in cfg.check()?.into_iter().chain(build_time_only(&cfg)) {
                     rep.warn(&format!("{name}: {w}"));
                 }
                 per_mac.push((mac, cfg));
@@ -183,7 +183,7 @@ impl NodeArgs {
             _ => NodeConfig::from_toml_str("", Path::new("command line"))?,
         };
         self.apply_flags(&mut cfg)?;
-        for w in cfg.check()? {
+        for w in cfg.check()?.into_iter().chain(build_time_only(&cfg)) {
             rep.warn(&w);
         }
         Ok(cfg)
@@ -235,6 +235,27 @@ impl NodeArgs {
 }
 
 /// Reads a node file: `#cloud-config` YAML or TOML.
+/// `[boot]` settings are baked into the boot files when the image is built (the root hash
+/// shares the kernel command line with them); configure writes the node files only, so it says
+/// that it leaves them as built rather than appearing to apply them.
+fn build_time_only(cfg: &NodeConfig) -> Option<String> {
+    let mut keys = Vec::new();
+    if !cfg.boot.kernel_args.is_empty() {
+        keys.push("[boot] kernel_args");
+    }
+    if !cfg.boot.config_txt.is_empty() {
+        keys.push("[boot] config_txt");
+    }
+    if keys.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} not applied: configure writes the node files only and leaves the kernel command line \
+         and config.txt as built; set them at build time (edgeimg build --node FILE)",
+        keys.join(" and ")
+    ))
+}
+
 pub fn read_node_file(path: &Path) -> Result<NodeConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading node config {}", path.display()))?;
@@ -482,4 +503,25 @@ pub fn print_report(json: bool, quiet: bool, report: &ConfigureReport) -> Result
         println!("  per-MAC config for {m}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_settings_are_reported_as_not_applied() {
+        let with = NodeConfig::from_toml_str(
+            "[boot]\nkernel_args = [\"quiet\"]\nconfig_txt = [\"arm_freq=1500\"]\n",
+            Path::new("n.toml"),
+        )
+        .unwrap();
+        let w = build_time_only(&with).expect("a warning");
+        assert!(
+            w.contains("[boot] kernel_args and [boot] config_txt not applied"),
+            "{w}"
+        );
+        let without = NodeConfig::from_toml_str("hostname = \"a\"\n", Path::new("n.toml")).unwrap();
+        assert_eq!(build_time_only(&without), None);
+    }
 }

@@ -209,7 +209,11 @@ fn hostile_profile_values_are_refused_naming_file_and_field() {
         (
             "\"usr/bin/sh\", ",
             "\"../../../tmp/edgeimg-escape\", ",
-            &["profiles/base.toml", "busybox_applets[0]", "leaves the image tree"][..],
+            &[
+                "profiles/base.toml",
+                "busybox_applets[0]",
+                "leaves the image tree",
+            ][..],
         ),
         // An overlong package name: refused, and the message does not repeat all of it.
         (
