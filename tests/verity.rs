@@ -148,8 +148,7 @@ fn boot_options() -> edgeimg::qemu::SmokeOptions {
     }
 }
 
-/// A copy of `image` with the byte at `offset` (from the start of the image) inverted.
-fn tampered_copy(image: &std::path::Path, to: &std::path::Path, offset: u64) {
+fn sparse_copy(image: &std::path::Path, to: &std::path::Path) {
     let o = run_tool(
         "cp",
         &[
@@ -159,6 +158,11 @@ fn tampered_copy(image: &std::path::Path, to: &std::path::Path, offset: u64) {
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// A copy of `image` with the byte at `offset` (from the start of the image) inverted.
+fn tampered_copy(image: &std::path::Path, to: &std::path::Path, offset: u64) {
+    sparse_copy(image, to);
     let mut f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -190,6 +194,9 @@ fn a_flipped_root_byte_stops_the_boot_at_dm_verity() {
     let out = dir.path().join("out");
     let node = dir.path().join("node.toml");
     std::fs::write(&node, NODE).unwrap();
+    let token = dir.path().join("join.token");
+    std::fs::write(&token, "stand-in-token\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let o = build(
         &out,
         &[
@@ -200,6 +207,8 @@ fn a_flipped_root_byte_stops_the_boot_at_dm_verity() {
             "--no-xz",
             "--node",
             node.to_str().unwrap(),
+            "--token-file",
+            token.to_str().unwrap(),
         ],
     );
     assert!(o.status.success(), "build: {}", stderr(&o));
@@ -242,6 +251,23 @@ fn a_flipped_root_byte_stops_the_boot_at_dm_verity() {
     add_kernel_arg(&bad, &manifest, "edgeimg.verity_check=full");
     let console = boot_until_failure(&bad);
     assert_stopped_at_verity(&console, "middle");
+
+    // 3. The untouched image with the same full check: every block passes, the node is ready.
+    let good = dir.path().join("good.img");
+    sparse_copy(&image, &good);
+    add_kernel_arg(&good, &manifest, "edgeimg.verity_check=full");
+    let mut opts = boot_options();
+    opts.extra_console_checks = vec![
+        "root: dm-verity: every block of /dev/vda2 checked".into(),
+        "mounted read-only through dm-verity".into(),
+    ];
+    let r = edgeimg::qemu::smoke(&good, &board_qemu(), &opts, &edgeimg::progress::Silent)
+        .unwrap_or_else(|e| panic!("the untouched image did not boot with the full check: {e:#}"));
+    assert!(
+        r.ready_line.contains("hostname=verity-1"),
+        "{}",
+        r.ready_line
+    );
 }
 
 fn assert_stopped_at_verity(console: &[String], what: &str) {
