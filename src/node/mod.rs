@@ -392,11 +392,13 @@ fn key_at(text: &str, line: usize) -> Option<String> {
     };
     // `[[files]]` is an array of tables: name the element, `files[2].mode`.
     if let Some(name) = header.strip_prefix("[[").and_then(|h| h.split(']').next()) {
+        // The header itself may be malformed (`[[files]`: found by the fuzzer), so it may not
+        // count itself: never below 0.
         let index = before
             .iter()
             .filter(|l| l.trim().starts_with(&format!("[[{name}]]")))
             .count()
-            - 1;
+            .saturating_sub(1);
         return Some(format!("{}[{index}].{k}", name.trim()));
     }
     Some(format!(

@@ -462,3 +462,16 @@ fn env_of(cfg: &NodeConfig) -> std::collections::BTreeMap<String, String> {
 fn env_of_rendered(r: &RenderedNode) -> std::collections::BTreeMap<String, String> {
     parse_node_env(std::str::from_utf8(r.get("edgeimg/node.env").unwrap()).unwrap()).unwrap()
 }
+
+#[test]
+fn malformed_array_table_header_gives_an_error_not_a_panic() {
+    // Found by the `node` fuzz target: `[[files]` before a key of the wrong type made the
+    // key-naming code count -1 array elements.
+    let text = "[[files]\nmode = []\n";
+    let err = NodeConfig::from_toml_str(text, Path::new("n.toml")).unwrap_err();
+    assert!(format!("{err:#}").contains("n.toml:"), "{err:#}");
+    assert_eq!(
+        super::key_at("[[files]\nmode = 1\n", 2).as_deref(),
+        Some("files[0].mode")
+    );
+}
