@@ -57,17 +57,39 @@ pub fn write_squashfs<W: Write + Seek>(
 }
 
 /// [`write_squashfs`] compressing on `threads` threads; the output does not depend on them.
-/// Also returns how the blocks were compressed.
+/// Also returns how the blocks were compressed. `threads` 0 leaves all compression to backhand
+/// on this thread (for comparison).
 pub fn write_squashfs_threads<W: Write + Seek>(
     tree: &Tree,
     opts: &SquashfsOptions,
     threads: usize,
     out: &mut W,
 ) -> Result<(u64, squashfs_par::Stats)> {
+    let files = tree
+        .iter()
+        .filter_map(|(path, entry)| match &entry.kind {
+            Kind::File(content) => Some((path.as_str(), content)),
+            _ => None,
+        })
+        .collect();
+    write_walking(tree, opts, threads, files, out)
+}
+
+/// [`write_squashfs_threads`], compressing ahead the blocks of `files` (the tree's files,
+/// unless a test wants a wrong guess).
+pub(crate) fn write_walking<W: Write + Seek>(
+    tree: &Tree,
+    opts: &SquashfsOptions,
+    threads: usize,
+    files: Vec<(&str, &Content)>,
+    out: &mut W,
+) -> Result<(u64, squashfs_par::Stats)> {
     let block_size = checked_block_size(opts.block_size)?;
     let fc = compressor(opts.compressor)?;
     let mut fs = FilesystemWriter::default();
-    fs.set_kind(squashfs_par::kind());
+    if threads > 0 {
+        fs.set_kind(squashfs_par::kind());
+    }
     fs.set_block_size(block_size);
     fs.set_time(opts.mtime);
     fs.set_compressor(fc);
@@ -84,17 +106,14 @@ pub fn write_squashfs_threads<W: Write + Seek>(
             .with_context(|| format!("adding {path} to the squashfs"))?;
     }
 
-    let files = tree
-        .iter()
-        .filter_map(|(path, entry)| match &entry.kind {
-            Kind::File(content) => Some((path.as_str(), content)),
-            _ => None,
-        })
-        .collect();
     let zstd_level = match opts.compressor {
         SquashCompressor::Zstd { level } => Some(level as i32),
         _ => None,
     };
+    if threads == 0 {
+        let (_superblock, written) = fs.write(out).context("writing the squashfs")?;
+        return Ok((written, Default::default()));
+    }
     let (written, stats) =
         squashfs_par::with_precompression(files, zstd_level, fc, block_size, threads, || {
             fs.write(out)

@@ -303,3 +303,255 @@ impl Walk<'_> {
             .map_err(|_| Stop::Gone)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disk::test_tools::{require_tool, run_tool};
+    use crate::fs::squashfs::{write_squashfs_threads, SquashCompressor, SquashfsOptions};
+    use crate::fs::squashfs_bench::read_dir_tree;
+    use crate::tree::{Entry, Tree, TreePath};
+    use std::path::PathBuf;
+
+    /// Text-like bytes (compressible, as most of a root filesystem), or noise.
+    fn bytes(seed: u64, len: usize, text: bool) -> Vec<u8> {
+        const WORDS: [&str; 16] = [
+            "kernel ",
+            "node ",
+            "the ",
+            "k0s ",
+            "config\n",
+            "image ",
+            "0x7f3a ",
+            "usr/lib/ ",
+            "edge ",
+            "= 1;\n",
+            "worker ",
+            "systemd ",
+            "ELF ",
+            "\0\0\0\0",
+            "boot ",
+            "static ",
+        ];
+        let mut x = seed.wrapping_mul(0x9e3779b97f4a7c15) | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut out = Vec::with_capacity(len + 16);
+        while out.len() < len {
+            let r = next();
+            if text {
+                out.extend_from_slice(WORDS[(r % 16) as usize].as_bytes());
+            } else {
+                out.extend_from_slice(&r.to_le_bytes());
+            }
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// A folder with what makes backhand's block order interesting: files of several blocks,
+    /// a block of zeros (a hole), a file of exactly one block, many small files that fill
+    /// several fragment blocks, empty files, a duplicate, and names whose byte order differs
+    /// from path order (`a-b` sorts after `a/…` as a path, before it as a string).
+    fn sample_dir(top: &Path, block: usize) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut files = vec![
+            ("usr/bin/big".into(), bytes(1, block * 7 + 1234, true)),
+            ("usr/bin/noise".into(), bytes(2, block * 2 + 99, false)),
+            ("usr/bin/dup".into(), bytes(1, block * 7 + 1234, true)),
+            ("exact".into(), bytes(3, block, true)),
+            ("a-b".into(), bytes(4, block + 5, true)),
+            ("a/b".into(), bytes(5, 700, true)),
+            ("a/c".into(), bytes(6, block * 2, true)),
+            ("a-c".into(), bytes(7, 900, true)),
+            ("empty".into(), Vec::new()),
+            ("etc/empty".into(), Vec::new()),
+        ];
+        let mut holey = bytes(8, block, true);
+        holey.resize(holey.len() + block * 2, 0);
+        holey.extend(bytes(9, block / 2, true));
+        files.push(("var/holey".into(), holey));
+        for i in 0..150u64 {
+            let len = 200 + (i as usize * 977) % (block / 3);
+            files.push((
+                format!("usr/share/doc/f{i:03}").into(),
+                bytes(100 + i, len, i % 7 != 0),
+            ));
+        }
+        for (rel, data) in &files {
+            let path = top.join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, data).unwrap();
+        }
+        std::os::unix::fs::symlink("usr/bin", top.join("bin")).unwrap();
+        files
+    }
+
+    fn encode(tree: &Tree, opts: &SquashfsOptions, threads: usize) -> (Vec<u8>, Stats) {
+        let mut out = std::io::Cursor::new(Vec::new());
+        let (n, stats) = write_squashfs_threads(tree, opts, threads, &mut out).unwrap();
+        let out = out.into_inner();
+        assert_eq!(n, out.len() as u64);
+        (out, stats)
+    }
+
+    #[test]
+    fn output_does_not_depend_on_threads_and_every_block_is_compressed_ahead() {
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("root");
+        sample_dir(&top, 4096);
+        let mut tree = read_dir_tree(&top).unwrap();
+        // Contents held in memory go through the same path as files on the host.
+        tree.insert(
+            &TreePath::new("etc/hostname").unwrap(),
+            Entry::file(Content::bytes(b"edge\n".to_vec()), 0o644),
+        )
+        .unwrap();
+        tree.insert(
+            &TreePath::new("a/in-memory").unwrap(),
+            Entry::file(Content::bytes(bytes(11, 3 * 4096 + 7, true)), 0o644),
+        )
+        .unwrap();
+        for opts in [
+            SquashfsOptions {
+                compressor: SquashCompressor::Zstd { level: 3 },
+                block_size: 4096,
+                mtime: 7,
+            },
+            SquashfsOptions {
+                compressor: SquashCompressor::Gzip,
+                block_size: 8192,
+                mtime: 7,
+            },
+        ] {
+            // threads = 0: backhand alone, compressing each block itself on this thread.
+            let (serial, none) = encode(&tree, &opts, 0);
+            assert_eq!(none, Stats::default());
+            for threads in [1, 2, 4] {
+                let (out, stats) = encode(&tree, &opts, threads);
+                assert!(
+                    out == serial,
+                    "{threads} threads give other bytes than backhand alone with {opts:?}"
+                );
+                // The walk foresaw every data and fragment block, in backhand's order.
+                assert!(stats.ahead > 30, "{stats:?}");
+                assert_eq!(stats.used, stats.ahead, "{opts:?}: {stats:?}");
+                // What is left on the writer's thread: the options and metadata blocks.
+                assert!(stats.inline <= 6, "{opts:?}: {stats:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_wrong_guess_costs_time_not_correctness() {
+        // Blocks compressed ahead for other contents than the writer asks for are not used:
+        // the writer's own bytes are compressed on its thread.
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("root");
+        sample_dir(&top, 4096);
+        let tree = read_dir_tree(&top).unwrap();
+        let opts = SquashfsOptions {
+            compressor: SquashCompressor::Zstd { level: 1 },
+            block_size: 4096,
+            mtime: 0,
+        };
+        let (expected, _) = encode(&tree, &opts, 0);
+        let other = Content::bytes(bytes(99, 9 * 4096 + 5, true));
+        let small = Content::bytes(bytes(98, 100, true));
+        for files in [
+            vec![("usr/bin/big", &other)],
+            vec![("0", &small), ("usr/bin/big", &other)],
+            Vec::new(),
+        ] {
+            let mut out = std::io::Cursor::new(Vec::new());
+            let (_, stats) =
+                crate::fs::squashfs::write_walking(&tree, &opts, 2, files, &mut out).unwrap();
+            assert!(out.into_inner() == expected);
+            assert_eq!(stats.used, 0, "{stats:?}");
+            assert!(stats.inline > 40, "{stats:?}");
+        }
+    }
+
+    #[test]
+    fn unsquashfs_extracts_every_file() {
+        require_tool("unsquashfs");
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("root");
+        let files = sample_dir(&top, 4096);
+        let tree = read_dir_tree(&top).unwrap();
+        let opts = SquashfsOptions {
+            compressor: SquashCompressor::Zstd { level: 5 },
+            block_size: 4096,
+            mtime: 0,
+        };
+        let img = dir.path().join("root.sqfs");
+        std::fs::write(&img, encode(&tree, &opts, 2).0).unwrap();
+
+        let listing = run_tool("unsquashfs", &["-lln", img.to_str().unwrap()]);
+        for (rel, data) in &files {
+            let line = listing
+                .lines()
+                .find(|l| l.ends_with(&format!("squashfs-root/{}", rel.display())))
+                .unwrap_or_else(|| panic!("{} missing from:\n{listing}", rel.display()));
+            let size: usize = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+            assert_eq!(size, data.len(), "{line}");
+        }
+        let out = dir.path().join("x");
+        run_tool(
+            "unsquashfs",
+            &[
+                "-no-xattrs",
+                "-d",
+                out.to_str().unwrap(),
+                img.to_str().unwrap(),
+            ],
+        );
+        for (rel, data) in &files {
+            assert!(
+                std::fs::read(out.join(rel)).unwrap() == *data,
+                "{} differs after extraction",
+                rel.display()
+            );
+        }
+        assert_eq!(
+            std::fs::read_link(out.join("bin")).unwrap(),
+            Path::new("usr/bin")
+        );
+    }
+
+    #[test]
+    fn size_is_within_two_percent_of_mksquashfs() {
+        require_tool("mksquashfs");
+        let dir = tempfile::tempdir().unwrap();
+        let top = dir.path().join("root");
+        sample_dir(&top, 128 * 1024);
+        let tree = read_dir_tree(&top).unwrap();
+        let ours = encode(&tree, &SquashfsOptions::default(), 2).0.len() as f64;
+        let theirs = dir.path().join("m.sqfs");
+        run_tool(
+            "mksquashfs",
+            &[
+                top.to_str().unwrap(),
+                theirs.to_str().unwrap(),
+                "-comp",
+                "zstd",
+                "-Xcompression-level",
+                "15",
+                "-b",
+                "131072",
+                "-noappend",
+                "-quiet",
+                "-no-progress",
+            ],
+        );
+        let theirs = std::fs::metadata(&theirs).unwrap().len() as f64;
+        eprintln!("edgeimg {ours} bytes, mksquashfs {theirs} bytes");
+        assert!(
+            ours <= theirs * 1.02,
+            "edgeimg {ours} bytes, mksquashfs {theirs} bytes"
+        );
+    }
+}
