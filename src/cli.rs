@@ -51,6 +51,9 @@ pub enum Command {
     Flash(Box<crate::flash::FlashArgs>),
     /// Serve a folder (the output of `build --format pxe`) read-only over plain HTTP.
     Serve(ServeArgs),
+    /// Encode a folder as squashfs with the build's encoder and time it (for scripts/bench).
+    #[command(hide = true)]
+    EncodeSquashfs(crate::fs::squashfs_bench::EncodeSquashfsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -193,6 +196,11 @@ fn run(cli: &Cli, rep: &dyn Reporter) -> Result<()> {
     if let Command::Serve(args) = &cli.command {
         return serve_cmd(cli, args);
     }
+    if let Command::EncodeSquashfs(args) = &cli.command {
+        let report = crate::fs::squashfs_bench::encode_dir(args)?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     let data = DataDir::locate(cli.data_dir.as_deref())?;
     match &cli.command {
         Command::Boards => boards(cli, &data),
@@ -203,6 +211,7 @@ fn run(cli: &Cli, rep: &dyn Reporter) -> Result<()> {
         Command::Inspect(a) => crate::inspect::inspect_cmd(cli.json, a),
         Command::Flash(a) => crate::flash::flash_cmd(cli.json, cli.quiet, a, rep),
         Command::Serve(args) => serve_cmd(cli, args),
+        Command::EncodeSquashfs(_) => unreachable!("handled above"),
     }
 }
 

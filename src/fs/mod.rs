@@ -6,4 +6,6 @@
 pub mod cpio;
 pub mod fat;
 pub mod squashfs;
+pub mod squashfs_bench;
+pub mod squashfs_par;
 pub mod verity;

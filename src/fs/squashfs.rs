@@ -2,7 +2,9 @@
 //!
 //! Everything about ownership and device nodes comes from the tree, never from the host, so no
 //! root is needed. Files whose bytes sit on the host are opened only when backhand writes them
-//! (one at a time), not read into memory up front.
+//! (one at a time), not read into memory up front. backhand lays the filesystem out on one
+//! thread; the blocks it compresses are compressed ahead on all cores by
+//! [`super::squashfs_par`], with the same bytes as a result.
 
 use std::io::{Cursor, Seek, Write};
 
@@ -11,6 +13,7 @@ use backhand::compression::{CompressionOptions, Compressor, Zstd};
 use backhand::{FilesystemCompressor, FilesystemWriter, NodeHeader};
 use serde::Serialize;
 
+use super::squashfs_par;
 use crate::tree::{Content, Entry, Kind, Tree};
 
 pub use crate::disk::image::OffsetWriter;
@@ -49,10 +52,47 @@ pub fn write_squashfs<W: Write + Seek>(
     opts: &SquashfsOptions,
     out: &mut W,
 ) -> Result<u64> {
+    let threads = rayon::current_num_threads();
+    write_squashfs_threads(tree, opts, threads, out).map(|(written, _)| written)
+}
+
+/// [`write_squashfs`] compressing on `threads` threads; the output does not depend on them.
+/// Also returns how the blocks were compressed. `threads` 0 leaves all compression to backhand
+/// on this thread (for comparison).
+pub fn write_squashfs_threads<W: Write + Seek>(
+    tree: &Tree,
+    opts: &SquashfsOptions,
+    threads: usize,
+    out: &mut W,
+) -> Result<(u64, squashfs_par::Stats)> {
+    let files = tree
+        .iter()
+        .filter_map(|(path, entry)| match &entry.kind {
+            Kind::File(content) => Some((path.as_str(), content)),
+            _ => None,
+        })
+        .collect();
+    write_walking(tree, opts, threads, files, out)
+}
+
+/// [`write_squashfs_threads`], compressing ahead the blocks of `files` (the tree's files,
+/// unless a test wants a wrong guess).
+pub(crate) fn write_walking<W: Write + Seek>(
+    tree: &Tree,
+    opts: &SquashfsOptions,
+    threads: usize,
+    files: Vec<(&str, &Content)>,
+    out: &mut W,
+) -> Result<(u64, squashfs_par::Stats)> {
+    let block_size = checked_block_size(opts.block_size)?;
+    let fc = compressor(opts.compressor)?;
     let mut fs = FilesystemWriter::default();
-    fs.set_block_size(checked_block_size(opts.block_size)?);
+    if threads > 0 {
+        fs.set_kind(squashfs_par::kind());
+    }
+    fs.set_block_size(block_size);
     fs.set_time(opts.mtime);
-    fs.set_compressor(compressor(opts.compressor)?);
+    fs.set_compressor(fc);
 
     for (path, entry) in tree.iter() {
         if path.is_root() {
@@ -66,8 +106,21 @@ pub fn write_squashfs<W: Write + Seek>(
             .with_context(|| format!("adding {path} to the squashfs"))?;
     }
 
-    let (_superblock, written) = fs.write(out).context("writing the squashfs")?;
-    Ok(written)
+    let zstd_level = match opts.compressor {
+        SquashCompressor::Zstd { level } => Some(level as i32),
+        _ => None,
+    };
+    if threads == 0 {
+        let (_superblock, written) = fs.write(out).context("writing the squashfs")?;
+        return Ok((written, Default::default()));
+    }
+    let (written, stats) =
+        squashfs_par::with_precompression(files, zstd_level, fc, block_size, threads, || {
+            fs.write(out)
+        })
+        .context("starting the squashfs compression threads")?;
+    let (_superblock, written) = written.context("writing the squashfs")?;
+    Ok((written, stats))
 }
 
 /// Adds one entry. The tree iterates parents before children, which backhand requires.
