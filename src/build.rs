@@ -37,6 +37,9 @@ pub struct BuildOptions {
     pub format: crate::pxe::OutputFormat,
     /// `--base-url` for network boot files (checked by `pxe::check_base_url`).
     pub base_url: String,
+    /// Reuse and store results of earlier builds under `<cache>/artifacts` (`--no-artifact-cache`
+    /// turns it off; see `crate::artifact`).
+    pub artifact_cache: bool,
 }
 
 /// One input, as recorded in the manifest.
@@ -205,7 +208,16 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     let mut outputs = vec![image_path.clone()];
     if opts.xz && opts.format.xz(false) {
         let xz_path = opts.out_dir.join(format!("{stem}.img.xz"));
-        crate::disk::xz::compress_xz(&image_path, &xz_path, threads(), rep)?;
+        let blocks = opts
+            .artifact_cache
+            .then(|| crate::artifact::dir(opts.cache.root()).join("xz"));
+        crate::disk::xz::compress_xz_cached(
+            &image_path,
+            &xz_path,
+            threads(),
+            blocks.as_deref(),
+            rep,
+        )?;
         outputs.push(xz_path);
         laps.lap("xz");
     }
