@@ -155,20 +155,50 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     let k0s = fetch_k0s(&opts.cache, &k0s_spec(plan), rep)?;
     laps.lap("fetch");
 
-    // 2. Trees.
-    let unpacked = rootfs::unpack(plan, &debs, rep)?;
-    let root = rootfs::build_root(plan, &unpacked, &k0s, rep)?;
-    let initramfs_plan = crate::pxe::initramfs_plan(plan, opts.format);
-    let initramfs_tree = rootfs::build_initramfs(&initramfs_plan, &unpacked, &root)?;
-    let initrd = write_initramfs(&initramfs_tree, Compression::Zstd, plan.source_date_epoch)?;
-    rep.step(&format!(
-        "initramfs: {} entries, {} KiB",
-        initramfs_tree.len(),
-        initrd.len() / 1024
-    ));
+    // 2. Trees, or the cached root artifact of an earlier build with the same inputs.
+    let artifact_key = if opts.artifact_cache && opts.format.image() && !opts.format.pxe() {
+        Some(crate::artifact_root::key(plan, false, &debs, &k0s)?)
+    } else {
+        None
+    };
+    let cached = match &artifact_key {
+        Some(key) => match crate::artifact_root::load(opts.cache.root(), key)? {
+            crate::artifact_root::Lookup::Hit(hit) => Some(*hit),
+            crate::artifact_root::Lookup::Miss => None,
+            crate::artifact_root::Lookup::Damaged(why) => {
+                rep.warn(&format!("cached root artifact {key}: {why}; rebuilding it"));
+                None
+            }
+        },
+        None => None,
+    };
+    let (unpacked, root, initrd, cached_root) = match cached {
+        Some(hit) => {
+            rep.step(&format!(
+                "root, initramfs and kernel files reused from the artifact cache ({} MiB squashfs)",
+                hit.root.size / MIB
+            ));
+            (hit.unpacked, None, hit.initrd, Some(hit.root))
+        }
+        None => {
+            let unpacked = rootfs::unpack(plan, &debs, rep)?;
+            let root = rootfs::build_root(plan, &unpacked, &k0s, rep)?;
+            let initramfs_plan = crate::pxe::initramfs_plan(plan, opts.format);
+            let initramfs_tree = rootfs::build_initramfs(&initramfs_plan, &unpacked, &root)?;
+            let initrd =
+                write_initramfs(&initramfs_tree, Compression::Zstd, plan.source_date_epoch)?;
+            rep.step(&format!(
+                "initramfs: {} entries, {} KiB",
+                initramfs_tree.len(),
+                initrd.len() / 1024
+            ));
+            (unpacked, Some(root), initrd, None)
+        }
+    };
 
     laps.lap("trees");
     if !opts.format.image() {
+        let root = root.context("no root tree without the artifact cache")?;
         return crate::pxe::build_pxe_only(
             plan, opts, &unpacked, &root, &initrd, &debs, &k0s, started, rep,
         );
@@ -180,7 +210,35 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     let mut image = ImageWriter::create(&opts.out_dir, &format!("{stem}.img"), layout.disk_size)?;
     crate::disk::write_table(&layout, image.file_mut())?;
     laps.lap("layout");
-    let root_size = encode_root(plan, &layout, &root, &mut image, rep)?;
+    let root_size = match (&cached_root, &root) {
+        (Some(c), _) => {
+            check_root_fits(plan, &layout, c.size)?;
+            c.write_root(image.file(), layout.offset(PartRole::Root))?;
+            c.size
+        }
+        (None, Some(root)) => {
+            let size = encode_root(plan, &layout, root, &mut image, rep)?;
+            if let Some(key) = &artifact_key {
+                let region = crate::artifact_root::RootInImage {
+                    image: image.file(),
+                    offset: layout.offset(PartRole::Root),
+                    size,
+                };
+                if let Err(e) = crate::artifact_root::store(
+                    opts.cache.root(),
+                    key,
+                    plan,
+                    region,
+                    &initrd,
+                    &unpacked,
+                ) {
+                    rep.warn(&format!("not caching the root artifact: {e:#}"));
+                }
+            }
+            size
+        }
+        (None, None) => bail!("neither a root tree nor a cached root squashfs"),
+    };
     laps.lap("squashfs");
     let verity = if plan.verity {
         Some(crate::verity_root::add_tree(
@@ -422,6 +480,11 @@ fn encode_root(
     let mut w = crate::fs::squashfs::OffsetWriter::new(image.file_mut(), offset)?;
     let size = write_squashfs(root, &opts, &mut w)?;
     // An oversized root spilled into the temporary image only, which is dropped on error.
+    check_root_fits(plan, layout, size)?;
+    Ok(size)
+}
+
+fn check_root_fits(plan: &Plan, layout: &PartitionPlan, size: u64) -> Result<()> {
     layout.check_fits(PartRole::Root, size).map_err(|e| {
         anyhow::anyhow!(e.advice(
             &plan.board.name,
@@ -429,7 +492,7 @@ fn encode_root(
             "[partitions] root_mib"
         ))
     })?;
-    Ok(size)
+    Ok(())
 }
 
 pub(crate) fn squashfs_options(plan: &Plan) -> Result<SquashfsOptions> {
