@@ -262,7 +262,8 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     image.commit(&image_path)?;
     laps.lap("fat");
 
-    // 4. Publish.
+    // 4. Publish. The image's digest (mostly holes) is computed beside the xz and bmap work.
+    let mut image_digest = Some(crate::disk::sparse_digest::spawn_sha256_sparse(&image_path));
     let mut outputs = vec![image_path.clone()];
     if opts.xz && opts.format.xz(false) {
         let xz_path = opts.out_dir.join(format!("{stem}.img.xz"));
@@ -285,10 +286,14 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
 
     let mut output_records = Vec::new();
     for o in &outputs {
+        let sha256 = match image_digest.take_if(|_| o == &image_path) {
+            Some(h) => crate::disk::sparse_digest::join(h)?,
+            None => crate::disk::checksums::sha256_file(o)?,
+        };
         output_records.push(OutputRecord {
             file: file_name(o),
             size: std::fs::metadata(o)?.len(),
-            sha256: crate::disk::checksums::sha256_file(o)?,
+            sha256,
         });
     }
     let inputs = input_records(&debs, &k0s, plan);
