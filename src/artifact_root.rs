@@ -108,6 +108,12 @@ pub fn key(plan: &Plan, pxe: bool, debs: &[FetchedDeb], k0s: &K0sBinary) -> Resu
     Ok(hex::encode(h.finalize()))
 }
 
+/// [`exe_digest`] as hex (empty when the executable cannot be read: every key then differs
+/// from those of a readable executable only by that, which is still correct per binary).
+pub(crate) fn exe_digest_hex() -> String {
+    exe_digest().map(hex::encode).unwrap_or_default()
+}
+
 /// The sha256 of the running executable, computed once.
 fn exe_digest() -> Result<[u8; 32]> {
     static DIGEST: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();

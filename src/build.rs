@@ -22,7 +22,7 @@ use crate::profile::{Arch, PartitionTable};
 use crate::progress::Reporter;
 use crate::rootfs;
 use crate::source::cache::Cache;
-use crate::source::debian::{fetch_debs, Archive};
+use crate::source::debian::fetch_debs;
 use crate::source::k0s::{fetch_k0s, K0sArch, K0sBinary, K0sSource, K0sSpec};
 use crate::tree::Tree;
 
@@ -141,15 +141,13 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         "Debian {} ({arch}) from {}",
         plan.suite, plan.mirror
     ));
-    let archive = Archive::load(
+    let packages = crate::artifact_closure::resolve_packages(
         &opts.cache,
-        &plan.mirror,
-        &plan.suite,
-        arch,
+        plan,
         &components,
+        opts.artifact_cache,
         rep,
     )?;
-    let packages = archive.resolve(&plan.wanted_packages(), &plan.base.provided)?;
     rep.step(&format!("{} packages in the closure", packages.len()));
     let debs = fetch_debs(&opts.cache, &plan.mirror, &packages, rep)?;
     let k0s = fetch_k0s(&opts.cache, &k0s_spec(plan), rep)?;
