@@ -213,10 +213,37 @@ impl Cache {
         label: &str,
         rep: &dyn Reporter,
     ) -> Result<(PathBuf, String)> {
+        // A local file imported before and untouched since (same size, times, inode) is not
+        // copied and hashed again, provided its cache entry is untouched too.
+        let local = Path::new(url);
+        let source = (local.is_absolute() || local.is_file())
+            .then(|| fs::canonicalize(local).ok())
+            .flatten()
+            .map(|p| {
+                let name = format!(
+                    "source-{}",
+                    hex::encode(Sha256::digest(p.as_os_str().as_encoded_bytes()))
+                );
+                (p, name)
+            });
+        if let Some((src, name)) = &source {
+            if let Some(digest) = self.stamps.source_digest(name, src) {
+                let path = self.path_for_digest(&digest);
+                if self.stamps.is_current(&digest, &path) {
+                    self.mark_verified(&digest);
+                    return Ok((path, digest));
+                }
+            }
+        }
+        let before = source.as_ref().and_then(|(src, _)| Stamp::of(src).ok());
         let dir = self.root.join("sha256");
         let (tmp, digest, _) = self.download_to_temp(url, &dir, label, rep)?;
         let path = self.path_for_digest(&digest);
         persist(tmp, &path)?;
+        self.stamps.record(&digest, &path, None);
+        if let Some((src, name)) = &source {
+            self.stamps.record_source(name, &digest, src, before);
+        }
         self.mark_verified(&digest);
         Ok((path, digest))
     }
@@ -502,6 +529,23 @@ mod tests {
             .unwrap();
         assert_eq!(fs::read(&p).unwrap(), b"payload");
         assert!(rep.0.lock().unwrap()[0].contains("corrupt"));
+        assert_eq!(third.downloads_made(), 1);
+    }
+
+    #[test]
+    fn an_untouched_local_file_is_imported_once() {
+        let (_d, src, cache) = setup(b"binary");
+        let url = src.to_str().unwrap().to_string();
+        let (p, digest) = cache.import_unpinned(&url, "k0s", &Silent).unwrap();
+        assert_eq!(digest, sha(b"binary"));
+        let later = Cache::new(cache.root().to_path_buf(), false).unwrap();
+        assert_eq!(later.import_unpinned(&url, "k0s", &Silent).unwrap().0, p);
+        assert_eq!(later.downloads_made(), 0, "not copied again");
+        std::thread::sleep(Duration::from_millis(20));
+        fs::write(&src, b"BINARY").unwrap();
+        let third = Cache::new(cache.root().to_path_buf(), false).unwrap();
+        let (_, d3) = third.import_unpinned(&url, "k0s", &Silent).unwrap();
+        assert_eq!(d3, sha(b"BINARY"), "a changed file is imported again");
         assert_eq!(third.downloads_made(), 1);
     }
 

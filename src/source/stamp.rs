@@ -48,18 +48,20 @@ impl Stamp {
         )
     }
 
-    fn parse(text: &str, digest: &str) -> Option<Stamp> {
+    /// The digest and stamp a record holds.
+    fn parse(text: &str) -> Option<(String, Stamp)> {
         let f: Vec<&str> = text.trim_end_matches('\n').split(' ').collect();
-        if f.len() != 7 || f[0] != VERSION || f[1] != digest {
+        if f.len() != 7 || f[0] != VERSION {
             return None;
         }
-        Some(Stamp {
+        let stamp = Stamp {
             size: f[2].parse().ok()?,
             mtime_ns: f[3].parse().ok()?,
             ctime_ns: f[4].parse().ok()?,
             ino: f[5].parse().ok()?,
             dev: f[6].parse().ok()?,
-        })
+        };
+        Some((f[1].to_string(), stamp))
     }
 }
 
@@ -82,10 +84,28 @@ impl Stamps {
         let Ok(text) = fs::read_to_string(self.path(digest)) else {
             return false;
         };
-        match (Stamp::parse(&text, digest), Stamp::of(file)) {
-            (Some(recorded), Ok(now)) => recorded == now,
+        match (Stamp::parse(&text), Stamp::of(file)) {
+            (Some((d, recorded)), Ok(now)) => d == digest && recorded == now,
             _ => false,
         }
+    }
+
+    /// For a file outside the cache (`--k0s-binary`), recorded under `name`: the digest it
+    /// had when it was last imported, if it is exactly as it was then.
+    pub fn source_digest(&self, name: &str, file: &Path) -> Option<String> {
+        let text = fs::read_to_string(self.path(name)).ok()?;
+        let (digest, recorded) = Stamp::parse(&text)?;
+        (Stamp::of(file).ok()? == recorded).then_some(digest)
+    }
+
+    /// Records that `file` (outside the cache, recorded under `name`) hashed to `digest`;
+    /// nothing is recorded if it changed since `before` was taken.
+    pub fn record_source(&self, name: &str, digest: &str, file: &Path, before: Option<Stamp>) {
+        let Ok(now) = Stamp::of(file) else { return };
+        if before != Some(now) {
+            return;
+        }
+        let _ = crate::artifact::store(&self.path(name), &[now.render(digest).as_bytes()]);
     }
 
     /// Records that `file` was found to hash to `digest`; `before` is its stamp taken before
@@ -171,6 +191,25 @@ mod tests {
         fs::write(&f, b"changed").unwrap();
         s.record(D, &f, Some(before));
         assert!(!s.is_current(D, &f));
+    }
+
+    #[test]
+    fn a_source_file_is_known_until_it_changes() {
+        let (d, s, f) = setup();
+        let name = "source-1";
+        assert_eq!(s.source_digest(name, &f), None);
+        s.record_source(name, D, &f, Stamp::of(&f).ok());
+        assert_eq!(s.source_digest(name, &f).as_deref(), Some(D));
+        assert_eq!(s.source_digest(name, &d.path().join("none")), None);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::write(&f, b"other").unwrap();
+        assert_eq!(s.source_digest(name, &f), None);
+        s.record_source(name, D, &f, None);
+        assert_eq!(
+            s.source_digest(name, &f),
+            None,
+            "no stamp taken before: nothing recorded"
+        );
     }
 
     #[test]
