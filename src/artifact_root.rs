@@ -533,6 +533,85 @@ mod tests {
         assert!(decode_trees(&bad).is_err());
     }
 
+    fn plan_with(dir: &Path, hostname: &str, cmdline: &[&str]) -> Plan {
+        let data =
+            crate::profile::DataDir::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap();
+        let k0s = dir.join("k0s");
+        std::fs::write(&k0s, "k0s").unwrap();
+        let mut node = crate::node::NodeConfig::default();
+        node.hostname = Some(hostname.into());
+        let mut plan = Plan::resolve(
+            &data,
+            crate::plan::Request {
+                board: "x86-64".into(),
+                role: Some(crate::node::Role::Worker),
+                node: Some(node),
+                mirror: Some("http://127.0.0.1:9/debian".into()),
+                k0s_binary: Some(k0s),
+                verity: true,
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        plan.board.cmdline = cmdline.iter().map(|s| s.to_string()).collect();
+        plan
+    }
+
+    fn deb(sha: char) -> FetchedDeb {
+        let text = format!(
+            "Package: a\nVersion: 1\nArchitecture: amd64\nFilename: pool/a.deb\nSize: 1\n\
+             SHA256: {}\n",
+            sha.to_string().repeat(64)
+        );
+        FetchedDeb {
+            package: crate::source::debian::control::parse_packages(&text, "t")
+                .unwrap()
+                .remove(0),
+            path: PathBuf::from("/nonexistent"),
+        }
+    }
+
+    #[test]
+    fn the_key_follows_what_the_root_is_made_of_and_nothing_else() {
+        let d = tempfile::tempdir().unwrap();
+        let k0s = |sha: &str| K0sBinary {
+            path: PathBuf::from("/nonexistent"),
+            sha256: sha.into(),
+            url: String::new(),
+            version: "v1".into(),
+        };
+        let base = plan_with(d.path(), "node-1", &["console=ttyS0"]);
+        let key = |p: &Plan, deb_sha: char, k0s_sha: &str| {
+            super::key(p, false, &[deb(deb_sha)], &k0s(k0s_sha)).unwrap()
+        };
+        let k = key(&base, '1', "k");
+        assert_eq!(k, key(&base, '1', "k"), "stable");
+        // Boot-partition-only changes: same key.
+        let other_node = plan_with(d.path(), "node-2", &["console=ttyS1", "quiet"]);
+        assert_eq!(k, key(&other_node, '1', "k"));
+        let mut sizes = base.clone();
+        sizes.board.partitions.root_mib += 1;
+        assert_eq!(k, key(&sizes, '1', "k"));
+        // What the root is made of: another key.
+        assert_ne!(k, key(&base, '2', "k"), "a package digest");
+        assert_ne!(k, key(&base, '1', "j"), "the k0s digest");
+        let mut pkgs = base.clone();
+        pkgs.role_profile.packages.push("extra".into());
+        assert_ne!(k, key(&pkgs, '1', "k"), "the package list");
+        let mut epoch = base.clone();
+        epoch.source_date_epoch += 1;
+        assert_ne!(k, key(&epoch, '1', "k"), "the timestamps");
+        let mut modules = base.clone();
+        modules.board.initramfs_modules.push("extra".into());
+        assert_ne!(k, key(&modules, '1', "k"), "the module selection");
+        assert_ne!(
+            k,
+            super::key(&base, true, &[deb('1')], &k0s("k")).unwrap(),
+            "the network-boot initramfs"
+        );
+    }
+
     #[test]
     fn module_files_are_recognized() {
         assert!(is_module("e1000.ko"));
