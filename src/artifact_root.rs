@@ -230,8 +230,10 @@ pub fn load(cache_root: &Path, key: &str) -> Result<Lookup> {
     };
     let kernel = trees.pop().unwrap_or_default();
     let root = trees.pop().unwrap_or_default();
-    let modules = ModuleIndex::scan(&kernel, &meta.kver)
-        .with_context(|| format!("indexing the cached kernel files of {}", dir.display()))?;
+    let modules = match ModuleIndex::scan(&kernel, &meta.kver) {
+        Ok(m) => m,
+        Err(e) => return Ok(Lookup::Damaged(format!("{BOOT_INPUTS}: {e:#}"))),
+    };
     Ok(Lookup::Hit(Box::new(Hit {
         unpacked: Unpacked {
             root,
