@@ -22,7 +22,7 @@ use crate::profile::{Arch, PartitionTable};
 use crate::progress::Reporter;
 use crate::rootfs;
 use crate::source::cache::Cache;
-use crate::source::debian::{fetch_debs, Archive};
+use crate::source::debian::fetch_debs;
 use crate::source::k0s::{fetch_k0s, K0sArch, K0sBinary, K0sSource, K0sSpec};
 use crate::tree::Tree;
 
@@ -37,6 +37,9 @@ pub struct BuildOptions {
     pub format: crate::pxe::OutputFormat,
     /// `--base-url` for network boot files (checked by `pxe::check_base_url`).
     pub base_url: String,
+    /// Reuse and store results of earlier builds under `<cache>/artifacts` (`--no-artifact-cache`
+    /// turns it off; see `crate::artifact`).
+    pub artifact_cache: bool,
 }
 
 /// One input, as recorded in the manifest.
@@ -138,34 +141,62 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         "Debian {} ({arch}) from {}",
         plan.suite, plan.mirror
     ));
-    let archive = Archive::load(
+    let packages = crate::artifact_closure::resolve_packages(
         &opts.cache,
-        &plan.mirror,
-        &plan.suite,
-        arch,
+        plan,
         &components,
+        opts.artifact_cache,
         rep,
     )?;
-    let packages = archive.resolve(&plan.wanted_packages(), &plan.base.provided)?;
     rep.step(&format!("{} packages in the closure", packages.len()));
     let debs = fetch_debs(&opts.cache, &plan.mirror, &packages, rep)?;
     let k0s = fetch_k0s(&opts.cache, &k0s_spec(plan), rep)?;
     laps.lap("fetch");
 
-    // 2. Trees.
-    let unpacked = rootfs::unpack(plan, &debs, rep)?;
-    let root = rootfs::build_root(plan, &unpacked, &k0s, rep)?;
-    let initramfs_plan = crate::pxe::initramfs_plan(plan, opts.format);
-    let initramfs_tree = rootfs::build_initramfs(&initramfs_plan, &unpacked, &root)?;
-    let initrd = write_initramfs(&initramfs_tree, Compression::Zstd, plan.source_date_epoch)?;
-    rep.step(&format!(
-        "initramfs: {} entries, {} KiB",
-        initramfs_tree.len(),
-        initrd.len() / 1024
-    ));
+    // 2. Trees, or the cached root artifact of an earlier build with the same inputs.
+    let artifact_key = if opts.artifact_cache && opts.format.image() && !opts.format.pxe() {
+        Some(crate::artifact_root::key(plan, false, &debs, &k0s)?)
+    } else {
+        None
+    };
+    let cached = match &artifact_key {
+        Some(key) => match crate::artifact_root::load(opts.cache.root(), key)? {
+            crate::artifact_root::Lookup::Hit(hit) => Some(*hit),
+            crate::artifact_root::Lookup::Miss => None,
+            crate::artifact_root::Lookup::Damaged(why) => {
+                rep.warn(&format!("cached root artifact {key}: {why}; rebuilding it"));
+                None
+            }
+        },
+        None => None,
+    };
+    let (unpacked, root, initrd, cached_root) = match cached {
+        Some(hit) => {
+            rep.step(&format!(
+                "root, initramfs and kernel files reused from the artifact cache ({} MiB squashfs)",
+                hit.root.size / MIB
+            ));
+            (hit.unpacked, None, hit.initrd, Some(hit.root))
+        }
+        None => {
+            let unpacked = rootfs::unpack(plan, &debs, rep)?;
+            let root = rootfs::build_root(plan, &unpacked, &k0s, rep)?;
+            let initramfs_plan = crate::pxe::initramfs_plan(plan, opts.format);
+            let initramfs_tree = rootfs::build_initramfs(&initramfs_plan, &unpacked, &root)?;
+            let initrd =
+                write_initramfs(&initramfs_tree, Compression::Zstd, plan.source_date_epoch)?;
+            rep.step(&format!(
+                "initramfs: {} entries, {} KiB",
+                initramfs_tree.len(),
+                initrd.len() / 1024
+            ));
+            (unpacked, Some(root), initrd, None)
+        }
+    };
 
     laps.lap("trees");
     if !opts.format.image() {
+        let root = root.context("no root tree without the artifact cache")?;
         return crate::pxe::build_pxe_only(
             plan, opts, &unpacked, &root, &initrd, &debs, &k0s, started, rep,
         );
@@ -177,7 +208,35 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     let mut image = ImageWriter::create(&opts.out_dir, &format!("{stem}.img"), layout.disk_size)?;
     crate::disk::write_table(&layout, image.file_mut())?;
     laps.lap("layout");
-    let root_size = encode_root(plan, &layout, &root, &mut image, rep)?;
+    let root_size = match (&cached_root, &root) {
+        (Some(c), _) => {
+            check_root_fits(plan, &layout, c.size)?;
+            c.write_root(image.file(), layout.offset(PartRole::Root))?;
+            c.size
+        }
+        (None, Some(root)) => {
+            let size = encode_root(plan, &layout, root, &mut image, rep)?;
+            if let Some(key) = &artifact_key {
+                let region = crate::artifact_root::RootInImage {
+                    image: image.file(),
+                    offset: layout.offset(PartRole::Root),
+                    size,
+                };
+                if let Err(e) = crate::artifact_root::store(
+                    opts.cache.root(),
+                    key,
+                    plan,
+                    region,
+                    &initrd,
+                    &unpacked,
+                ) {
+                    rep.warn(&format!("not caching the root artifact: {e:#}"));
+                }
+            }
+            size
+        }
+        (None, None) => bail!("neither a root tree nor a cached root squashfs"),
+    };
     laps.lap("squashfs");
     let verity = if plan.verity {
         Some(crate::verity_root::add_tree(
@@ -201,11 +260,21 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     image.commit(&image_path)?;
     laps.lap("fat");
 
-    // 4. Publish.
+    // 4. Publish. The image's digest (mostly holes) is computed beside the xz and bmap work.
+    let mut image_digest = Some(crate::disk::sparse_digest::spawn_sha256_sparse(&image_path));
     let mut outputs = vec![image_path.clone()];
     if opts.xz && opts.format.xz(false) {
         let xz_path = opts.out_dir.join(format!("{stem}.img.xz"));
-        crate::disk::xz::compress_xz(&image_path, &xz_path, threads(), rep)?;
+        let blocks = opts
+            .artifact_cache
+            .then(|| crate::artifact::dir(opts.cache.root()).join("xz"));
+        crate::disk::xz::compress_xz_cached(
+            &image_path,
+            &xz_path,
+            threads(),
+            blocks.as_deref(),
+            rep,
+        )?;
         outputs.push(xz_path);
         laps.lap("xz");
     }
@@ -215,10 +284,14 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
 
     let mut output_records = Vec::new();
     for o in &outputs {
+        let sha256 = match image_digest.take_if(|_| o == &image_path) {
+            Some(h) => crate::disk::sparse_digest::join(h)?,
+            None => crate::disk::checksums::sha256_file(o)?,
+        };
         output_records.push(OutputRecord {
             file: file_name(o),
             size: std::fs::metadata(o)?.len(),
-            sha256: crate::disk::checksums::sha256_file(o)?,
+            sha256,
         });
     }
     let inputs = input_records(&debs, &k0s, plan);
@@ -410,6 +483,11 @@ fn encode_root(
     let mut w = crate::fs::squashfs::OffsetWriter::new(image.file_mut(), offset)?;
     let size = write_squashfs(root, &opts, &mut w)?;
     // An oversized root spilled into the temporary image only, which is dropped on error.
+    check_root_fits(plan, layout, size)?;
+    Ok(size)
+}
+
+fn check_root_fits(plan: &Plan, layout: &PartitionPlan, size: u64) -> Result<()> {
     layout.check_fits(PartRole::Root, size).map_err(|e| {
         anyhow::anyhow!(e.advice(
             &plan.board.name,
@@ -417,7 +495,7 @@ fn encode_root(
             "[partitions] root_mib"
         ))
     })?;
-    Ok(size)
+    Ok(())
 }
 
 pub(crate) fn squashfs_options(plan: &Plan) -> Result<SquashfsOptions> {

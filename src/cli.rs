@@ -128,6 +128,10 @@ pub struct BuildArgs {
     /// Leave out the dm-verity hash tree of the root partition.
     #[arg(long)]
     pub no_verity: bool,
+    /// Neither reuse nor store build artifacts (root squashfs, initramfs, xz blocks) in the
+    /// cache: every step runs.
+    #[arg(long)]
+    pub no_artifact_cache: bool,
     /// Build a second time (another process, output folder, cache copy, umask, time zone and
     /// locale) and compare every output byte for byte.
     #[arg(long)]
@@ -320,6 +324,7 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         out_dir: args.out.clone(),
         cache,
         xz: !args.no_xz,
+        artifact_cache: !args.no_artifact_cache,
         format: args.format,
         base_url: crate::pxe::check_base_url(args.base_url.as_deref().unwrap_or_else(|| {
             if args.format.pxe() && !cli.quiet {

@@ -6,6 +6,9 @@
 //! `overlay` and `postinst`; `kmod` picks kernel modules; `fs` encodes the trees; `disk` lays
 //! them out into an image; `build` runs the whole sequence; `qemu` and `smoke` boot the result;
 //! `cli` is the only place that prints.
+pub mod artifact;
+pub mod artifact_closure;
+pub mod artifact_root;
 pub mod build;
 pub mod cli;
 pub mod configure;

@@ -139,7 +139,12 @@ pub fn link_tree(src: &Path, dst: &Path) -> Result<()> {
 /// whether it may download, plus the second build's out and cache folders, offline.
 pub fn second_build_args(args: &[String], out: &Path, cache: &Path) -> Vec<String> {
     const WITH_VALUE: [&str; 2] = ["--out", "--cache-dir"];
-    const FLAGS: [&str; 3] = ["--check-reproducible", "--offline", "--refresh"];
+    const FLAGS: [&str; 4] = [
+        "--check-reproducible",
+        "--offline",
+        "--refresh",
+        "--no-artifact-cache",
+    ];
     let mut v = Vec::new();
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -154,6 +159,9 @@ pub fn second_build_args(args: &[String], out: &Path, cache: &Path) -> Vec<Strin
         v.push(a.clone());
     }
     v.push("--offline".into());
+    // Every step runs again, so a build that reused cached artifacts is compared with one
+    // that made them.
+    v.push("--no-artifact-cache".into());
     v.push("--out".into());
     v.push(out.display().to_string());
     v.push("--cache-dir".into());
@@ -310,6 +318,7 @@ mod tests {
                 "--board",
                 "x86-64",
                 "--offline",
+                "--no-artifact-cache",
                 "--out",
                 "/o2",
                 "--cache-dir",

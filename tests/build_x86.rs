@@ -564,3 +564,109 @@ fn sbom_is_valid_spdx_and_lists_every_input_with_the_image_checksum() {
 fn image_path_of(out: &Path) -> PathBuf {
     out.join("x86-64-worker.img")
 }
+
+/// A copy of the shared cache (hard links) whose cached root artifacts all have one byte of
+/// their squashfs flipped (in a new file: the shared cache is left alone). Returns how many.
+fn cache_with_damaged_root_artifacts(to: &Path) -> usize {
+    edgeimg::repro::link_tree(&cache_dir(), to).unwrap();
+    let mut n = 0;
+    let root = to.join("artifacts/root");
+    for e in std::fs::read_dir(&root).into_iter().flatten() {
+        let p = e.unwrap().path().join("root.squashfs");
+        let Ok(mut data) = std::fs::read(&p) else {
+            continue;
+        };
+        let i = data.len() / 2;
+        data[i] ^= 0x01;
+        std::fs::remove_file(&p).unwrap(); // never write through the hard link
+        std::fs::write(&p, &data).unwrap();
+        n += 1;
+    }
+    n
+}
+
+/// The worker build of `built()`, offline, with another cache folder.
+fn build_worker_with_cache(dir: &Path, out: &Path, cache: &Path) -> std::process::Output {
+    let node = dir.join("node.toml");
+    std::fs::write(&node, NODE).unwrap();
+    let token = dir.join("worker.token");
+    std::fs::write(&token, "test-join-token\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let mut args: Vec<String> = ["build", "--offline", "--out"].map(String::from).into();
+    args.push(out.display().to_string());
+    args.extend(["--cache-dir".into(), cache.display().to_string()]);
+    args.extend(k0s_args());
+    for a in ["--board", "x86-64", "--role", "worker", "--node"] {
+        args.push(a.into());
+    }
+    args.push(node.display().to_string());
+    args.push("--token-file".into());
+    args.push(token.display().to_string());
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    edgeimg(&refs)
+}
+
+#[test]
+fn a_damaged_cached_root_artifact_is_rebuilt_and_a_hit_gives_the_same_bytes_as_a_miss() {
+    // built() stored the root artifact of this plan in the shared cache (or reused it).
+    let first = built();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let damaged = cache_with_damaged_root_artifacts(&cache);
+    assert!(damaged >= 1, "built() left no root artifact in the cache");
+
+    // Damaged: detected, not used, rebuilt (a miss) and stored again.
+    let miss = dir.path().join("miss");
+    let o = build_worker_with_cache(dir.path(), &miss, &cache);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("cached root artifact")
+            && err.contains("root.squashfs does not match its digest")
+            && !err.contains("kernel files reused from the artifact cache"),
+        "{err}"
+    );
+
+    // The entry stored by the miss is used by the next build (a hit).
+    let hit = dir.path().join("hit");
+    let o = build_worker_with_cache(dir.path(), &hit, &cache);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("root, initramfs and kernel files reused from the artifact cache")
+            && err.contains("package closure reused from the artifact cache")
+            && !err.contains("does not match"),
+        "{err}"
+    );
+
+    // Hit and miss: every output byte for byte the same (same node files, same paths).
+    let names: Vec<String> = std::fs::read_dir(&miss)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.len() >= 6, "{names:?}");
+    for n in &names {
+        assert_eq!(
+            sha256_file(&miss.join(n)),
+            sha256_file(&hit.join(n)),
+            "{n} differs between a cache miss and a hit"
+        );
+    }
+    // And the image, its .xz and .bmap as built() made them.
+    for n in [
+        "x86-64-worker.img",
+        "x86-64-worker.img.xz",
+        "x86-64-worker.bmap",
+    ] {
+        assert_eq!(
+            sha256_file(&hit.join(n)),
+            sha256_file(&first.out.join(n)),
+            "{n} differs from the first build's"
+        );
+    }
+    // xz and unsquashfs (tools edgeimg did not write) accept the hit's outputs.
+    run_tool(
+        "xz",
+        &["-t", hit.join("x86-64-worker.img.xz").to_str().unwrap()],
+    );
+}

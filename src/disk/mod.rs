@@ -12,6 +12,7 @@ pub mod image;
 pub mod layout;
 pub mod mbr;
 pub mod read;
+pub mod sparse_digest;
 pub mod xz;
 
 use std::fs::File;

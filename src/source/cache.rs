@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use thiserror::Error;
 
 use super::download;
+use super::stamp::{Stamp, Stamps};
 use crate::progress::Reporter;
 
 /// How many downloads run at once in [`Cache::fetch_many`]: enough to hide latency, few enough
@@ -65,6 +66,9 @@ pub struct Cache {
     agent: ureq::Agent,
     /// Digests already re-hashed by this process: each cached input is checked once.
     verified: Mutex<HashSet<String>>,
+    /// Verified-stamps of `sha256/` entries: an entry untouched since it was checked by an
+    /// earlier build is not hashed again (see `stamp`).
+    stamps: Stamps,
     downloads: AtomicUsize,
 }
 
@@ -78,11 +82,12 @@ impl Cache {
                 .with_context(|| format!("creating cache directory {}", d.display()))?;
         }
         Ok(Cache {
-            root,
+            root: root.clone(),
             offline,
             refresh: false,
             agent: download::http_agent(),
             verified: Mutex::new(HashSet::new()),
+            stamps: Stamps::new(root.join("stamps")),
             downloads: AtomicUsize::new(0),
         })
     }
@@ -145,11 +150,18 @@ impl Cache {
             return Ok(path);
         }
         if path.exists() {
-            let actual = sha256_file(&path)?;
-            if actual == digest {
+            if self.stamps.is_current(&digest, &path) {
                 self.mark_verified(&digest);
                 return Ok(path);
             }
+            let before = Stamp::of(&path).ok();
+            let actual = sha256_file(&path)?;
+            if actual == digest {
+                self.stamps.record(&digest, &path, before);
+                self.mark_verified(&digest);
+                return Ok(path);
+            }
+            self.stamps.forget(&digest);
             rep.warn(&format!(
                 "{label}: cached file {} is corrupt (sha256 {actual}, expected {digest}); fetching it again",
                 path.display()
@@ -188,6 +200,7 @@ impl Cache {
             .into());
         }
         persist(tmp, &path)?;
+        self.stamps.record(&digest, &path, None);
         self.mark_verified(&digest);
         Ok(path)
     }
@@ -200,10 +213,37 @@ impl Cache {
         label: &str,
         rep: &dyn Reporter,
     ) -> Result<(PathBuf, String)> {
+        // A local file imported before and untouched since (same size, times, inode) is not
+        // copied and hashed again, provided its cache entry is untouched too.
+        let local = Path::new(url);
+        let source = (local.is_absolute() || local.is_file())
+            .then(|| fs::canonicalize(local).ok())
+            .flatten()
+            .map(|p| {
+                let name = format!(
+                    "source-{}",
+                    hex::encode(Sha256::digest(p.as_os_str().as_encoded_bytes()))
+                );
+                (p, name)
+            });
+        if let Some((src, name)) = &source {
+            if let Some(digest) = self.stamps.source_digest(name, src) {
+                let path = self.path_for_digest(&digest);
+                if self.stamps.is_current(&digest, &path) {
+                    self.mark_verified(&digest);
+                    return Ok((path, digest));
+                }
+            }
+        }
+        let before = source.as_ref().and_then(|(src, _)| Stamp::of(src).ok());
         let dir = self.root.join("sha256");
         let (tmp, digest, _) = self.download_to_temp(url, &dir, label, rep)?;
         let path = self.path_for_digest(&digest);
         persist(tmp, &path)?;
+        self.stamps.record(&digest, &path, None);
+        if let Some((src, name)) = &source {
+            self.stamps.record_source(name, &digest, src, before);
+        }
         self.mark_verified(&digest);
         Ok((path, digest))
     }
@@ -461,6 +501,52 @@ mod tests {
         assert_eq!(w.len(), 1);
         assert!(w[0].contains("corrupt"), "{}", w[0]);
         assert_eq!(cache.downloads_made(), 1);
+    }
+
+    #[test]
+    fn a_later_build_trusts_a_stamped_entry_but_not_a_rewritten_one() {
+        let (_d, src, cache) = setup(b"payload");
+        let digest = sha(b"payload");
+        let url = src.to_str().unwrap().to_string();
+        let p = cache
+            .fetch_verified(&url, &digest, None, "payload", &Silent)
+            .unwrap();
+        assert!(cache.stamps.is_current(&digest, &p), "stamped when stored");
+        // A later build (new Cache) takes the stamped entry without hashing it.
+        let later = Cache::new(cache.root().to_path_buf(), true).unwrap();
+        later
+            .fetch_verified(&url, &digest, None, "payload", &Silent)
+            .unwrap();
+        assert_eq!(later.downloads_made(), 0);
+        // Rewritten in place with the same size: the stamp no longer matches, the entry is
+        // hashed, found corrupt, and fetched again.
+        std::thread::sleep(Duration::from_millis(20));
+        fs::write(&p, b"PAYLOAD").unwrap();
+        let third = Cache::new(cache.root().to_path_buf(), false).unwrap();
+        let rep = Warnings::default();
+        third
+            .fetch_verified(&url, &digest, None, "payload", &rep)
+            .unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"payload");
+        assert!(rep.0.lock().unwrap()[0].contains("corrupt"));
+        assert_eq!(third.downloads_made(), 1);
+    }
+
+    #[test]
+    fn an_untouched_local_file_is_imported_once() {
+        let (_d, src, cache) = setup(b"binary");
+        let url = src.to_str().unwrap().to_string();
+        let (p, digest) = cache.import_unpinned(&url, "k0s", &Silent).unwrap();
+        assert_eq!(digest, sha(b"binary"));
+        let later = Cache::new(cache.root().to_path_buf(), false).unwrap();
+        assert_eq!(later.import_unpinned(&url, "k0s", &Silent).unwrap().0, p);
+        assert_eq!(later.downloads_made(), 0, "not copied again");
+        std::thread::sleep(Duration::from_millis(20));
+        fs::write(&src, b"BINARY").unwrap();
+        let third = Cache::new(cache.root().to_path_buf(), false).unwrap();
+        let (_, d3) = third.import_unpinned(&url, "k0s", &Silent).unwrap();
+        assert_eq!(d3, sha(b"BINARY"), "a changed file is imported again");
+        assert_eq!(third.downloads_made(), 1);
     }
 
     #[test]

@@ -5,5 +5,6 @@ pub mod cache;
 pub mod debian;
 pub mod download;
 pub mod k0s;
+pub mod stamp;
 
 pub use cache::{Cache, CacheError, FetchItem};

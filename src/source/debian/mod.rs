@@ -59,6 +59,27 @@ impl Archive {
         components: &[&str],
         rep: &dyn Reporter,
     ) -> Result<Archive> {
+        let (signed_by, indexes) =
+            Archive::fetch_indexes(cache, mirror, suite, arch, components, rep)?;
+        let mut all = Vec::new();
+        for index in &indexes {
+            all.extend(index.parse(rep)?);
+        }
+        let mut archive = Archive::from_packages(mirror, suite, arch, all);
+        archive.signed_by = signed_by;
+        Ok(archive)
+    }
+
+    /// The verified `Packages` index files of `components` (not yet read), and who signed
+    /// the `InRelease` naming them.
+    pub fn fetch_indexes(
+        cache: &Cache,
+        mirror: &str,
+        suite: &str,
+        arch: &str,
+        components: &[&str],
+        rep: &dyn Reporter,
+    ) -> Result<(Vec<String>, Vec<IndexFile>)> {
         let mirror = mirror.trim_end_matches('/');
         let label = format!("{suite} InRelease");
         let url = format!("{mirror}/dists/{suite}/InRelease");
@@ -92,15 +113,13 @@ impl Archive {
                 ));
             }
         }
-        let mut all = Vec::new();
+        let mut indexes = Vec::new();
         for comp in components {
-            all.extend(load_packages(
+            indexes.push(fetch_index(
                 cache, mirror, suite, arch, comp, &release, rep,
             )?);
         }
-        let mut archive = Archive::from_packages(mirror, suite, arch, all);
-        archive.signed_by = release.signed_by;
-        Ok(archive)
+        Ok((release.signed_by, indexes))
     }
 
     /// An archive from packages already read (tests, or indexes obtained another way).
@@ -176,8 +195,33 @@ impl Archive {
     }
 }
 
-/// Fetches, verifies and parses one component's `Packages` index.
-fn load_packages(
+/// One component's `Packages` index, in the cache, checked against the signed `InRelease`.
+#[derive(Debug, Clone)]
+pub struct IndexFile {
+    pub path: PathBuf,
+    /// Its path under `dists/<suite>/` (the compression is read from its extension).
+    pub rel_path: String,
+    pub sha256: String,
+    pub url: String,
+    pub label: String,
+}
+
+impl IndexFile {
+    /// The decompressed index.
+    pub fn text(&self, rep: &dyn Reporter) -> Result<String> {
+        rep.step(&format!("reading {}", self.label));
+        decompress_to_string(&self.path, &self.rel_path)
+            .with_context(|| format!("{}: decompressing {}", self.label, self.url))
+    }
+
+    /// The packages it lists.
+    pub fn parse(&self, rep: &dyn Reporter) -> Result<Vec<Package>> {
+        Ok(control::parse_packages(&self.text(rep)?, &self.label)?)
+    }
+}
+
+/// Fetches and verifies one component's `Packages` index.
+fn fetch_index(
     cache: &Cache,
     mirror: &str,
     suite: &str,
@@ -185,7 +229,7 @@ fn load_packages(
     comp: &str,
     release: &Release,
     rep: &dyn Reporter,
-) -> Result<Vec<Package>> {
+) -> Result<IndexFile> {
     let label = format!("{suite}/{comp} Packages ({arch})");
     let (rel_path, index) = release.packages_index(comp, arch, &label)?;
     let url = if release.acquire_by_hash {
@@ -197,10 +241,13 @@ fn load_packages(
         format!("{mirror}/dists/{suite}/{rel_path}")
     };
     let path = cache.fetch_verified(&url, &index.sha256, Some(index.size), &label, rep)?;
-    rep.step(&format!("reading {label}"));
-    let text = decompress_to_string(&path, &rel_path)
-        .with_context(|| format!("{label}: decompressing {url}"))?;
-    Ok(control::parse_packages(&text, &label)?)
+    Ok(IndexFile {
+        path,
+        rel_path: rel_path.to_string(),
+        sha256: index.sha256.clone(),
+        url,
+        label,
+    })
 }
 
 fn decompress_to_string(path: &Path, name: &str) -> Result<String> {
