@@ -138,15 +138,16 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         "Debian {} ({arch}) from {}",
         plan.suite, plan.mirror
     ));
-    let archive = Archive::load(
+    // The index of the whole suite is large; only the closure outlives this block.
+    let packages = Archive::load(
         &opts.cache,
         &plan.mirror,
         &plan.suite,
         arch,
         &components,
         rep,
-    )?;
-    let packages = archive.resolve(&plan.wanted_packages(), &plan.base.provided)?;
+    )?
+    .resolve(&plan.wanted_packages(), &plan.base.provided)?;
     rep.step(&format!("{} packages in the closure", packages.len()));
     let debs = fetch_debs(&opts.cache, &plan.mirror, &packages, rep)?;
     let k0s = fetch_k0s(&opts.cache, &k0s_spec(plan), rep)?;

@@ -16,6 +16,7 @@ pub mod fs;
 pub mod inspect;
 pub mod inventory;
 pub mod kmod;
+pub mod memstat;
 pub mod node;
 pub mod overlay;
 pub mod overlay_guard;

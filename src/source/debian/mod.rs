@@ -111,7 +111,12 @@ impl Archive {
             .into_iter()
             .filter(|p| p.architecture == arch || p.architecture == "all")
         {
-            packages.entry(p.name.clone()).or_default().push(p);
+            // Nearly every name has one version: a default Vec would reserve room for four
+            // packages per name, tens of MiB over a whole suite.
+            packages
+                .entry(p.name.clone())
+                .or_insert_with(|| Vec::with_capacity(1))
+                .push(p);
         }
         let mut providers: BTreeMap<String, Vec<(String, String, Option<String>)>> =
             BTreeMap::new();
@@ -198,24 +203,21 @@ fn load_packages(
     };
     let path = cache.fetch_verified(&url, &index.sha256, Some(index.size), &label, rep)?;
     rep.step(&format!("reading {label}"));
-    let text = decompress_to_string(&path, &rel_path)
-        .with_context(|| format!("{label}: decompressing {url}"))?;
-    Ok(control::parse_packages(&text, &label)?)
+    read_index(&path, &rel_path, &label).with_context(|| format!("{label}: decompressing {url}"))
 }
 
-fn decompress_to_string(path: &Path, name: &str) -> Result<String> {
+/// Decompresses and parses a `Packages` index as a stream (bounded memory).
+fn read_index(path: &Path, name: &str, label: &str) -> Result<Vec<Package>> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let f = std::io::BufReader::new(f);
-    let mut r: Box<dyn Read> = if name.ends_with(".xz") {
+    let r: Box<dyn Read> = if name.ends_with(".xz") {
         Box::new(liblzma::read::XzDecoder::new(f))
     } else if name.ends_with(".gz") {
         Box::new(flate2::read::GzDecoder::new(f))
     } else {
         Box::new(f)
     };
-    let mut s = String::new();
-    r.read_to_string(&mut s)?;
-    Ok(s)
+    control::read_packages(std::io::BufReader::with_capacity(1 << 16, r), label)
 }
 
 /// Downloads the `.deb` of each package (in parallel) into the cache, each checked against the
