@@ -148,13 +148,14 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         rep,
     )?
     .resolve(&plan.wanted_packages(), &plan.base.provided)?;
+    crate::memstat::release_free_memory();
     rep.step(&format!("{} packages in the closure", packages.len()));
     let debs = fetch_debs(&opts.cache, &plan.mirror, &packages, rep)?;
     let k0s = fetch_k0s(&opts.cache, &k0s_spec(plan), rep)?;
     laps.lap("fetch");
 
     // 2. Trees.
-    let unpacked = rootfs::unpack(plan, &debs, rep)?;
+    let unpacked = rootfs::unpack(plan, &debs, &opts.out_dir, rep)?;
     let root = rootfs::build_root(plan, &unpacked, &k0s, rep)?;
     let initramfs_plan = crate::pxe::initramfs_plan(plan, opts.format);
     let initramfs_tree = rootfs::build_initramfs(&initramfs_plan, &unpacked, &root)?;

@@ -33,5 +33,6 @@ pub mod sbom;
 pub mod serve;
 pub mod smoke;
 pub mod source;
+pub mod spill;
 pub mod tree;
 pub mod verity_root;

@@ -9,7 +9,7 @@ pub mod resolve;
 pub mod version;
 
 pub use control::{Dep, Package};
-pub use deb::{unpack_deb, unpack_deb_with, DebError, DebInfo, UnpackOptions};
+pub use deb::{unpack_deb, unpack_deb_spilling, unpack_deb_with, DebError, DebInfo, UnpackOptions};
 pub use version::Op;
 
 use std::collections::BTreeMap;
