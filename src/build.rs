@@ -202,6 +202,9 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     encode_boot(plan, &layout, &boot, &mut image)?;
     image.commit(&image_path)?;
     laps.lap("fat");
+    // The trees are encoded: their memory goes back before xz takes its own.
+    drop((root, boot, initramfs_tree));
+    crate::memstat::release_free_memory();
 
     // 4. Publish.
     let mut outputs = vec![image_path.clone()];

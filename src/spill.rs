@@ -17,7 +17,7 @@ use anyhow::{Context, Result};
 use crate::tree::Content;
 
 /// Files this large and larger go to disk.
-pub const SPILL_THRESHOLD: u64 = 64 * 1024;
+pub const SPILL_THRESHOLD: u64 = 16 * 1024;
 
 /// A private temporary directory holding spilled file contents.
 pub struct Spill {
