@@ -240,6 +240,7 @@ pub fn load(cache_root: &Path, key: &str) -> Result<Lookup> {
             kernel,
             kver: meta.kver,
             modules,
+            spill: None,
         },
         initrd,
         root: CachedRoot {

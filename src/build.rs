@@ -141,6 +141,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         "Debian {} ({arch}) from {}",
         plan.suite, plan.mirror
     ));
+    // The index of the whole suite is large; only the closure outlives this call.
     let packages = crate::artifact_closure::resolve_packages(
         &opts.cache,
         plan,
@@ -148,6 +149,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         opts.artifact_cache,
         rep,
     )?;
+    crate::memstat::release_free_memory();
     rep.step(&format!("{} packages in the closure", packages.len()));
     let debs = fetch_debs(&opts.cache, &plan.mirror, &packages, rep)?;
     let k0s = fetch_k0s(&opts.cache, &k0s_spec(plan), rep)?;
@@ -179,7 +181,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
             (hit.unpacked, None, hit.initrd, Some(hit.root))
         }
         None => {
-            let unpacked = rootfs::unpack(plan, &debs, rep)?;
+            let unpacked = rootfs::unpack(plan, &debs, &opts.out_dir, rep)?;
             let root = rootfs::build_root(plan, &unpacked, &k0s, rep)?;
             let initramfs_plan = crate::pxe::initramfs_plan(plan, opts.format);
             let initramfs_tree = rootfs::build_initramfs(&initramfs_plan, &unpacked, &root)?;
@@ -259,6 +261,9 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     encode_boot(plan, &layout, &boot, &mut image)?;
     image.commit(&image_path)?;
     laps.lap("fat");
+    // The trees are encoded: their memory goes back before xz takes its own.
+    drop((root, boot));
+    crate::memstat::release_free_memory();
 
     // 4. Publish. The image's digest (mostly holes) is computed beside the xz and bmap work.
     let mut image_digest = Some(crate::disk::sparse_digest::spawn_sha256_sparse(&image_path));

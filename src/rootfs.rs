@@ -10,7 +10,7 @@ use crate::plan::Plan;
 use crate::postinst::{self, SystemUser};
 use crate::profile::BootSpec;
 use crate::progress::Reporter;
-use crate::source::debian::{unpack_deb, FetchedDeb};
+use crate::source::debian::{unpack_deb_spilling, FetchedDeb};
 use crate::source::k0s::K0sBinary;
 use crate::tree::{Content, Entry, Tree, TreePath};
 
@@ -25,11 +25,21 @@ pub struct Unpacked {
     pub kernel: Tree,
     pub kver: String,
     pub modules: ModuleIndex,
+    /// Where the large files of `root` and `kernel` are (`crate::spill`); removed on drop.
+    /// None when the trees came whole from the artifact cache.
+    pub spill: Option<crate::spill::Spill>,
 }
 
 /// Unpacks every package: kernel packages (`linux-image-*`) into their own tree, so that only
 /// the modules a node needs reach the root; everything else into the root, minus docs.
-pub fn unpack(plan: &Plan, debs: &[FetchedDeb], rep: &dyn Reporter) -> Result<Unpacked> {
+/// Large files go to a scratch directory in `scratch` (see `crate::spill`), not memory.
+pub fn unpack(
+    plan: &Plan,
+    debs: &[FetchedDeb],
+    scratch: &std::path::Path,
+    rep: &dyn Reporter,
+) -> Result<Unpacked> {
+    let spill = crate::spill::Spill::new_in(scratch)?;
     let mut root = Tree::new();
     postinst::merged_usr(&mut root, plan.board.arch.debian() == "amd64");
     let mut kernel = Tree::new();
@@ -46,7 +56,7 @@ pub fn unpack(plan: &Plan, debs: &[FetchedDeb], rep: &dyn Reporter) -> Result<Un
         let is_kernel = deb.package.name.starts_with("linux-image-");
         let target = if is_kernel { &mut kernel } else { &mut root };
         let mut keep = |p: &TreePath| !docs.iter().any(|d| p.as_str().starts_with(d));
-        unpack_deb(&deb.path, target, &mut keep)
+        unpack_deb_spilling(&deb.path, target, &mut keep, &spill)
             .with_context(|| format!("unpacking {} {}", deb.package.name, deb.package.version))?;
         task.advance(1);
     }
@@ -59,6 +69,7 @@ pub fn unpack(plan: &Plan, debs: &[FetchedDeb], rep: &dyn Reporter) -> Result<Un
         kernel,
         kver,
         modules,
+        spill: Some(spill),
     })
 }
 

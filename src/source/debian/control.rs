@@ -58,50 +58,77 @@ impl Stanza {
 /// `\n` (with the leading space removed); `#` comment lines are skipped.
 pub fn parse_stanzas(text: &str, source_name: &str) -> Result<Vec<Stanza>, ControlError> {
     let mut out = Vec::new();
-    let mut cur = Stanza::default();
+    let mut b = StanzaBuilder::default();
     for (i, raw) in text.lines().enumerate() {
+        if let Some(st) = b.line(i + 1, raw, source_name)? {
+            out.push(st);
+        }
+    }
+    out.extend(b.finish());
+    Ok(out)
+}
+
+/// Assembles stanzas one line at a time, so that a large index can be read as a stream: only
+/// the stanza being read is held, never the whole text or every stanza.
+#[derive(Default)]
+struct StanzaBuilder {
+    cur: Stanza,
+}
+
+impl StanzaBuilder {
+    /// Takes line number `n` (1-based, without its line ending); returns a stanza when this
+    /// line ends one.
+    fn line(
+        &mut self,
+        n: usize,
+        raw: &str,
+        source_name: &str,
+    ) -> Result<Option<Stanza>, ControlError> {
         let line = raw.trim_end_matches('\r');
         if line.trim().is_empty() {
-            if !cur.fields.is_empty() {
-                out.push(std::mem::take(&mut cur));
+            if !self.cur.fields.is_empty() {
+                return Ok(Some(std::mem::take(&mut self.cur)));
             }
-            continue;
+            return Ok(None);
         }
         if line.starts_with('#') {
-            continue;
+            return Ok(None);
         }
         if line.starts_with(' ') || line.starts_with('\t') {
-            let Some((_, v)) = cur.fields.last_mut() else {
+            let Some((_, v)) = self.cur.fields.last_mut() else {
                 return Err(ControlError::Continuation {
                     source_name: source_name.into(),
-                    line: i + 1,
+                    line: n,
                 });
             };
             v.push('\n');
             v.push_str(line[1..].trim_end());
-            continue;
+            return Ok(None);
         }
         let Some((k, v)) = line.split_once(':') else {
             return Err(ControlError::NoColon {
                 source_name: source_name.into(),
-                line: i + 1,
+                line: n,
                 text: line.into(),
             });
         };
-        if cur.fields.is_empty() {
-            cur.line = i + 1;
+        if self.cur.fields.is_empty() {
+            self.cur.line = n;
         }
-        cur.fields
+        self.cur
+            .fields
             .push((k.trim().to_string(), v.trim().to_string()));
+        Ok(None)
     }
-    if !cur.fields.is_empty() {
-        out.push(cur);
+
+    /// The last stanza, when the text does not end with a blank line.
+    fn finish(self) -> Option<Stanza> {
+        (!self.cur.fields.is_empty()).then_some(self.cur)
     }
-    Ok(out)
 }
 
 /// One alternative of a dependency: `name[:arch] [(op version)]`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Dep {
     pub name: String,
     /// `any`, `native` or an architecture name after `:`.
@@ -200,7 +227,7 @@ fn strip_bracketed(s: &str, open: char, close: char) -> String {
 }
 
 /// A binary package as listed in a `Packages` index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Package {
     pub name: String,
     pub version: String,
@@ -313,6 +340,33 @@ pub fn parse_packages(text: &str, source_name: &str) -> Result<Vec<Package>, Con
         .collect()
 }
 
+/// [`parse_packages`] over a stream: each stanza becomes a [`Package`] as soon as it is read,
+/// so memory holds the packages, not the index text (tens of MiB) nor all its stanzas.
+pub fn read_packages(
+    mut r: impl std::io::BufRead,
+    source_name: &str,
+) -> anyhow::Result<Vec<Package>> {
+    let mut out = Vec::new();
+    let mut b = StanzaBuilder::default();
+    let mut buf = String::new();
+    let mut n = 0;
+    loop {
+        buf.clear();
+        if r.read_line(&mut buf)? == 0 {
+            break;
+        }
+        n += 1;
+        let line = buf.strip_suffix('\n').unwrap_or(&buf);
+        if let Some(st) = b.line(n, line, source_name)? {
+            out.push(Package::from_stanza(&st, source_name)?);
+        }
+    }
+    if let Some(st) = b.finish() {
+        out.push(Package::from_stanza(&st, source_name)?);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,6 +377,25 @@ Provides: foo-api (= 2.0), foo-virtual\nSource: foo (2.0-1)\nPriority: optional\
 Filename: pool/main/f/foo/libfoo1_2.0-1_amd64.deb\nSize: 1234\n\
 SHA256: 0123456789abcdef0123456789abcdef0123456789abcdef0123456789ABCDEF\nDescription: a library\n multi\n .\n line\n\n\
 Package: bar\nVersion: 1\nArchitecture: all\nFilename: pool/b.deb\nSize: 1\nSHA256: 0000000000000000000000000000000000000000000000000000000000000000\nEssential: yes\n";
+
+    #[test]
+    fn streamed_index_reads_like_the_text() {
+        let crlf = SAMPLE.replace('\n', "\r\n");
+        for text in [SAMPLE.to_string(), crlf, format!("{SAMPLE}\n\n")] {
+            let streamed = read_packages(std::io::Cursor::new(text.as_bytes()), "test").unwrap();
+            assert_eq!(streamed, parse_packages(&text, "test").unwrap());
+            assert_eq!(streamed.len(), 2);
+        }
+        let err = read_packages(&b"Package: x\nVersion: 1\n"[..], "idx").unwrap_err();
+        assert_eq!(
+            err.downcast_ref::<ControlError>(),
+            parse_packages("Package: x\nVersion: 1\n", "idx")
+                .err()
+                .as_ref()
+        );
+        let err = read_packages(&b"A: 1\nnocolon\n"[..], "f").unwrap_err();
+        assert!(format!("{err}").contains("line 2"), "{err}");
+    }
 
     #[test]
     fn parses_packages_and_dependencies() {

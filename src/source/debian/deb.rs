@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use thiserror::Error;
 
 use super::control::{parse_stanzas, Stanza};
+use crate::spill::Spill;
 use crate::tree::{Content, Entry, Kind, Tree, TreePath};
 
 /// Preallocation cap for one member's content, so a lying header cannot make us reserve
@@ -107,6 +108,28 @@ pub fn unpack_deb_with(
     filter: &mut dyn FnMut(&TreePath) -> bool,
     opts: UnpackOptions,
 ) -> Result<DebInfo> {
+    unpack(path, tree, filter, opts, None)
+}
+
+/// [`unpack_deb`], with every regular file that `spill` wants (the large ones) streamed to a
+/// file of its own in `spill` instead of memory: the tree then refers to it as
+/// [`Content::HostFile`], so memory does not grow with the size of the packages.
+pub fn unpack_deb_spilling(
+    path: &Path,
+    tree: &mut Tree,
+    filter: &mut dyn FnMut(&TreePath) -> bool,
+    spill: &Spill,
+) -> Result<DebInfo> {
+    unpack(path, tree, filter, UnpackOptions::default(), Some(spill))
+}
+
+fn unpack(
+    path: &Path,
+    tree: &mut Tree,
+    filter: &mut dyn FnMut(&TreePath) -> bool,
+    opts: UnpackOptions,
+    spill: Option<&Spill>,
+) -> Result<DebInfo> {
     let deb = path.display().to_string();
     let f = File::open(path).with_context(|| format!("opening {deb}"))?;
     let mut ar = ar::Archive::new(BufReader::new(f));
@@ -132,7 +155,7 @@ pub fn unpack_deb_with(
                 member: name.clone(),
             })?;
             staged = Some(
-                read_data(r, &deb, filter, opts)
+                read_data(r, &deb, filter, opts, spill)
                     .with_context(|| format!("{deb}: reading {name}"))?,
             );
         }
@@ -238,6 +261,7 @@ fn read_data(
     deb: &str,
     filter: &mut dyn FnMut(&TreePath) -> bool,
     opts: UnpackOptions,
+    spill: Option<&Spill>,
 ) -> Result<Staged> {
     let mut tar = tar::Archive::new(r);
     let mut staged: Staged = Vec::new();
@@ -270,10 +294,15 @@ fn read_data(
                     continue;
                 }
                 let e = meta(Kind::File(Content::bytes(Vec::new())))?;
-                let data = read_exact_size(&mut entry, deb, &member)?;
+                let content = match spill {
+                    Some(spill) if spill.wants(entry.size()) => {
+                        spill_exact_size(&mut entry, deb, &member, spill)?
+                    }
+                    _ => Content::bytes(read_exact_size(&mut entry, deb, &member)?),
+                };
                 files.insert(path.clone(), Some(staged.len()));
                 Entry {
-                    kind: Kind::File(Content::bytes(data)),
+                    kind: Kind::File(content),
                     ..e
                 }
             }
@@ -380,6 +409,32 @@ fn read_exact_size<R: Read>(
         .into());
     }
     Ok(data)
+}
+
+/// [`read_exact_size`] into a file of `spill` instead of memory.
+fn spill_exact_size<R: Read>(
+    entry: &mut tar::Entry<'_, R>,
+    deb: &str,
+    member: &str,
+    spill: &Spill,
+) -> Result<Content> {
+    let declared = entry.size();
+    let (content, actual) = spill.store(entry).with_context(|| {
+        format!(
+            "{deb}: copying member {member:?} to {}",
+            spill.path().display()
+        )
+    })?;
+    if actual != declared {
+        return Err(DebError::SizeMismatch {
+            deb: deb.into(),
+            member: member.into(),
+            declared,
+            actual,
+        }
+        .into());
+    }
+    Ok(content)
 }
 
 #[cfg(test)]
@@ -614,5 +669,54 @@ mod tests {
         let p = write_deb(dir.path(), &data);
         unpack_deb(&p, &mut tree, &mut keep_all).unwrap();
         assert_eq!(tree.read("big").unwrap().len(), big.len());
+    }
+
+    #[test]
+    fn large_files_spill_to_disk_with_the_same_bytes_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let big: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        let deb = DebBuilder::new()
+            .file("./usr/lib/big", &big, 0o600)
+            .entry(
+                "./usr/lib/big2",
+                tar::EntryType::Link,
+                Some("./usr/lib/big"),
+            )
+            .file("./usr/lib/small", b"tiny", 0o644)
+            .build(dir.path());
+        let spill = Spill::with_threshold(dir.path(), 1000).unwrap();
+        let mut spilled = Tree::new();
+        unpack_deb_spilling(&deb, &mut spilled, &mut keep_all, &spill).unwrap();
+        let mut plain = Tree::new();
+        unpack_deb(&deb, &mut plain, &mut keep_all).unwrap();
+        for name in ["usr/lib/big", "usr/lib/big2", "usr/lib/small"] {
+            assert_eq!(spilled.read(name), plain.read(name), "{name}");
+            assert_eq!(
+                spilled.get(name).unwrap().mode,
+                plain.get(name).unwrap().mode
+            );
+        }
+        let host = |name: &str| match &spilled.get(name).unwrap().kind {
+            Kind::File(Content::HostFile { path, size }) => Some((path.clone(), *size)),
+            _ => None,
+        };
+        let (path, size) = host("usr/lib/big").expect("the large file is on disk");
+        assert!(path.starts_with(spill.path()) && size == big.len() as u64);
+        assert_eq!(
+            host("usr/lib/big2"),
+            Some((path, size)),
+            "a hard link shares it"
+        );
+        assert_eq!(host("usr/lib/small"), None, "small files stay in memory");
+        assert_eq!(spill.bytes(), big.len() as u64);
+
+        // A truncated package still fails and leaves the tree as it was.
+        let data = DebBuilder::new().file("./big", &big, 0o644).data_xz();
+        let p = write_deb(dir.path(), &data[..data.len() / 2]);
+        let mut tree = Tree::new();
+        assert!(unpack_deb_spilling(&p, &mut tree, &mut keep_all, &spill).is_err());
+        assert_eq!(tree.len(), 1);
     }
 }

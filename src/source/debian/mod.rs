@@ -9,7 +9,7 @@ pub mod resolve;
 pub mod version;
 
 pub use control::{Dep, Package};
-pub use deb::{unpack_deb, unpack_deb_with, DebError, DebInfo, UnpackOptions};
+pub use deb::{unpack_deb, unpack_deb_spilling, unpack_deb_with, DebError, DebInfo, UnpackOptions};
 pub use version::Op;
 
 use std::collections::BTreeMap;
@@ -130,7 +130,12 @@ impl Archive {
             .into_iter()
             .filter(|p| p.architecture == arch || p.architecture == "all")
         {
-            packages.entry(p.name.clone()).or_default().push(p);
+            // Nearly every name has one version: a default Vec would reserve room for four
+            // packages per name, tens of MiB over a whole suite.
+            packages
+                .entry(p.name.clone())
+                .or_insert_with(|| Vec::with_capacity(1))
+                .push(p);
         }
         let mut providers: BTreeMap<String, Vec<(String, String, Option<String>)>> =
             BTreeMap::new();
@@ -207,16 +212,11 @@ pub struct IndexFile {
 }
 
 impl IndexFile {
-    /// The decompressed index.
-    pub fn text(&self, rep: &dyn Reporter) -> Result<String> {
-        rep.step(&format!("reading {}", self.label));
-        decompress_to_string(&self.path, &self.rel_path)
-            .with_context(|| format!("{}: decompressing {}", self.label, self.url))
-    }
-
-    /// The packages it lists.
+    /// The packages it lists, read as a stream (the decompressed index is never held whole).
     pub fn parse(&self, rep: &dyn Reporter) -> Result<Vec<Package>> {
-        Ok(control::parse_packages(&self.text(rep)?, &self.label)?)
+        rep.step(&format!("reading {}", self.label));
+        read_index(&self.path, &self.rel_path, &self.label)
+            .with_context(|| format!("{}: decompressing {}", self.label, self.url))
     }
 }
 
@@ -250,19 +250,18 @@ fn fetch_index(
     })
 }
 
-fn decompress_to_string(path: &Path, name: &str) -> Result<String> {
+/// Decompresses and parses a `Packages` index as a stream (bounded memory).
+fn read_index(path: &Path, name: &str, label: &str) -> Result<Vec<Package>> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let f = std::io::BufReader::new(f);
-    let mut r: Box<dyn Read> = if name.ends_with(".xz") {
+    let r: Box<dyn Read> = if name.ends_with(".xz") {
         Box::new(liblzma::read::XzDecoder::new(f))
     } else if name.ends_with(".gz") {
         Box::new(flate2::read::GzDecoder::new(f))
     } else {
         Box::new(f)
     };
-    let mut s = String::new();
-    r.read_to_string(&mut s)?;
-    Ok(s)
+    control::read_packages(std::io::BufReader::with_capacity(1 << 16, r), label)
 }
 
 /// Downloads the `.deb` of each package (in parallel) into the cache, each checked against the

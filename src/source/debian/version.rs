@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 use std::fmt;
 
 /// A version relation in a dependency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     Lt,
     Le,
