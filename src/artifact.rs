@@ -57,7 +57,7 @@ impl BlockCache {
     /// The key of a block: its input bytes and the encoder settings.
     pub fn key(&self, preset: u32, input: &[u8]) -> String {
         let mut h = Sha256::new();
-        h.update(b"edgeimg xz block v1\0");
+        h.update(b"edgeimg xz block v2 (2 MiB dictionary)\0");
         h.update(preset.to_le_bytes());
         h.update((input.len() as u64).to_le_bytes());
         h.update(input);
