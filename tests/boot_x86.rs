@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use edgeimg::progress::Silent;
-use edgeimg::qemu::{self, Expectations, SmokeOptions};
+use edgeimg::qemu::{self, SmokeOptions};
 
 const NODE: &str = r#"
 hostname = "boot-test-1"
@@ -29,12 +29,6 @@ path = "/etc/edgeimg-test/hello"
 content = "hello-from-node-config"
 mode = "0600"
 "#;
-
-fn board_qemu() -> edgeimg::qemu::QemuSpec {
-    let data =
-        edgeimg::profile::DataDir::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap();
-    data.board("x86-64").unwrap().qemu
-}
 
 fn build_role(dir: &Path, role: &str, node: Option<&str>, token: bool) -> PathBuf {
     let out = dir.join(format!("out-{}", role.replace('+', "-")));
@@ -62,10 +56,7 @@ fn build_role(dir: &Path, role: &str, node: Option<&str>, token: bool) -> PathBu
         args.extend(["--node".into(), p.display().to_string()]);
     }
     if token {
-        let t = dir.join("join.token");
-        std::fs::write(&t, "stand-in-token\n").unwrap();
-        std::fs::set_permissions(&t, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-        args.extend(["--token-file".into(), t.display().to_string()]);
+        args.extend(["--token-file".into(), token_file(dir).display().to_string()]);
     }
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = build(&out, &refs);
@@ -75,19 +66,8 @@ fn build_role(dir: &Path, role: &str, node: Option<&str>, token: bool) -> PathBu
 
 fn options(role: &str, hostname: &str, keep: bool) -> SmokeOptions {
     SmokeOptions {
-        timeout: Duration::from_secs(420),
         keep,
-        disk_size: 2048 * 1024 * 1024,
-        kvm: false,
-        expect: Expectations {
-            role: role.into(),
-            hostname: hostname.into(),
-            root_ro: true,
-            k0s_version: K0S_VERSION.into(),
-        },
-        extra_console_checks: vec![],
-        mac: None,
-        guestfwd: vec![],
+        ..smoke_options(role, hostname)
     }
 }
 
@@ -99,7 +79,7 @@ fn console_has(report: &qemu::SmokeReport, needle: &str) -> bool {
 fn worker_boots_to_ready_applies_its_config_and_survives_power_cuts() {
     let dir = tempfile::tempdir().unwrap();
     let image = build_role(dir.path(), "worker", Some(NODE), true);
-    let spec = board_qemu();
+    let spec = board_qemu("x86-64");
 
     // First boot on a copy of the image.
     let first = qemu::smoke(
@@ -159,7 +139,7 @@ fn worker_boots_to_ready_applies_its_config_and_survives_power_cuts() {
 fn power_cuts_during_the_first_boot_are_survived() {
     let dir = tempfile::tempdir().unwrap();
     let image = build_role(dir.path(), "worker", Some(NODE), true);
-    let spec = board_qemu();
+    let spec = board_qemu("x86-64");
     // Kill QEMU right after the data partition is made, then while the config is applied.
     for cut in ["edgeimg: data:", "edgeimg: files:"] {
         let mut opts = options("worker", "boot-test-1", true);
@@ -184,7 +164,7 @@ fn power_cuts_during_the_first_boot_are_survived() {
 #[test]
 fn controller_roles_start_k0s_with_their_arguments() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = board_qemu();
+    let spec = board_qemu("x86-64");
     for (role, args) in [
         ("controller", "k0s-stand-in: controller"),
         ("controller+worker", "--enable-worker"),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::*;
 use edgeimg::progress::Silent;
-use edgeimg::qemu::{self, Expectations, SmokeOptions};
+use edgeimg::qemu::{self, SmokeOptions};
 
 const NODE: &str = r#"
 hostname = "pi-test-1"
@@ -40,22 +40,11 @@ fn built() -> &'static Built {
     static B: OnceLock<Built> = OnceLock::new();
     B.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let node = dir.path().join("node.toml");
-        std::fs::write(&node, NODE).unwrap();
-        let out = dir.path().join("out");
-        let o = build(
-            &out,
-            &[
-                "--board",
-                "pi3",
-                "--role",
-                "controller+worker",
-                "--node",
-                node.to_str().unwrap(),
-                "--no-xz",
-            ],
+        let out = build_with_node(
+            dir.path(),
+            NODE,
+            &["--board", "pi3", "--role", "controller+worker", "--no-xz"],
         );
-        assert!(o.status.success(), "build failed:\n{}", stderr(&o));
         Built { _dir: dir, out }
     })
 }
@@ -266,22 +255,12 @@ fn pi3_bmap_copies_to_the_same_bytes_and_imager_entry_matches() {
 
 #[test]
 fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
-    let data =
-        edgeimg::profile::DataDir::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap();
-    let spec = data.board("pi3").unwrap().qemu;
+    let spec = board_qemu("pi3");
     need(&spec.system);
     let opts = SmokeOptions {
         timeout: Duration::from_secs(480),
-        keep: false,
         // Not a power of two: smoke rounds the SD card up (2 GiB).
         disk_size: 1500 * 1024 * 1024,
-        kvm: false,
-        expect: Expectations {
-            role: "controller+worker".into(),
-            hostname: "pi-test-1".into(),
-            root_ro: true,
-            k0s_version: K0S_VERSION.into(),
-        },
         // The partitions were found on the SD card by disk signature, and k0s was started.
         // QEMU's raspi3b has no Wi-Fi chip: the Wi-Fi step says so and the boot goes on.
         extra_console_checks: vec![
@@ -291,8 +270,7 @@ fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
             "mounted read-only through dm-verity".into(),
             "wifi: SSID configured, but no wireless interface (wlan0) appeared".into(),
         ],
-        mac: None,
-        guestfwd: vec![],
+        ..smoke_options("controller+worker", "pi-test-1")
     };
     let r = qemu::smoke(&image(), &spec, &opts, &Silent).expect("pi3 smoke on raspi3b");
     assert!(
@@ -340,9 +318,7 @@ fn wifi_conf_quotes_nothing_it_cannot() {
 /// disk, the DTB QEMU generates, the console on the PL011.
 #[test]
 fn pi3_image_boots_on_qemu_virt_too() {
-    let data =
-        edgeimg::profile::DataDir::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap();
-    let mut spec = data.board("pi3").unwrap().qemu;
+    let mut spec = board_qemu("pi3");
     need(&spec.system);
     spec.machine = "virt".into();
     spec.cpu = Some("cortex-a72".into());
@@ -354,18 +330,8 @@ fn pi3_image_boots_on_qemu_virt_too() {
     direct.append = vec!["console=ttyAMA0".into()];
     let opts = SmokeOptions {
         timeout: Duration::from_secs(300),
-        keep: false,
-        disk_size: 2048 * 1024 * 1024,
-        kvm: false,
-        expect: Expectations {
-            role: "controller+worker".into(),
-            hostname: "pi-test-1".into(),
-            root_ro: true,
-            k0s_version: K0S_VERSION.into(),
-        },
         extra_console_checks: vec!["root=/dev/vda2".into()],
-        mac: None,
-        guestfwd: vec![],
+        ..smoke_options("controller+worker", "pi-test-1")
     };
     let r = qemu::smoke(&image(), &spec, &opts, &Silent).expect("pi3 image on -M virt");
     eprintln!("pi3 image on virt: ready after {:.1} s", r.boot_seconds);

@@ -5,11 +5,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use common::*;
 use edgeimg::progress::Silent;
-use edgeimg::qemu::{self, Expectations, SmokeOptions};
+use edgeimg::qemu::{self, SmokeOptions};
 
 const NODE: &str = r#"
 hostname = "as-built"
@@ -30,22 +29,11 @@ fn built() -> &'static Built {
     static B: OnceLock<Built> = OnceLock::new();
     B.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let node = dir.path().join("node.toml");
-        std::fs::write(&node, NODE).unwrap();
-        let out = dir.path().join("out");
-        let o = build(
-            &out,
-            &[
-                "--board",
-                "x86-64",
-                "--role",
-                "worker",
-                "--no-xz",
-                "--node",
-                node.to_str().unwrap(),
-            ],
+        let out = build_with_node(
+            dir.path(),
+            NODE,
+            &["--board", "x86-64", "--role", "worker", "--no-xz"],
         );
-        assert!(o.status.success(), "build failed:\n{}", stderr(&o));
         Built {
             image: out.join("x86-64-worker.img"),
             _dir: dir,
@@ -55,15 +43,7 @@ fn built() -> &'static Built {
 
 /// A sparse copy of the built image.
 fn copy_image(to: &Path) {
-    let o = run_tool(
-        "cp",
-        &[
-            "--sparse=always",
-            built().image.to_str().unwrap(),
-            to.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success());
+    sparse_copy(&built().image, to);
 }
 
 /// (offset, size) of partition `n` as `sfdisk`-independent JSON from `edgeimg inspect`.
@@ -414,27 +394,10 @@ fn flash_streams_xz_with_and_without_bmap_and_personalizes() {
     assert_eq!(j["node"]["hostname"], "as-built");
 }
 
-fn board_qemu() -> edgeimg::qemu::QemuSpec {
-    let data =
-        edgeimg::profile::DataDir::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap();
-    data.board("x86-64").unwrap().qemu
-}
-
 fn options(role: &str, hostname: &str, mac: &str) -> SmokeOptions {
     SmokeOptions {
-        timeout: Duration::from_secs(420),
-        keep: false,
-        disk_size: 2048 * 1024 * 1024,
-        kvm: false,
-        expect: Expectations {
-            role: role.into(),
-            hostname: hostname.into(),
-            root_ro: true,
-            k0s_version: K0S_VERSION.into(),
-        },
-        extra_console_checks: vec![],
         mac: Some(mac.into()),
-        guestfwd: vec![],
+        ..smoke_options(role, hostname)
     }
 }
 
@@ -484,7 +447,7 @@ role = "controller"
     assert_eq!(j["per_mac"]["52:54:00:0e:00:0b"]["role"], "controller");
     assert_eq!(j["node"]["hostname"], "fallback");
 
-    let spec = board_qemu();
+    let spec = board_qemu("x86-64");
     // The guest whose MAC has a config of its own: the new hostname and role of configure.
     let a = qemu::smoke(
         &img,

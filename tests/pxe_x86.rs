@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::*;
 use edgeimg::progress::Silent;
-use edgeimg::qemu::{self, Expectations, SmokeOptions};
+use edgeimg::qemu::{self, SmokeOptions};
 
 const MAC: &str = "52:54:00:ab:cd:01";
 const ROM: &str = "/usr/lib/ipxe/qemu/efi-virtio.rom";
@@ -47,23 +47,17 @@ fn built() -> &'static Built {
     static B: OnceLock<Built> = OnceLock::new();
     B.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let node = dir.path().join("node.toml");
-        std::fs::write(&node, NODE).unwrap();
-        let token = dir.path().join("join.token");
-        std::fs::write(&token, "stand-in-token\n").unwrap();
-        std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600))
-            .unwrap();
-        let out = dir.path().join("out");
-        let node_arg = node.display().to_string();
-        let o = build(
-            &out,
+        let token = token_file(dir.path());
+        let out = build_with_node(
+            dir.path(),
+            NODE,
             &[
                 "--board",
                 "x86-64",
                 "--role",
                 "worker",
-                "--node",
-                &node_arg,
+                "--token-file",
+                token.to_str().unwrap(),
                 "--format",
                 "all",
                 "--no-xz",
@@ -71,19 +65,12 @@ fn built() -> &'static Built {
                 "http://10.0.2.100:8080/",
             ],
         );
-        assert!(o.status.success(), "build failed:\n{}", stderr(&o));
         Built { _dir: dir, out }
     })
 }
 
 fn pxe_dir() -> PathBuf {
     built().out.join("pxe")
-}
-
-fn board_qemu() -> qemu::QemuSpec {
-    let data =
-        edgeimg::profile::DataDir::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap();
-    data.board("x86-64").unwrap().qemu
 }
 
 /// `edgeimg serve`'s server in this process, with its access log.
@@ -285,19 +272,9 @@ fn serve_gives_the_listed_bytes_ranges_and_refuses_traversal() {
 
 fn options(mac: &str, port: u16) -> SmokeOptions {
     SmokeOptions {
-        timeout: Duration::from_secs(420),
-        keep: false,
-        disk_size: 2048 * 1024 * 1024,
-        kvm: false,
-        expect: Expectations {
-            role: "worker".into(),
-            hostname: "pxe-node-1".into(),
-            root_ro: true,
-            k0s_version: K0S_VERSION.into(),
-        },
-        extra_console_checks: vec![],
         mac: Some(mac.into()),
         guestfwd: vec![format!("tcp:10.0.2.100:8080-tcp:127.0.0.1:{port}")],
+        ..smoke_options("worker", "pxe-node-1")
     }
 }
 
@@ -338,7 +315,7 @@ fn netboot_with_ipxe_reaches_ready_and_a_wrong_root_digest_stops() {
     let tmp = tempfile::tempdir().unwrap();
     let good = tmp.path().join("good");
     per_mac_copy(&good);
-    let spec = board_qemu();
+    let spec = board_qemu("x86-64");
     let s = serve(&good);
     // A blank disk for [storage] device = "/dev/vda".
     let data = tmp.path().join("data.img");
@@ -419,7 +396,7 @@ fn netboot_with_ipxe_reaches_ready_and_a_wrong_root_digest_stops() {
 #[test]
 fn raw_image_boots_from_a_usb_stick_and_grows_its_data() {
     let image = built().out.join("x86-64-worker.img");
-    let mut spec = board_qemu();
+    let mut spec = board_qemu("x86-64");
     spec.disk = "usb".into();
     let mut opts = options(MAC, 0);
     opts.guestfwd.clear();
@@ -437,14 +414,7 @@ fn raw_image_boots_from_a_usb_stick_and_grows_its_data() {
 
 /// A sparse copy of the built image whose node.env asks for an install onto /dev/vda.
 fn image_asking_for_install(to: &Path) {
-    let image = built().out.join("x86-64-worker.img");
-    let o = std::process::Command::new("cp")
-        .args(["--sparse=always"])
-        .arg(&image)
-        .arg(to)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", stderr(&o));
+    sparse_copy(&built().out.join("x86-64-worker.img"), to);
     let text = NODE.replace(
         "[storage]\ndevice = \"/dev/vda\"",
         "[install]\ndevice = \"/dev/vda\"",
@@ -477,7 +447,7 @@ fn usb_booted_node_installs_to_a_blank_disk_which_then_boots_alone() {
         .unwrap()
         .set_len(3 << 30)
         .unwrap();
-    let mut usb = board_qemu();
+    let mut usb = board_qemu("x86-64");
     usb.disk = "usb".into();
     usb.extra_args.extend([
         "-drive".into(),
@@ -508,7 +478,7 @@ fn usb_booted_node_installs_to_a_blank_disk_which_then_boots_alone() {
     );
 
     // The installed disk alone (virtio) comes up with the same role and hostname.
-    let disk_only = board_qemu();
+    let disk_only = board_qemu("x86-64");
     let r = qemu::boot_disk(&target, &disk_only, &opts, None, &Silent).expect("installed boot");
     eprintln!("installed disk: ready after {:.1} s", r.boot_seconds);
     assert_eq!(

@@ -123,41 +123,11 @@ role = "worker"
 ntp = []
 "#;
 
-fn board_qemu() -> edgeimg::qemu::QemuSpec {
-    let data =
-        edgeimg::profile::DataDir::locate(Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))))
-            .unwrap();
-    data.board("x86-64").unwrap().qemu
-}
-
 fn boot_options() -> edgeimg::qemu::SmokeOptions {
     edgeimg::qemu::SmokeOptions {
         timeout: std::time::Duration::from_secs(300),
-        keep: false,
-        disk_size: 2048 * 1024 * 1024,
-        kvm: false,
-        expect: edgeimg::qemu::Expectations {
-            role: "worker".into(),
-            hostname: "verity-1".into(),
-            root_ro: true,
-            k0s_version: K0S_VERSION.into(),
-        },
-        extra_console_checks: vec![],
-        mac: None,
-        guestfwd: vec![],
+        ..smoke_options("worker", "verity-1")
     }
-}
-
-fn sparse_copy(image: &std::path::Path, to: &std::path::Path) {
-    let o = run_tool(
-        "cp",
-        &[
-            "--sparse=always",
-            image.to_str().unwrap(),
-            to.to_str().unwrap(),
-        ],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 /// A copy of `image` with the byte at `offset` (from the start of the image) inverted.
@@ -179,7 +149,7 @@ fn tampered_copy(image: &std::path::Path, to: &std::path::Path, offset: u64) {
 fn boot_until_failure(image: &std::path::Path) -> Vec<String> {
     let r = edgeimg::qemu::smoke_until(
         image,
-        &board_qemu(),
+        &board_qemu("x86-64"),
         &boot_options(),
         edgeimg::qemu::FAILED_MARKER,
         &edgeimg::progress::Silent,
@@ -191,27 +161,20 @@ fn boot_until_failure(image: &std::path::Path) -> Vec<String> {
 #[test]
 fn a_flipped_root_byte_stops_the_boot_at_dm_verity() {
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let node = dir.path().join("node.toml");
-    std::fs::write(&node, NODE).unwrap();
-    let token = dir.path().join("join.token");
-    std::fs::write(&token, "stand-in-token\n").unwrap();
-    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let o = build(
-        &out,
+    let token = token_file(dir.path());
+    let out = build_with_node(
+        dir.path(),
+        NODE,
         &[
             "--board",
             "x86-64",
             "--role",
             "worker",
             "--no-xz",
-            "--node",
-            node.to_str().unwrap(),
             "--token-file",
             token.to_str().unwrap(),
         ],
     );
-    assert!(o.status.success(), "build: {}", stderr(&o));
     let image = out.join("x86-64-worker.img");
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
@@ -261,8 +224,13 @@ fn a_flipped_root_byte_stops_the_boot_at_dm_verity() {
         "root: dm-verity: every block of /dev/vda2 checked".into(),
         "mounted read-only through dm-verity".into(),
     ];
-    let r = edgeimg::qemu::smoke(&good, &board_qemu(), &opts, &edgeimg::progress::Silent)
-        .unwrap_or_else(|e| panic!("the untouched image did not boot with the full check: {e:#}"));
+    let r = edgeimg::qemu::smoke(
+        &good,
+        &board_qemu("x86-64"),
+        &opts,
+        &edgeimg::progress::Silent,
+    )
+    .unwrap_or_else(|e| panic!("the untouched image did not boot with the full check: {e:#}"));
     assert!(
         r.ready_line.contains("hostname=verity-1"),
         "{}",

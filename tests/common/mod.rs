@@ -193,3 +193,65 @@ pub fn extract(image: &Path, offset: u64, len: u64, to: &Path) {
     let mut out = std::fs::File::create(to).unwrap();
     std::io::copy(&mut f.take(len), &mut out).unwrap();
 }
+
+/// Writes `node` (a node config) to `dir/node.toml` and builds into `dir/out` with `--node`
+/// plus `args`; panics with the build's stderr when it fails. Returns the out folder.
+pub fn build_with_node(dir: &Path, node: &str, args: &[&str]) -> PathBuf {
+    let node_file = dir.join("node.toml");
+    std::fs::write(&node_file, node).unwrap();
+    let out = dir.join("out");
+    let mut all: Vec<&str> = args.to_vec();
+    let node_arg = node_file.display().to_string();
+    all.extend(["--node", node_arg.as_str()]);
+    let o = build(&out, &all);
+    assert!(o.status.success(), "build failed:\n{}", stderr(&o));
+    out
+}
+
+/// A join token file for the stand-in (mode 0600, as edgeimg wants it), in `dir`.
+pub fn token_file(dir: &Path) -> PathBuf {
+    let t = dir.join("join.token");
+    std::fs::write(&t, "stand-in-token\n").unwrap();
+    std::fs::set_permissions(&t, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    t
+}
+
+/// A sparse copy of `from` at `to` (images are mostly holes).
+pub fn sparse_copy(from: &Path, to: &Path) {
+    let o = run_tool(
+        "cp",
+        &[
+            "--sparse=always",
+            from.to_str().unwrap(),
+            to.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "cp: {}", stderr(&o));
+}
+
+/// The QEMU settings of `board` from the project's boards/.
+pub fn board_qemu(board: &str) -> edgeimg::qemu::QemuSpec {
+    let data =
+        edgeimg::profile::DataDir::locate(Some(Path::new(env!("CARGO_MANIFEST_DIR")))).unwrap();
+    data.board(board).unwrap().qemu
+}
+
+/// Smoke options the boot tests start from: TCG, a 2 GiB disk, 420 s, the node expected to
+/// come up as `role` named `hostname` with a read-only root and the stand-in's version.
+pub fn smoke_options(role: &str, hostname: &str) -> edgeimg::qemu::SmokeOptions {
+    edgeimg::qemu::SmokeOptions {
+        timeout: std::time::Duration::from_secs(420),
+        keep: false,
+        disk_size: 2048 * 1024 * 1024,
+        kvm: false,
+        expect: edgeimg::qemu::Expectations {
+            role: role.into(),
+            hostname: hostname.into(),
+            root_ro: true,
+            k0s_version: K0S_VERSION.into(),
+        },
+        extra_console_checks: vec![],
+        mac: None,
+        guestfwd: vec![],
+    }
+}
