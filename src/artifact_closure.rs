@@ -42,12 +42,7 @@ pub fn resolve_packages(
             return Ok(pkgs);
         }
     }
-    let mut all = Vec::new();
-    for index in &indexes {
-        all.extend(index.parse(rep)?);
-    }
-    let mut archive = Archive::from_packages(&plan.mirror, &plan.suite, arch, all);
-    archive.signed_by = signed_by;
+    let archive = Archive::from_indexes(&plan.mirror, &plan.suite, arch, signed_by, &indexes, rep)?;
     let packages = archive.resolve(&wanted, provided)?;
     drop(archive);
     if let Some(k) = &key {

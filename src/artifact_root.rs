@@ -152,30 +152,14 @@ fn hash_dir(h: &mut Sha256, dir: &Path) -> Result<()> {
             h.update([0]);
         } else if md.is_dir() {
             h.update(b"d");
-            let mut names: Vec<_> = std::fs::read_dir(&full)
-                .with_context(|| format!("listing {}", full.display()))?
-                .map(|e| e.map(|e| e.file_name()))
-                .collect::<std::io::Result<_>>()
-                .with_context(|| format!("listing {}", full.display()))?;
             // Popped last-first: push in reverse order to visit in path order.
-            names.sort();
-            for n in names.into_iter().rev() {
-                stack.push(rel.join(n));
+            for e in crate::host_dir::read_dir_sorted(&full)?.into_iter().rev() {
+                stack.push(rel.join(e.file_name()));
             }
         } else {
             h.update(b"f");
             h.update(md.size().to_le_bytes());
-            let mut f = File::open(&full).with_context(|| format!("opening {}", full.display()))?;
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = f
-                    .read(&mut buf)
-                    .with_context(|| format!("reading {}", full.display()))?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
+            crate::digest::update_with_file(h, &full)?;
         }
     }
     Ok(())

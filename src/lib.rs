@@ -17,6 +17,7 @@ pub mod disk;
 pub mod elf_deps;
 pub mod flash;
 pub mod fs;
+pub mod host_dir;
 pub mod inspect;
 pub mod inventory;
 pub mod kmod;

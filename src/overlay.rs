@@ -29,12 +29,7 @@ fn walk(
     env: &minijinja::Environment,
     ctx: &minijinja::Value,
 ) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .collect::<std::io::Result<_>>()
-        .with_context(|| format!("reading {}", dir.display()))?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
+    for e in crate::host_dir::read_dir_sorted(dir)? {
         let path = e.path();
         let rel = path
             .strip_prefix(top)

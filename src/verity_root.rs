@@ -17,12 +17,8 @@ use crate::plan::Plan;
 pub fn salt_and_uuid(plan: &Plan) -> ([u8; 32], [u8; 16]) {
     let ih = plan.image_hash();
     let salt: [u8; 32] = Sha256::digest(format!("edgeimg verity salt {ih}")).into();
-    let u: [u8; 32] = Sha256::digest(format!("edgeimg verity uuid {ih}")).into();
-    let mut uuid = [0u8; 16];
-    uuid.copy_from_slice(&u[..16]);
-    // RFC 4122 version 4 / variant bits, as veritysetup prints them.
-    uuid[6] = (uuid[6] & 0x0f) | 0x40;
-    uuid[8] = (uuid[8] & 0x3f) | 0x80;
+    // A version-4 UUID, as veritysetup prints them.
+    let uuid = crate::disk::layout::guid_bytes_from(b"edgeimg verity uuid ", &ih);
     (salt, uuid)
 }
 

@@ -10,7 +10,6 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::atomic::AtomicFile;
-use super::image::mapped_ranges;
 
 pub const BLOCK_SIZE: u64 = 4096;
 /// The placeholder the file checksum is computed over, as bmaptool verifies it.
@@ -26,14 +25,9 @@ pub struct BmapStats {
 
 /// Writes the bmap of `image` to `output` (atomically) and returns its counts.
 pub fn write_bmap(image: &Path, output: &Path) -> Result<BmapStats> {
-    let file = File::open(image).with_context(|| format!("opening {}", image.display()))?;
-    let image_size = file
-        .metadata()
-        .with_context(|| format!("reading {}", image.display()))?
-        .len();
-    let ranges = block_ranges(
-        &mapped_ranges(&file).with_context(|| format!("mapping {}", image.display()))?,
-    );
+    let sparse = super::image::SparseFile::open(image)?;
+    let image_size = sparse.len;
+    let ranges = block_ranges(&sparse.data);
     let stats = BmapStats {
         image_size,
         block_size: BLOCK_SIZE,
@@ -43,7 +37,7 @@ pub fn write_bmap(image: &Path, output: &Path) -> Result<BmapStats> {
 
     let mut map = String::new();
     for &(first, last) in &ranges {
-        let digest = range_sha256(&file, image_size, first, last)
+        let digest = range_sha256(&sparse.file, image_size, first, last)
             .with_context(|| format!("reading {}", image.display()))?;
         if first == last {
             map.push_str(&format!(

@@ -230,6 +230,27 @@ impl<W: Seek> Seek for OffsetWriter<W> {
     }
 }
 
+/// An image file opened for reading with its length and the ranges that hold data: what the
+/// readers that skip holes (xz, bmap, the image digest) start from.
+pub struct SparseFile {
+    pub file: File,
+    pub len: u64,
+    /// Half-open `(start, end)` data ranges, in order (see [`mapped_ranges`]).
+    pub data: Vec<(u64, u64)>,
+}
+
+impl SparseFile {
+    pub fn open(path: &Path) -> Result<SparseFile> {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let len = file
+            .metadata()
+            .with_context(|| format!("reading {}", path.display()))?
+            .len();
+        let data = mapped_ranges(&file).with_context(|| format!("mapping {}", path.display()))?;
+        Ok(SparseFile { file, len, data })
+    }
+}
+
 /// The byte ranges of `file` that hold data, as half-open `(start, end)` pairs in order, found
 /// with `lseek(SEEK_DATA/SEEK_HOLE)`. Everything outside them reads as zeros. On a filesystem
 /// without hole reporting the whole file is one range (correct, only slower to copy).

@@ -348,6 +348,11 @@ fn validate(table: TableKind, specs: &[PartitionSpec]) -> Result<(), LayoutError
 
 /// A GUID in RFC 4122 version-4 shape from sha256(seed || label), as lowercase text.
 pub fn guid_from(seed: &[u8], label: &str) -> String {
+    format_guid(&guid_bytes_from(seed, label))
+}
+
+/// The bytes of [`guid_from`] (for formats that store a UUID as 16 bytes).
+pub fn guid_bytes_from(seed: &[u8], label: &str) -> [u8; 16] {
     let mut h = Sha256::new();
     h.update(seed);
     h.update(label.as_bytes());
@@ -356,10 +361,11 @@ pub fn guid_from(seed: &[u8], label: &str) -> String {
     b.copy_from_slice(&d[..16]);
     b[6] = (b[6] & 0x0f) | 0x40; // version 4
     b[8] = (b[8] & 0x3f) | 0x80; // RFC 4122 variant
-    format_guid(&b)
+    b
 }
 
-fn format_guid(b: &[u8; 16]) -> String {
+/// 16 bytes in the canonical `8-4-4-4-12` hex form, in byte order (GUIDs and UUIDs alike).
+pub fn format_guid(b: &[u8; 16]) -> String {
     let h = hex::encode(b);
     format!(
         "{}-{}-{}-{}-{}",

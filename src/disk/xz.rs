@@ -17,7 +17,6 @@ use anyhow::{bail, Context, Result};
 use liblzma::stream::{Action, Filters, LzmaOptions, Status, Stream};
 
 use super::atomic::AtomicFile;
-use super::image::mapped_ranges;
 use crate::progress::Reporter;
 
 /// xz's default preset (its match finder and nice length), with the dictionary cut to the
@@ -63,12 +62,7 @@ pub fn compress_xz_cached(
     block_cache: Option<&Path>,
     rep: &dyn Reporter,
 ) -> Result<()> {
-    let file = File::open(input).with_context(|| format!("opening {}", input.display()))?;
-    let len = file
-        .metadata()
-        .with_context(|| format!("reading {}", input.display()))?
-        .len();
-    let data = mapped_ranges(&file).with_context(|| format!("mapping {}", input.display()))?;
+    let super::image::SparseFile { file, len, data } = super::image::SparseFile::open(input)?;
     let name = input
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -90,12 +90,7 @@ pub fn read_dir_tree(top: &Path) -> Result<Tree> {
 }
 
 fn walk(top: &Path, dir: &Path, tree: &mut Tree) -> Result<()> {
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .collect::<std::io::Result<_>>()
-        .with_context(|| format!("reading {}", dir.display()))?;
-    entries.sort_by_key(|e| e.file_name());
-    for e in entries {
+    for e in crate::host_dir::read_dir_sorted(dir)? {
         let path = e.path();
         let rel = path.strip_prefix(top).expect("below top").to_string_lossy();
         let meta = std::fs::symlink_metadata(&path)

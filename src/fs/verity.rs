@@ -167,7 +167,7 @@ pub fn write_tree<F: Read + Write + Seek>(
     let info = VerityInfo {
         root_hash: hex::encode(root),
         salt: hex::encode(salt),
-        uuid: format_uuid(&uuid),
+        uuid: crate::disk::layout::format_guid(&uuid),
         hash_algorithm: "sha256".into(),
         data_block_size: BLOCK_SIZE,
         hash_block_size: BLOCK_SIZE,
@@ -186,18 +186,6 @@ pub fn write_tree<F: Read + Write + Seek>(
 pub fn tree_size(data_size: u64) -> u64 {
     let blocks = data_size.div_ceil(u64::from(BLOCK_SIZE));
     (1 + level_sizes(blocks).iter().sum::<u64>()) * u64::from(BLOCK_SIZE)
-}
-
-fn format_uuid(u: &[u8; 16]) -> String {
-    let h = hex::encode(u);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
 }
 
 #[cfg(test)]

@@ -61,8 +61,20 @@ impl Archive {
     ) -> Result<Archive> {
         let (signed_by, indexes) =
             Archive::fetch_indexes(cache, mirror, suite, arch, components, rep)?;
+        Archive::from_indexes(mirror, suite, arch, signed_by, &indexes, rep)
+    }
+
+    /// The archive the verified `indexes` list (read as streams), signed by `signed_by`.
+    pub fn from_indexes(
+        mirror: &str,
+        suite: &str,
+        arch: &str,
+        signed_by: Vec<String>,
+        indexes: &[IndexFile],
+        rep: &dyn Reporter,
+    ) -> Result<Archive> {
         let mut all = Vec::new();
-        for index in &indexes {
+        for index in indexes {
             all.extend(index.parse(rep)?);
         }
         let mut archive = Archive::from_packages(mirror, suite, arch, all);
