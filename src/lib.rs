@@ -1,44 +1,52 @@
 //! edgeimg: builds bootable, immutable OS images for edge Kubernetes (k0s) nodes, without root.
 //!
-//! The modules follow the data of a build: `profile` reads boards and roles and `node` the
-//! node config; `plan` resolves them into one hashed plan; `source` fetches and verifies every
-//! input; `tree` holds file trees in memory; `rootfs` assembles the trees from packages,
-//! `overlay` and `postinst`; `kmod` picks kernel modules; `fs` encodes the trees; `disk` lays
-//! them out into an image; `build` runs the whole sequence; `qemu` and `smoke` boot the result;
-//! `cli` is the only place that prints.
-pub mod artifact;
-pub mod artifact_closure;
-pub mod artifact_root;
+//! The modules are listed in the order the data flows through a build; a module may use only
+//! those above it (`tests/layering.rs` keeps it so; `src/layering.rs` holds the table):
+//!
+//! - `util`, `progress`: small helpers every stage uses (digests, atomic files, the
+//!   [`progress::Reporter`] through which work reports without printing).
+//! - `tree`: file trees in memory (ownership, modes and device nodes live here, never on the
+//!   host), and the scratch folder large files spill to.
+//! - `node`: the node config (hostname, role, token, network, ...) and the device contract,
+//!   the agreement between this build and the scripts that run on the device.
+//! - `profile`: boards, the OS profile and roles (`boards/*.toml`, `profiles/*.toml`).
+//! - `plan`: everything above resolved into one hashed, printable plan.
+//! - `source`: downloads and verification (Debian's signed chain, k0s).
+//! - `kmod`: the kernel modules a tree needs, with their dependency files.
+//! - `rootfs`: the root, initramfs and common trees from packages, overlays and what
+//!   maintainer scripts would have done.
+//! - `fs`: encoders from a tree (squashfs, cpio, FAT, dm-verity).
+//! - `disk`: partition tables, sparse images, xz, bmap, checksums.
+//! - `boot`: one module per boot method (UEFI, Raspberry Pi firmware, network boot).
+//! - `cache`: artifacts reused across builds (package closure, root and initramfs).
+//! - `manifest`: the typed manifest every output folder carries, the SBOM, the Imager list.
+//! - `build`: the build as numbered steps.
+//! - `image`: personalizing and inspecting finished images and cards.
+//! - `flash`: writing cards safely.
+//! - `qemu`: booting images in QEMU and judging the console.
+//! - `serve`: a small read-only HTTP server for network boot.
+//! - `cli`, `commands`: the command line (clap types only) and one handler per command, the
+//!   only place that prints or prompts.
+pub mod boot;
 pub mod build;
+pub mod cache;
 pub mod cli;
-pub mod configure;
-pub mod digest;
+pub mod commands;
 pub mod disk;
-pub mod elf_deps;
 pub mod flash;
 pub mod fs;
-pub mod host_dir;
-pub mod inspect;
-pub mod inventory;
+pub mod image;
 pub mod kmod;
-pub mod memstat;
+#[cfg(test)]
+mod layering;
+pub mod manifest;
 pub mod node;
-pub mod overlay;
-pub mod overlay_guard;
 pub mod plan;
-pub mod postinst;
 pub mod profile;
-pub mod profile_check;
 pub mod progress;
-pub mod pxe;
 pub mod qemu;
-pub mod repro;
 pub mod rootfs;
-pub mod rpi;
-pub mod sbom;
 pub mod serve;
-pub mod smoke;
 pub mod source;
-pub mod spill;
 pub mod tree;
-pub mod verity_root;
+pub mod util;

@@ -568,7 +568,7 @@ fn image_path_of(out: &Path) -> PathBuf {
 /// A copy of the shared cache (hard links) whose cached root artifacts all have one byte of
 /// their squashfs flipped (in a new file: the shared cache is left alone). Returns how many.
 fn cache_with_damaged_root_artifacts(to: &Path) -> usize {
-    edgeimg::repro::link_tree(&cache_dir(), to).unwrap();
+    edgeimg::build::repro::link_tree(&cache_dir(), to).unwrap();
     let mut n = 0;
     let root = to.join("artifacts/root");
     for e in std::fs::read_dir(&root).into_iter().flatten() {

@@ -98,7 +98,7 @@ fn warm_shared_cache() {
 fn damaged_cache(dir: &Path, pick: impl Fn(&[u8], u64) -> bool) -> (PathBuf, usize) {
     warm_shared_cache();
     let copy = dir.join("cache");
-    edgeimg::repro::link_tree(&cache_dir(), &copy).unwrap();
+    edgeimg::build::repro::link_tree(&cache_dir(), &copy).unwrap();
     let mut n = 0;
     for e in std::fs::read_dir(copy.join("sha256")).unwrap() {
         let p = e.unwrap().path();

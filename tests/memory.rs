@@ -13,10 +13,10 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use common::*;
-use edgeimg::memstat::{peak_rss_kib, rss_kib};
 use edgeimg::source::debian::unpack_deb_spilling;
-use edgeimg::spill::Spill;
+use edgeimg::tree::spill::Spill;
 use edgeimg::tree::{Tree, TreePath};
+use edgeimg::util::memstat::{peak_rss_kib, rss_kib};
 
 const MIB: u64 = 1024 * 1024;
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 
 use super::atomic::AtomicFile;
 
-pub use crate::digest::sha256_file;
+pub use crate::util::digest::sha256_file;
 
 /// Writes `<dir>/SHA256SUMS` with one `<hex>  <name>` line for each of `files` (names relative
 /// to `dir`, in the order given), atomically.

@@ -73,7 +73,7 @@ mod tests {
         f.write_all_at(&vec![7u8; 3 << 20], (2 << 20) + 5).unwrap();
         f.write_all_at(b"tail", (9 << 20) - 4).unwrap();
         drop(f);
-        let want = crate::digest::sha256_file(&p).unwrap();
+        let want = crate::util::digest::sha256_file(&p).unwrap();
         assert_eq!(sha256_sparse(&p).unwrap(), want);
         assert_eq!(join(spawn_sha256_sparse(&p)).unwrap(), want);
         // All holes, and empty.
@@ -81,13 +81,13 @@ mod tests {
         File::create(&q).unwrap().set_len(5 << 20).unwrap();
         assert_eq!(
             sha256_sparse(&q).unwrap(),
-            crate::digest::sha256_file(&q).unwrap()
+            crate::util::digest::sha256_file(&q).unwrap()
         );
         let e = dir.path().join("e.img");
         File::create(&e).unwrap();
         assert_eq!(
             sha256_sparse(&e).unwrap(),
-            crate::digest::sha256_file(&e).unwrap()
+            crate::util::digest::sha256_file(&e).unwrap()
         );
         assert!(sha256_sparse(&dir.path().join("none")).is_err());
     }

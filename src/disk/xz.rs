@@ -51,7 +51,7 @@ pub fn compress_xz(input: &Path, output: &Path, threads: u32, rep: &dyn Reporter
 }
 
 /// [`compress_xz`], reusing encoded blocks from `block_cache` (a directory, see
-/// [`crate::artifact::BlockCache`]): a block whose bytes were encoded before is read back
+/// [`crate::cache::BlockCache`]): a block whose bytes were encoded before is read back
 /// (and checked) instead of compressed again, so an unchanged region of an image (the root
 /// squashfs, the kernel) costs a sha256, not an LZMA pass. The output is the same bytes
 /// with or without the cache.
@@ -68,7 +68,7 @@ pub fn compress_xz_cached(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut task = rep.task(&format!("compressing {name}"), len);
-    let cache = block_cache.map(crate::artifact::BlockCache::new);
+    let cache = block_cache.map(crate::cache::BlockCache::new);
 
     let mut out = AtomicFile::create(output)?;
     let mut index: Vec<(u64, u64)> = Vec::new();
@@ -125,7 +125,7 @@ fn encode_window(
     window: &[(u64, u64)],
     data: &[(u64, u64)],
     zero_blocks: &mut HashMap<u64, Block>,
-    cache: Option<&crate::artifact::BlockCache>,
+    cache: Option<&crate::cache::BlockCache>,
     threads: u32,
 ) -> Result<Vec<Block>> {
     for &(start, len) in window {
@@ -189,7 +189,7 @@ fn encode_window(
 
 /// One block, from the cache when these exact bytes were encoded before (the cached copy is
 /// checked); otherwise encoded and stored for next time.
-fn encode_block_cached(input: &[u8], cache: Option<&crate::artifact::BlockCache>) -> Result<Block> {
+fn encode_block_cached(input: &[u8], cache: Option<&crate::cache::BlockCache>) -> Result<Block> {
     let Some(cache) = cache else {
         return encode_block(input);
     };

@@ -16,7 +16,7 @@ use clap::Args;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::configure::{ConfigureReport, NodeArgs, NodeSet};
+use crate::image::personalize::{ConfigureReport, NodeArgs, NodeSet};
 use crate::progress::Reporter;
 use device::BlockDevice;
 use source::{Bmap, ImageSource};
@@ -260,7 +260,7 @@ pub fn flash(
     let bmap = bmap_path.map(source::read_bmap).transpose()?;
     if let Some(set) = node {
         // Render once up front: a bad token file fails here, before the device is written.
-        crate::configure::render_set(set)?;
+        crate::image::personalize::render_set(set)?;
     }
     let mut src = ImageSource::open(image)?;
     if let (Some(m), Some(s)) = (&bmap, src.size) {
@@ -325,7 +325,7 @@ pub fn flash(
     let configured = match node {
         Some(set) => {
             rep.step(&format!("personalizing {what}"));
-            Some(crate::configure::configure(&path, set)?)
+            Some(crate::image::personalize::configure(&path, set)?)
         }
         None => None,
     };
@@ -430,7 +430,7 @@ pub fn flash_cmd(json: bool, quiet: bool, a: &FlashArgs, rep: &dyn Reporter) -> 
             }
         );
         if let Some(c) = &report.configured {
-            crate::configure::print_report(false, false, c)?;
+            crate::image::personalize::print_report(false, false, c)?;
         }
     }
     Ok(())

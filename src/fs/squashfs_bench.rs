@@ -90,7 +90,7 @@ pub fn read_dir_tree(top: &Path) -> Result<Tree> {
 }
 
 fn walk(top: &Path, dir: &Path, tree: &mut Tree) -> Result<()> {
-    for e in crate::host_dir::read_dir_sorted(dir)? {
+    for e in crate::util::host_dir::read_dir_sorted(dir)? {
         let path = e.path();
         let rel = path.strip_prefix(top).expect("below top").to_string_lossy();
         let meta = std::fs::symlink_metadata(&path)

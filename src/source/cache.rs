@@ -386,7 +386,7 @@ pub fn normalize_digest(sha256: &str, label: &str) -> Result<String> {
     Ok(d)
 }
 
-pub use crate::digest::sha256_file;
+pub use crate::util::digest::sha256_file;
 
 struct HashingWriter<W> {
     inner: W,

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use thiserror::Error;
 
 use super::control::{parse_stanzas, Stanza};
-use crate::spill::Spill;
+use crate::tree::spill::Spill;
 use crate::tree::{Content, Entry, Kind, Tree, TreePath};
 
 /// Preallocation cap for one member's content, so a lying header cannot make us reserve

@@ -52,13 +52,13 @@ pub fn resolve_packages(
 }
 
 fn path(cache_root: &Path, key: &str) -> PathBuf {
-    crate::artifact::dir(cache_root).join("closure").join(key)
+    crate::cache::dir(cache_root).join("closure").join(key)
 }
 
 fn key(plan: &Plan, indexes: &[IndexFile], wanted: &[String], provided: &[String]) -> String {
     let mut parts: Vec<String> = vec![
         "edgeimg closure key v1".into(),
-        crate::artifact_root::exe_digest_hex(),
+        crate::cache::root::exe_digest_hex(),
         plan.mirror.clone(),
         plan.suite.clone(),
         plan.board.arch.debian().to_string(),
@@ -75,7 +75,7 @@ fn key(plan: &Plan, indexes: &[IndexFile], wanted: &[String], provided: &[String
 fn store(path: &Path, closure: &[Package]) -> Result<()> {
     let json = serde_json::to_string(closure)?;
     let text = format!("{HEADER}{}\n{json}", sha256_hex(json.as_bytes()));
-    Ok(crate::artifact::store(path, &[text.as_bytes()])?)
+    Ok(crate::cache::store(path, &[text.as_bytes()])?)
 }
 
 /// The closure read back from an entry, or `None` when it is missing or damaged.

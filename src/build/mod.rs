@@ -5,6 +5,9 @@
 //! 3. lay out partitions, encode the filesystems straight into a sparse image
 //! 4. publish: image, .img.xz, .bmap, SHA256SUMS, manifest.json (each renamed into place)
 
+pub mod repro;
+pub mod verity;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -34,11 +37,11 @@ pub struct BuildOptions {
     pub cache: Cache,
     pub xz: bool,
     /// Which outputs (`--format`); `xz` above still turns the .img.xz off.
-    pub format: crate::pxe::OutputFormat,
+    pub format: crate::boot::pxe::OutputFormat,
     /// `--base-url` for network boot files (checked by `pxe::check_base_url`).
     pub base_url: String,
     /// Reuse and store results of earlier builds under `<cache>/artifacts` (`--no-artifact-cache`
-    /// turns it off; see `crate::artifact`).
+    /// turns it off; see `crate::cache`).
     pub artifact_cache: bool,
 }
 
@@ -142,14 +145,14 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         plan.suite, plan.mirror
     ));
     // The index of the whole suite is large; only the closure outlives this call.
-    let packages = crate::artifact_closure::resolve_packages(
+    let packages = crate::cache::closure::resolve_packages(
         &opts.cache,
         plan,
         &components,
         opts.artifact_cache,
         rep,
     )?;
-    crate::memstat::release_free_memory();
+    crate::util::memstat::release_free_memory();
     rep.step(&format!("{} packages in the closure", packages.len()));
     let debs = fetch_debs(&opts.cache, &plan.mirror, &packages, rep)?;
     let k0s = fetch_k0s(&opts.cache, &k0s_spec(plan), rep)?;
@@ -157,15 +160,15 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
 
     // 2. Trees, or the cached root artifact of an earlier build with the same inputs.
     let artifact_key = if opts.artifact_cache && opts.format.image() && !opts.format.pxe() {
-        Some(crate::artifact_root::key(plan, false, &debs, &k0s)?)
+        Some(crate::cache::root::key(plan, false, &debs, &k0s)?)
     } else {
         None
     };
     let cached = match &artifact_key {
-        Some(key) => match crate::artifact_root::load(opts.cache.root(), key)? {
-            crate::artifact_root::Lookup::Hit(hit) => Some(*hit),
-            crate::artifact_root::Lookup::Miss => None,
-            crate::artifact_root::Lookup::Damaged(why) => {
+        Some(key) => match crate::cache::root::load(opts.cache.root(), key)? {
+            crate::cache::root::Lookup::Hit(hit) => Some(*hit),
+            crate::cache::root::Lookup::Miss => None,
+            crate::cache::root::Lookup::Damaged(why) => {
                 rep.warn(&format!("cached root artifact {key}: {why}; rebuilding it"));
                 None
             }
@@ -183,7 +186,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         None => {
             let unpacked = rootfs::unpack(plan, &debs, &opts.out_dir, rep)?;
             let root = rootfs::build_root(plan, &unpacked, &k0s, rep)?;
-            let initramfs_plan = crate::pxe::initramfs_plan(plan, opts.format);
+            let initramfs_plan = crate::boot::pxe::initramfs_plan(plan, opts.format);
             let initramfs_tree = rootfs::build_initramfs(&initramfs_plan, &unpacked, &root)?;
             let initrd =
                 write_initramfs(&initramfs_tree, Compression::Zstd, plan.source_date_epoch)?;
@@ -199,7 +202,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     laps.lap("trees");
     if !opts.format.image() {
         let root = root.context("no root tree without the artifact cache")?;
-        return crate::pxe::build_pxe_only(
+        return crate::boot::pxe::build_pxe_only(
             plan, opts, &unpacked, &root, &initrd, &debs, &k0s, started, rep,
         );
     }
@@ -219,12 +222,12 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         (None, Some(root)) => {
             let size = encode_root(plan, &layout, root, &mut image, rep)?;
             if let Some(key) = &artifact_key {
-                let region = crate::artifact_root::RootInImage {
+                let region = crate::cache::root::RootInImage {
                     image: image.file(),
                     offset: layout.offset(PartRole::Root),
                     size,
                 };
-                if let Err(e) = crate::artifact_root::store(
+                if let Err(e) = crate::cache::root::store(
                     opts.cache.root(),
                     key,
                     plan,
@@ -241,7 +244,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     };
     laps.lap("squashfs");
     let verity = if plan.verity {
-        Some(crate::verity_root::add_tree(
+        Some(crate::build::verity::add_tree(
             plan, &layout, root_size, &mut image,
         )?)
     } else {
@@ -249,7 +252,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     };
     let mut cmdline = kernel_cmdline(plan, &layout);
     if let Some(v) = &verity {
-        cmdline = crate::verity_root::cmdline(v, &cmdline);
+        cmdline = crate::build::verity::cmdline(v, &cmdline);
     }
     let mut boot = rootfs::build_boot(plan, &unpacked, &initrd, &cmdline)?;
     // The join token, when given at build time, goes onto the boot partition only: never
@@ -263,7 +266,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     laps.lap("fat");
     // The trees are encoded: their memory goes back before xz takes its own.
     drop((root, boot));
-    crate::memstat::release_free_memory();
+    crate::util::memstat::release_free_memory();
 
     // 4. Publish. The image's digest (mostly holes) is computed beside the xz and bmap work.
     let mut image_digest = Some(crate::disk::sparse_digest::spawn_sha256_sparse(&image_path));
@@ -272,7 +275,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         let xz_path = opts.out_dir.join(format!("{stem}.img.xz"));
         let blocks = opts
             .artifact_cache
-            .then(|| crate::artifact::dir(opts.cache.root()).join("xz"));
+            .then(|| crate::cache::dir(opts.cache.root()).join("xz"));
         crate::disk::xz::compress_xz_cached(
             &image_path,
             &xz_path,
@@ -307,7 +310,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         sha256: crate::disk::checksums::sha256_file(&sbom_path)?,
     });
     outputs.push(sbom_path);
-    let imager = crate::rpi::write_imager(plan, &opts.out_dir, &stem, &output_records)?;
+    let imager = crate::boot::rpi::write_imager(plan, &opts.out_dir, &stem, &output_records)?;
     let hostname = plan.node.hostname.clone().unwrap_or_default();
     let manifest = Manifest {
         edgeimg_version: plan.edgeimg_version.clone(),
@@ -359,15 +362,15 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
         let dir = opts.format.pxe_dir(&opts.out_dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let root_file = dir.join("rootfs.squashfs");
-        crate::pxe::extract_part(
+        crate::boot::pxe::extract_part(
             &image_path,
             layout.offset(PartRole::Root),
             root_size,
             &root_file,
         )?;
         let inputs =
-            crate::pxe::pxe_inputs(plan, opts, &unpacked, &initrd, &root_file, &debs, &k0s)?;
-        outputs.extend(crate::pxe::write(&inputs, &dir, rep)?);
+            crate::boot::pxe::pxe_inputs(plan, opts, &unpacked, &initrd, &root_file, &debs, &k0s)?;
+        outputs.extend(crate::boot::pxe::write(&inputs, &dir, rep)?);
     }
 
     Ok(BuildReport {
@@ -577,7 +580,7 @@ pub(crate) fn input_records(
     v
 }
 
-/// `sbom.spdx.json` beside the image (see `crate::sbom`).
+/// `sbom.spdx.json` beside the image (see `crate::manifest::sbom`).
 fn write_sbom(
     plan: &Plan,
     stem: &str,
@@ -591,7 +594,7 @@ fn write_sbom(
         .find(|o| o.file == image_file)
         .context("the image is missing from the outputs")?;
     let (k0s, debs) = inputs.split_last().context("no inputs recorded")?;
-    let text = crate::sbom::render(&crate::sbom::SbomInput {
+    let text = crate::manifest::sbom::render(&crate::manifest::sbom::SbomInput {
         stem,
         image_file: &image_file,
         image_sha256: &image.sha256,

@@ -11,9 +11,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
 
-use crate::configure::{boot_partition, list_files, NODES_DIR, NODE_DIR};
 use crate::disk::read::FoundTable;
 use crate::fs::fat::FatVolume;
+use crate::image::personalize::{boot_partition, list_files, NODES_DIR, NODE_DIR};
 
 /// `edgeimg inspect`.
 #[derive(Args, Debug)]

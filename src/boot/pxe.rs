@@ -369,7 +369,7 @@ pub(crate) fn build_pxe_only(
     tmp.persist(&root_file)
         .with_context(|| format!("writing {}", root_file.display()))?;
     let inputs = pxe_inputs(plan, opts, unpacked, initrd, &root_file, debs, k0s)?;
-    let outputs = crate::pxe::write(&inputs, &dir, rep)?;
+    let outputs = crate::boot::pxe::write(&inputs, &dir, rep)?;
     let token_included = inputs.node_files.iter().any(|(p, _)| p.ends_with("/token"));
     drop(inputs);
     Ok(crate::build::BuildReport {
@@ -394,12 +394,12 @@ pub(crate) fn pxe_inputs<'a>(
     root_file: &'a Path,
     debs: &[crate::source::debian::FetchedDeb],
     k0s: &crate::source::k0s::K0sBinary,
-) -> Result<crate::pxe::PxeInputs<'a>> {
+) -> Result<crate::boot::pxe::PxeInputs<'a>> {
     let kernel = unpacked
         .kernel
         .read(&format!("boot/vmlinuz-{}", unpacked.kver))
         .with_context(|| format!("the kernel package has no boot/vmlinuz-{}", unpacked.kver))?;
-    Ok(crate::pxe::PxeInputs {
+    Ok(crate::boot::pxe::PxeInputs {
         plan,
         kver: &unpacked.kver,
         kernel,

@@ -112,7 +112,7 @@ pub fn compare_outputs(a: &Path, b: &Path, names: &[String]) -> Result<Vec<Diffe
 /// allows, plain copies elsewhere. Symlinks are copied as links.
 pub fn link_tree(src: &Path, dst: &Path) -> Result<()> {
     std::fs::create_dir(dst).with_context(|| format!("creating {}", dst.display()))?;
-    for e in crate::host_dir::read_dir_sorted(src)? {
+    for e in crate::util::host_dir::read_dir_sorted(src)? {
         let from = e.path();
         let to = dst.join(e.file_name());
         let ft = e.file_type()?;

@@ -1,18 +1,23 @@
 //! Assembles the three trees of an image from verified inputs: the root filesystem, the
 //! initramfs and the boot partition. Nothing here touches the network or the disk layout.
 
+pub mod elf_deps;
+pub mod overlay;
+pub mod overlay_guard;
+pub mod postinst;
+
 use std::collections::BTreeSet;
 
 use anyhow::{bail, Context, Result};
 
 use crate::kmod::ModuleIndex;
 use crate::plan::Plan;
-use crate::postinst::{self, SystemUser};
 use crate::profile::BootSpec;
 use crate::progress::Reporter;
 use crate::source::debian::{unpack_deb_spilling, FetchedDeb};
 use crate::source::k0s::K0sBinary;
 use crate::tree::{Content, Entry, Tree, TreePath};
+use postinst::SystemUser;
 
 /// Where k0s lives on the device.
 pub const K0S_PATH: &str = "usr/local/bin/k0s";
@@ -25,21 +30,21 @@ pub struct Unpacked {
     pub kernel: Tree,
     pub kver: String,
     pub modules: ModuleIndex,
-    /// Where the large files of `root` and `kernel` are (`crate::spill`); removed on drop.
+    /// Where the large files of `root` and `kernel` are (`crate::tree::spill`); removed on drop.
     /// None when the trees came whole from the artifact cache.
-    pub spill: Option<crate::spill::Spill>,
+    pub spill: Option<crate::tree::spill::Spill>,
 }
 
 /// Unpacks every package: kernel packages (`linux-image-*`) into their own tree, so that only
 /// the modules a node needs reach the root; everything else into the root, minus docs.
-/// Large files go to a scratch directory in `scratch` (see `crate::spill`), not memory.
+/// Large files go to a scratch directory in `scratch` (see `crate::tree::spill`), not memory.
 pub fn unpack(
     plan: &Plan,
     debs: &[FetchedDeb],
     scratch: &std::path::Path,
     rep: &dyn Reporter,
 ) -> Result<Unpacked> {
-    let spill = crate::spill::Spill::new_in(scratch)?;
+    let spill = crate::tree::spill::Spill::new_in(scratch)?;
     let mut root = Tree::new();
     postinst::merged_usr(&mut root, plan.board.arch.debian() == "amd64");
     let mut kernel = Tree::new();
@@ -132,8 +137,8 @@ pub fn build_root(plan: &Plan, u: &Unpacked, k0s: &K0sBinary, rep: &dyn Reporter
     )?;
 
     let ctx = template_context(plan, &u.kver);
-    let overlay = crate::overlay::load(&plan.data.join("overlays/rootfs"), &ctx)?;
-    crate::overlay_guard::check(
+    let overlay = crate::rootfs::overlay::load(&plan.data.join("overlays/rootfs"), &ctx)?;
+    crate::rootfs::overlay_guard::check(
         &root,
         &overlay,
         &plan.data.join("overlays/rootfs"),
@@ -172,7 +177,7 @@ pub fn build_initramfs(plan: &Plan, u: &Unpacked, root: &Tree) -> Result<Tree> {
     t.add_file("bin/busybox", busybox.to_vec(), 0o755)?;
     if plan.verity {
         for program in &plan.base.verity.programs {
-            crate::elf_deps::copy_program(root, &mut t, program).with_context(|| {
+            crate::rootfs::elf_deps::copy_program(root, &mut t, program).with_context(|| {
                 format!(
                     "profiles/base.toml: [verity] programs: copying {program} into the initramfs"
                 )
@@ -192,7 +197,7 @@ pub fn build_initramfs(plan: &Plan, u: &Unpacked, root: &Tree) -> Result<Tree> {
         t.add_dir(d, 0o755)?;
     }
     let ctx = template_context(plan, &u.kver);
-    let overlay = crate::overlay::load(&plan.data.join("overlays/initramfs"), &ctx)?;
+    let overlay = crate::rootfs::overlay::load(&plan.data.join("overlays/initramfs"), &ctx)?;
     t.overlay(&overlay)?;
     if t.get("init").is_none_or(|e| e.mode & 0o111 == 0) {
         bail!("overlays/initramfs/init is missing or not executable");
@@ -232,7 +237,7 @@ pub fn build_boot(plan: &Plan, u: &Unpacked, initrd: &[u8], cmdline: &str) -> Re
             t.add_file("loader/entries/edgeimg.conf", entry, 0o644)?;
         }
         BootSpec::Rpi(spec) => {
-            return crate::rpi::boot_tree(plan, u, spec, kernel, initrd, cmdline);
+            return crate::boot::rpi::boot_tree(plan, u, spec, kernel, initrd, cmdline);
         }
     }
     t.add_file("vmlinuz", kernel.to_vec(), 0o644)?;

@@ -138,7 +138,7 @@ impl NodeArgs {
     pub fn resolve(&self, rep: &dyn Reporter) -> Result<NodeSet> {
         if self.all_nodes {
             let inv_path = self.inventory.as_deref().expect("clap: requires inventory");
-            let inv = crate::inventory::Inventory::from_file(inv_path)?;
+            let inv = crate::node::inventory::Inventory::from_file(inv_path)?;
             let mut per_mac = Vec::new();
             for name in inv.names() {
                 let (mut cfg, mac) = inv.node(&name)?;
@@ -171,7 +171,7 @@ impl NodeArgs {
     fn single(&self, rep: &dyn Reporter) -> Result<NodeConfig> {
         let mut cfg = match (&self.inventory, &self.node_name, &self.node) {
             (Some(inv), Some(name), _) => {
-                let inv = crate::inventory::Inventory::from_file(inv)?;
+                let inv = crate::node::inventory::Inventory::from_file(inv)?;
                 inv.node(name)?.0
             }
             (Some(inv), None, _) if !self.all_nodes => bail!(
@@ -321,7 +321,10 @@ pub fn render_set(set: &NodeSet) -> Result<Vec<(String, Vec<u8>)>> {
                 .strip_prefix(&format!("{NODE_DIR}/"))
                 .expect("rendered under edgeimg/");
             files.push((
-                format!("{NODES_DIR}/{}/{rest}", crate::inventory::mac_dir(mac)),
+                format!(
+                    "{NODES_DIR}/{}/{rest}",
+                    crate::node::inventory::mac_dir(mac)
+                ),
                 c,
             ));
         }

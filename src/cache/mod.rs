@@ -6,7 +6,10 @@
 //! - `xz/`: encoded `.xz` blocks, keyed by the sha256 of the block's input bytes
 //!   ([`BlockCache`]), so an unchanged region of an image is not compressed twice.
 //! - `root/`: the root squashfs, the initramfs and the few kernel/boot files the boot
-//!   partition needs ([`crate::artifact_root`]), keyed by a digest of the inputs.
+//!   partition needs ([`crate::cache::root`]), keyed by a digest of the inputs.
+
+pub mod closure;
+pub mod root;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -29,7 +29,7 @@ fn walk(
     env: &minijinja::Environment,
     ctx: &minijinja::Value,
 ) -> Result<()> {
-    for e in crate::host_dir::read_dir_sorted(dir)? {
+    for e in crate::util::host_dir::read_dir_sorted(dir)? {
         let path = e.path();
         let rel = path
             .strip_prefix(top)

@@ -2,6 +2,8 @@
 //! `profiles/*.toml`. A board is data: no code branches on a board's name, so adding a board
 //! is adding a TOML file.
 
+pub mod check;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -66,7 +68,7 @@ pub enum BootSpec {
         efi_path: String,
     },
     /// The Raspberry Pi's own firmware (no U-Boot) reading `config.txt` from the FAT.
-    Rpi(crate::rpi::RpiBoot),
+    Rpi(crate::boot::rpi::RpiBoot),
 }
 
 /// Partition sizes of the image.
@@ -299,7 +301,7 @@ impl DataDir {
     pub fn base(&self) -> Result<BaseProfile> {
         let path = self.profiles_dir().join("base.toml");
         let base: BaseProfile = read_toml(&path)?;
-        crate::profile_check::base(&base, &path)?;
+        crate::profile::check::base(&base, &path)?;
         Ok(base)
     }
 
@@ -316,7 +318,7 @@ impl DataDir {
                 profile.role
             );
         }
-        crate::profile_check::role(&profile, &path)?;
+        crate::profile::check::role(&profile, &path)?;
         Ok(profile)
     }
 }
@@ -342,7 +344,7 @@ fn load_board(path: &Path) -> Result<Board> {
         );
     }
     board.file = path.to_path_buf();
-    crate::profile_check::board(&board)?;
+    crate::profile::check::board(&board)?;
     Ok(board)
 }
 

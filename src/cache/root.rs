@@ -75,7 +75,7 @@ pub enum Lookup {
 }
 
 fn entry_dir(cache_root: &Path, key: &str) -> PathBuf {
-    crate::artifact::dir(cache_root).join("root").join(key)
+    crate::cache::dir(cache_root).join("root").join(key)
 }
 
 /// The key of the root artifact of `plan` built from `debs` and `k0s`. `pxe` is whether the
@@ -121,7 +121,7 @@ fn exe_digest() -> Result<[u8; 32]> {
         return Ok(*d);
     }
     let exe = std::env::current_exe().context("locating the edgeimg executable")?;
-    let hex = crate::digest::sha256_file(&exe)?;
+    let hex = crate::util::digest::sha256_file(&exe)?;
     let mut d = [0u8; 32];
     hex::decode_to_slice(hex, &mut d).context("hashing the edgeimg executable")?;
     Ok(*DIGEST.get_or_init(|| d))
@@ -153,13 +153,16 @@ fn hash_dir(h: &mut Sha256, dir: &Path) -> Result<()> {
         } else if md.is_dir() {
             h.update(b"d");
             // Popped last-first: push in reverse order to visit in path order.
-            for e in crate::host_dir::read_dir_sorted(&full)?.into_iter().rev() {
+            for e in crate::util::host_dir::read_dir_sorted(&full)?
+                .into_iter()
+                .rev()
+            {
                 stack.push(rel.join(e.file_name()));
             }
         } else {
             h.update(b"f");
             h.update(md.size().to_le_bytes());
-            crate::digest::update_with_file(h, &full)?;
+            crate::util::digest::update_with_file(h, &full)?;
         }
     }
     Ok(())
@@ -181,7 +184,7 @@ pub fn load(cache_root: &Path, key: &str) -> Result<Lookup> {
         return Ok(Lookup::Damaged(format!("{META} names another key")));
     }
     let squashfs = dir.join(SQUASHFS);
-    match crate::digest::sha256_file(&squashfs) {
+    match crate::util::digest::sha256_file(&squashfs) {
         Ok(d) if d == meta.squashfs_sha256 => {}
         _ => {
             return Ok(Lookup::Damaged(format!(
@@ -282,7 +285,7 @@ pub fn store(
         offset,
         size: root_size,
     } = root;
-    let parent = crate::artifact::dir(cache_root).join("root");
+    let parent = crate::cache::dir(cache_root).join("root");
     std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
     let tmp = tempfile::Builder::new()
         .prefix(".tmp-")

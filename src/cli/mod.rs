@@ -44,9 +44,9 @@ pub enum Command {
     /// Boot an image in QEMU with its serial console attached to this terminal.
     Run(RunArgs),
     /// Rewrite the node config on the boot partition of an image or device, in place.
-    Configure(Box<crate::configure::ConfigureArgs>),
+    Configure(Box<crate::image::personalize::ConfigureArgs>),
     /// Show the partitions, boot files, node config and manifest of an image or device.
-    Inspect(crate::inspect::InspectArgs),
+    Inspect(crate::image::inspect::InspectArgs),
     /// Write an image (.img or .img.xz) to a device, verify it, then personalize it.
     Flash(Box<crate::flash::FlashArgs>),
     /// Serve a folder (the output of `build --format pxe`) read-only over plain HTTP.
@@ -119,8 +119,8 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_xz: bool,
     /// What to write: raw (image), xz (image + .img.xz), pxe (network boot files), all.
-    #[arg(long, value_enum, default_value_t = crate::pxe::OutputFormat::Xz)]
-    pub format: crate::pxe::OutputFormat,
+    #[arg(long, value_enum, default_value_t = crate::boot::pxe::OutputFormat::Xz)]
+    pub format: crate::boot::pxe::OutputFormat,
     /// URL the network boot files will be served from (names them in boot.ipxe); default
     /// http://10.0.2.100:8080, the guestfwd address QEMU tests use.
     #[arg(long, value_name = "URL")]
@@ -209,10 +209,12 @@ fn run(cli: &Cli, rep: &dyn Reporter) -> Result<()> {
     match &cli.command {
         Command::Boards => boards(cli, &data),
         Command::Build(args) => build_cmd(cli, &data, args, rep),
-        Command::Smoke(args) => crate::smoke::smoke_cmd(cli.json, &data, args, rep),
-        Command::Run(args) => crate::smoke::run_cmd(&data, args),
-        Command::Configure(a) => crate::configure::configure_cmd(cli.json, cli.quiet, a, rep),
-        Command::Inspect(a) => crate::inspect::inspect_cmd(cli.json, a),
+        Command::Smoke(args) => crate::commands::smoke::smoke_cmd(cli.json, &data, args, rep),
+        Command::Run(args) => crate::commands::smoke::run_cmd(&data, args),
+        Command::Configure(a) => {
+            crate::image::personalize::configure_cmd(cli.json, cli.quiet, a, rep)
+        }
+        Command::Inspect(a) => crate::image::inspect::inspect_cmd(cli.json, a),
         Command::Flash(a) => crate::flash::flash_cmd(cli.json, cli.quiet, a, rep),
         Command::Serve(args) => serve_cmd(cli, args),
         Command::EncodeSquashfs(_) => unreachable!("handled above"),
@@ -285,7 +287,7 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         hostname: args.hostname.clone(),
         role: None,
         token_file: args.token_file.clone(),
-        ssh_keys: crate::configure::read_ssh_keys(&args.ssh_key)?,
+        ssh_keys: crate::image::personalize::read_ssh_keys(&args.ssh_key)?,
         ..Default::default()
     };
     node.apply(&overrides);
@@ -326,16 +328,18 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
         xz: !args.no_xz,
         artifact_cache: !args.no_artifact_cache,
         format: args.format,
-        base_url: crate::pxe::check_base_url(args.base_url.as_deref().unwrap_or_else(|| {
-            if args.format.pxe() && !cli.quiet {
-                eprintln!(
+        base_url: crate::boot::pxe::check_base_url(args.base_url.as_deref().unwrap_or_else(
+            || {
+                if args.format.pxe() && !cli.quiet {
+                    eprintln!(
                     "warning: no --base-url: boot.ipxe names {}, the address QEMU tests forward; \
                      give the URL your nodes will fetch the files from",
-                    crate::pxe::DEFAULT_BASE_URL
+                    crate::boot::pxe::DEFAULT_BASE_URL
                 );
-            }
-            crate::pxe::DEFAULT_BASE_URL
-        }))?,
+                }
+                crate::boot::pxe::DEFAULT_BASE_URL
+            },
+        ))?,
     };
     let report = build(&plan, &opts, rep)?;
     if args.check_reproducible {
@@ -372,7 +376,7 @@ fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) ->
     Ok(())
 }
 
-/// `build --check-reproducible`: the second build and the comparison (see `crate::repro`).
+/// `build --check-reproducible`: the second build and the comparison (see `crate::build::repro`).
 fn check_reproducible(
     cli: &Cli,
     report: &crate::build::BuildReport,
@@ -381,7 +385,7 @@ fn check_reproducible(
     rep: &dyn Reporter,
 ) -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (n, diffs) = crate::repro::check(&args, &report.outputs, out, cache_dir, rep)?;
+    let (n, diffs) = crate::build::repro::check(&args, &report.outputs, out, cache_dir, rep)?;
     if diffs.is_empty() {
         if !cli.quiet && !cli.json {
             println!("reproducible: {n} outputs identical in both builds");

@@ -5,6 +5,8 @@
 //! never leave the tree: `..` stops at the top and symlinks met on the way are resolved inside
 //! the tree, the way the kernel resolves them inside a chroot.
 
+pub mod spill;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;

@@ -1,0 +1,2 @@
+//! One handler per command: the only place that prints or prompts.
+pub mod smoke;

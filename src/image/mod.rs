@@ -1,0 +1,4 @@
+//! Finished images and cards: personalizing them in place (`configure`) and reading what is
+//! on them (`inspect`), without mounting anything.
+pub mod inspect;
+pub mod personalize;

@@ -1,0 +1,2 @@
+//! What an output folder says about itself.
+pub mod sbom;

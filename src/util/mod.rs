@@ -1,0 +1,5 @@
+//! Small helpers that every stage uses and that know nothing of images: digests, files that
+//! appear whole or not at all, sorted host directory listings, memory statistics.
+pub mod digest;
+pub mod host_dir;
+pub mod memstat;
