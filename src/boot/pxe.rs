@@ -15,9 +15,9 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::build::InputRecord;
-use crate::disk::atomic::AtomicFile;
 use crate::plan::Plan;
 use crate::progress::Reporter;
+use crate::util::atomic::AtomicFile;
 
 /// What `edgeimg build` writes (`--format`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize, Default)]

@@ -65,7 +65,7 @@ pub fn write_imager(
     let url_base = std::env::var("EDGEIMG_IMAGER_URL_BASE").unwrap_or_default();
     let json = imager_json(plan, spec, image, download, &url_base);
     let path = out_dir.join(imager_file_name(stem));
-    crate::build::write_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;
+    crate::util::atomic::write_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;
     Ok(Some(path))
 }
 

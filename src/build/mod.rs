@@ -28,6 +28,7 @@ use crate::source::cache::Cache;
 use crate::source::debian::fetch_debs;
 use crate::source::k0s::{fetch_k0s, K0sArch, K0sBinary, K0sSource, K0sSpec};
 use crate::tree::Tree;
+use crate::util::atomic::write_atomic;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -620,16 +621,4 @@ fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default()
-}
-
-/// Writes `data` to a temporary name beside `path`, then renames it into place.
-pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)
-        .with_context(|| format!("creating a file in {}", dir.display()))?;
-    std::io::Write::write_all(&mut tmp, data)
-        .with_context(|| format!("writing {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(())
 }

@@ -75,7 +75,7 @@ fn key(plan: &Plan, indexes: &[IndexFile], wanted: &[String], provided: &[String
 fn store(path: &Path, closure: &[Package]) -> Result<()> {
     let json = serde_json::to_string(closure)?;
     let text = format!("{HEADER}{}\n{json}", sha256_hex(json.as_bytes()));
-    Ok(crate::cache::store(path, &[text.as_bytes()])?)
+    Ok(crate::util::atomic::store(path, &[text.as_bytes()])?)
 }
 
 /// The closure read back from an entry, or `None` when it is missing or damaged.

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::atomic::AtomicFile;
+use crate::util::atomic::AtomicFile;
 
 pub const BLOCK_SIZE: u64 = 4096;
 /// The placeholder the file checksum is computed over, as bmaptool verifies it.
@@ -142,7 +142,7 @@ fn range_sha256(file: &File, image_size: u64, first: u64, last: u64) -> std::io:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::test_tools::{require_tool, run_tool, run_tool_status};
+    use crate::util::test_tools::{require_tool, run_tool, run_tool_status};
 
     #[test]
     fn block_ranges_round_and_merge() {

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::atomic::AtomicFile;
+use crate::util::atomic::AtomicFile;
 
 pub use crate::util::digest::sha256_file;
 
@@ -42,7 +42,7 @@ pub fn write_sha256sums_of(dir: &Path, digests: &[(String, String)]) -> Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::test_tools::require_tool;
+    use crate::util::test_tools::require_tool;
 
     #[test]
     fn sha256sum_accepts_the_file() {

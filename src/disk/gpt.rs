@@ -134,7 +134,7 @@ mod tests {
     use super::*;
     use crate::disk::layout::tests::specs;
     use crate::disk::layout::PartRole;
-    use crate::disk::test_tools::{require_tool, run_tool};
+    use crate::util::test_tools::{require_tool, run_tool};
 
     fn image(seed: &[u8]) -> (tempfile::TempDir, std::path::PathBuf, PartitionPlan) {
         let plan = PartitionPlan::new(TableKind::Gpt, &specs(TableKind::Gpt), seed).unwrap();

@@ -2,8 +2,8 @@
 //! writing each partition at its offset, then fsynced and renamed into place. A build that
 //! fails (or panics) drops the writer and leaves nothing under the final name.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -21,19 +21,9 @@ impl ImageWriter {
     /// Creates `<out_dir>/.<name>.tmp-<pid>` of `size` bytes, all holes. Keeping the temporary
     /// file in the output directory makes the final rename atomic (same filesystem).
     pub fn create(out_dir: &Path, name: &str, size: u64) -> Result<ImageWriter> {
-        let temp_path = out_dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temp_path)
-            .with_context(|| {
-                format!(
-                    "creating {} (is the output directory writable?)",
-                    temp_path.display()
-                )
-            })?;
+        let temp_path = crate::util::atomic::temp_path_for(&out_dir.join(name))?;
+        let file = crate::util::atomic::create_file(&temp_path)
+            .context("is the output directory writable?")?;
         let writer = ImageWriter {
             file,
             temp_path,
@@ -99,18 +89,8 @@ impl ImageWriter {
                 self.size
             );
         }
-        self.file
-            .sync_all()
-            .with_context(|| format!("syncing {}", self.temp_path.display()))?;
-        std::fs::rename(&self.temp_path, final_path).with_context(|| {
-            format!(
-                "renaming {} to {}",
-                self.temp_path.display(),
-                final_path.display()
-            )
-        })?;
+        crate::util::atomic::publish(&self.file, &self.temp_path, final_path)?;
         self.committed = true;
-        sync_parent(final_path);
         Ok(())
     }
 }
@@ -121,112 +101,6 @@ impl Drop for ImageWriter {
             // Best effort: the error that got us here matters more than a failed cleanup.
             let _ = std::fs::remove_file(&self.temp_path);
         }
-    }
-}
-
-/// Fsyncs the directory holding `path` so the rename survives a power cut. Best effort: some
-/// filesystems refuse fsync on directories and the data itself is already synced.
-pub(crate) fn sync_parent(path: &Path) {
-    if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            dir
-        };
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-}
-
-/// A window of a larger file: position 0 is `offset` in the inner writer. Lets an encoder
-/// write a filesystem straight into its partition. A bounded window (`bounded`) also refuses
-/// to write at or past `limit` bytes, turning an overflow into an error instead of a
-/// corrupted next partition.
-pub struct OffsetWriter<W> {
-    inner: W,
-    offset: u64,
-    limit: u64,
-    pos: u64,
-}
-
-impl<W: Seek> OffsetWriter<W> {
-    /// Positions `inner` at `offset`; the window has no end of its own.
-    pub fn new(inner: W, offset: u64) -> io::Result<Self> {
-        Self::bounded(inner, offset, u64::MAX - offset)
-    }
-
-    /// Positions `inner` at `offset`; the window is `limit` bytes long (the partition size).
-    pub fn bounded(mut inner: W, offset: u64, limit: u64) -> io::Result<Self> {
-        inner.seek(SeekFrom::Start(offset))?;
-        Ok(OffsetWriter {
-            inner,
-            offset,
-            limit,
-            pos: 0,
-        })
-    }
-
-    pub fn into_inner(self) -> W {
-        self.inner
-    }
-
-    /// The window's length (`u64::MAX - offset` when unbounded).
-    pub fn limit(&self) -> u64 {
-        self.limit
-    }
-}
-
-impl<W: Write> Write for OffsetWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let room = self.limit.saturating_sub(self.pos);
-        if room == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::StorageFull,
-                format!("the partition is full: it holds {} bytes", self.limit),
-            ));
-        }
-        let n = (buf.len() as u64).min(room) as usize;
-        let written = self.inner.write(&buf[..n])?;
-        self.pos += written as u64;
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
-impl<W: Read> Read for OffsetWriter<W> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let room = self.limit.saturating_sub(self.pos);
-        let n = (buf.len() as u64).min(room) as usize;
-        let got = self.inner.read(&mut buf[..n])?;
-        self.pos += got as u64;
-        Ok(got)
-    }
-}
-
-impl<W: Seek> Seek for OffsetWriter<W> {
-    fn seek(&mut self, pos: SeekFrom) -> io::Result<u64> {
-        // The window behaves like a device of `limit` bytes: `End` counts from the limit.
-        let target = match pos {
-            SeekFrom::Start(n) => Some(n),
-            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
-            SeekFrom::End(d) => self.limit.checked_add_signed(d),
-        };
-        let target = target.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "seek before the partition start",
-            )
-        })?;
-        self.inner.seek(SeekFrom::Start(self.offset + target))?;
-        self.pos = target;
-        Ok(target)
     }
 }
 
@@ -295,6 +169,8 @@ fn lseek(fd: i32, pos: u64, whence: i32) -> io::Result<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::window::OffsetWriter;
+    use std::io::{Seek, SeekFrom, Write};
 
     const MIB: u64 = 1024 * 1024;
 

@@ -98,7 +98,7 @@ mod tests {
     use super::*;
     use crate::disk::layout::tests::specs;
     use crate::disk::layout::PartRole;
-    use crate::disk::test_tools::{require_tool, run_tool};
+    use crate::util::test_tools::{require_tool, run_tool};
 
     #[test]
     fn chs_matches_what_fdisk_writes() {

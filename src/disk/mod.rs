@@ -4,7 +4,6 @@
 //! Nothing here needs root or a loop device: partitions are byte ranges of one sparse file,
 //! written at their offsets.
 
-pub mod atomic;
 pub mod bmap;
 pub mod checksums;
 pub mod gpt;
@@ -14,12 +13,14 @@ pub mod mbr;
 pub mod read;
 pub mod sparse_digest;
 pub mod xz;
+pub mod xz_blocks;
 
 use std::fs::File;
 
 use anyhow::Result;
 
-pub use image::{mapped_ranges, ImageWriter, OffsetWriter};
+pub use crate::util::window::OffsetWriter;
+pub use image::{mapped_ranges, ImageWriter};
 pub use layout::{
     FitError, LayoutError, PartRole, PartType, Partition, PartitionPlan, PartitionSpec, TableKind,
 };
@@ -33,54 +34,14 @@ pub fn write_table(plan: &PartitionPlan, file: &mut File) -> Result<()> {
     }
 }
 
-/// Helpers for tests that check output with the standard tools.
-#[cfg(test)]
-pub(crate) mod test_tools {
-    use std::process::Command;
-
-    /// Fails the test with an installation hint when a checking tool is absent.
-    pub fn require_tool(tool: &str) {
-        let found = std::env::var_os("PATH")
-            .map(|paths| std::env::split_paths(&paths).any(|d| d.join(tool).is_file()))
-            .unwrap_or(false)
-            || ["/usr/sbin", "/sbin"]
-                .iter()
-                .any(|d| std::path::Path::new(d).join(tool).is_file());
-        assert!(found, "this test needs `{tool}`: install it (Debian: apt-get install gdisk fdisk squashfs-tools xz-utils bmap-tools)");
-    }
-
-    /// Runs a tool, asserts success, returns its stdout (stderr appended, for messages).
-    pub fn run_tool(tool: &str, args: &[&str]) -> String {
-        let out = run_tool_status(tool, args);
-        assert!(out.0, "`{tool} {}` failed:\n{}", args.join(" "), out.1);
-        out.1
-    }
-
-    /// Runs a tool; returns (success, stdout + stderr).
-    pub fn run_tool_status(tool: &str, args: &[&str]) -> (bool, String) {
-        let path = ["/usr/sbin", "/sbin"]
-            .iter()
-            .map(|d| std::path::Path::new(d).join(tool))
-            .find(|p| p.is_file())
-            .unwrap_or_else(|| tool.into());
-        let out = Command::new(&path)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run `{tool}`: {e}"));
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        (out.status.success(), text)
-    }
-}
-
 /// The whole publishing path on one small image, each output checked by its standard tool.
 #[cfg(test)]
 mod pipeline_tests {
-    use super::test_tools::{require_tool, run_tool};
     use super::*;
     use crate::fs::squashfs::{write_squashfs, SquashfsOptions};
     use crate::progress::Silent;
     use crate::tree::Tree;
+    use crate::util::test_tools::{require_tool, run_tool};
 
     #[test]
     fn table_squashfs_bmap_xz_and_sums_agree_with_the_tools() {

@@ -16,8 +16,8 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use liblzma::stream::{Action, Filters, LzmaOptions, Status, Stream};
 
-use super::atomic::AtomicFile;
 use crate::progress::Reporter;
+use crate::util::atomic::AtomicFile;
 
 /// xz's default preset (its match finder and nice length), with the dictionary cut to the
 /// block size: a dictionary larger than a block holds nothing more, and at 2 MiB each encoder
@@ -51,7 +51,7 @@ pub fn compress_xz(input: &Path, output: &Path, threads: u32, rep: &dyn Reporter
 }
 
 /// [`compress_xz`], reusing encoded blocks from `block_cache` (a directory, see
-/// [`crate::cache::BlockCache`]): a block whose bytes were encoded before is read back
+/// [`super::xz_blocks::BlockCache`]): a block whose bytes were encoded before is read back
 /// (and checked) instead of compressed again, so an unchanged region of an image (the root
 /// squashfs, the kernel) costs a sha256, not an LZMA pass. The output is the same bytes
 /// with or without the cache.
@@ -68,7 +68,7 @@ pub fn compress_xz_cached(
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let mut task = rep.task(&format!("compressing {name}"), len);
-    let cache = block_cache.map(crate::cache::BlockCache::new);
+    let cache = block_cache.map(super::xz_blocks::BlockCache::new);
 
     let mut out = AtomicFile::create(output)?;
     let mut index: Vec<(u64, u64)> = Vec::new();
@@ -125,7 +125,7 @@ fn encode_window(
     window: &[(u64, u64)],
     data: &[(u64, u64)],
     zero_blocks: &mut HashMap<u64, Block>,
-    cache: Option<&crate::cache::BlockCache>,
+    cache: Option<&super::xz_blocks::BlockCache>,
     threads: u32,
 ) -> Result<Vec<Block>> {
     for &(start, len) in window {
@@ -189,7 +189,10 @@ fn encode_window(
 
 /// One block, from the cache when these exact bytes were encoded before (the cached copy is
 /// checked); otherwise encoded and stored for next time.
-fn encode_block_cached(input: &[u8], cache: Option<&crate::cache::BlockCache>) -> Result<Block> {
+fn encode_block_cached(
+    input: &[u8],
+    cache: Option<&super::xz_blocks::BlockCache>,
+) -> Result<Block> {
     let Some(cache) = cache else {
         return encode_block(input);
     };
@@ -350,8 +353,8 @@ fn crc64(data: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::test_tools::{require_tool, run_tool};
     use crate::progress::{Silent, Task};
+    use crate::util::test_tools::{require_tool, run_tool};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 

@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::squashfs_par;
 use crate::tree::{Content, Entry, Kind, Tree};
 
-pub use crate::disk::image::OffsetWriter;
+pub use crate::util::window::OffsetWriter;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -194,8 +194,8 @@ fn compressor(c: SquashCompressor) -> Result<FilesystemCompressor> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::test_tools::{require_tool, run_tool};
     use crate::tree::TreePath;
+    use crate::util::test_tools::{require_tool, run_tool};
     use std::fs::File;
 
     fn sample_tree(host_file: &std::path::Path, with_devices: bool) -> Tree {

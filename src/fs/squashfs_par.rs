@@ -307,10 +307,10 @@ impl Walk<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::disk::test_tools::{require_tool, run_tool};
     use crate::fs::squashfs::{write_squashfs_threads, SquashCompressor, SquashfsOptions};
     use crate::fs::squashfs_bench::read_dir_tree;
     use crate::tree::{Entry, Tree, TreePath};
+    use crate::util::test_tools::{require_tool, run_tool};
     use std::path::PathBuf;
 
     /// Text-like bytes (compressible, as most of a root filesystem), or noise.

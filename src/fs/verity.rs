@@ -167,7 +167,7 @@ pub fn write_tree<F: Read + Write + Seek>(
     let info = VerityInfo {
         root_hash: hex::encode(root),
         salt: hex::encode(salt),
-        uuid: crate::disk::layout::format_guid(&uuid),
+        uuid: crate::util::guid::format_guid(&uuid),
         hash_algorithm: "sha256".into(),
         data_block_size: BLOCK_SIZE,
         hash_block_size: BLOCK_SIZE,

@@ -105,7 +105,7 @@ impl Stamps {
         if before != Some(now) {
             return;
         }
-        let _ = crate::cache::store(&self.path(name), &[now.render(digest).as_bytes()]);
+        let _ = crate::util::atomic::store(&self.path(name), &[now.render(digest).as_bytes()]);
     }
 
     /// Records that `file` was found to hash to `digest`; `before` is its stamp taken before
@@ -115,7 +115,7 @@ impl Stamps {
         if before.is_some_and(|b| b != now) {
             return;
         }
-        let _ = crate::cache::store(&self.path(digest), &[now.render(digest).as_bytes()]);
+        let _ = crate::util::atomic::store(&self.path(digest), &[now.render(digest).as_bytes()]);
     }
 
     /// Forgets the stamp of `digest` (its entry is being removed).
