@@ -1,4 +1,4 @@
 //! The `edgeimg` binary: everything lives in the library; this only hands over the exit code.
 fn main() {
-    std::process::exit(edgeimg::cli::main());
+    std::process::exit(edgeimg::commands::main());
 }

@@ -165,7 +165,18 @@ impl Plan {
 
     /// Modules the initramfs loads, in the order given: board drivers, then filesystems.
     pub fn initramfs_modules(&self) -> Vec<String> {
+        self.initramfs_modules_with(&[])
+    }
+
+    /// [`Plan::initramfs_modules`] with `extra` after the board's drivers (those not already
+    /// among them): what network boot adds.
+    pub fn initramfs_modules_with(&self, extra: &[String]) -> Vec<String> {
         let mut v: Vec<String> = self.board.initramfs_modules.clone();
+        for m in extra {
+            if !v.contains(m) {
+                v.push(m.clone());
+            }
+        }
         v.extend(self.base.initramfs_modules.iter().cloned());
         if self.verity {
             v.extend(self.base.verity.modules.iter().cloned());

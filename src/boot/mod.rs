@@ -1,3 +1,102 @@
-//! Boot methods: how a board's firmware finds the kernel.
+//! Boot methods: how a board's firmware finds the kernel, as types with behaviour.
+//!
+//! A board names its method in `[boot] method = ...` (data, in `profile::BootSpec`); [`method`]
+//! turns that into a [`BootMethod`], and the rest of the build asks it what it needs: which
+//! files of the packages the boot partition takes, how the boot partition looks, which
+//! partition types the table gets. Network boot ([`pxe`]) is a further output a method can
+//! offer, not a changed plan.
+//!
+//! - [`uefi`]: systemd-boot on the ESP, a loader entry with the kernel command line.
+//! - [`rpi`]: the Raspberry Pi firmware reading `config.txt` and `cmdline.txt` from the FAT.
+
 pub mod pxe;
 pub mod rpi;
+pub mod uefi;
+
+use anyhow::{Context, Result};
+
+use crate::disk::layout::{PartType, TableKind};
+use crate::plan::Plan;
+use crate::profile::{Arch, Board, BootSpec, PartitionTable};
+use crate::rootfs::Unpacked;
+use crate::tree::Tree;
+
+/// The partition types of an image's boot, root and data partitions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartitionTypes {
+    pub table: TableKind,
+    pub boot: PartType,
+    pub root: PartType,
+    pub data: PartType,
+}
+
+/// What a boot method does for a build.
+pub trait BootMethod {
+    /// The method's name, as `edgeimg boards` shows it.
+    fn name(&self) -> &'static str;
+
+    /// Paths in the unpacked (non-kernel) packages that the boot partition copies: the boot
+    /// loader or the firmware. The root artifact cache keeps exactly these.
+    fn package_files(&self) -> Vec<String>;
+
+    /// The boot partition's fixed part (everything but the node config): boot loader or
+    /// firmware, kernel, initramfs and the kernel command line in the form this firmware
+    /// reads it.
+    fn boot_tree(&self, plan: &Plan, u: &Unpacked, initrd: &[u8], cmdline: &str) -> Result<Tree>;
+
+    /// Raspberry Pi Imager device tags this image is offered for; None: the firmware is not
+    /// one Imager writes for, and no Imager list is written.
+    fn imager_devices(&self) -> Option<&[String]> {
+        None
+    }
+
+    /// Whether the method can also be booted over the network (`build --format pxe`).
+    fn netboot(&self) -> bool {
+        false
+    }
+}
+
+/// The boot method of a board.
+pub fn method(board: &Board) -> Box<dyn BootMethod + '_> {
+    match &board.boot {
+        BootSpec::Uefi {
+            efi_binary,
+            efi_path,
+        } => Box::new(uefi::Uefi {
+            efi_binary,
+            efi_path,
+        }),
+        BootSpec::Rpi(spec) => Box::new(rpi::Rpi { spec }),
+    }
+}
+
+/// The partition types for a board: the ESP and the Discoverable Partitions root type of the
+/// architecture on GPT; FAT32 (LBA) and plain Linux on MBR, which is what the Raspberry Pi
+/// firmware reads.
+pub fn partition_types(board: &Board) -> PartitionTypes {
+    match board.partition_table {
+        PartitionTable::Gpt => PartitionTypes {
+            table: TableKind::Gpt,
+            boot: PartType::Esp,
+            root: match board.arch {
+                Arch::Amd64 => PartType::LinuxRootX86_64,
+                Arch::Arm64 => PartType::LinuxRootArm64,
+                Arch::Armhf => PartType::LinuxRootArm,
+            },
+            data: PartType::LinuxData,
+        },
+        PartitionTable::Mbr => PartitionTypes {
+            table: TableKind::Mbr,
+            boot: PartType::Fat32Lba,
+            root: PartType::Linux,
+            data: PartType::Linux,
+        },
+    }
+}
+
+/// The kernel image of the unpacked kernel package (`boot/vmlinuz-<kver>`).
+pub fn kernel_image(u: &Unpacked) -> Result<std::sync::Arc<[u8]>> {
+    u.kernel
+        .read(&format!("boot/vmlinuz-{}", u.kver))
+        .with_context(|| format!("the kernel package has no boot/vmlinuz-{}", u.kver))
+}

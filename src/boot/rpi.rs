@@ -1,5 +1,4 @@
-//! Raspberry Pi boards: the boot partition the Pi's own firmware reads (no U-Boot), and the
-//! Raspberry Pi Imager `os_list` entry written beside Pi images.
+//! Raspberry Pi boards: the boot partition the Pi's own firmware reads (no U-Boot).
 //!
 //! The boot FAT holds the board's firmware files from Debian's `raspi-firmware`, the kernel,
 //! the edgeimg initramfs, the board's device trees, and `config.txt` / `cmdline.txt` rendered
@@ -9,99 +8,12 @@
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 
+use super::{kernel_image, BootMethod};
 use crate::plan::Plan;
+use crate::profile::RpiBoot;
 use crate::rootfs::Unpacked;
 use crate::tree::{Kind, Tree, TreePath};
-
-/// `[boot] method = "rpi"` of a board.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RpiBoot {
-    /// Directory of the firmware files in the packages (`usr/lib/raspi-firmware`).
-    pub firmware_dir: String,
-    /// Firmware files copied from `firmware_dir` to the FAT root (`start4.elf`, ...).
-    pub firmware: Vec<String>,
-    /// Device trees from the kernel package, copied to the FAT root. `{kver}` is the kernel
-    /// version; `*` in the file name matches any characters. Each pattern must match.
-    pub dtbs: Vec<String>,
-    /// The kernel's file name on the FAT (`config.txt`'s `kernel=`).
-    pub kernel: String,
-    /// The initramfs's file name on the FAT (`config.txt`'s `initramfs`).
-    pub initramfs: String,
-    /// The directory of `config.txt.j2` and `cmdline.txt.j2` under `overlays/`.
-    pub templates: String,
-    /// Whether the firmware starts the kernel in 64-bit mode (`arm_64bit=1`).
-    pub arm_64bit: bool,
-    /// Extra `config.txt` lines (overclock, UART, PoE HAT fan, dtoverlay=...).
-    #[serde(default)]
-    pub config: Vec<String>,
-    /// Raspberry Pi Imager device tags the image is offered for (`pi4-64bit`, `pi3-32bit`).
-    #[serde(default)]
-    pub imager_devices: Vec<String>,
-}
-
-/// For Pi boards, writes the Imager `os_list` JSON beside the image (from the output records:
-/// image first, `.img.xz` when built); returns its path. Other boards: nothing.
-pub fn write_imager(
-    plan: &Plan,
-    out_dir: &Path,
-    stem: &str,
-    outputs: &[crate::build::OutputRecord],
-) -> Result<Option<std::path::PathBuf>> {
-    let crate::profile::BootSpec::Rpi(spec) = &plan.board.boot else {
-        return Ok(None);
-    };
-    let img = format!("{stem}.img");
-    let image = outputs
-        .iter()
-        .find(|o| o.file == img)
-        .context("the image is not among the outputs")?;
-    let download = outputs
-        .iter()
-        .find(|o| o.file == format!("{img}.xz"))
-        .unwrap_or(image);
-    let url_base = std::env::var("EDGEIMG_IMAGER_URL_BASE").unwrap_or_default();
-    let json = imager_json(plan, spec, image, download, &url_base);
-    let path = out_dir.join(imager_file_name(stem));
-    crate::util::atomic::write_atomic(&path, serde_json::to_string_pretty(&json)?.as_bytes())?;
-    Ok(Some(path))
-}
-
-/// The file name of the Raspberry Pi Imager `os_list` JSON written beside a Pi image.
-pub fn imager_file_name(stem: &str) -> String {
-    format!("{stem}.os_list.json")
-}
-
-/// A Raspberry Pi Imager repository (`os_list`) with one entry for the image, for Imager's
-/// "custom repository" option. `download` is the file Imager fetches (the `.img.xz` when
-/// built, else the raw `.img`), `image` the raw image it writes; `url_base` (a URL ending
-/// in `/`, or empty for a bare file name) is put in front of the download's name.
-pub fn imager_json(
-    plan: &Plan,
-    spec: &RpiBoot,
-    image: &crate::build::OutputRecord,
-    download: &crate::build::OutputRecord,
-    url_base: &str,
-) -> serde_json::Value {
-    let days = (plan.source_date_epoch / 86_400) as i64;
-    let (y, m, d) = crate::fs::fat::dirent::civil_from_days(days);
-    serde_json::json!({
-        "os_list": [{
-            "name": format!("edgeimg {} {} (k0s {})", plan.board.name, plan.role, plan.k0s_version),
-            "description": format!("{}: immutable Debian {} node for k0s, role {}", plan.board.description, plan.suite, plan.role),
-            "url": format!("{url_base}{}", download.file),
-            "release_date": format!("{y:04}-{m:02}-{d:02}"),
-            "extract_size": image.size,
-            "extract_sha256": image.sha256,
-            "image_download_size": download.size,
-            "image_download_sha256": download.sha256,
-            "devices": spec.imager_devices,
-            "init_format": "none",
-        }]
-    })
-}
 
 /// File names matched by a DTB pattern among the kernel tree's files.
 fn match_dtbs(kernel: &Tree, pattern: &str) -> Result<Vec<TreePath>> {
@@ -138,8 +50,36 @@ fn glob_match(pattern: &str, name: &str) -> bool {
     true
 }
 
+/// `[boot] method = "rpi"` of a board.
+pub struct Rpi<'a> {
+    pub spec: &'a RpiBoot,
+}
+
+impl BootMethod for Rpi<'_> {
+    fn name(&self) -> &'static str {
+        "rpi"
+    }
+
+    fn package_files(&self) -> Vec<String> {
+        let dir = self.spec.firmware_dir.trim_end_matches('/');
+        self.spec
+            .firmware
+            .iter()
+            .map(|f| format!("{dir}/{f}"))
+            .collect()
+    }
+
+    fn boot_tree(&self, plan: &Plan, u: &Unpacked, initrd: &[u8], cmdline: &str) -> Result<Tree> {
+        boot_tree(plan, u, self.spec, kernel_image(u)?, initrd, cmdline)
+    }
+
+    fn imager_devices(&self) -> Option<&[String]> {
+        Some(&self.spec.imager_devices)
+    }
+}
+
 /// The boot partition's fixed part for a Pi board.
-pub fn boot_tree(
+fn boot_tree(
     plan: &Plan,
     u: &Unpacked,
     spec: &RpiBoot,

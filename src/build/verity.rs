@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::disk::image::ImageWriter;
 use crate::disk::layout::{PartRole, PartitionPlan};
 use crate::fs::verity::{tree_size, write_tree, VerityInfo, BLOCK_SIZE};
+use crate::node::contract::KernelArg;
 use crate::plan::Plan;
 
 /// Salt and superblock UUID of the plan's verity tree.
@@ -56,8 +57,12 @@ pub fn add_tree(
 
 /// The kernel command line with the verity arguments added after the partition arguments.
 pub fn cmdline(v: &VerityInfo, base: &str) -> String {
-    format!(
-        "{base} edgeimg.verity={} edgeimg.verity_salt={} edgeimg.verity_blocks={} edgeimg.verity_hash_start={}",
-        v.root_hash, v.salt, v.data_blocks, v.hash_start_block
-    )
+    [
+        base.to_string(),
+        KernelArg::Verity.with(&v.root_hash),
+        KernelArg::VeritySalt.with(&v.salt),
+        KernelArg::VerityBlocks.with(v.data_blocks),
+        KernelArg::VerityHashStart.with(v.hash_start_block),
+    ]
+    .join(" ")
 }

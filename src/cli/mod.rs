@@ -1,20 +1,16 @@
-//! The command line: clap definitions, turning arguments into plans, and all printing.
-//! Results go to stdout (text or `--json`); progress and warnings go to stderr.
+//! The command line: clap types only. This module imports nothing of the crate, and only
+//! `commands` uses it: library code takes plain values, never argument structs, so the same
+//! code serves the command line, tests and other programs.
+//!
+//! Every argument has a doc comment (its `--help` text); a test checks that none lacks one and
+//! that `--help` fits 80 columns.
 
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::path::PathBuf;
 
-use anyhow::{bail, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::build::{build, BuildOptions};
-use crate::node::{NodeConfig, NodeOverrides, Role};
-use crate::plan::{Plan, Request};
-use crate::profile::DataDir;
-use crate::progress::{Reporter, Silent, Task};
-use crate::source::cache::Cache;
+/// The node roles, as `--role` accepts them (`node::Role` parses them).
+pub const ROLES: [&str; 4] = ["controller", "worker", "controller+worker", "single"];
 
 /// Builds bootable, immutable OS images for edge Kubernetes (k0s) nodes, without root.
 #[derive(Parser, Debug)]
@@ -44,16 +40,16 @@ pub enum Command {
     /// Boot an image in QEMU with its serial console attached to this terminal.
     Run(RunArgs),
     /// Rewrite the node config on the boot partition of an image or device, in place.
-    Configure(Box<crate::image::personalize::ConfigureArgs>),
+    Configure(Box<ConfigureArgs>),
     /// Show the partitions, boot files, node config and manifest of an image or device.
-    Inspect(crate::image::inspect::InspectArgs),
+    Inspect(InspectArgs),
     /// Write an image (.img or .img.xz) to a device, verify it, then personalize it.
-    Flash(Box<crate::flash::FlashArgs>),
+    Flash(Box<FlashArgs>),
     /// Serve a folder (the output of `build --format pxe`) read-only over plain HTTP.
     Serve(ServeArgs),
     /// Encode a folder as squashfs with the build's encoder and time it (for scripts/bench).
     #[command(hide = true)]
-    EncodeSquashfs(crate::fs::squashfs_bench::EncodeSquashfsArgs),
+    EncodeSquashfs(EncodeSquashfsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -71,8 +67,8 @@ pub struct BuildArgs {
     #[arg(long, default_value = "x86-64")]
     pub board: String,
     /// Node role: controller, worker, controller+worker or single.
-    #[arg(long)]
-    pub role: Option<Role>,
+    #[arg(long, value_parser = ROLES)]
+    pub role: Option<String>,
     /// Node config (TOML) rendered onto the boot partition.
     #[arg(long, value_name = "FILE")]
     pub node: Option<PathBuf>,
@@ -119,8 +115,8 @@ pub struct BuildArgs {
     #[arg(long)]
     pub no_xz: bool,
     /// What to write: raw (image), xz (image + .img.xz), pxe (network boot files), all.
-    #[arg(long, value_enum, default_value_t = crate::boot::pxe::OutputFormat::Xz)]
-    pub format: crate::boot::pxe::OutputFormat,
+    #[arg(long, value_enum, default_value_t = Format::Xz)]
+    pub format: Format,
     /// URL the network boot files will be served from (names them in boot.ipxe); default
     /// http://10.0.2.100:8080, the guestfwd address QEMU tests use.
     #[arg(long, value_name = "URL")]
@@ -180,333 +176,151 @@ pub struct RunArgs {
     pub disk_mib: u64,
 }
 
-/// Parses arguments, runs the command and prints the outcome. Returns the exit code.
-pub fn main() -> i32 {
-    let cli = Cli::parse();
-    let rep = make_reporter(&cli);
-    match run(&cli, rep.as_ref()) {
-        Ok(()) => 0,
-        Err(e) => {
-            if cli.json {
-                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
-            }
-            eprintln!("error: {e:#}");
-            1
-        }
-    }
+/// What `edgeimg build` writes (`--format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// The raw disk image (.img) with its .bmap.
+    Raw,
+    /// The raw image and its .img.xz (the default).
+    Xz,
+    /// Network boot files only (no disk image).
+    Pxe,
+    /// Raw image, .img.xz, and the network boot files in `<out>/pxe/`.
+    All,
 }
 
-fn run(cli: &Cli, rep: &dyn Reporter) -> Result<()> {
-    if let Command::Serve(args) = &cli.command {
-        return serve_cmd(cli, args);
-    }
-    if let Command::EncodeSquashfs(args) = &cli.command {
-        let report = crate::fs::squashfs_bench::encode_dir(args)?;
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
-    }
-    let data = DataDir::locate(cli.data_dir.as_deref())?;
-    match &cli.command {
-        Command::Boards => boards(cli, &data),
-        Command::Build(args) => build_cmd(cli, &data, args, rep),
-        Command::Smoke(args) => crate::commands::smoke::smoke_cmd(cli.json, &data, args, rep),
-        Command::Run(args) => crate::commands::smoke::run_cmd(&data, args),
-        Command::Configure(a) => {
-            crate::image::personalize::configure_cmd(cli.json, cli.quiet, a, rep)
-        }
-        Command::Inspect(a) => crate::image::inspect::inspect_cmd(cli.json, a),
-        Command::Flash(a) => crate::flash::flash_cmd(cli.json, cli.quiet, a, rep),
-        Command::Serve(args) => serve_cmd(cli, args),
-        Command::EncodeSquashfs(_) => unreachable!("handled above"),
-    }
+/// Where the node config comes from: a file and/or flags (shared by `configure` and `flash`).
+#[derive(Args, Debug, Default, Clone)]
+pub struct NodeArgs {
+    /// Node config file: TOML, or `#cloud-config` YAML (common subset).
+    #[arg(long, value_name = "FILE")]
+    pub node: Option<PathBuf>,
+    /// Inventory TOML (defaults + one table per node); pick the node with --node-name.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+    /// The node of the inventory to apply.
+    #[arg(long, value_name = "NAME", requires = "inventory")]
+    pub node_name: Option<String>,
+    /// Write every inventory node that has a `mac` side by side (edgeimg/nodes/<mac>/); the
+    /// device picks its own by MAC at boot.
+    #[arg(long, requires = "inventory", conflicts_with_all = ["node_name", "hostname", "address"])]
+    pub all_nodes: bool,
+    /// Hostname of the node.
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Node role: controller, worker, controller+worker or single.
+    #[arg(long, value_parser = ROLES)]
+    pub role: Option<String>,
+    /// File holding the k0s join token (it goes onto the boot partition only).
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// SSH public key file or key line to authorize (repeatable).
+    #[arg(long, value_name = "KEY")]
+    pub ssh_key: Vec<String>,
+    /// Static address in CIDR form (switches the network to static).
+    #[arg(long, value_name = "CIDR")]
+    pub address: Option<String>,
+    /// Default gateway (with --address).
+    #[arg(long, value_name = "IP")]
+    pub gateway: Option<String>,
+    /// DNS server (repeatable; replaces the config's list).
+    #[arg(long, value_name = "IP")]
+    pub dns: Vec<String>,
+    /// Kubernetes node label `key=value` (repeatable).
+    #[arg(long, value_name = "K=V")]
+    pub label: Vec<String>,
+    /// Kubernetes node taint `key[=value]:Effect` (repeatable).
+    #[arg(long, value_name = "TAINT")]
+    pub taint: Vec<String>,
+    /// NTP server (repeatable; replaces the config's list).
+    #[arg(long, value_name = "HOST")]
+    pub ntp: Vec<String>,
+    /// Disable NTP.
+    #[arg(long, conflicts_with = "ntp")]
+    pub no_ntp: bool,
+    /// Extra argument for k0s (repeatable).
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub k0s_arg: Vec<String>,
+    /// k0s config file (k0s.yaml) for controllers.
+    #[arg(long, value_name = "FILE")]
+    pub k0s_config: Option<PathBuf>,
+    /// Wi-Fi network name.
+    #[arg(long, value_name = "SSID")]
+    pub wifi_ssid: Option<String>,
+    /// File holding the Wi-Fi passphrase (kept off the command line and shell history).
+    #[arg(long, value_name = "FILE", requires = "wifi_ssid")]
+    pub wifi_psk_file: Option<PathBuf>,
+    /// Wi-Fi country code (regulatory domain), e.g. DE.
+    #[arg(long, value_name = "CC", requires = "wifi_ssid")]
+    pub wifi_country: Option<String>,
 }
 
-fn serve_cmd(cli: &Cli, args: &ServeArgs) -> Result<()> {
-    let server = crate::serve::Server::bind(&args.dir, &args.listen)?;
-    let addr = server.local_addr()?;
-    if cli.json {
-        println!(
-            "{}",
-            serde_json::json!({ "listen": addr.to_string(), "dir": args.dir })
-        );
-    } else if !cli.quiet {
-        println!(
-            "serving {} on http://{addr}/ (read-only; Ctrl-C stops)",
-            args.dir.display()
-        );
-    }
-    use std::io::Write as _;
-    let _ = std::io::stdout().flush();
-    let quiet = cli.quiet;
-    server.run(std::sync::Arc::new(
-        move |r: &crate::serve::AccessRecord| {
-            if !quiet {
-                eprintln!("{r}");
-            }
-        },
-    ))
+/// `edgeimg configure`.
+#[derive(Args, Debug)]
+pub struct ConfigureArgs {
+    /// The image file (.img) or block device to personalize.
+    pub target: PathBuf,
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
-fn boards(cli: &Cli, data: &DataDir) -> Result<()> {
-    let boards = data.boards()?;
-    if cli.json {
-        println!("{}", serde_json::to_string_pretty(&boards)?);
-        return Ok(());
-    }
-    println!(
-        "{:<12} {:<6} {:<6} {:<5} description",
-        "board", "arch", "boot", "table"
-    );
-    for b in boards {
-        let boot = match b.boot {
-            crate::profile::BootSpec::Uefi { .. } => "uefi",
-            crate::profile::BootSpec::Rpi(_) => "rpi",
-        };
-        let table = format!("{:?}", b.partition_table).to_lowercase();
-        let desc = match &b.unsupported {
-            Some(why) => format!("NOT OFFERED: {why}"),
-            None => b.description.clone(),
-        };
-        println!(
-            "{:<12} {:<6} {:<6} {:<5} {desc}",
-            b.name,
-            b.arch.debian(),
-            boot,
-            table
-        );
-    }
-    Ok(())
+/// `edgeimg inspect`.
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// An image (.img), a compressed image (.img.xz) or a block device.
+    pub target: PathBuf,
 }
 
-fn build_cmd(cli: &Cli, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) -> Result<()> {
-    let mut node = match &args.node {
-        Some(p) => NodeConfig::from_toml_file(p)?,
-        None => NodeConfig::default(),
-    };
-    let overrides = NodeOverrides {
-        hostname: args.hostname.clone(),
-        role: None,
-        token_file: args.token_file.clone(),
-        ssh_keys: crate::image::personalize::read_ssh_keys(&args.ssh_key)?,
-        ..Default::default()
-    };
-    node.apply(&overrides);
-    for w in node.check()? {
-        rep.warn(&w);
-    }
-    // EDGEIMG_APT_ROOT points at another root's /etc/apt (containers, tests).
-    let apt_root = std::env::var_os("EDGEIMG_APT_ROOT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/"));
-    let host_mirror = crate::source::debian::apt_mirror(&apt_root)?;
-    let req = Request {
-        board: args.board.clone(),
-        role: args.role,
-        node: Some(node),
-        mirror: args.mirror.clone(),
-        suite: args.suite.clone(),
-        k0s_version: args.k0s_version.clone(),
-        k0s_url: args.k0s_url.clone(),
-        k0s_sha256: args.k0s_sha256.clone(),
-        k0s_binary: args.k0s_binary.clone(),
-        source_date_epoch: None,
-        verity: !args.no_verity,
-    };
-    let plan = Plan::resolve(data, req, host_mirror)?;
-    if args.dry_run {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
-        return Ok(());
-    }
-    let cache_dir = args.cache_dir.clone().unwrap_or_else(Cache::default_dir);
-    let mut cache = Cache::new(cache_dir.clone(), args.offline)?;
-    if args.refresh {
-        cache.set_refresh(true);
-    }
-    let opts = BuildOptions {
-        out_dir: args.out.clone(),
-        cache,
-        xz: !args.no_xz,
-        artifact_cache: !args.no_artifact_cache,
-        format: args.format,
-        base_url: crate::boot::pxe::check_base_url(args.base_url.as_deref().unwrap_or_else(
-            || {
-                if args.format.pxe() && !cli.quiet {
-                    eprintln!(
-                    "warning: no --base-url: boot.ipxe names {}, the address QEMU tests forward; \
-                     give the URL your nodes will fetch the files from",
-                    crate::boot::pxe::DEFAULT_BASE_URL
-                );
-                }
-                crate::boot::pxe::DEFAULT_BASE_URL
-            },
-        ))?,
-    };
-    let report = build(&plan, &opts, rep)?;
-    if args.check_reproducible {
-        check_reproducible(cli, &report, &args.out, &cache_dir, rep)?;
-    }
-    if cli.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
-    }
-    if !cli.quiet {
-        println!(
-            "built {} ({} MiB) in {:.1} s, {} download(s)",
-            report.image.display(),
-            report.image_size / (1024 * 1024),
-            report.seconds,
-            report.downloads
-        );
-        for o in &report.outputs {
-            println!("  {}", o.display());
-        }
-        if report.token_required && !report.token_included && !args.format.image() {
-            println!(
-                "no join token: put one in node/<mac-with-dashes>/token (listed in that folder's index) \
-                 or node/default/, or build with --token-file"
-            );
-        } else if report.token_required && !report.token_included {
-            println!(
-                "no join token in this image: add one per node with `edgeimg configure {} --token-file FILE` \
-                 (or at flash time); it stays out of the shared image",
-                report.image.display()
-            );
-        }
-    }
-    Ok(())
+/// `edgeimg flash`.
+#[derive(Args, Debug)]
+pub struct FlashArgs {
+    /// The image: .img or .img.xz (a .bmap beside it is used when present).
+    pub image: PathBuf,
+    /// The block device to overwrite (a whole disk, e.g. /dev/sdb). Without it (and without
+    /// --device-file), the candidate devices are listed.
+    #[arg(long, value_name = "DEV", conflicts_with = "device_file")]
+    pub device: Option<PathBuf>,
+    /// Write to a plain file instead of a device (created or truncated; tests, golden images).
+    #[arg(long, value_name = "FILE")]
+    pub device_file: Option<PathBuf>,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Allow a non-removable disk.
+    #[arg(long)]
+    pub force: bool,
+    /// Ignore a .bmap beside the image and write every block.
+    #[arg(long)]
+    pub no_bmap: bool,
+    /// Use this bmap file instead of the one beside the image.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_bmap")]
+    pub bmap: Option<PathBuf>,
+    /// Skip reading back and verifying what was written.
+    #[arg(long)]
+    pub no_verify: bool,
+    /// Root of the sysfs/procfs tree used to vet devices (for tests).
+    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    pub sys_root: PathBuf,
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
-/// `build --check-reproducible`: the second build and the comparison (see `crate::build::repro`).
-fn check_reproducible(
-    cli: &Cli,
-    report: &crate::build::BuildReport,
-    out: &Path,
-    cache_dir: &Path,
-    rep: &dyn Reporter,
-) -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (n, diffs) = crate::build::repro::check(&args, &report.outputs, out, cache_dir, rep)?;
-    if diffs.is_empty() {
-        if !cli.quiet && !cli.json {
-            println!("reproducible: {n} outputs identical in both builds");
-        }
-        return Ok(());
-    }
-    let list: Vec<String> = diffs.iter().map(|d| format!("  {d}")).collect();
-    bail!(
-        "not reproducible: {} of {n} outputs differ between two builds of the same plan:\n{}",
-        diffs.len(),
-        list.join("\n")
-    )
-}
-
-fn make_reporter(cli: &Cli) -> Box<dyn Reporter> {
-    if cli.quiet || cli.json {
-        Box::new(Silent)
-    } else {
-        Box::new(Console::new())
-    }
-}
-
-/// Progress on stderr: bars on a terminal, plain lines otherwise (CI logs).
-struct Console {
-    multi: indicatif::MultiProgress,
-    tty: bool,
-    lock: Mutex<()>,
-}
-
-impl Console {
-    fn new() -> Self {
-        Console {
-            multi: indicatif::MultiProgress::new(),
-            tty: std::io::stderr().is_terminal(),
-            lock: Mutex::new(()),
-        }
-    }
-
-    fn line(&self, s: &str) {
-        let _g = self.lock.lock();
-        if self.tty {
-            let _ = self.multi.println(s);
-        } else {
-            eprintln!("{s}");
-        }
-    }
-}
-
-impl Reporter for Console {
-    fn step(&self, message: &str) {
-        self.line(&format!("==> {message}"));
-    }
-
-    fn task(&self, label: &str, total: u64) -> Box<dyn Task> {
-        if !self.tty {
-            return Box::new(PlainTask {
-                label: label.to_string(),
-                done: 0,
-                total,
-                started: std::time::Instant::now(),
-            });
-        }
-        let bar = self.multi.add(indicatif::ProgressBar::new(total));
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{msg:30!} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        bar.set_message(label.to_string());
-        bar.enable_steady_tick(Duration::from_millis(200));
-        Box::new(BarTask { bar })
-    }
-
-    fn warn(&self, message: &str) {
-        self.line(&format!("warning: {message}"));
-    }
-}
-
-struct BarTask {
-    bar: indicatif::ProgressBar,
-}
-
-impl Task for BarTask {
-    fn advance(&mut self, units: u64) {
-        self.bar.inc(units);
-    }
-    fn finish(&mut self, message: &str) {
-        self.bar.finish_and_clear();
-        if !message.is_empty() {
-            eprintln!("    {message}");
-        }
-    }
-}
-
-/// Without a terminal, a task prints one line when it finishes.
-struct PlainTask {
-    label: String,
-    done: u64,
-    total: u64,
-    started: std::time::Instant,
-}
-
-impl Task for PlainTask {
-    fn advance(&mut self, units: u64) {
-        self.done += units;
-    }
-    fn finish(&mut self, message: &str) {
-        let msg = if message.is_empty() {
-            &self.label
-        } else {
-            message
-        };
-        eprintln!(
-            "    {msg} ({}/{} in {:.1} s)",
-            self.done,
-            self.total,
-            self.started.elapsed().as_secs_f64()
-        );
-    }
+#[derive(Args, Debug)]
+pub struct EncodeSquashfsArgs {
+    /// Folder to encode (its files are read in place; owners become root).
+    pub dir: PathBuf,
+    /// The squashfs file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// zstd level.
+    #[arg(long, default_value_t = 15)]
+    pub level: u32,
+    /// Block size in bytes.
+    #[arg(long, default_value_t = 128 * 1024)]
+    pub block_size: u32,
+    /// Compression threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
 }
 
 #[cfg(test)]
@@ -517,6 +331,31 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_fits_80_columns() {
+        fn check(cmd: &mut clap::Command, path: &str) {
+            let help = cmd.render_long_help().to_string();
+            for line in help.lines() {
+                assert!(
+                    line.chars().count() <= 80,
+                    "`{path} --help` has a line of {} columns:\n{line}",
+                    line.chars().count()
+                );
+            }
+            let names: Vec<String> = cmd
+                .get_subcommands()
+                .map(|s| s.get_name().to_string())
+                .collect();
+            for n in names {
+                let sub = cmd.find_subcommand_mut(&n).unwrap();
+                check(sub, &format!("{path} {n}"));
+            }
+        }
+        let mut cmd = Cli::command().term_width(80);
+        cmd.build();
+        check(&mut cmd, "edgeimg");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `SHA256SUMS` for the published files, in the format `sha256sum -c` reads.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -11,7 +11,7 @@ pub use crate::util::digest::sha256_file;
 
 /// Writes `<dir>/SHA256SUMS` with one `<hex>  <name>` line for each of `files` (names relative
 /// to `dir`, in the order given), atomically.
-pub fn write_sha256sums(dir: &Path, files: &[&str]) -> Result<()> {
+pub fn write_sha256sums(dir: &Path, files: &[&str]) -> Result<PathBuf> {
     let mut digests = Vec::new();
     for name in files {
         digests.push((name.to_string(), sha256_file(&dir.join(name))?));
@@ -21,7 +21,7 @@ pub fn write_sha256sums(dir: &Path, files: &[&str]) -> Result<()> {
 
 /// Writes `SHA256SUMS` from digests the caller already computed (`(file name, hex)`), so
 /// that large outputs are hashed once per build.
-pub fn write_sha256sums_of(dir: &Path, digests: &[(String, String)]) -> Result<()> {
+pub fn write_sha256sums_of(dir: &Path, digests: &[(String, String)]) -> Result<PathBuf> {
     let mut text = String::new();
     for (name, digest) in digests {
         if name.contains('\n') || name.contains('\\') || name.contains('/') {
@@ -36,7 +36,8 @@ pub fn write_sha256sums_of(dir: &Path, digests: &[(String, String)]) -> Result<(
     let mut file = AtomicFile::create(&out)?;
     file.write_all(text.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;
-    file.commit()
+    file.commit()?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -22,7 +22,7 @@ pub const GPT_FIRST_USABLE_LBA: u64 = 34;
 /// Entries a GPT holds (the standard minimum table size, 16 KiB).
 pub const GPT_ENTRIES: usize = 128;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TableKind {
     Gpt,
@@ -30,7 +30,7 @@ pub enum TableKind {
 }
 
 /// What a partition is for. The build and the initramfs look partitions up by role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PartRole {
     Boot,
@@ -55,7 +55,7 @@ impl fmt::Display for PartRole {
 }
 
 /// The partition type, written as a GUID in a GPT and as one byte in an MBR.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PartType {
     /// EFI system partition.
@@ -114,7 +114,7 @@ pub struct PartitionSpec {
 }
 
 /// One placed partition.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Partition {
     pub role: PartRole,
     /// 1-based, as the kernel numbers partitions.
@@ -142,7 +142,7 @@ impl Partition {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionPlan {
     pub table: TableKind,
     /// GPT disk GUID (lowercase) or MBR disk signature as 8 hex digits.

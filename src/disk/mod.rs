@@ -11,6 +11,7 @@ pub mod image;
 pub mod layout;
 pub mod mbr;
 pub mod read;
+pub mod source;
 pub mod sparse_digest;
 pub mod xz;
 pub mod xz_blocks;

@@ -7,27 +7,23 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clap::Args;
 use serde::Serialize;
 
 use super::squashfs::{write_squashfs_threads, SquashCompressor, SquashfsOptions};
 use crate::tree::{Content, Entry, Tree, TreePath};
 
-#[derive(Args, Debug)]
-pub struct EncodeSquashfsArgs {
+/// What to encode, and how.
+#[derive(Debug, Clone)]
+pub struct EncodeSquashfs {
     /// Folder to encode (its files are read in place; owners become root).
     pub dir: PathBuf,
     /// The squashfs file to write.
-    #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
     /// zstd level.
-    #[arg(long, default_value_t = 15)]
     pub level: u32,
     /// Block size in bytes.
-    #[arg(long, default_value_t = 128 * 1024)]
     pub block_size: u32,
     /// Compression threads (default: all cores).
-    #[arg(long)]
     pub threads: Option<usize>,
 }
 
@@ -46,7 +42,7 @@ pub struct EncodeReport {
 }
 
 /// Reads `args.dir` into a tree and encodes it into `args.out`.
-pub fn encode_dir(args: &EncodeSquashfsArgs) -> Result<EncodeReport> {
+pub fn encode_dir(args: &EncodeSquashfs) -> Result<EncodeReport> {
     let tree = read_dir_tree(&args.dir)?;
     let opts = SquashfsOptions {
         compressor: SquashCompressor::Zstd { level: args.level },

@@ -28,7 +28,7 @@ pub enum VerityError {
 }
 
 /// What `veritysetup verify` (and the initramfs) need, recorded in the manifest.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct VerityInfo {
     pub root_hash: String,
     pub salt: String,

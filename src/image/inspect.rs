@@ -8,19 +8,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::Args;
 use serde::Serialize;
 
 use crate::disk::read::FoundTable;
 use crate::fs::fat::FatVolume;
 use crate::image::personalize::{boot_partition, list_files, NODES_DIR, NODE_DIR};
-
-/// `edgeimg inspect`.
-#[derive(Args, Debug)]
-pub struct InspectArgs {
-    /// An image (.img), a compressed image (.img.xz) or a block device.
-    pub target: PathBuf,
-}
+use crate::manifest::Manifest;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Inspection {
@@ -33,7 +26,7 @@ pub struct Inspection {
     /// Per-MAC configs (`edgeimg/nodes/<mac>/`), by MAC.
     pub per_mac: BTreeMap<String, NodeInfo>,
     pub root: Option<SquashfsInfo>,
-    pub manifest: Option<serde_json::Value>,
+    pub manifest: Option<Manifest>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -146,17 +139,11 @@ pub fn inspect_file(path: &Path, shown_as: &Path) -> Result<Inspection> {
         Some(p) => squashfs_info(&file, p.offset(), 2)?,
         None => None,
     };
-    let manifest_path = shown_as.with_file_name("manifest.json");
-    let manifest = if shown_as.starts_with("/dev/") {
+    let manifest_path = shown_as.with_file_name(crate::manifest::MANIFEST_FILE);
+    let manifest = if shown_as.starts_with("/dev/") || !manifest_path.is_file() {
         None
     } else {
-        match std::fs::read_to_string(&manifest_path) {
-            Ok(t) => Some(
-                serde_json::from_str(&t)
-                    .with_context(|| format!("parsing {}", manifest_path.display()))?,
-            ),
-            Err(_) => None,
-        }
+        Some(Manifest::read(&manifest_path)?)
     };
     Ok(Inspection {
         target: shown_as.to_path_buf(),
@@ -172,13 +159,13 @@ pub fn inspect_file(path: &Path, shown_as: &Path) -> Result<Inspection> {
 
 /// Inspects an image, an `.img.xz` (unpacked to a sparse temporary file first) or a device.
 pub fn inspect(path: &Path) -> Result<Inspection> {
-    let mut src = crate::flash::source::ImageSource::open(path)?;
+    let mut src = crate::disk::source::ImageSource::open(path)?;
     if !src.compressed {
         return inspect_file(path, path);
     }
     let tmp = tempfile::NamedTempFile::new()
         .context("creating a temporary file for the unpacked image")?;
-    crate::flash::write_image(
+    crate::disk::source::write_image(
         &mut src,
         None,
         tmp.as_file(),
@@ -303,97 +290,4 @@ fn root_listing(file: &File, offset: u64) -> Result<RootListing> {
         }
     }
     Ok(l)
-}
-
-/// `edgeimg inspect`: the command's handler (prints).
-pub fn inspect_cmd(json: bool, a: &InspectArgs) -> Result<()> {
-    let i = inspect(&a.target)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&i)?);
-        return Ok(());
-    }
-    println!("{} ({} MiB)", i.target.display(), i.size >> 20);
-    println!(
-        "partition table: {:?}, disk id {}",
-        i.table.table, i.table.disk_id
-    );
-    for p in &i.table.partitions {
-        println!(
-            "  {} start {} size {} MiB type {} {}",
-            p.number,
-            p.start_lba,
-            p.size() >> 20,
-            p.ptype,
-            p.name
-        );
-    }
-    println!(
-        "boot partition: FAT32 label {:?} id {}, {} of {} clusters free ({} bytes each)",
-        i.boot.label,
-        i.boot.volume_id,
-        i.boot.clusters_free,
-        i.boot.clusters_total,
-        i.boot.cluster_bytes
-    );
-    for (p, s) in &i.boot.files {
-        println!("  {p} ({s} bytes)");
-    }
-    if let Some(c) = &i.boot.cmdline {
-        println!("  cmdline: {c}");
-    }
-    let show = |title: &str, n: &NodeInfo| {
-        println!("{title}:");
-        println!(
-            "  hostname {}, role {}, join token {}",
-            n.hostname
-                .as_deref()
-                .unwrap_or("(derived from the MAC on the device)"),
-            n.role.as_deref().unwrap_or("(image default)"),
-            if n.token_present { "present" } else { "absent" }
-        );
-        for (k, v) in &n.env {
-            println!("  {k}={v}");
-        }
-    };
-    match &i.node {
-        Some(n) => show("node config", n),
-        None => println!("node config: none (the image's defaults apply)"),
-    }
-    for (mac, n) in &i.per_mac {
-        show(&format!("node config for MAC {mac}"), n);
-    }
-    match &i.root {
-        Some(r) => println!(
-            "root: squashfs on partition {}, {} inodes, {} compression, {} MiB",
-            r.partition,
-            r.inodes,
-            r.compression,
-            r.bytes_used >> 20
-        ),
-        None => println!("root: no squashfs found on partition 2"),
-    }
-    if let Some(l) = i.root.as_ref().and_then(|r| r.listing.as_ref()) {
-        println!(
-            "  {} files ({} MiB), {} directories, {} symlinks; / holds {}",
-            l.files,
-            l.file_bytes >> 20,
-            l.directories,
-            l.symlinks,
-            l.top_level.join(" ")
-        );
-        for (k, v) in &l.build_env {
-            println!("  {k}={v}");
-        }
-    }
-    match &i.manifest {
-        Some(m) => println!(
-            "manifest: board {} role {} k0s {} edgeimg {}",
-            m["board"].as_str().unwrap_or("?"),
-            m["role"].as_str().unwrap_or("?"),
-            m["k0s_version"].as_str().unwrap_or("?"),
-            m["edgeimg_version"].as_str().unwrap_or("?")
-        ),
-        None => println!("manifest: none beside it"),
-    }
-    Ok(())
 }

@@ -1,4 +1,5 @@
 //! Finished images and cards: personalizing them in place (`configure`) and reading what is
 //! on them (`inspect`), without mounting anything.
+pub mod facts;
 pub mod inspect;
 pub mod personalize;

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use crate::build::InputRecord;
+use super::InputRecord;
 
 /// What the SBOM is made from.
 pub struct SbomInput<'a> {

@@ -8,6 +8,7 @@
 
 mod check;
 pub mod cloud_config;
+pub mod contract;
 pub mod inventory;
 mod render;
 mod schema;

@@ -10,8 +10,7 @@ use crate::tree::{Tree, TreeError};
 
 use super::{NodeConfig, NodeError, MAX_TOTAL_BYTES};
 
-/// The directory on the boot partition holding the node files.
-pub const BOOT_DIR: &str = "edgeimg";
+use super::contract::BOOT_DIR;
 
 /// The files of one node, as `(path under the boot partition, content)`, sorted by path.
 #[derive(Debug, Clone, PartialEq, Eq)]

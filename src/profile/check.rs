@@ -134,6 +134,15 @@ pub fn base(p: &BaseProfile, file: &Path) -> Result<()> {
     each(file, "drop_paths", &p.drop_paths, tree_path)?;
     each(file, "busybox_applets", &p.busybox_applets, tree_path)?;
     each(file, "root_modules", &p.root_modules, module_name)?;
+    let missing = crate::node::contract::missing_modules(&p.root_modules);
+    if !missing.is_empty() {
+        bail!(
+            "{}: root_modules lacks {}, which every node loads before k0s starts \
+             (K8S_MODULES in src/node/contract.rs): add them to root_modules, or drop them there",
+            file.display(),
+            missing.join(", ")
+        );
+    }
     each(file, "initramfs_modules", &p.initramfs_modules, module_name)?;
     each(file, "verity.modules", &p.verity.modules, module_name)?;
     each(file, "verity.programs", &p.verity.programs, tree_path)?;
@@ -246,6 +255,15 @@ mod tests {
         let mut p = data().base().unwrap();
         p.squashfs.block_size = 1000;
         assert!(base(&p, Path::new("b.toml")).is_err());
+
+        // The modules the node loads at boot must be ones the root carries.
+        let mut p = data().base().unwrap();
+        p.root_modules.retain(|m| m != "br_netfilter");
+        let err = base(&p, Path::new("b.toml")).unwrap_err().to_string();
+        assert!(
+            err.contains("root_modules lacks br_netfilter") && err.contains("K8S_MODULES"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use anyhow::{bail, Context, Result};
 
 use crate::kmod::ModuleIndex;
+use crate::node::contract;
 use crate::plan::Plan;
-use crate::profile::BootSpec;
 use crate::progress::Reporter;
 use crate::source::debian::{unpack_deb_spilling, FetchedDeb};
 use crate::source::k0s::K0sBinary;
@@ -146,6 +146,7 @@ pub fn build_root(plan: &Plan, u: &Unpacked, k0s: &K0sBinary, rep: &dyn Reporter
     )?;
     root.overlay(&overlay)?;
     root.add_file("etc/edgeimg/build.env", build_env(plan, &u.kver), 0o644)?;
+    root.add_file(contract::CONTRACT_PATH, contract::render_shell(), 0o644)?;
     root.insert(
         &TreePath::new(K0S_PATH)?,
         Entry::file(
@@ -168,7 +169,13 @@ fn build_env(plan: &Plan, kver: &str) -> String {
 }
 
 /// The initramfs: busybox, the modules to reach root, boot and data, and the init.
-pub fn build_initramfs(plan: &Plan, u: &Unpacked, root: &Tree) -> Result<Tree> {
+/// `extra_modules` come after the board's drivers (network boot adds its own).
+pub fn build_initramfs(
+    plan: &Plan,
+    extra_modules: &[String],
+    u: &Unpacked,
+    root: &Tree,
+) -> Result<Tree> {
     let mut t = Tree::new();
     t.add_symlink("lib", "usr/lib")?;
     let busybox = root
@@ -184,7 +191,9 @@ pub fn build_initramfs(plan: &Plan, u: &Unpacked, root: &Tree) -> Result<Tree> {
             })?;
         }
     }
-    let modules = u.modules.closure(&as_strs(&plan.initramfs_modules()))?;
+    let modules = u
+        .modules
+        .closure(&as_strs(&plan.initramfs_modules_with(extra_modules)))?;
     u.modules.install(&u.kernel, &mut t, &modules)?;
     let conf = format!(
         "KVER='{}'\nMODULES='{}'\nEDGEIMG_VERSION='{}'\n",
@@ -193,6 +202,7 @@ pub fn build_initramfs(plan: &Plan, u: &Unpacked, root: &Tree) -> Result<Tree> {
         plan.edgeimg_version
     );
     t.add_file("etc/edgeimg/initrd.conf", conf, 0o644)?;
+    t.add_file(contract::CONTRACT_PATH, contract::render_shell(), 0o644)?;
     for d in ["dev", "proc", "sys", "run", "newroot", "tmp"] {
         t.add_dir(d, 0o755)?;
     }
@@ -203,45 +213,6 @@ pub fn build_initramfs(plan: &Plan, u: &Unpacked, root: &Tree) -> Result<Tree> {
         bail!("overlays/initramfs/init is missing or not executable");
     }
     t.set_all_mtimes(plan.source_date_epoch);
-    Ok(t)
-}
-
-/// The boot partition's fixed part (everything but the node config).
-pub fn build_boot(plan: &Plan, u: &Unpacked, initrd: &[u8], cmdline: &str) -> Result<Tree> {
-    let mut t = Tree::new();
-    let kernel = u
-        .kernel
-        .read(&format!("boot/vmlinuz-{}", u.kver))
-        .with_context(|| format!("the kernel package has no boot/vmlinuz-{}", u.kver))?;
-    match &plan.board.boot {
-        BootSpec::Uefi {
-            efi_binary,
-            efi_path,
-        } => {
-            let efi = u.root.read(efi_binary).with_context(|| {
-                format!(
-                    "{}: boot.efi_binary {efi_binary} is not in any package",
-                    plan.board.file.display()
-                )
-            })?;
-            t.add_file(efi_path, efi.to_vec(), 0o644)?;
-            t.add_file(
-                "loader/loader.conf",
-                "default edgeimg.conf\ntimeout 0\neditor no\n",
-                0o644,
-            )?;
-            let entry = format!(
-                "title edgeimg {} {} (linux {})\nlinux /vmlinuz\ninitrd /initrd.img\noptions {cmdline}\n",
-                plan.board.name, plan.role, u.kver
-            );
-            t.add_file("loader/entries/edgeimg.conf", entry, 0o644)?;
-        }
-        BootSpec::Rpi(spec) => {
-            return crate::boot::rpi::boot_tree(plan, u, spec, kernel, initrd, cmdline);
-        }
-    }
-    t.add_file("vmlinuz", kernel.to_vec(), 0o644)?;
-    t.add_file("initrd.img", initrd.to_vec(), 0o644)?;
     Ok(t)
 }
 

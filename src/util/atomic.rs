@@ -116,6 +116,15 @@ impl Write for AtomicFile {
     }
 }
 
+impl std::io::Seek for AtomicFile {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        self.writer
+            .as_mut()
+            .expect("writer present until commit")
+            .seek(pos)
+    }
+}
+
 impl Drop for AtomicFile {
     fn drop(&mut self) {
         if self.writer.is_some() {

@@ -1,9 +1,13 @@
-//! The image side of a flash: a raw `.img` or an `.img.xz` read as one stream, and the
-//! `.bmap` beside it (parsed and its own checksum checked).
+//! An image as a stream: a raw `.img` or an `.img.xz` read as one stream, the `.bmap` beside it
+//! (parsed and its own checksum checked), and [`write_image`], which streams it onto a card
+//! or a file (`flash`, and `inspect` unpacking an `.img.xz`).
 
 use std::fs::File;
 use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+
+use crate::progress::Reporter;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -185,6 +189,118 @@ pub fn read_bmap(path: &Path) -> Result<Bmap> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading bmap {}", path.display()))?;
     parse_bmap(&text, &path.display().to_string())
+}
+
+/// Bytes read and written at a time.
+pub const CHUNK: usize = 1 << 20;
+
+/// What writing produced.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteStats {
+    pub image_size: u64,
+    pub bytes_written: u64,
+}
+
+/// Streams `src` onto `target`. A plain-file target (`sparse`) is truncated first and its
+/// all-zero chunks are left as holes. With a bmap, only its ranges are written and each
+/// range's sha256 is checked against the bmap as it is written.
+pub fn write_image(
+    src: &mut ImageSource,
+    bmap: Option<&Bmap>,
+    target: &File,
+    what: &str,
+    sparse: bool,
+    rep: &dyn Reporter,
+) -> Result<(WriteStats, [u8; 32])> {
+    let total = bmap.map(Bmap::mapped_bytes).or(src.size).unwrap_or(0);
+    let mut task = rep.task(&format!("writing {what}"), total);
+    let mut buf = vec![0u8; CHUNK];
+    let mut pos: u64 = 0;
+    let mut written: u64 = 0;
+    let mut whole = Sha256::new();
+    let write = |data: &[u8], at: u64| -> Result<()> {
+        target
+            .write_all_at(data, at)
+            .with_context(|| format!("writing {what} at byte {at}"))
+    };
+    match bmap {
+        None => loop {
+            let n = src.read_full(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            let data = &buf[..n];
+            whole.update(data);
+            if !(sparse && data.iter().all(|&b| b == 0)) {
+                write(data, pos)?;
+                written += n as u64;
+            }
+            pos += n as u64;
+            task.advance(n as u64);
+        },
+        Some(map) => {
+            for (a, b, sum) in &map.ranges {
+                let start = a * map.block_size;
+                let end = ((b + 1) * map.block_size).min(map.image_size);
+                // Skip to the range (read and drop: an xz stream cannot seek).
+                while pos < start {
+                    let want = ((start - pos) as usize).min(CHUNK);
+                    let n = src.read_full(&mut buf[..want])?;
+                    if n == 0 {
+                        bail!("{} ends at byte {pos}, before the bmap's range {a}-{b}: the image and its bmap do not belong together", src.path.display());
+                    }
+                    pos += n as u64;
+                }
+                let mut h = Sha256::new();
+                while pos < end {
+                    let want = ((end - pos) as usize).min(CHUNK);
+                    let n = src.read_full(&mut buf[..want])?;
+                    if n == 0 {
+                        bail!("{} ends at byte {pos}, inside the bmap's range {a}-{b}: the image is truncated or the bmap belongs to another image", src.path.display());
+                    }
+                    h.update(&buf[..n]);
+                    write(&buf[..n], pos)?;
+                    pos += n as u64;
+                    written += n as u64;
+                    task.advance(n as u64);
+                }
+                let got = hex::encode(h.finalize());
+                if &got != sum {
+                    bail!(
+                        "{}: blocks {a}-{b} do not match the bmap's checksum (expected {sum}, got {got}): \
+                         the image is damaged or the bmap belongs to another image; {what} is only partly written",
+                        src.path.display()
+                    );
+                }
+            }
+            pos = map.image_size;
+        }
+    }
+    if sparse {
+        target
+            .set_len(pos)
+            .with_context(|| format!("setting the size of {what}"))?;
+    }
+    target
+        .sync_all()
+        .with_context(|| format!("flushing {what} (fsync)"))?;
+    task.finish(&format!("wrote {} MiB of {} MiB", written >> 20, pos >> 20));
+    Ok((
+        WriteStats {
+            image_size: pos,
+            bytes_written: written,
+        },
+        whole.finalize().into(),
+    ))
+}
+
+/// Drops the target's cached pages so that the read-back comes from the medium.
+pub fn drop_cache(f: &File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: advisory call on a descriptor we own for the duration of the call.
+    unsafe {
+        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED);
+    }
 }
 
 #[cfg(test)]

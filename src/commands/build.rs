@@ -1,0 +1,155 @@
+//! `edgeimg build`: the node config from `--node` and flags, the plan, the build, and the
+//! summary (or the plan itself with `--dry-run`).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Result};
+
+use super::node_args::read_ssh_keys;
+use super::Out;
+use crate::build::{build as run_build, BuildOptions, BuildReport, OutputFormat};
+use crate::cli::{BuildArgs, Format};
+use crate::node::{NodeConfig, NodeOverrides};
+use crate::plan::{Plan, Request};
+use crate::profile::DataDir;
+use crate::progress::Reporter;
+use crate::source::cache::Cache;
+
+pub(crate) fn format(f: Format) -> OutputFormat {
+    match f {
+        Format::Raw => OutputFormat::Raw,
+        Format::Xz => OutputFormat::Xz,
+        Format::Pxe => OutputFormat::Pxe,
+        Format::All => OutputFormat::All,
+    }
+}
+
+pub(crate) fn build(out: Out, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) -> Result<()> {
+    let mut node = match &args.node {
+        Some(p) => NodeConfig::from_toml_file(p)?,
+        None => NodeConfig::default(),
+    };
+    let overrides = NodeOverrides {
+        hostname: args.hostname.clone(),
+        role: None,
+        token_file: args.token_file.clone(),
+        ssh_keys: read_ssh_keys(&args.ssh_key)?,
+        ..Default::default()
+    };
+    node.apply(&overrides);
+    for w in node.check()? {
+        rep.warn(&w);
+    }
+    // EDGEIMG_APT_ROOT points at another root's /etc/apt (containers, tests).
+    let apt_root = std::env::var_os("EDGEIMG_APT_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let host_mirror = crate::source::debian::apt_mirror(&apt_root)?;
+    let req = Request {
+        board: args.board.clone(),
+        role: args.role.as_deref().map(str::parse).transpose()?,
+        node: Some(node),
+        mirror: args.mirror.clone(),
+        suite: args.suite.clone(),
+        k0s_version: args.k0s_version.clone(),
+        k0s_url: args.k0s_url.clone(),
+        k0s_sha256: args.k0s_sha256.clone(),
+        k0s_binary: args.k0s_binary.clone(),
+        source_date_epoch: None,
+        verity: !args.no_verity,
+    };
+    let plan = Plan::resolve(data, req, host_mirror)?;
+    if args.dry_run {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+        return Ok(());
+    }
+    let cache_dir = args.cache_dir.clone().unwrap_or_else(Cache::default_dir);
+    let mut cache = Cache::new(cache_dir.clone(), args.offline)?;
+    if args.refresh {
+        cache.set_refresh(true);
+    }
+    let fmt = format(args.format);
+    let base_url = match args.base_url.as_deref() {
+        Some(u) => u,
+        None => {
+            if fmt.pxe() && !out.quiet {
+                eprintln!(
+                    "warning: no --base-url: boot.ipxe names {}, the address QEMU tests forward; \
+                     give the URL your nodes will fetch the files from",
+                    crate::boot::pxe::DEFAULT_BASE_URL
+                );
+            }
+            crate::boot::pxe::DEFAULT_BASE_URL
+        }
+    };
+    let opts = BuildOptions {
+        out_dir: args.out.clone(),
+        cache,
+        xz: !args.no_xz,
+        artifact_cache: !args.no_artifact_cache,
+        format: fmt,
+        base_url: crate::boot::pxe::check_base_url(base_url)?,
+    };
+    let report = run_build(&plan, &opts, rep)?;
+    if args.check_reproducible {
+        check_reproducible(out, &report, &args.out, &cache_dir, rep)?;
+    }
+    if out.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    if !out.quiet {
+        summary(&report, fmt);
+    }
+    Ok(())
+}
+
+fn summary(report: &BuildReport, fmt: OutputFormat) {
+    println!(
+        "built {} ({} MiB) in {:.1} s, {} download(s)",
+        report.image.display(),
+        report.image_size / (1024 * 1024),
+        report.seconds,
+        report.downloads
+    );
+    for o in &report.outputs {
+        println!("  {}", o.display());
+    }
+    if report.token_required && !report.token_included && !fmt.image() {
+        println!(
+            "no join token: put one in node/<mac-with-dashes>/token (listed in that folder's index) \
+             or node/default/, or build with --token-file"
+        );
+    } else if report.token_required && !report.token_included {
+        println!(
+            "no join token in this image: add one per node with `edgeimg configure {} --token-file FILE` \
+             (or at flash time); it stays out of the shared image",
+            report.image.display()
+        );
+    }
+}
+
+/// `build --check-reproducible`: the second build and the comparison (see
+/// `crate::build::repro`).
+fn check_reproducible(
+    out: Out,
+    report: &BuildReport,
+    out_dir: &Path,
+    cache_dir: &Path,
+    rep: &dyn Reporter,
+) -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (n, diffs) = crate::build::repro::check(&args, &report.outputs, out_dir, cache_dir, rep)?;
+    if diffs.is_empty() {
+        if !out.quiet && !out.json {
+            println!("reproducible: {n} outputs identical in both builds");
+        }
+        return Ok(());
+    }
+    let list: Vec<String> = diffs.iter().map(|d| format!("  {d}")).collect();
+    bail!(
+        "not reproducible: {} of {n} outputs differ between two builds of the same plan:\n{}",
+        diffs.len(),
+        list.join("\n")
+    )
+}

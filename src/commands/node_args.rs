@@ -1,0 +1,206 @@
+//! The node arguments of `configure` and `flash` (`--node`, `--inventory`, `--hostname`, ...)
+//! read into the node config(s) to write: files are read and checked here, before any disk
+//! is opened, so bad input stops a command before it changes anything.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cli::NodeArgs;
+use crate::image::personalize::NodeSet;
+use crate::node::{NodeConfig, NodeOverrides, WifiConfig};
+use crate::progress::Reporter;
+
+/// Whether any node setting was given.
+pub(crate) fn is_empty(a: &NodeArgs) -> bool {
+    a.node.is_none()
+        && a.inventory.is_none()
+        && a.hostname.is_none()
+        && a.role.is_none()
+        && a.token_file.is_none()
+        && a.ssh_key.is_empty()
+        && a.address.is_none()
+        && a.gateway.is_none()
+        && a.dns.is_empty()
+        && a.label.is_empty()
+        && a.taint.is_empty()
+        && a.ntp.is_empty()
+        && !a.no_ntp
+        && a.k0s_arg.is_empty()
+        && a.k0s_config.is_none()
+        && a.wifi_ssid.is_none()
+}
+
+/// Reads and validates the node config(s) these arguments describe. Warnings (a token
+/// file others can read) go to `rep`.
+pub(crate) fn resolve(a: &NodeArgs, rep: &dyn Reporter) -> Result<NodeSet> {
+    if a.all_nodes {
+        let inv_path = a.inventory.as_deref().expect("clap: requires inventory");
+        let inv = crate::node::inventory::Inventory::from_file(inv_path)?;
+        let mut per_mac = Vec::new();
+        for name in inv.names() {
+            let (mut cfg, mac) = inv.node(&name)?;
+            let Some(mac) = mac else { continue };
+            apply_flags(a, &mut cfg)?;
+            for w in cfg.check()?.into_iter().chain(build_time_only(&cfg)) {
+                rep.warn(&format!("{name}: {w}"));
+            }
+            per_mac.push((mac, cfg));
+        }
+        if per_mac.is_empty() {
+            bail!(
+                "{}: no node has a `mac`: --all-nodes writes one config per MAC address",
+                inv_path.display()
+            );
+        }
+        let default = if a.node.is_some() {
+            Some(single(a, rep)?)
+        } else {
+            None
+        };
+        return Ok(NodeSet { default, per_mac });
+    }
+    Ok(NodeSet {
+        default: Some(single(a, rep)?),
+        per_mac: Vec::new(),
+    })
+}
+
+fn single(a: &NodeArgs, rep: &dyn Reporter) -> Result<NodeConfig> {
+    let mut cfg = match (&a.inventory, &a.node_name, &a.node) {
+        (Some(inv), Some(name), _) => {
+            let inv = crate::node::inventory::Inventory::from_file(inv)?;
+            inv.node(name)?.0
+        }
+        (Some(inv), None, _) if !a.all_nodes => bail!(
+            "--inventory {}: name the node with --node-name (or use --all-nodes)",
+            inv.display()
+        ),
+        (_, _, Some(p)) => read_node_file(p)?,
+        // Named in messages as where the values came from.
+        _ => NodeConfig::from_toml_str("", Path::new("command line"))?,
+    };
+    apply_flags(a, &mut cfg)?;
+    for w in cfg.check()?.into_iter().chain(build_time_only(&cfg)) {
+        rep.warn(&w);
+    }
+    Ok(cfg)
+}
+
+/// Applies the flags over a config (flags win).
+pub(crate) fn apply_flags(a: &NodeArgs, cfg: &mut NodeConfig) -> Result<()> {
+    let overrides = NodeOverrides {
+        hostname: a.hostname.clone(),
+        role: a.role.as_deref().map(str::parse).transpose()?,
+        token_file: a.token_file.clone(),
+        ssh_keys: read_ssh_keys(&a.ssh_key)?,
+        k0s_args: a.k0s_arg.clone(),
+        labels: a.label.clone(),
+        ntp: if a.no_ntp {
+            Some(Vec::new())
+        } else if a.ntp.is_empty() {
+            None
+        } else {
+            Some(a.ntp.clone())
+        },
+        address: a.address.clone(),
+        gateway: a.gateway.clone(),
+        dns: (!a.dns.is_empty()).then(|| a.dns.clone()),
+    };
+    cfg.apply(&overrides);
+    cfg.k0s.taints.extend(a.taint.iter().cloned());
+    if let Some(c) = &a.k0s_config {
+        cfg.k0s.config_file = Some(c.clone());
+    }
+    if let Some(ssid) = &a.wifi_ssid {
+        let psk = match &a.wifi_psk_file {
+            Some(p) => {
+                let t = std::fs::read_to_string(p).with_context(|| {
+                    format!("reading the Wi-Fi passphrase file {}", p.display())
+                })?;
+                Some(t.trim_end_matches(['\n', '\r']).to_string())
+            }
+            None => None,
+        };
+        cfg.wifi = Some(WifiConfig {
+            ssid: ssid.clone(),
+            psk,
+            country: a.wifi_country.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// Reads a node file: `#cloud-config` YAML or TOML.
+/// `[boot]` settings are baked into the boot files when the image is built (the root hash
+/// shares the kernel command line with them); configure writes the node files only, so it says
+/// that it leaves them as built rather than appearing to apply them.
+fn build_time_only(cfg: &NodeConfig) -> Option<String> {
+    let mut keys = Vec::new();
+    if !cfg.boot.kernel_args.is_empty() {
+        keys.push("[boot] kernel_args");
+    }
+    if !cfg.boot.config_txt.is_empty() {
+        keys.push("[boot] config_txt");
+    }
+    if keys.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{} not applied: configure writes the node files only and leaves the kernel command line \
+         and config.txt as built; set them at build time (edgeimg build --node FILE)",
+        keys.join(" and ")
+    ))
+}
+
+pub(crate) fn read_node_file(path: &Path) -> Result<NodeConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading node config {}", path.display()))?;
+    if crate::node::cloud_config::is_cloud_config(&text) {
+        return crate::node::cloud_config::from_cloud_config(&text, path);
+    }
+    Ok(NodeConfig::from_toml_str(&text, path)?)
+}
+
+/// `--ssh-key` takes a key line or a file holding key lines.
+pub(crate) fn read_ssh_keys(args: &[String]) -> Result<Vec<String>> {
+    let mut keys = Vec::new();
+    for a in args {
+        let p = Path::new(a);
+        if p.is_file() {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            keys.extend(
+                text.lines()
+                    .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+                    .map(String::from),
+            );
+        } else if a.contains(' ') {
+            keys.push(a.clone());
+        } else {
+            bail!("--ssh-key {a}: neither a readable file nor a key line");
+        }
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_settings_are_reported_as_not_applied() {
+        let with = NodeConfig::from_toml_str(
+            "[boot]\nkernel_args = [\"quiet\"]\nconfig_txt = [\"arm_freq=1500\"]\n",
+            Path::new("n.toml"),
+        )
+        .unwrap();
+        let w = build_time_only(&with).expect("a warning");
+        assert!(
+            w.contains("[boot] kernel_args and [boot] config_txt not applied"),
+            "{w}"
+        );
+        let without = NodeConfig::from_toml_str("hostname = \"a\"\n", Path::new("n.toml")).unwrap();
+        assert_eq!(build_time_only(&without), None);
+    }
+}

@@ -1,0 +1,280 @@
+//! The device contract: everything the Rust build and the on-device shell scripts must agree
+//! on, defined once. The build writes the kernel command line, the boot partition's node files
+//! and the trees from these definitions, and renders them into `contract.sh`
+//! ([`render_shell`]), which the initramfs init and the system's boot scripts source. The
+//! scripts name none of these values themselves.
+//!
+//! - kernel arguments `edgeimg.<name>=` ([`KernelArg`]);
+//! - where the node files live on the boot partition ([`BOOT_DIR`], [`NODES_DIR`]) and the
+//!   variable names of `node.env` ([`NODE_ENV_VARS`]);
+//! - the console protocol smoke tests wait on ([`SAY`], [`READY`], [`FAILED`]);
+//! - the Kubernetes modules and sysctls the node sets up before k0s starts
+//!   ([`K8S_MODULES`], [`K8S_SYSCTLS`]); the modules must be among the profile's
+//!   `root_modules` ([`missing_modules`]), so the two lists cannot drift apart.
+
+use std::fmt::Display;
+
+/// Where `contract.sh` lies in the initramfs and in the root (the initramfs's `lib` is a link
+/// to `usr/lib`, so `/lib/edgeimg/contract.sh` works in both).
+pub const CONTRACT_PATH: &str = "usr/lib/edgeimg/contract.sh";
+
+/// The folder of the node files on the boot partition (`edgeimg/node.env`, ...).
+pub const BOOT_DIR: &str = "edgeimg";
+
+/// Per-MAC node configs on the boot partition: `edgeimg/nodes/<mac>/...`.
+pub const NODES_DIR: &str = "edgeimg/nodes";
+
+/// Every line the device prints for people and tests starts with this.
+pub const SAY: &str = "edgeimg:";
+
+/// The word after [`SAY`] of the one line a node prints when it is up.
+pub const READY: &str = "ready";
+
+/// What follows [`SAY`] on a line that reports a failed step.
+pub const FAILED: &str = "FAILED:";
+
+/// An `edgeimg.<name>=<value>` argument of the kernel command line, read by the initramfs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelArg {
+    /// The boot partition (`PARTUUID=...`).
+    Boot,
+    /// The root: `PARTUUID=...` of the squashfs partition, or an `http://` URL (netboot).
+    Root,
+    /// The data partition (`PARTUUID=...`, or a device for netboot).
+    Data,
+    /// dm-verity: root hash, salt, data blocks and the first hash block.
+    Verity,
+    VeritySalt,
+    VerityBlocks,
+    VerityHashStart,
+    /// `full`: read the whole root through dm-verity once per boot.
+    VerityCheck,
+    /// sha256 of a network root.
+    RootSha256,
+    /// Netboot: the folder of this machine's node config, and the default one.
+    Config,
+    ConfigDefault,
+    /// Install to an internal disk, and whether to wipe it.
+    Install,
+    InstallWipe,
+    /// Debugging: `initramfs` or `switch_root` opens a rescue shell there.
+    Break,
+    /// Seconds to wait for the root device.
+    Wait,
+}
+
+impl KernelArg {
+    pub const ALL: [KernelArg; 15] = [
+        KernelArg::Boot,
+        KernelArg::Root,
+        KernelArg::Data,
+        KernelArg::Verity,
+        KernelArg::VeritySalt,
+        KernelArg::VerityBlocks,
+        KernelArg::VerityHashStart,
+        KernelArg::VerityCheck,
+        KernelArg::RootSha256,
+        KernelArg::Config,
+        KernelArg::ConfigDefault,
+        KernelArg::Install,
+        KernelArg::InstallWipe,
+        KernelArg::Break,
+        KernelArg::Wait,
+    ];
+
+    /// The name after `edgeimg.`.
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelArg::Boot => "boot",
+            KernelArg::Root => "root",
+            KernelArg::Data => "data",
+            KernelArg::Verity => "verity",
+            KernelArg::VeritySalt => "verity_salt",
+            KernelArg::VerityBlocks => "verity_blocks",
+            KernelArg::VerityHashStart => "verity_hash_start",
+            KernelArg::VerityCheck => "verity_check",
+            KernelArg::RootSha256 => "root_sha256",
+            KernelArg::Config => "config",
+            KernelArg::ConfigDefault => "config_default",
+            KernelArg::Install => "install",
+            KernelArg::InstallWipe => "install_wipe",
+            KernelArg::Break => "break",
+            KernelArg::Wait => "wait",
+        }
+    }
+
+    /// `edgeimg.<name>=<value>`.
+    pub fn with(self, value: impl Display) -> String {
+        format!("edgeimg.{}={value}", self.name())
+    }
+}
+
+/// The Kubernetes modules every node loads before k0s starts (kube-proxy, kube-router,
+/// containerd's overlay snapshotter). Missing ones are reported, not fatal.
+pub const K8S_MODULES: &[&str] = &[
+    "overlay",
+    "nf_conntrack",
+    "br_netfilter",
+    "bridge",
+    "veth",
+    "vxlan",
+    "ip_tables",
+    "ip6_tables",
+    "iptable_filter",
+    "iptable_nat",
+    "iptable_mangle",
+    "iptable_raw",
+    "ip6table_filter",
+    "ip6table_nat",
+    "ip6table_mangle",
+    "nf_nat",
+    "xt_conntrack",
+    "xt_MASQUERADE",
+    "xt_addrtype",
+    "xt_comment",
+    "xt_mark",
+    "xt_multiport",
+    "xt_nat",
+    "xt_set",
+    "xt_statistic",
+    "ip_set",
+    "ip_set_hash_ip",
+    "ip_set_hash_net",
+    "ip_set_hash_ipport",
+    "ip_set_hash_ipportnet",
+    "ip_set_bitmap_port",
+    "ip_vs",
+    "ip_vs_rr",
+    "ip_vs_wrr",
+    "ip_vs_sh",
+    "nf_tables",
+    "nft_compat",
+    "nft_chain_nat",
+];
+
+/// sysctl settings for Kubernetes (kubelet, kube-proxy, containerd), as `key=value`.
+pub const K8S_SYSCTLS: &[&str] = &[
+    "net.ipv4.ip_forward=1",
+    "net.ipv6.conf.all.forwarding=1",
+    "net.bridge.bridge-nf-call-iptables=1",
+    "net.bridge.bridge-nf-call-ip6tables=1",
+    "fs.inotify.max_user_instances=8192",
+    "fs.inotify.max_user_watches=524288",
+    "vm.overcommit_memory=1",
+    "kernel.panic=10",
+    "kernel.panic_on_oops=1",
+];
+
+/// The variables of `node.env` (see `render.rs`), besides `FILE_<n>_PATH` and
+/// `FILE_<n>_MODE`, one pair per `[[files]]` entry.
+pub const NODE_ENV_VARS: &[&str] = &[
+    "NODE_HOSTNAME",
+    "NODE_ROLE",
+    "K0S_ARGS",
+    "K0S_LABELS",
+    "K0S_TAINTS",
+    "NET_MODE",
+    "NET_ADDRESS",
+    "NET_GATEWAY",
+    "NET_DNS",
+    "NTP_SERVERS",
+    "TIMEZONE",
+    "WIFI_SSID",
+    "WIFI_PSK",
+    "WIFI_COUNTRY",
+    "HAS_TOKEN",
+    "HAS_SSH_KEYS",
+    "FILES_COUNT",
+    "STORAGE_DEVICE",
+    "INSTALL_DEVICE",
+    "INSTALL_WIPE",
+    "CONTENT_SHA256",
+    "CONFIG_GENERATION",
+];
+
+/// The modules of [`K8S_MODULES`] that `root_modules` (the profile's list of what the root
+/// carries) lacks: each would be reported missing on every boot.
+pub fn missing_modules(root_modules: &[String]) -> Vec<&'static str> {
+    K8S_MODULES
+        .iter()
+        .copied()
+        .filter(|m| !root_modules.iter().any(|r| r == m))
+        .collect()
+}
+
+/// `contract.sh`: the contract as shell assignments.
+pub fn render_shell() -> String {
+    let words = |v: &[&str]| v.join(" ");
+    let kargs: Vec<&str> = KernelArg::ALL.iter().map(|a| a.name()).collect();
+    let vars: [(&str, String); 9] = [
+        ("EDGEIMG_KARGS", words(&kargs)),
+        ("EDGEIMG_BOOT_DIR", BOOT_DIR.into()),
+        ("EDGEIMG_NODES_DIR", NODES_DIR.into()),
+        ("EDGEIMG_SAY", SAY.into()),
+        ("EDGEIMG_FAILED", FAILED.into()),
+        ("EDGEIMG_READY", READY.into()),
+        ("EDGEIMG_K8S_MODULES", words(K8S_MODULES)),
+        ("EDGEIMG_K8S_SYSCTLS", words(K8S_SYSCTLS)),
+        ("EDGEIMG_NODE_ENV_VARS", words(NODE_ENV_VARS)),
+    ];
+    let mut out = String::from(
+        "# edgeimg device contract: generated by the build from src/node/contract.rs; do not edit.\n",
+    );
+    for (k, v) in vars {
+        out.push_str(&format!("{k}={}\n", super::shell_quote(&v)));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_arguments_are_spelled_once() {
+        assert_eq!(KernelArg::VeritySalt.with("ab"), "edgeimg.verity_salt=ab");
+        let names: std::collections::BTreeSet<&str> =
+            KernelArg::ALL.iter().map(|a| a.name()).collect();
+        assert_eq!(
+            names.len(),
+            KernelArg::ALL.len(),
+            "two arguments share a name"
+        );
+    }
+
+    #[test]
+    fn the_shell_file_defines_every_variable_once() {
+        let text = render_shell();
+        let mut seen = std::collections::BTreeSet::new();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let (k, v) = line.split_once('=').unwrap();
+            assert!(seen.insert(k.to_string()), "{k} twice");
+            assert!(v.starts_with('\'') && v.ends_with('\''), "{line}");
+        }
+        assert!(
+            text.contains("EDGEIMG_KARGS='boot root data verity "),
+            "{text}"
+        );
+        assert!(text.contains("EDGEIMG_READY='ready'"));
+    }
+
+    #[test]
+    fn the_kubernetes_modules_are_in_the_base_profile() {
+        let base: toml::Value = toml::from_str(
+            &std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/base.toml"),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let root: Vec<String> = base["root_modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(missing_modules(&root), Vec::<&str>::new());
+        let fewer: Vec<String> = root.into_iter().filter(|m| m != "vxlan").collect();
+        assert_eq!(missing_modules(&fewer), ["vxlan"]);
+    }
+}

@@ -1,0 +1,138 @@
+//! A board: `boards/<name>.toml`. Plain data: no code branches on a board's name, so adding a
+//! board is adding a file. What a boot method does with its `[boot]` table lives in `boot/`.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::qemu::QemuSpec;
+
+/// The CPU architecture of a board, in the spellings each ecosystem uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Amd64,
+    Arm64,
+    Armhf,
+}
+
+impl Arch {
+    /// Debian's architecture name.
+    pub fn debian(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+            Arch::Armhf => "armhf",
+        }
+    }
+
+    /// The architecture suffix of k0s release assets.
+    pub fn k0s(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+            Arch::Armhf => "arm",
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.debian())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionTable {
+    Gpt,
+    Mbr,
+}
+
+/// How the board's firmware finds the kernel.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "method", rename_all = "lowercase", deny_unknown_fields)]
+pub enum BootSpec {
+    /// UEFI firmware loading systemd-boot from the ESP's removable-media path.
+    Uefi {
+        /// Path of the systemd-boot EFI binary inside the package tree.
+        efi_binary: String,
+        /// Where the firmware looks for it on the ESP.
+        efi_path: String,
+    },
+    /// The Raspberry Pi's own firmware (no U-Boot) reading `config.txt` from the FAT.
+    Rpi(RpiBoot),
+}
+
+/// Partition sizes of the image.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionSizes {
+    /// The boot partition (FAT32), in MiB.
+    pub boot_mib: u64,
+    /// The read-only root partition (squashfs), in MiB.
+    pub root_mib: u64,
+    /// The placeholder data partition the first boot grows to fill the disk, in MiB.
+    pub data_mib: u64,
+}
+
+/// A board: `boards/<name>.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    pub name: String,
+    pub description: String,
+    pub arch: Arch,
+    pub partition_table: PartitionTable,
+    /// Archive components beyond the profile's (`non-free-firmware` for the Pi firmware).
+    #[serde(default)]
+    pub components: Vec<String>,
+    /// The Debian kernel package (a metapackage is fine).
+    pub kernel_package: String,
+    /// Extra Debian packages this board needs (bootloader, firmware).
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Kernel arguments, console first.
+    pub cmdline: Vec<String>,
+    /// Modules the initramfs loads, by name; their dependencies are added in load order.
+    pub initramfs_modules: Vec<String>,
+    /// Extra modules for the root filesystem (network drivers, ...).
+    #[serde(default)]
+    pub root_modules: Vec<String>,
+    pub partitions: PartitionSizes,
+    pub boot: BootSpec,
+    pub qemu: QemuSpec,
+    /// Set when the board is listed but cannot be built: the reason is shown by `boards`.
+    #[serde(default)]
+    pub unsupported: Option<String>,
+    #[serde(skip)]
+    pub file: PathBuf,
+}
+
+/// `[boot] method = "rpi"` of a board.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RpiBoot {
+    /// Directory of the firmware files in the packages (`usr/lib/raspi-firmware`).
+    pub firmware_dir: String,
+    /// Firmware files copied from `firmware_dir` to the FAT root (`start4.elf`, ...).
+    pub firmware: Vec<String>,
+    /// Device trees from the kernel package, copied to the FAT root. `{kver}` is the kernel
+    /// version; `*` in the file name matches any characters. Each pattern must match.
+    pub dtbs: Vec<String>,
+    /// The kernel's file name on the FAT (`config.txt`'s `kernel=`).
+    pub kernel: String,
+    /// The initramfs's file name on the FAT (`config.txt`'s `initramfs`).
+    pub initramfs: String,
+    /// The directory of `config.txt.j2` and `cmdline.txt.j2` under `overlays/`.
+    pub templates: String,
+    /// Whether the firmware starts the kernel in 64-bit mode (`arm_64bit=1`).
+    pub arm_64bit: bool,
+    /// Extra `config.txt` lines (overclock, UART, PoE HAT fan, dtoverlay=...).
+    #[serde(default)]
+    pub config: Vec<String>,
+    /// Raspberry Pi Imager device tags the image is offered for (`pi4-64bit`, `pi3-32bit`).
+    #[serde(default)]
+    pub imager_devices: Vec<String>,
+}
