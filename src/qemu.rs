@@ -926,6 +926,39 @@ pub fn netboot(
     }
     let dir = work_dir()?;
     let vars = copy_vars(fw.as_ref(), dir.path())?;
+    let args = netboot_args(
+        spec,
+        fw.as_ref(),
+        vars.as_deref(),
+        opts,
+        tftp_dir,
+        bootfile,
+        romfile,
+        extra_disk,
+    )?;
+    let stop = match kill_when {
+        Some(m) => Stop::At(m),
+        None => Stop::Ready(opts),
+    };
+    rep.step(&format!(
+        "starting {} -M {} from the network",
+        spec.system, spec.machine
+    ));
+    watch(&qemu, &args, opts.timeout, stop, rep).context("booting from the network")
+}
+
+/// The command line of a network boot (see [`netboot`]).
+#[allow(clippy::too_many_arguments)]
+fn netboot_args(
+    spec: &QemuSpec,
+    fw: Option<&Firmware>,
+    vars: Option<&Path>,
+    opts: &SmokeOptions,
+    tftp_dir: &Path,
+    bootfile: &str,
+    romfile: &Path,
+    extra_disk: Option<&Path>,
+) -> Result<Vec<String>> {
     let mut spec = spec.clone();
     spec.disk = "none".into();
     if let Some(d) = extra_disk {
@@ -938,10 +971,10 @@ pub fn netboot(
     }
     let files = VmFiles {
         disk: tftp_dir,
-        vars: vars.as_deref(),
+        vars,
         direct: None,
     };
-    let mut args = command_args(&spec, fw.as_ref(), &files, opts, Console::Pipe)?;
+    let mut args = command_args(&spec, fw, &files, opts, Console::Pipe)?;
     for a in args.iter_mut() {
         if a.starts_with("user,id=n0") {
             a.push_str(&format!(
@@ -952,15 +985,7 @@ pub fn netboot(
             a.push_str(&format!(",romfile={}", qemu_path(romfile)));
         }
     }
-    let stop = match kill_when {
-        Some(m) => Stop::At(m),
-        None => Stop::Ready(opts),
-    };
-    rep.step(&format!(
-        "starting {} -M {} from the network",
-        spec.system, spec.machine
-    ));
-    watch(&qemu, &args, opts.timeout, stop, rep).context("booting from the network")
+    Ok(args)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1419,6 +1444,228 @@ vars = ["/usr/share/OVMF/OVMF_VARS_4M.fd", "/usr/share/OVMF/OVMF_VARS.fd"]
         assert!(again.ready_line.starts_with("edgeimg: ready"));
         assert_eq!(again.disk_copy.as_deref(), Some(disk.as_path()));
         std::fs::remove_dir_all(disk.parent().unwrap()).unwrap();
+    }
+
+    /// The `[qemu]` table of every board file, by board name.
+    fn board_specs() -> Vec<(String, QemuSpec)> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("boards");
+        let mut specs: Vec<(String, QemuSpec)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+            .map(|p| {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let board: toml::Table = toml::from_str(&text).unwrap();
+                let spec = board["qemu"].clone().try_into().unwrap();
+                let name = p.file_stem().unwrap().to_string_lossy().to_string();
+                (name, spec)
+            })
+            .collect();
+        specs.sort_by(|a, b| a.0.cmp(&b.0));
+        specs
+    }
+
+    /// How a golden case boots.
+    #[derive(Clone, Copy)]
+    enum GoldenBoot {
+        Disk,
+        Network { data_disk: bool },
+    }
+
+    /// Which firmware file the host is taken to have.
+    #[derive(Clone, Copy)]
+    enum GoldenFirmware {
+        /// The first `code` with a `vars` entry, the vars copied into the VM's directory.
+        Split,
+        /// The first `code` with no `vars` entry (`-bios`).
+        Combined,
+    }
+
+    /// One way of booting a board, as `smoke`, `run` and `netboot` assemble it.
+    struct Case {
+        name: &'static str,
+        console: Console,
+        kvm: bool,
+        /// A MAC address and a guestfwd rule.
+        net_options: bool,
+        firmware: GoldenFirmware,
+        boot: GoldenBoot,
+    }
+
+    const CASES: &[Case] = &[
+        Case {
+            name: "smoke",
+            console: Console::Pipe,
+            kvm: false,
+            net_options: false,
+            firmware: GoldenFirmware::Split,
+            boot: GoldenBoot::Disk,
+        },
+        Case {
+            name: "run-kvm",
+            console: Console::Terminal,
+            kvm: true,
+            net_options: false,
+            firmware: GoldenFirmware::Split,
+            boot: GoldenBoot::Disk,
+        },
+        Case {
+            name: "smoke-mac-guestfwd",
+            console: Console::Pipe,
+            kvm: false,
+            net_options: true,
+            firmware: GoldenFirmware::Split,
+            boot: GoldenBoot::Disk,
+        },
+        Case {
+            name: "smoke-bios",
+            console: Console::Pipe,
+            kvm: false,
+            net_options: false,
+            firmware: GoldenFirmware::Combined,
+            boot: GoldenBoot::Disk,
+        },
+        Case {
+            name: "netboot",
+            console: Console::Pipe,
+            kvm: false,
+            net_options: true,
+            firmware: GoldenFirmware::Split,
+            boot: GoldenBoot::Network { data_disk: false },
+        },
+        Case {
+            name: "netboot-data-disk",
+            console: Console::Pipe,
+            kvm: false,
+            net_options: true,
+            firmware: GoldenFirmware::Split,
+            boot: GoldenBoot::Network { data_disk: true },
+        },
+    ];
+
+    /// The arguments of `case` for `spec`, or None when the board has no such firmware.
+    fn case_args(spec: &QemuSpec, case: &Case) -> Option<Vec<String>> {
+        let fw = match (&spec.firmware, case.firmware) {
+            (None, _) => None,
+            (Some(f), GoldenFirmware::Split) => {
+                let i = (0..f.code.len()).find(|&i| i < f.vars.len())?;
+                Some(Firmware {
+                    code: f.code[i].clone().into(),
+                    vars_template: Some(f.vars[i].clone().into()),
+                })
+            }
+            (Some(f), GoldenFirmware::Combined) => Some(Firmware {
+                code: f.code.get(f.vars.len())?.into(),
+                vars_template: None,
+            }),
+        };
+        if spec.firmware.is_none() && matches!(case.firmware, GoldenFirmware::Combined) {
+            return None;
+        }
+        let vars = fw
+            .as_ref()
+            .and_then(|f| f.vars_template.as_ref())
+            .map(|_| Path::new("/vm/efivars.fd"));
+        let mut o = opts(1);
+        o.kvm = case.kvm;
+        if case.net_options {
+            o.mac = Some("52:54:00:12:34:56".into());
+            o.guestfwd = vec!["tcp:10.0.2.100:80-tcp:127.0.0.1:8080".into()];
+        }
+        let direct = spec
+            .direct
+            .as_ref()
+            .filter(|_| spec.kernel_direct)
+            .map(|d| {
+                let mut cmdline = "console=serial0,115200 root=PARTLABEL=root".to_string();
+                for a in &d.append {
+                    cmdline.push(' ');
+                    cmdline.push_str(a);
+                }
+                DirectFiles {
+                    kernel: format!("/vm/direct-{}", d.kernel).into(),
+                    initrd: d.initrd.as_ref().map(|n| format!("/vm/direct-{n}").into()),
+                    dtb: d.dtb.as_ref().map(|n| format!("/vm/direct-{n}").into()),
+                    cmdline: d.cmdline_file.as_ref().map(|_| cmdline),
+                }
+            });
+        Some(match case.boot {
+            GoldenBoot::Disk => {
+                let files = VmFiles {
+                    disk: Path::new("/vm/a,b/disk.img"),
+                    vars,
+                    direct: direct.as_ref(),
+                };
+                command_args(spec, fw.as_ref(), &files, &o, case.console).unwrap()
+            }
+            GoldenBoot::Network { data_disk } => netboot_args(
+                spec,
+                fw.as_ref(),
+                vars,
+                &o,
+                Path::new("/srv/tftp,1"),
+                "boot.ipxe",
+                Path::new("/usr/lib/ipxe/qemu/efi-virtio.rom"),
+                data_disk.then_some(Path::new("/vm/data.img")),
+            )
+            .unwrap(),
+        })
+    }
+
+    /// Sets the board-file spelling `disk` on `spec`.
+    fn with_disk(spec: &QemuSpec, disk: &str) -> QemuSpec {
+        let mut s = spec.clone();
+        s.disk = disk.into();
+        s
+    }
+
+    /// The QEMU argument vectors of every board file booted every way (and of every disk
+    /// interface), against `src/qemu/testdata/args.json`. `EDGEIMG_BLESS=1` rewrites the file.
+    #[test]
+    fn argument_vectors_match_the_golden_file() {
+        let mut got = std::collections::BTreeMap::new();
+        let specs = board_specs();
+        for (name, spec) in &specs {
+            for case in CASES {
+                if let Some(a) = case_args(spec, case) {
+                    got.insert(format!("{name} {}", case.name), a);
+                }
+            }
+        }
+        let x86 = &specs.iter().find(|(n, _)| n == "x86-64").unwrap().1;
+        for disk in ["virtio", "nvme", "ahci", "sata", "usb", "sd", "none"] {
+            let a = case_args(&with_disk(x86, disk), &CASES[0]).unwrap();
+            got.insert(format!("x86-64 disk={disk}"), a);
+        }
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/qemu/testdata/args.json");
+        if std::env::var_os("EDGEIMG_BLESS").is_some() {
+            let lines: Vec<String> = got
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "  {}: {}",
+                        serde_json::to_string(k).unwrap(),
+                        serde_json::to_string(v).unwrap()
+                    )
+                })
+                .collect();
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, format!("{{\n{}\n}}\n", lines.join(",\n"))).unwrap();
+        }
+        let want: std::collections::BTreeMap<String, Vec<String>> =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let keys: std::collections::BTreeSet<&String> = want.keys().chain(got.keys()).collect();
+        let differ: Vec<String> = keys
+            .into_iter()
+            .filter(|k| want.get(*k) != got.get(*k))
+            .map(|k| format!("{k}:\n  want {:?}\n  got  {:?}", want.get(k), got.get(k)))
+            .collect();
+        assert!(
+            differ.is_empty(),
+            "arguments differ from {} (EDGEIMG_BLESS=1 rewrites it):\n{}",
+            path.display(),
+            differ.join("\n")
+        );
     }
 
     /// Real QEMU and OVMF on a blank disk: no OS, so the timeout path returns an error that
