@@ -8,32 +8,34 @@
 //!
 //! This file holds the public entry points and the types they take and return; the parts are
 //! `spec` (the `[qemu]` table), `firmware` (QEMU and UEFI firmware on the host), `disk_copy`
-//! (the VM's files), `direct` (kernel-direct boot files) and `args` (the command line); the
-//! console watcher is still here.
+//! (the VM's files), `direct` (kernel-direct boot files), `args` (the command line),
+//! `console` (reading the console) and `vm` (one QEMU process).
 
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use crate::progress::Reporter;
 
 mod args;
+mod console;
 mod direct;
 mod disk_copy;
 mod firmware;
 mod spec;
 #[cfg(test)]
 mod tests;
+mod vm;
 
 use args::{BootFrom, VmConfig};
+use console::Stop;
 use direct::extract_direct;
 use disk_copy::{copy_size, sparse_copy, work_dir};
 use firmware::{host_check, Host};
 
+pub use console::{parse_ready_line, ReadyLine, FAILED_MARKER, READY_MARKER};
 pub use spec::{DirectSpec, DiskInterface, FirmwareSpec, QemuSpec};
 
 /// What the ready line must say.
@@ -87,7 +89,10 @@ impl SmokeOptions {
     fn stop<'a>(&'a self, kill_when: Option<&'a str>) -> Stop<'a> {
         match kill_when {
             Some(marker) => Stop::At(marker),
-            None => Stop::Ready(self),
+            None => Stop::Ready {
+                expect: &self.expect,
+                checks: &self.extra_console_checks,
+            },
         }
     }
 }
@@ -103,300 +108,6 @@ pub struct SmokeReport {
     pub console: Vec<String>,
     /// The disk that was booted, when kept.
     pub disk_copy: Option<PathBuf>,
-}
-
-/// The console line a node prints once it is up.
-pub const READY_MARKER: &str = "edgeimg: ready ";
-/// The console line a failed boot step prints before dropping to a rescue shell.
-pub const FAILED_MARKER: &str = "edgeimg: FAILED";
-/// What the kernel prints when it panics.
-const KERNEL_PANIC: &str = "Kernel panic - not syncing";
-/// How often a boot is tried again after the emulated kernel panicked before edgeimg's
-/// initramfs printed anything (TCG faults seen under load: nothing on the disk changed yet).
-const EARLY_PANIC_RETRIES: u32 = 2;
-
-/// The kernel panicked before the initramfs ran: an emulator fault, not the image's.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct EarlyPanic(String);
-/// Console lines kept in error messages.
-const TAIL_LINES: usize = 40;
-/// After the ready line, how long to keep reading (k0s and late steps print after it).
-const SETTLE: Duration = Duration::from_secs(5);
-
-/// The fields of a ready line.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReadyLine {
-    pub role: String,
-    pub hostname: String,
-    pub root: String,
-    pub k0s: String,
-    /// The line from `edgeimg: ready` on, without what the console printed before it.
-    pub text: String,
-}
-
-/// Finds and parses `edgeimg: ready role=<r> hostname=<h> root=<ro|rw> k0s=<v>` in a console line.
-pub fn parse_ready_line(line: &str) -> Option<ReadyLine> {
-    let at = line.find(READY_MARKER)?;
-    let text = line[at..].trim_end().to_string();
-    let mut r = ReadyLine {
-        role: String::new(),
-        hostname: String::new(),
-        root: String::new(),
-        k0s: String::new(),
-        text,
-    };
-    for tok in line[at + READY_MARKER.len()..].split_whitespace() {
-        let Some((k, v)) = tok.split_once('=') else {
-            continue;
-        };
-        match k {
-            "role" => r.role = v.to_string(),
-            "hostname" => r.hostname = v.to_string(),
-            "root" => r.root = v.to_string(),
-            "k0s" => r.k0s = v.to_string(),
-            _ => {}
-        }
-    }
-    Some(r)
-}
-
-// ---- running and watching ----
-
-/// Kills QEMU when dropped, so no error path leaves a VM running.
-struct Vm {
-    child: Child,
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// What ends the watch.
-#[derive(Clone, Copy)]
-enum Stop<'a> {
-    /// Wait for the ready line (and the extra checks).
-    Ready(&'a SmokeOptions),
-    /// Kill QEMU as soon as a line holds this text (a power cut).
-    At(&'a str),
-}
-
-/// Boots with QEMU and reads its console until `stop`, a failure, or the timeout; boots again
-/// when the emulated kernel panicked before the initramfs ran.
-fn watch(
-    qemu: &Path,
-    args: &[String],
-    timeout: Duration,
-    stop: Stop,
-    rep: &dyn Reporter,
-) -> Result<SmokeReport> {
-    let mut attempt = 0;
-    loop {
-        match watch_once(qemu, args, timeout, stop, rep) {
-            Err(e) if e.is::<EarlyPanic>() && attempt < EARLY_PANIC_RETRIES => {
-                attempt += 1;
-                rep.warn(&format!(
-                    "the emulated kernel panicked before the initramfs ran (a QEMU fault; \
-                     nothing was written): booting again ({attempt}/{EARLY_PANIC_RETRIES})"
-                ));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// One boot: reads the console until `stop`, a failure, or the timeout.
-fn watch_once(
-    qemu: &Path,
-    args: &[String],
-    timeout: Duration,
-    stop: Stop,
-    rep: &dyn Reporter,
-) -> Result<SmokeReport> {
-    let started = Instant::now();
-    let mut child = Command::new(qemu)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", qemu.display()))?;
-    let stdout = child.stdout.take().context("QEMU's stdout")?;
-    let mut stderr = child.stderr.take().context("QEMU's stderr")?;
-    let vm = Vm { child };
-    let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut raw = Vec::new();
-        // Lines, not UTF-8: firmware prints escape sequences and odd bytes.
-        while r
-            .read_until(b'\n', &mut raw)
-            .map(|n| n > 0)
-            .unwrap_or(false)
-        {
-            let line = strip_escapes(&String::from_utf8_lossy(&raw));
-            raw.clear();
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-
-    let mut console: Vec<String> = Vec::new();
-    let mut found: Option<(String, f64)> = None;
-    let mut settle_until: Option<Instant> = None;
-    let deadline = started + timeout;
-    let outcome: Result<()> = loop {
-        let now = Instant::now();
-        // Once ready, stop after the settle time if every extra check showed; else wait on.
-        let until = match (&stop, &found, settle_until) {
-            (Stop::Ready(opts), Some(_), Some(s)) if missing_checks(opts, &console).is_empty() => {
-                s.min(deadline)
-            }
-            _ => deadline,
-        };
-        if now >= until {
-            break match (&stop, &found) {
-                (Stop::Ready(opts), Some(_)) => check_extra(opts, &console),
-                _ => Err(anyhow::anyhow!("timed out after {} s", timeout.as_secs())),
-            };
-        }
-        match rx.recv_timeout(until - now) {
-            Ok(line) => {
-                let secs = started.elapsed().as_secs_f64();
-                console.push(line.clone());
-                match &stop {
-                    Stop::At(marker) if line.contains(marker) => {
-                        found = Some((line.trim().to_string(), secs));
-                        break Ok(());
-                    }
-                    _ => {}
-                }
-                if line.contains(FAILED_MARKER) {
-                    break Err(anyhow::anyhow!(
-                        "the node reported a failure: {}",
-                        line.trim()
-                    ));
-                }
-                if line.contains(KERNEL_PANIC) {
-                    let early = !console.iter().any(|l| l.contains("edgeimg: "));
-                    break Err(if early {
-                        EarlyPanic(format!(
-                            "the kernel panicked before the initramfs ran: {}",
-                            line.trim()
-                        ))
-                        .into()
-                    } else {
-                        anyhow::anyhow!("the kernel panicked: {}", line.trim())
-                    });
-                }
-                if let (Stop::Ready(opts), None) = (&stop, &found) {
-                    if let Some(ready) = parse_ready_line(&line) {
-                        rep.step(&format!("node ready after {secs:.1} s"));
-                        let bad = opts.expect.mismatches(&ready);
-                        if !bad.is_empty() {
-                            break Err(anyhow::anyhow!(
-                                "ready line differs ({}): {}",
-                                bad.join("; "),
-                                ready.text
-                            ));
-                        }
-                        found = Some((ready.text, secs));
-                        settle_until = Some(Instant::now() + SETTLE);
-                    }
-                }
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                break match (&stop, &found) {
-                    (Stop::Ready(opts), Some(_)) => check_extra(opts, &console),
-                    _ => Err(anyhow::anyhow!("QEMU exited before the node was ready")),
-                };
-            }
-        }
-    };
-    drop(vm); // kill QEMU now: a power cut when stopping at a marker
-    let stderr_text = err_thread.join().unwrap_or_default();
-    let fail = |e: anyhow::Error| {
-        let early = e.is::<EarlyPanic>();
-        let tail = console[console.len().saturating_sub(TAIL_LINES)..].join("\n");
-        let mut msg = format!(
-            "{e}\n--- last {} console lines ---\n{tail}",
-            console.len().min(TAIL_LINES)
-        );
-        if !stderr_text.trim().is_empty() {
-            msg.push_str(&format!("\n--- QEMU stderr ---\n{}", stderr_text.trim()));
-        }
-        if early {
-            EarlyPanic(msg).into()
-        } else {
-            anyhow::anyhow!(msg)
-        }
-    };
-    outcome.map_err(fail)?;
-    let (ready_line, boot_seconds) =
-        found.ok_or_else(|| fail(anyhow::anyhow!("QEMU stopped before the node was ready")))?;
-    Ok(SmokeReport {
-        ready_line,
-        boot_seconds,
-        console,
-        disk_copy: None,
-    })
-}
-
-/// A console line without its line ending, carriage returns and terminal escape sequences
-/// (the firmware clears the screen and sets colours on the serial port).
-fn strip_escapes(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\u{1b}' => {
-                if chars.peek() == Some(&'[') {
-                    chars.next();
-                    // CSI: parameters and intermediates up to a final byte in @..~
-                    for f in chars.by_ref() {
-                        if ('@'..='~').contains(&f) {
-                            break;
-                        }
-                    }
-                } else {
-                    chars.next();
-                }
-            }
-            '\r' | '\n' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn missing_checks<'a>(opts: &'a SmokeOptions, console: &[String]) -> Vec<&'a str> {
-    opts.extra_console_checks
-        .iter()
-        .filter(|c| !console.iter().any(|l| l.contains(c.as_str())))
-        .map(String::as_str)
-        .collect()
-}
-
-fn check_extra(opts: &SmokeOptions, console: &[String]) -> Result<()> {
-    let missing = missing_checks(opts, console);
-    if missing.is_empty() {
-        Ok(())
-    } else {
-        bail!(
-            "the node came up, but the console never showed: {}",
-            missing.join(", ")
-        )
-    }
 }
 
 /// Boots a sparse copy of `image` grown to `opts.disk_size`, waits for the ready line and
@@ -524,7 +235,7 @@ pub fn netboot(
         "starting {} -M {} from the network",
         spec.system, spec.machine
     ));
-    watch(&host.qemu, &args, opts.timeout, opts.stop(kill_when), rep)
+    vm::watch(&host.qemu, &args, opts.timeout, opts.stop(kill_when), rep)
         .context("booting from the network")
 }
 
@@ -546,7 +257,7 @@ fn boot(
     };
     let args = VmConfig::piped(spec, firmware.as_ref(), from, opts).args();
     rep.step(&format!("starting {} -M {}", spec.system, spec.machine));
-    watch(&host.qemu, &args, opts.timeout, stop, rep)
+    vm::watch(&host.qemu, &args, opts.timeout, stop, rep)
 }
 
 /// The same VM as smoke with the console (and QEMU's monitor: Ctrl-A X quits) on the user's

@@ -50,50 +50,6 @@ pub(super) fn opts(timeout: u64) -> SmokeOptions {
 }
 
 #[test]
-fn console_lines_lose_escapes() {
-    assert_eq!(
-        strip_escapes("\u{1b}[2J\u{1b}[01;01H\u{1b}[=3hBdsDxe: x\r\n"),
-        "BdsDxe: x"
-    );
-    assert_eq!(
-        strip_escapes("\u{1b}[1m\u{1b}[37m\u{1b}[40miPXE\u{1b}[0m ok"),
-        "iPXE ok"
-    );
-}
-
-#[test]
-fn ready_line_is_parsed_and_checked() {
-    let line = "[   12.3] edgeimg: ready role=worker hostname=n1 root=ro k0s=v1.34.10+k0s.0\r";
-    let r = parse_ready_line(line).unwrap();
-    assert_eq!(
-        r.text,
-        "edgeimg: ready role=worker hostname=n1 root=ro k0s=v1.34.10+k0s.0"
-    );
-    assert_eq!(
-        (
-            r.role.as_str(),
-            r.hostname.as_str(),
-            r.root.as_str(),
-            r.k0s.as_str()
-        ),
-        ("worker", "n1", "ro", "v1.34.10+k0s.0")
-    );
-    assert!(opts(1).expect.mismatches(&r).is_empty());
-    let bad =
-        parse_ready_line("edgeimg: ready role=controller hostname=n1 root=rw k0s=v1.34.10+k0s.0")
-            .unwrap();
-    let m = opts(1).expect.mismatches(&bad);
-    assert_eq!(
-        m,
-        vec![
-            "role: expected \"worker\", got \"controller\"",
-            "root: expected \"ro\", got \"rw\""
-        ]
-    );
-    assert!(parse_ready_line("edgeimg: network: dhcp").is_none());
-}
-
-#[test]
 fn an_unknown_disk_in_a_board_file_names_its_line() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/x86-64.toml");
     let text = std::fs::read_to_string(&path).unwrap();
