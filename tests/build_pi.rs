@@ -323,7 +323,7 @@ fn pi3_image_boots_on_qemu_virt_too() {
     spec.machine = "virt".into();
     spec.cpu = Some("cortex-a72".into());
     spec.smp = 2;
-    spec.disk = "virtio".into();
+    spec.disk = qemu::DiskInterface::Virtio;
     spec.console_serial = 0;
     let direct = spec.direct.as_mut().unwrap();
     direct.dtb = None;

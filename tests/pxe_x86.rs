@@ -397,7 +397,7 @@ fn netboot_with_ipxe_reaches_ready_and_a_wrong_root_digest_stops() {
 fn raw_image_boots_from_a_usb_stick_and_grows_its_data() {
     let image = built().out.join("x86-64-worker.img");
     let mut spec = board_qemu("x86-64");
-    spec.disk = "usb".into();
+    spec.disk = qemu::DiskInterface::Usb;
     let mut opts = options(MAC, 0);
     opts.guestfwd.clear();
     let r = qemu::smoke(&image, &spec, &opts, &Silent).expect("USB boot");
@@ -448,7 +448,7 @@ fn usb_booted_node_installs_to_a_blank_disk_which_then_boots_alone() {
         .set_len(3 << 30)
         .unwrap();
     let mut usb = board_qemu("x86-64");
-    usb.disk = "usb".into();
+    usb.disk = qemu::DiskInterface::Usb;
     usb.extra_args.extend([
         "-drive".into(),
         format!("file={},format=raw,if=none,id=d1", target.display()),
