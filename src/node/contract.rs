@@ -33,6 +33,12 @@ pub const READY: &str = "ready";
 /// What follows [`SAY`] on a line that reports a failed step.
 pub const FAILED: &str = "FAILED:";
 
+/// The start of the ready line: `edgeimg: ready role=... hostname=...`.
+pub const READY_LINE: &str = "edgeimg: ready ";
+
+/// The start of a failed step's line: `edgeimg: FAILED: <what>`.
+pub const FAILED_LINE: &str = "edgeimg: FAILED:";
+
 /// An `edgeimg.<name>=<value>` argument of the kernel command line, read by the initramfs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelArg {
@@ -240,6 +246,12 @@ mod tests {
             KernelArg::ALL.len(),
             "two arguments share a name"
         );
+    }
+
+    #[test]
+    fn console_lines_are_made_of_the_markers() {
+        assert_eq!(READY_LINE, format!("{SAY} {READY} "));
+        assert_eq!(FAILED_LINE, format!("{SAY} {FAILED}"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::qemu::QemuSpec;
+use super::qemu::QemuSpec;
 
 /// The CPU architecture of a board, in the spellings each ecosystem uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -5,6 +5,7 @@
 pub mod board;
 pub mod check;
 pub mod os;
+pub mod qemu;
 pub mod role;
 
 use std::path::{Path, PathBuf};

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use super::Expectations;
 
-/// The console line a node prints once it is up.
-pub const READY_MARKER: &str = "edgeimg: ready ";
 /// The console line a failed boot step prints before dropping to a rescue shell.
-pub const FAILED_MARKER: &str = "edgeimg: FAILED";
+pub use crate::node::contract::FAILED_LINE as FAILED_MARKER;
+/// The console line a node prints once it is up (the device contract).
+pub use crate::node::contract::READY_LINE as READY_MARKER;
 /// What the kernel prints when it panics.
 const KERNEL_PANIC: &str = "Kernel panic - not syncing";
 /// What every line of edgeimg's initramfs starts with: a panic before the first one is the

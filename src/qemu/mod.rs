@@ -7,7 +7,7 @@
 //! card or disk, because the first boot grows the data partition to fill it.
 //!
 //! This file holds the public entry points and the types they take and return; the parts are
-//! `spec` (the `[qemu]` table), `firmware` (QEMU and UEFI firmware on the host), `disk_copy`
+//! `profile::qemu` (the `[qemu]` table), `firmware` (QEMU and UEFI firmware on the host), `disk_copy`
 //! (the VM's files), `direct` (kernel-direct boot files), `args` (the command line),
 //! `console` (reading the console) and `vm` (one QEMU process).
 
@@ -24,7 +24,6 @@ mod console;
 mod direct;
 mod disk_copy;
 mod firmware;
-mod spec;
 #[cfg(test)]
 mod tests;
 mod vm;
@@ -35,8 +34,8 @@ use direct::extract_direct;
 use disk_copy::{copy_size, sparse_copy, work_dir};
 use firmware::{host_check, Host};
 
+pub use crate::profile::qemu::{DirectSpec, DiskInterface, FirmwareSpec, QemuSpec};
 pub use console::{parse_ready_line, ReadyLine, FAILED_MARKER, READY_MARKER};
-pub use spec::{DirectSpec, DiskInterface, FirmwareSpec, QemuSpec};
 
 /// What the ready line must say.
 #[derive(Clone, Debug, PartialEq)]

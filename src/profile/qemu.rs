@@ -2,8 +2,8 @@
 //! nothing else.
 //!
 //! Plain data, so that a board stays data: the board schema (`Board.qemu`) holds a
-//! [`QemuSpec`], and the rest of `qemu` reads it. The file imports nothing of the crate, so it
-//! can move into the board schema module as it is.
+//! [`QemuSpec`], and `qemu` (which boots images) reads it. The file imports nothing else, and
+//! sits in the board schema module (`profile`) beside the rest of a board.
 //!
 //! The serialized form is part of the build plan, whose sha256 seeds every UUID in an image:
 //! the field names, their order, the serde attributes and the spellings of [`DiskInterface`]
