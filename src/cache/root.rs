@@ -22,7 +22,6 @@ use sha2::{Digest, Sha256};
 
 use crate::kmod::ModuleIndex;
 use crate::plan::Plan;
-use crate::profile::BootSpec;
 use crate::rootfs::Unpacked;
 use crate::source::debian::FetchedDeb;
 use crate::source::k0s::K0sBinary;
@@ -341,14 +340,7 @@ pub fn store(
 fn boot_inputs(plan: &Plan, u: &Unpacked) -> Result<Vec<Tree>> {
     let mut kernel = u.kernel.clone();
     kernel.retain(|p, e| !(matches!(e.kind, Kind::File(_)) && is_module(p.file_name())));
-    let wanted: Vec<String> = match &plan.board.boot {
-        BootSpec::Uefi { efi_binary, .. } => vec![efi_binary.clone()],
-        BootSpec::Rpi(spec) => spec
-            .firmware
-            .iter()
-            .map(|f| format!("{}/{f}", spec.firmware_dir.trim_end_matches('/')))
-            .collect(),
-    };
+    let wanted = crate::boot::method(&plan.board).package_files();
     let mut root = Tree::new();
     for w in wanted {
         if let Some(data) = u.root.read(&w) {

@@ -724,213 +724,58 @@ impl Trie {
 
 #[cfg(test)]
 pub(crate) mod testkernel {
-    //! A real Debian kernel for tests: downloaded once from the host's APT mirror (read from
-    //! the host's APT sources, never written down) and cached between runs.
+    //! A real Debian kernel for tests: fetched once through `source::debian` from the host's
+    //! APT mirror (read from the host's APT sources, never written down) and cached.
 
-    use std::io::Read;
     use std::path::{Path, PathBuf};
     use std::sync::OnceLock;
 
-    use anyhow::{anyhow, bail, Context, Result};
-    use sha2::{Digest, Sha256};
+    use anyhow::{anyhow, Context, Result};
 
-    use crate::tree::{Entry, Tree, TreePath};
+    use crate::progress::Silent;
+    use crate::source::debian::deb::unpack_deb;
+    use crate::source::debian::{fetch_debs, Archive};
+    use crate::tree::{Tree, TreePath};
 
     const SUITE: &str = "trixie";
 
-    pub fn cache_dir() -> PathBuf {
-        let base = std::env::var_os("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-            .unwrap_or_else(std::env::temp_dir);
-        base.join("edgeimg-test")
-    }
-
-    /// The first Debian archive URI in the host's APT sources (deb822 or one-line style).
-    pub fn host_mirror() -> Result<String> {
-        let mut uris = Vec::new();
-        let dir = Path::new("/etc/apt/sources.list.d");
-        let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        files.sort();
-        files.insert(0, PathBuf::from("/etc/apt/sources.list"));
-        for f in files {
-            let name = f.to_string_lossy().to_string();
-            let Ok(text) = std::fs::read_to_string(&f) else {
-                continue;
-            };
-            for line in text.lines().map(str::trim) {
-                if name.ends_with(".sources") {
-                    if let Some(rest) = line.strip_prefix("URIs:") {
-                        uris.extend(rest.split_whitespace().map(String::from));
-                    }
-                } else if name.ends_with(".list") && line.starts_with("deb ") {
-                    let uri = line.split_whitespace().find(|w| w.contains("://"));
-                    uris.extend(uri.map(String::from));
-                }
-            }
-        }
-        uris.into_iter()
-            .map(|u| u.trim_end_matches('/').to_string())
-            .find(|u| u.ends_with("/debian"))
-            .ok_or_else(|| anyhow!("no Debian archive in the host's APT sources (/etc/apt/sources.list.d/*.sources)"))
-    }
-
-    fn fetch(url: &str, to: &Path) -> Result<()> {
-        let resp = ureq::get(url)
-            .call()
-            .with_context(|| format!("downloading {url}"))?;
-        let tmp = to.with_extension("part");
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        std::io::copy(&mut resp.into_reader(), &mut f)
-            .with_context(|| format!("downloading {url}"))?;
-        std::fs::rename(&tmp, to).with_context(|| format!("renaming {}", tmp.display()))?;
-        Ok(())
-    }
-
-    struct Candidate {
-        version: Vec<u64>,
-        filename: String,
-        sha256: String,
-    }
-
-    /// The newest `linux-image-6.12.*+deb13-amd64` in the suite's Packages index.
-    fn pick_kernel(packages: &str) -> Option<Candidate> {
-        let mut best: Option<Candidate> = None;
-        for stanza in packages.split("\n\n") {
-            let field = |k: &str| {
-                stanza.lines().find_map(|l| {
-                    l.strip_prefix(k)
-                        .and_then(|r| r.strip_prefix(": "))
-                        .map(str::to_string)
-                })
-            };
-            let Some(pkg) = field("Package") else {
-                continue;
-            };
-            let Some(mid) = pkg
-                .strip_prefix("linux-image-6.12.")
-                .and_then(|r| r.strip_suffix("+deb13-amd64"))
-            else {
-                continue;
-            };
-            if !mid.chars().all(|c| c.is_ascii_digit()) {
-                continue;
-            }
-            let (Some(ver), Some(filename), Some(sha256)) =
-                (field("Version"), field("Filename"), field("SHA256"))
-            else {
-                continue;
-            };
-            let version = ver
-                .split(|c: char| !c.is_ascii_digit())
-                .filter_map(|p| p.parse().ok())
-                .collect();
-            if best.as_ref().is_none_or(|b| version > b.version) {
-                best = Some(Candidate {
-                    version,
-                    filename,
-                    sha256,
-                });
-            }
-        }
-        best
-    }
-
-    /// The cached kernel .deb, downloaded (and sha256-checked against the index) if missing.
+    /// The kernel `.deb` of the suite's `linux-image-amd64`, through edgeimg's own verified
+    /// chain (signed InRelease, Packages by sha256, the .deb by sha256) from the host's APT
+    /// mirror, cached between runs.
     pub fn kernel_deb() -> Result<PathBuf> {
-        let cache = cache_dir();
-        std::fs::create_dir_all(&cache).with_context(|| format!("creating {}", cache.display()))?;
-        let index = cache.join(format!("{SUITE}-main-amd64-Packages.xz"));
-        let mirror = host_mirror();
-        if !index.exists() {
-            let m = mirror.as_ref().map_err(|e| anyhow!("{e}"))?;
-            fetch(
-                &format!("{m}/dists/{SUITE}/main/binary-amd64/Packages.xz"),
-                &index,
-            )?;
-        }
-        let mut text = String::new();
-        liblzma::read::XzDecoder::new(std::fs::File::open(&index)?)
-            .read_to_string(&mut text)
-            .with_context(|| format!("reading {}", index.display()))?;
-        let k = pick_kernel(&text)
-            .ok_or_else(|| anyhow!("no linux-image-6.12.*-amd64 in {}", index.display()))?;
-        let deb = cache.join(k.filename.rsplit('/').next().unwrap_or("kernel.deb"));
-        if !deb.exists() {
-            let m = mirror.as_ref().map_err(|e| anyhow!("{e}"))?;
-            if let Err(e) = fetch(&format!("{m}/{}", k.filename), &deb) {
-                // A stale cached index names a kernel the mirror dropped: refresh it next run.
-                let _ = std::fs::remove_file(&index);
-                return Err(e);
-            }
-        }
-        let digest = hex::encode(Sha256::digest(std::fs::read(&deb)?));
-        if digest != k.sha256 {
-            let _ = std::fs::remove_file(&deb);
-            bail!(
-                "{}: sha256 {digest}, the index says {}",
-                deb.display(),
-                k.sha256
-            );
-        }
-        Ok(deb)
+        let mirror = crate::source::debian::apt_mirror(Path::new("/"))?
+            .ok_or_else(|| anyhow!("no Debian mirror in the host's APT sources (/etc/apt)"))?;
+        let cache = crate::source::debian::testutil::shared_cache();
+        let archive = Archive::load(&cache, &mirror, SUITE, "amd64", &["main"], &Silent)?;
+        let meta = archive
+            .get("linux-image-amd64")
+            .ok_or_else(|| anyhow!("no linux-image-amd64 in {SUITE}"))?;
+        // The metapackage depends on the versioned kernel package.
+        let kernel = meta
+            .depends
+            .iter()
+            .flatten()
+            .find(|d| d.name.starts_with("linux-image-") && d.name != "linux-image-amd64")
+            .and_then(|d| archive.get(&d.name))
+            .ok_or_else(|| anyhow!("linux-image-amd64 in {SUITE} names no kernel package"))?;
+        let debs = fetch_debs(
+            &cache,
+            &archive.mirror,
+            std::slice::from_ref(kernel),
+            &Silent,
+        )?;
+        Ok(debs[0].path.clone())
     }
 
-    /// A minimal test-only .deb unpacker: `usr/lib/modules` (and `lib/modules`) into a tree
-    /// with merged /usr.
+    /// `usr/lib/modules` of the kernel package, unpacked with edgeimg's .deb reader.
     pub fn unpack_modules(deb: &Path) -> Result<Tree> {
         let mut tree = Tree::new();
         tree.add_dir("usr/lib", 0o755)?;
         tree.add_symlink("lib", "usr/lib")?;
-        let mut ar = ar::Archive::new(
-            std::fs::File::open(deb).with_context(|| format!("opening {}", deb.display()))?,
-        );
-        while let Some(entry) = ar.next_entry() {
-            let entry = entry?;
-            let name = String::from_utf8_lossy(entry.header().identifier()).to_string();
-            if !name.starts_with("data.tar") {
-                continue;
-            }
-            if name != "data.tar.xz" {
-                bail!(
-                    "{}: {name} is not handled by the test unpacker",
-                    deb.display()
-                );
-            }
-            let mut tar = tar::Archive::new(liblzma::read::XzDecoder::new(entry));
-            for member in tar.entries()? {
-                let mut member = member?;
-                let path = member.path()?.to_string_lossy().to_string();
-                let p = TreePath::new(&path)?;
-                if !(p.as_str().starts_with("usr/lib/modules/")
-                    || p.as_str().starts_with("lib/modules/"))
-                {
-                    continue;
-                }
-                let mode = member.header().mode()?;
-                match member.header().entry_type() {
-                    tar::EntryType::Directory => {
-                        tree.insert(&p, Entry::dir(mode))?;
-                    }
-                    tar::EntryType::Regular => {
-                        let mut data = Vec::new();
-                        member.read_to_end(&mut data)?;
-                        tree.add_file(p.as_str(), data, mode)?;
-                    }
-                    tar::EntryType::Symlink => {
-                        let target = member
-                            .link_name()?
-                            .map(|t| t.to_string_lossy().to_string())
-                            .unwrap_or_default();
-                        tree.add_symlink(p.as_str(), &target)?;
-                    }
-                    _ => {}
-                }
-            }
-        }
+        let mut keep = |p: &TreePath| {
+            p.as_str().starts_with("usr/lib/modules/") || p.as_str().starts_with("lib/modules/")
+        };
+        unpack_deb(deb, &mut tree, &mut keep)?;
         Ok(tree)
     }
 
