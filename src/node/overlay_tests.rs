@@ -83,7 +83,11 @@ fn scripts_parse_and_pass_shellcheck() {
         }
         let out = Command::new("shellcheck")
             .args(["-s", "sh", "-x", "-P"])
-            .arg(&lib_dir)
+            .arg(format!(
+                "{}:{}",
+                lib_dir.display(),
+                repo().join("tests/shell").display()
+            ))
             .arg(&s)
             .output()
             .unwrap();
@@ -351,9 +355,12 @@ fn lib(rendered: &RenderedNode, build_env: &str, body: &str) -> String {
     std::fs::write(dir.path().join("build.env"), build_env).unwrap();
     std::fs::create_dir_all(dir.path().join("k0s")).unwrap();
     let lib = repo().join("overlays/rootfs/usr/lib/edgeimg/lib.sh");
+    let contract_dir = repo().join("tests/shell");
     bb(
         &format!(". {}; {body}", lib.display()),
         &[
+            // lib.sh sources contract.sh from here (the build generates the real one).
+            ("EDGEIMG_LIB", &contract_dir),
             ("EDGEIMG_BOOT", &dir.path().join("boot/edgeimg")),
             ("EDGEIMG_RUN", &dir.path().join("run")),
             ("EDGEIMG_STATE", &dir.path().join("state")),
