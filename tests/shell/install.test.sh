@@ -57,6 +57,7 @@ the_plan_for_each_kind_of_target() {
 	printf '%s' "$GPT_TABLE" | sfdisk -q "$DEV/vdb" >/dev/null
 	fake_sysfs vdb
 	assert_eq installed "$(install_plan vdb vda vda2 1)" "the same root PARTUUID"
+	assert_eq installed "$(install_plan vdb vda vda2 0)" "boot first, then the same root: not refused"
 }
 
 the_target_table_keeps_identifiers_and_fills_the_disk() {

@@ -37,24 +37,26 @@ install_setting() {
 # partitions. Prints one word: `here` (running from TARGET), `installed` (TARGET holds this
 # root already), `refuse` (TARGET has partitions, WIPE is not 1) or `install`.
 install_plan() {
-	local p rootuuid
+	local p rootuuid parts=""
 	if [ "$1" = "$2" ]; then
 		echo here
 		return 0
 	fi
 	rootuuid=$(partuuid_of "$3")
+	# All partitions first: the root is the second one of an installed target.
 	for p in "$SYS/class/block/$1/$1"*; do
 		[ -e "$p/partition" ] || continue
 		if [ "$(partuuid_of "${p##*/}" 2>/dev/null)" = "$rootuuid" ]; then
 			echo installed
 			return 0
 		fi
-		if [ "$4" != 1 ]; then
-			echo refuse
-			return 0
-		fi
+		parts=1
 	done
-	echo install
+	if [ -n "$parts" ] && [ "$4" != 1 ]; then
+		echo refuse
+	else
+		echo install
+	fi
 }
 
 # install_table SOURCEDEV: turns the `sfdisk -d SOURCEDEV` dump on stdin into the table for the
