@@ -76,8 +76,9 @@ a_missing_command_line_reads_as_empty() {
 	assert_eq "" "$KARG_ROOT"
 }
 
-# Every KARG_* a library or the init reads is an argument of the contract, so that the
-# build (which writes the arguments) and the device cannot drift apart unnoticed.
+# Every KARG_* a library or the init reads is an argument of the contract and the other way
+# round, so that the build (which writes the arguments) and the device cannot drift apart
+# unnoticed.
 the_scripts_read_only_contract_arguments() {
 	local used v name found
 	used=$(cat "$EDGEIMG_LIB"/*.sh "$EDGEIMG_REPO/overlays/initramfs/init" |
@@ -90,6 +91,12 @@ the_scripts_read_only_contract_arguments() {
 		done
 		[ -n "$found" ] || {
 			echo "$v is read by the scripts but edgeimg.${v#KARG_} is not in EDGEIMG_KARGS"
+			exit 1
+		}
+	done
+	for name in $EDGEIMG_KARGS; do
+		echo "$used" | grep -qx "KARG_$(karg_var "$name")" || {
+			echo "edgeimg.$name is in the contract but no script reads KARG_$(karg_var "$name")"
 			exit 1
 		}
 	done
