@@ -1,9 +1,10 @@
 //! Host tests of the on-device scripts in overlays/: syntax (sh -n, busybox sh -n,
-//! shellcheck), the initramfs's partition functions against real GPT/MBR image files and a
-//! fake sysfs, and the k0s command lines built from a rendered node.env.
+//! shellcheck) of every script, the shell tests of tests/shell/ (each initramfs library run
+//! under busybox sh against a fake sysfs, real GPT/MBR image files and fake programs), and
+//! the k0s command lines built from a rendered node.env.
 //!
 //! Needs on the host: busybox (busybox-static), shellcheck, sfdisk (fdisk), sgdisk (gdisk),
-//! mkfs.ext4 and resize2fs (e2fsprogs).
+//! mkfs.ext4, e2fsck, resize2fs and dumpe2fs (e2fsprogs).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,15 +25,51 @@ fn need(tool: &str, package: &str) {
     );
 }
 
-fn scripts() -> Vec<PathBuf> {
-    let mut out = vec![repo().join("overlays/initramfs/init")];
-    let dir = repo().join("overlays/rootfs/usr/lib/edgeimg");
-    let mut more: Vec<PathBuf> = std::fs::read_dir(&dir)
+/// The folder of the initramfs's libraries (`lib` is a symlink to `usr/lib` in the initramfs).
+fn initramfs_lib() -> PathBuf {
+    repo().join("overlays/initramfs/usr/lib/edgeimg")
+}
+
+fn rootfs_lib() -> PathBuf {
+    repo().join("overlays/rootfs/usr/lib/edgeimg")
+}
+
+fn shell_tests_dir() -> PathBuf {
+    repo().join("tests/shell")
+}
+
+/// The files of `dir` in name order, without contract.sh: the build generates that one (the
+/// fixture tests/shell/contract.sh stands in for it).
+fn sorted_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file() && !p.ends_with("contract.sh"))
         .collect();
-    more.sort();
-    out.extend(more);
+    v.sort();
+    v
+}
+
+/// Every shell script of the repository with the folders its `source=` directives are
+/// resolved in: the initramfs (init and its libraries), the root's scripts, and the shell
+/// tests. tests/shell/contract.sh stands in for the contract.sh the build generates.
+fn scripts() -> Vec<(PathBuf, Vec<PathBuf>)> {
+    let initramfs_paths = vec![initramfs_lib(), shell_tests_dir()];
+    let mut out = vec![(
+        repo().join("overlays/initramfs/init"),
+        initramfs_paths.clone(),
+    )];
+    for s in sorted_files(&initramfs_lib()) {
+        out.push((s, initramfs_paths.clone()));
+    }
+    for s in sorted_files(&rootfs_lib()) {
+        out.push((s, vec![rootfs_lib(), shell_tests_dir()]));
+    }
+    for s in sorted_files(&shell_tests_dir()) {
+        if s.extension().is_some_and(|e| e == "sh") {
+            out.push((s, vec![shell_tests_dir(), initramfs_lib()]));
+        }
+    }
     out
 }
 
@@ -54,26 +91,18 @@ fn bb(script: &str, env: &[(&str, &Path)]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn scripts_parse_and_pass_shellcheck() {
     need("busybox", "busybox-static");
     need("shellcheck", "shellcheck");
-    let lib_dir = repo().join("overlays/rootfs/usr/lib/edgeimg");
-    for s in scripts() {
-        for shell in [&["sh", "-n"][..], &["busybox", "sh", "-n"][..]] {
+    need("dash", "dash");
+    let all = scripts();
+    assert!(
+        all.len() > 20,
+        "the initramfs libraries and the shell tests are found"
+    );
+    for (s, paths) in all {
+        for shell in [&["dash", "-n"][..], &["busybox", "sh", "-n"][..]] {
             let st = Command::new(shell[0])
                 .args(&shell[1..])
                 .arg(&s)
@@ -81,9 +110,10 @@ fn scripts_parse_and_pass_shellcheck() {
                 .unwrap();
             assert!(st.success(), "{shell:?} {}", s.display());
         }
+        let source_path = std::env::join_paths(&paths).unwrap();
         let out = Command::new("shellcheck")
             .args(["-s", "sh", "-x", "-P"])
-            .arg(&lib_dir)
+            .arg(&source_path)
             .arg(&s)
             .output()
             .unwrap();
@@ -99,7 +129,7 @@ fn scripts_parse_and_pass_shellcheck() {
 #[test]
 fn scripts_are_executable_and_inittab_names_them() {
     use std::os::unix::fs::PermissionsExt;
-    for s in scripts() {
+    for (s, _) in scripts() {
         if s.extension().is_some_and(|e| e == "sh") {
             continue;
         }
@@ -120,224 +150,97 @@ fn scripts_are_executable_and_inittab_names_them() {
             .unwrap();
         if let Some(rel) = prog.strip_prefix("/usr/lib/edgeimg/") {
             assert!(
-                repo()
-                    .join("overlays/rootfs/usr/lib/edgeimg")
-                    .join(rel)
-                    .is_file(),
+                rootfs_lib().join(rel).is_file(),
                 "inittab runs missing {prog}"
             );
         }
     }
 }
 
-/// A disk image and a fake /sys/class/block describing it as `vda` with partitions.
-struct FakeDisk {
-    _dir: tempfile::TempDir,
-    sys: PathBuf,
-    dev: PathBuf,
+/// Each initramfs library says at its top what it owns; none lives under the initramfs's
+/// `lib/`, which the build makes a symlink to `usr/lib`; and /init sources every one.
+#[test]
+fn initramfs_libraries_say_what_they_own_and_init_sources_them() {
+    assert!(
+        !repo().join("overlays/initramfs/lib").exists(),
+        "overlays/initramfs/lib would collide with the initramfs's lib -> usr/lib symlink"
+    );
+    let init = std::fs::read_to_string(repo().join("overlays/initramfs/init")).unwrap();
+    for lib in sorted_files(&initramfs_lib()) {
+        let name = lib.file_name().unwrap().to_str().unwrap().to_string();
+        let text = std::fs::read_to_string(&lib).unwrap();
+        assert!(
+            text.contains(&format!("# edgeimg initramfs, {name}: ")),
+            "{name} does not start by saying what it owns"
+        );
+        assert!(
+            init.contains(&format!(". \"$lib/{name}\"")),
+            "init does not source {name}"
+        );
+    }
+    assert!(
+        init.contains(". \"$lib/contract.sh\""),
+        "init sources the generated contract.sh"
+    );
 }
 
-impl FakeDisk {
-    /// `table` is an sfdisk script; the image is `size_mib` MiB.
-    fn new(table: &str, size_mib: u64) -> FakeDisk {
-        need("sfdisk", "fdisk");
-        let dir = tempfile::tempdir().unwrap();
-        let dev = dir.path().join("dev");
-        std::fs::create_dir_all(&dev).unwrap();
-        let img = dev.join("vda");
-        let f = std::fs::File::create(&img).unwrap();
-        f.set_len(64 << 20).unwrap();
-        drop(f);
-        let mut child = Command::new("sfdisk")
-            .args(["-q", img.to_str().unwrap()])
-            .stdin(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(table.as_bytes())
-            .unwrap();
-        assert!(child.wait().unwrap().success());
-        std::fs::OpenOptions::new()
-            .write(true)
-            .open(&img)
-            .unwrap()
-            .set_len(size_mib << 20)
-            .unwrap();
-        let d = FakeDisk {
-            sys: dir.path().join("sys"),
-            dev,
-            _dir: dir,
-        };
-        d.refresh_sysfs();
-        d
+/// tests/shell/*.test.sh, each under busybox sh through tests/shell/run.sh, side by side.
+#[test]
+fn shell_tests_of_the_initramfs_libraries_pass() {
+    need("busybox", "busybox-static");
+    need("sfdisk", "fdisk");
+    need("sgdisk", "gdisk");
+    for tool in ["mkfs.ext4", "e2fsck", "resize2fs", "dumpe2fs"] {
+        need(tool, "e2fsprogs");
     }
-
-    fn image(&self) -> PathBuf {
-        self.dev.join("vda")
+    let tests: Vec<PathBuf> = sorted_files(&shell_tests_dir())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".test.sh"))
+        .collect();
+    for lib in [
+        "cmdline", "parts", "verity", "data", "netroot", "install", "init",
+    ] {
+        assert!(
+            tests.iter().any(|t| t.ends_with(format!("{lib}.test.sh"))),
+            "tests/shell/{lib}.test.sh is missing"
+        );
     }
-
-    /// Writes the sysfs files the kernel would show for the image's current table.
-    fn refresh_sysfs(&self) {
-        let disk = self.sys.join("devices/virtual/block/vda");
-        let _ = std::fs::remove_dir_all(&self.sys);
-        std::fs::create_dir_all(disk.join("queue")).unwrap();
-        std::fs::create_dir_all(self.sys.join("class/block")).unwrap();
-        let sectors = std::fs::metadata(self.image()).unwrap().len() / 512;
-        std::fs::write(disk.join("size"), format!("{sectors}\n")).unwrap();
-        std::fs::write(disk.join("queue/logical_block_size"), "512\n").unwrap();
-        std::os::unix::fs::symlink(&disk, self.sys.join("class/block/vda")).unwrap();
-        let dump: serde_json::Value =
-            serde_json::from_str(&run("sfdisk", &["-J", self.image().to_str().unwrap()])).unwrap();
-        for (i, p) in dump["partitiontable"]["partitions"]
-            .as_array()
-            .unwrap()
+    let runner = shell_tests_dir().join("run.sh");
+    let results: Vec<(PathBuf, std::process::Output)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = tests
             .iter()
-            .enumerate()
-        {
-            let name = format!("vda{}", i + 1);
-            let pd = disk.join(&name);
-            std::fs::create_dir_all(&pd).unwrap();
-            std::fs::write(pd.join("partition"), format!("{}\n", i + 1)).unwrap();
-            std::fs::write(pd.join("start"), format!("{}\n", p["start"])).unwrap();
-            std::fs::write(pd.join("size"), format!("{}\n", p["size"])).unwrap();
-            // Mainline kernels put no PARTUUID here: the script must compute it.
-            std::fs::write(
-                pd.join("uevent"),
-                format!(
-                    "MAJOR=254\nMINOR={}\nDEVNAME={name}\nDEVTYPE=partition\nPARTN={}\n",
-                    i + 1,
-                    i + 1
-                ),
-            )
-            .unwrap();
-            std::os::unix::fs::symlink(&pd, self.sys.join("class/block").join(&name)).unwrap();
-            std::fs::File::create(self.dev.join(&name)).unwrap();
+            .map(|t| {
+                let runner = &runner;
+                scope.spawn(move || {
+                    let out = Command::new("busybox")
+                        .arg("sh")
+                        .arg(runner)
+                        .arg(t)
+                        .output()
+                        .unwrap();
+                    (t.clone(), out)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut failed = Vec::new();
+    for (t, out) in &results {
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let passed = stdout.lines().filter(|l| l.starts_with("ok ")).count();
+        if !out.status.success() || passed == 0 || stdout.lines().any(|l| l.starts_with("FAIL")) {
+            failed.push(format!(
+                "{}:\n{stdout}{}",
+                t.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
         }
     }
-
-    fn init(&self, body: &str) -> String {
-        let init = repo().join("overlays/initramfs/init");
-        bb(
-            &format!(". {}; {body}", init.display()),
-            &[
-                ("EDGEIMG_INIT_LIB", Path::new("1")),
-                ("EDGEIMG_SYS", &self.sys),
-                ("EDGEIMG_DEV", &self.dev),
-                ("EDGEIMG_ROOT_EXEC", Path::new("direct")),
-            ],
-        )
-    }
-}
-
-const GPT_TABLE: &str = "label: gpt\n\
-    label-id: 8227131A-B6D5-AC47-910F-6AF536B43BC1\n\
-    size=16M, type=U, uuid=825D84B8-A1DF-FD43-83D3-B03044E4B9A7\n\
-    size=32M, type=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709, uuid=80DB9710-D650-B54C-B155-5240524DCEAA\n\
-    size=4M, type=L, uuid=D80464CE-A1E9-1141-8EE6-B3A1D2806DA1\n";
-
-#[test]
-fn init_finds_gpt_partitions_by_partuuid() {
-    let d = FakeDisk::new(GPT_TABLE, 64);
-    assert_eq!(
-        d.init("partuuid_of vda1"),
-        "825d84b8-a1df-fd43-83d3-b03044e4b9a7\n"
-    );
-    assert_eq!(
-        d.init("partuuid_of vda3"),
-        "d80464ce-a1e9-1141-8ee6-b3a1d2806da1\n"
-    );
-    assert_eq!(
-        d.init("resolve PARTUUID=80DB9710-D650-B54C-B155-5240524DCEAA"),
-        "vda2\n"
-    );
-    assert_eq!(
-        d.init("wait_for PARTUUID=d80464ce-a1e9-1141-8ee6-b3a1d2806da1 1"),
-        "vda3\n"
-    );
-    assert_eq!(
-        d.init("wait_for PARTUUID=00000000-0000-0000-0000-000000000000 0 || echo missing"),
-        "missing\n"
-    );
-    assert_eq!(d.init("parent_disk vda2"), "vda\n");
-}
-
-#[test]
-fn init_finds_mbr_partitions_by_disk_signature() {
-    let d = FakeDisk::new(
-        "label: dos\nlabel-id: 0xdeadbeef\n,16M,c\n,32M,83\n,4M,83\n",
-        64,
-    );
-    assert_eq!(d.init("partuuid_of vda3"), "deadbeef-03\n");
-    assert_eq!(d.init("resolve PARTUUID=DEADBEEF-02"), "vda2\n");
-}
-
-#[test]
-fn init_grows_the_data_partition_of_a_bigger_gpt_disk() {
-    need("sgdisk", "gdisk");
-    let d = FakeDisk::new(GPT_TABLE, 256);
-    let free: u64 = d.init("free_after vda3").trim().parse().unwrap();
-    assert!(free > 300_000, "{free}");
-    d.init("grow_partition vda3");
-    d.refresh_sysfs();
-    let free: u64 = d.init("free_after vda3").trim().parse().unwrap();
     assert!(
-        free < 64,
-        "partition 3 should reach the disk end, {free} sectors left"
+        failed.is_empty(),
+        "shell tests failed:\n{}",
+        failed.join("\n")
     );
-    let verify = run("sgdisk", &["-v", d.image().to_str().unwrap()]);
-    assert!(verify.contains("No problems found"), "{verify}");
-    // Same PARTUUID: the kernel command line still finds it.
-    assert_eq!(
-        d.init("resolve PARTUUID=D80464CE-A1E9-1141-8EE6-B3A1D2806DA1"),
-        "vda3\n"
-    );
-    // Nothing to grow any more.
-    let again =
-        d.init("[ \"$(free_after vda3)\" -ge \"$GROW_MIN_SECTORS\" ] && echo grow || echo full");
-    assert_eq!(again, "full\n");
-}
-
-#[test]
-fn init_grows_an_mbr_data_partition_keeping_its_partuuid() {
-    let d = FakeDisk::new(
-        "label: dos\nlabel-id: 0x1234abcd\n,16M,c\n,32M,83\n,4M,83\n",
-        128,
-    );
-    d.init("grow_partition vda3");
-    d.refresh_sysfs();
-    assert!(d.init("free_after vda3").trim().parse::<u64>().unwrap() < 2048);
-    assert_eq!(d.init("partuuid_of vda3"), "1234abcd-03\n");
-}
-
-#[test]
-fn init_sees_ext4_and_how_much_of_its_partition_it_fills() {
-    need("mkfs.ext4", "e2fsprogs");
-    let d = FakeDisk::new(GPT_TABLE, 64);
-    // The "partition" device vda3 is its own file here (4 MiB in the table).
-    let part = d.dev.join("vda3");
-    assert_eq!(d.init("has_ext4 $DEV/vda3 && echo yes || echo no"), "no\n");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&part)
-        .unwrap()
-        .set_len(2 << 20)
-        .unwrap();
-    run("mkfs.ext4", &["-F", "-q", part.to_str().unwrap()]);
-    assert_eq!(d.init("has_ext4 $DEV/vda3 && echo yes || echo no"), "yes\n");
-    let slack: u64 = d.init("fs_slack vda3").trim().parse().unwrap();
-    assert_eq!(slack, 2 << 20, "a 2 MiB ext4 in a 4 MiB partition");
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&part)
-        .unwrap()
-        .set_len(4 << 20)
-        .unwrap();
-    run("resize2fs", &[part.to_str().unwrap()]);
-    assert_eq!(d.init("fs_slack vda3"), "0\n");
 }
 
 /// lib.sh on the host, with a boot partition holding `rendered` and `k0s_data` as /var/lib/k0s.
@@ -350,10 +253,13 @@ fn lib(rendered: &RenderedNode, build_env: &str, body: &str) -> String {
     }
     std::fs::write(dir.path().join("build.env"), build_env).unwrap();
     std::fs::create_dir_all(dir.path().join("k0s")).unwrap();
-    let lib = repo().join("overlays/rootfs/usr/lib/edgeimg/lib.sh");
+    let lib = rootfs_lib().join("lib.sh");
+    let contract_dir = shell_tests_dir();
     bb(
         &format!(". {}; {body}", lib.display()),
         &[
+            // lib.sh sources contract.sh from here (the build generates the real one).
+            ("EDGEIMG_LIB", &contract_dir),
             ("EDGEIMG_BOOT", &dir.path().join("boot/edgeimg")),
             ("EDGEIMG_RUN", &dir.path().join("run")),
             ("EDGEIMG_STATE", &dir.path().join("state")),

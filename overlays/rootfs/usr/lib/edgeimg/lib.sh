@@ -1,10 +1,17 @@
 # shellcheck shell=sh disable=SC2034
 # (SC2034: the variables set here are used by the scripts that source this file.)
 # Shared by the edgeimg system scripts (sourced, not run). POSIX sh for busybox ash.
+# Owns the node config as the device reads it (build.env, node.env), the k0s command line,
+# quoting and the clock; the names shared with the build (boot folder, console markers,
+# Kubernetes modules and sysctls) come from the generated contract.sh next to it.
 #
-# Paths can be moved with EDGEIMG_* variables so that tests run these functions on a host.
+# Paths can be moved with EDGEIMG_* variables so that tests run these functions on a host
+# (EDGEIMG_LIB: the folder holding contract.sh).
 
-EDGEIMG_BOOT=${EDGEIMG_BOOT:-/boot/edgeimg}
+# shellcheck source=contract.sh
+. "${EDGEIMG_LIB:-/usr/lib/edgeimg}/contract.sh"
+
+EDGEIMG_BOOT=${EDGEIMG_BOOT:-/boot/$EDGEIMG_BOOT_DIR}
 EDGEIMG_RUN=${EDGEIMG_RUN:-/run/edgeimg}
 EDGEIMG_STATE=${EDGEIMG_STATE:-/var/lib/edgeimg}
 EDGEIMG_BUILD_ENV=${EDGEIMG_BUILD_ENV:-/etc/edgeimg/build.env}
@@ -12,8 +19,9 @@ K0S_DATA=${K0S_DATA:-/var/lib/k0s}
 K0S_CONFIG=${K0S_CONFIG:-/etc/k0s/k0s.yaml}
 K0S_TOKEN="$K0S_DATA/join-token"
 
+# say WORDS: one console line `edgeimg: WORDS`.
 say() {
-	echo "edgeimg: $*"
+	echo "$EDGEIMG_SAY $*"
 }
 
 # q VALUE: VALUE quoted for sh (single quotes; ' written as '\'').
@@ -53,14 +61,18 @@ select_node_dir() {
 }
 
 # load_node_env: the image's defaults (build.env), then the node config of the boot
-# partition (node.env) over them. Leaves the raw NODE_* and other node.env variables set.
+# partition (node.env) over them. Leaves the raw NODE_* and other node.env variables set:
+# every name of EDGEIMG_NODE_ENV_VARS (contract.sh) is empty unless node.env sets it.
 load_node_env() {
 	select_node_dir
 	EDGEIMG_BOARD="" EDGEIMG_ROLE="" K0S_VERSION="" KVER="" EDGEIMG_VERSION="" ROOT_MODE=""
-	NODE_HOSTNAME="" NODE_ROLE="" K0S_ARGS="" K0S_LABELS="" K0S_TAINTS=""
-	NET_MODE="" NET_ADDRESS="" NET_GATEWAY="" NET_DNS="" NTP_SERVERS="" TIMEZONE=""
-	WIFI_SSID="" WIFI_PSK="" WIFI_COUNTRY="" HAS_TOKEN=0 HAS_SSH_KEYS=0 FILES_COUNT=0
-	CONFIG_GENERATION=""
+	for _k in $EDGEIMG_NODE_ENV_VARS; do
+		case "$_k" in
+		*[!A-Z0-9_]* | [0-9]*) ;;
+		*) eval "$_k=''" ;;
+		esac
+	done
+	HAS_TOKEN=0 HAS_SSH_KEYS=0 FILES_COUNT=0
 	NODE_ENV_STATE="absent"
 	# shellcheck disable=SC1090
 	[ -r "$EDGEIMG_BUILD_ENV" ] && . "$EDGEIMG_BUILD_ENV"
