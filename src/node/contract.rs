@@ -270,6 +270,25 @@ mod tests {
         assert!(text.contains("EDGEIMG_READY='ready'"));
     }
 
+    /// The shell tests (tests/shell/) source a copy of the generated file: it must be the
+    /// same, so the scripts are tested against the contract the build really writes.
+    /// `EDGEIMG_BLESS=1 cargo test contract` rewrites the copy.
+    #[test]
+    fn the_shell_tests_use_the_generated_contract() {
+        let fixture =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/shell/contract.sh");
+        if std::env::var_os("EDGEIMG_BLESS").is_some() {
+            std::fs::write(&fixture, render_shell()).unwrap();
+        }
+        let text = std::fs::read_to_string(&fixture).unwrap();
+        assert_eq!(
+            text,
+            render_shell(),
+            "{} differs from the contract the build writes: run EDGEIMG_BLESS=1 cargo test contract",
+            fixture.display()
+        );
+    }
+
     #[test]
     fn the_kubernetes_modules_are_in_the_base_profile() {
         let base: toml::Value = toml::from_str(
