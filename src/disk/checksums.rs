@@ -24,9 +24,15 @@ pub fn write_sha256sums(dir: &Path, files: &[&str]) -> Result<PathBuf> {
 pub fn write_sha256sums_of(dir: &Path, digests: &[(String, String)]) -> Result<PathBuf> {
     let mut text = String::new();
     for (name, digest) in digests {
-        if name.contains('\n') || name.contains('\\') || name.contains('/') {
+        // `sha256sum -c` reads paths relative to the folder; a name it would read another
+        // way (a newline, a backslash escape) or one outside the folder cannot be listed.
+        let outside = name.starts_with('/')
+            || name
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..");
+        if name.contains('\n') || name.contains('\\') || outside {
             bail!(
-                "{name:?} cannot be listed in SHA256SUMS: give a plain file name inside {}",
+                "{name:?} cannot be listed in SHA256SUMS: give a relative path inside {}",
                 dir.display()
             );
         }
@@ -80,6 +86,26 @@ mod tests {
             .output()
             .unwrap();
         assert!(!out.status.success(), "a changed file must fail the check");
+    }
+
+    #[test]
+    fn paths_inside_the_folder_are_listed_and_others_refused() {
+        require_tool("sha256sum");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("node/default")).unwrap();
+        std::fs::write(dir.path().join("node/default/node.env"), b"x").unwrap();
+        write_sha256sums(dir.path(), &["node/default/node.env"]).unwrap();
+        let out = std::process::Command::new("sha256sum")
+            .args(["-c", "--strict", "SHA256SUMS"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        for bad in ["../x", "/etc/passwd", "a//b", "a/./b", "a\\b", "a\nb"] {
+            let digests = [(bad.to_string(), "00".repeat(32))];
+            let e = write_sha256sums_of(dir.path(), &digests).unwrap_err();
+            assert!(e.to_string().contains("cannot be listed"), "{bad}: {e}");
+        }
     }
 
     #[test]
