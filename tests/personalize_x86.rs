@@ -477,7 +477,8 @@ role = "controller"
 }
 
 /// The device checks as the command line applies them, over a prepared sysfs-like tree (no
-/// image is built and nothing is written: every case stops before opening a device).
+/// image is built and nothing is written: every case stops before opening a device). The
+/// image is a small synthetic one: flash checks that it is a disk image before it asks.
 #[test]
 fn flash_lists_candidates_and_refuses_unsafe_devices() {
     let dir = tempfile::tempdir().unwrap();
@@ -503,8 +504,10 @@ fn flash_lists_candidates_and_refuses_unsafe_devices() {
         "/dev/sda1 / ext4 rw 0 0\n/dev/sdc1 /media/stick vfat rw 0 0\n",
     );
     let img = root.join("x.img");
-    std::fs::write(&img, b"not flashed").unwrap();
-    let flash = |extra: &[&str]| {
+    disk_image(&img);
+    let not_an_image = root.join("notes.img");
+    std::fs::write(&not_an_image, b"not flashed").unwrap();
+    let flash_from = |img: &Path, extra: &[&str]| {
         let mut args = vec![
             "flash",
             img.to_str().unwrap(),
@@ -514,6 +517,7 @@ fn flash_lists_candidates_and_refuses_unsafe_devices() {
         args.extend_from_slice(extra);
         edgeimg(&args)
     };
+    let flash = |extra: &[&str]| flash_from(&img, extra);
     let o = flash(&[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let list = stdout(&o);
@@ -537,4 +541,12 @@ fn flash_lists_candidates_and_refuses_unsafe_devices() {
         assert!(!o.status.success(), "{dev} was accepted");
         assert!(stderr(&o).contains(why), "{dev}: {}", stderr(&o));
     }
+    // What is not a disk image is refused before the question.
+    let o = flash_from(&not_an_image, &["--device", "/dev/sdb"]);
+    assert!(!o.status.success(), "a text file was accepted as an image");
+    assert!(
+        stderr(&o).contains("is not a disk image") && !stderr(&o).contains("--yes"),
+        "{}",
+        stderr(&o)
+    );
 }

@@ -280,7 +280,8 @@ pub struct FlashArgs {
     /// --device-file), the candidate devices are listed.
     #[arg(long, value_name = "DEV", conflicts_with = "device_file")]
     pub device: Option<PathBuf>,
-    /// Write to a plain file instead of a device (created or truncated; tests, golden images).
+    /// Write to a regular file instead of a device (created or truncated; tests, golden
+    /// images). Devices, FIFOs and the image itself are refused, whatever the path.
     #[arg(long, value_name = "FILE")]
     pub device_file: Option<PathBuf>,
     /// Do not ask for confirmation.

@@ -1,7 +1,5 @@
-//! `edgeimg flash`: lists candidate devices, or checks the target, asks before overwriting a
-//! device, writes, verifies and personalizes.
-
-use std::path::Path;
+//! `edgeimg flash`: lists candidate devices, or checks the target and the image, asks before
+//! overwriting a device, writes, verifies and personalizes.
 
 use anyhow::{bail, Context, Result};
 
@@ -9,7 +7,7 @@ use super::node_args;
 use super::Out;
 use crate::cli::FlashArgs;
 use crate::flash::device::BlockDevice;
-use crate::flash::{flash as run_flash, Target};
+use crate::flash::{flash as run_flash, prepare, Target};
 use crate::progress::Reporter;
 
 /// `edgeimg flash`: the command's handler (prints and asks, like the other handlers).
@@ -35,23 +33,9 @@ pub(crate) fn flash(out: Out, a: &FlashArgs, rep: &dyn Reporter) -> Result<()> {
             a.force,
         )?),
         (None, Some(f)) => {
-            if f.starts_with("/dev/") {
-                bail!(
-                    "--device-file {}: that is a device; use --device so that it is checked",
-                    f.display()
-                );
-            }
-            let same =
-                |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-                    (Ok(x), Ok(y)) => x == y,
-                    _ => false,
-                };
-            if same(f, &a.image) {
-                bail!(
-                    "--device-file {}: that is the image itself; name another file",
-                    f.display()
-                );
-            }
+            // What it is, not how its path reads: `null` in /dev is a device too. The opened
+            // file is judged again when it is written.
+            crate::flash::check_file_target(f)?;
             Target::File(f.clone())
         }
     };
@@ -67,19 +51,14 @@ pub(crate) fn flash(out: Out, a: &FlashArgs, rep: &dyn Reporter) -> Result<()> {
             .clone()
             .or_else(|| crate::disk::source::bmap_beside(&a.image))
     };
+    // The image and its bmap are checked before the question is asked.
+    let prepared = prepare(&a.image, bmap.as_deref(), rep)?;
     if let Target::Device(d) = &target {
         if !a.yes {
             confirm(d)?;
         }
     }
-    let report = run_flash(
-        &a.image,
-        &target,
-        bmap.as_deref(),
-        !a.no_verify,
-        node.as_ref(),
-        rep,
-    )?;
+    let report = run_flash(prepared, &target, !a.no_verify, node.as_ref(), rep)?;
     if out.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

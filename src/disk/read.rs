@@ -58,9 +58,44 @@ impl FoundTable {
     }
 }
 
+/// Where a table is read from: an image file, a device, or an image's first MiB held in
+/// memory (`flash` checks that before it writes anything).
+pub trait ReadAt {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+impl ReadAt for [u8] {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let end = usize::try_from(offset)
+            .ok()
+            .and_then(|o| o.checked_add(buf.len()).map(|e| (o, e)))
+            .filter(|(_, e)| *e <= self.len());
+        match end {
+            Some((o, e)) => {
+                buf.copy_from_slice(&self[o..e]);
+                Ok(())
+            }
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "bytes {offset}..{} lie beyond the {} bytes read",
+                    offset + buf.len() as u64,
+                    self.len()
+                ),
+            )),
+        }
+    }
+}
+
 /// Reads the primary GPT (CRCs checked) or, without one, the MBR of `file`. `what` names the
 /// image or device in errors.
-pub fn read_table(file: &File, what: &str) -> Result<FoundTable> {
+pub fn read_table<R: ReadAt + ?Sized>(file: &R, what: &str) -> Result<FoundTable> {
     let mut mbr = [0u8; SECTOR as usize];
     file.read_exact_at(&mut mbr, 0)
         .with_context(|| format!("reading sector 0 of {what}"))?;
@@ -102,7 +137,7 @@ fn read_mbr(sector: &[u8]) -> FoundTable {
     }
 }
 
-fn read_gpt(file: &File, what: &str) -> Result<FoundTable> {
+fn read_gpt<R: ReadAt + ?Sized>(file: &R, what: &str) -> Result<FoundTable> {
     let mut h = [0u8; SECTOR as usize];
     file.read_exact_at(&mut h, SECTOR)
         .with_context(|| format!("reading the GPT header of {what}"))?;
@@ -228,6 +263,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn reads_a_table_held_in_memory() {
+        for table in [TableKind::Gpt, TableKind::Mbr] {
+            let (f, _) = written(table);
+            let mut head = vec![0u8; 1 << 20];
+            FileExt::read_exact_at(f.as_file(), &mut head, 0).unwrap();
+            let from_file = read_table(f.as_file(), "image").unwrap();
+            assert_eq!(read_table(&head[..], "image").unwrap(), from_file);
+        }
+        // A GPT header that points past the bytes held is an error, not a panic.
+        let (f, _) = written(TableKind::Gpt);
+        let mut head = vec![0u8; 2 * SECTOR as usize];
+        FileExt::read_exact_at(f.as_file(), &mut head, 0).unwrap();
+        let e = format!("{:#}", read_table(&head[..], "short").unwrap_err());
+        assert!(
+            e.contains("GPT entries of short") && e.contains("beyond"),
+            "{e}"
+        );
     }
 
     #[test]

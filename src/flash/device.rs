@@ -1,7 +1,7 @@
 //! Finding and vetting the block device to flash, from a sysfs-like tree.
 //!
 //! Everything is read relative to a `root` (normally `/`; tests pass a prepared tree):
-//! `sys/block/<disk>/{size,removable,ro,device/{model,vendor,serial}}`, partitions as
+//! `sys/block/<disk>/{dev,size,removable,ro,device/{model,vendor,serial}}`, partitions as
 //! `sys/block/<disk>/<part>/partition`, device-mapper parents as `sys/block/<dm>/slaves/*`,
 //! and `proc/self/mounts` and `proc/swaps`.
 
@@ -18,6 +18,9 @@ pub struct BlockDevice {
     pub name: String,
     /// `/dev/<name>`.
     pub path: PathBuf,
+    /// The kernel's device number, `major:minor` (`sys/block/<name>/dev`; empty when the tree
+    /// does not tell): the node opened at `path` must be this device.
+    pub devno: String,
     pub size: u64,
     pub removable: bool,
     pub read_only: bool,
@@ -197,6 +200,7 @@ fn load(root: &Path, name: &str, mounts: &Mounts, system: &BTreeSet<String>) -> 
     BlockDevice {
         name: name.to_string(),
         path: PathBuf::from("/dev").join(name),
+        devno: read_trim(&dir.join("dev")).unwrap_or_default(),
         size: sectors * 512,
         removable: read_trim(&dir.join("removable")).as_deref() == Some("1"),
         read_only: read_trim(&dir.join("ro")).as_deref() == Some("1"),

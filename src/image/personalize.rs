@@ -107,9 +107,8 @@ pub fn boot_partition(file: &File, what: &str) -> Result<(FoundTable, u64, u64)>
 
 /// Rewrites the node files on the boot partition of `target` (an image file or a device).
 pub fn configure(target: &Path, set: &NodeSet) -> Result<ConfigureReport> {
-    let started = Instant::now();
     // Everything that can fail on bad input happens before the disk is opened for writing.
-    let files = render_set(set)?;
+    render_set(set)?;
     let what = target.display().to_string();
     let file = OpenOptions::new()
         .read(true)
@@ -118,8 +117,17 @@ pub fn configure(target: &Path, set: &NodeSet) -> Result<ConfigureReport> {
         .with_context(|| {
             format!("opening {what} for writing (a device needs write permission: check its group, e.g. `disk`)")
         })?;
-    let (_, offset, _) = boot_partition(&file, &what)?;
-    let mut vol = FatVolume::open(&file, offset).with_context(|| {
+    configure_open(&file, target, set)
+}
+
+/// [`configure`] on a target already open for reading and writing (`flash` personalizes the
+/// very file or device it wrote, not whatever its path names by then); `target` names it.
+pub fn configure_open(file: &File, target: &Path, set: &NodeSet) -> Result<ConfigureReport> {
+    let started = Instant::now();
+    let files = render_set(set)?;
+    let what = target.display().to_string();
+    let (_, offset, _) = boot_partition(file, &what)?;
+    let mut vol = FatVolume::open(file, offset).with_context(|| {
         format!("{what}: partition {BOOT_PARTITION} at byte {offset} is not the FAT32 boot partition of an edgeimg image")
     })?;
     vol.set_mtime(edit_time());

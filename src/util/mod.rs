@@ -1,7 +1,9 @@
 //! Small helpers that every stage uses and that know nothing of images: digests, files that
-//! appear whole or not at all, sorted host directory listings, memory statistics.
+//! appear whole or not at all, what an opened file is, sorted host directory listings, memory
+//! statistics.
 pub mod atomic;
 pub mod digest;
+pub mod file_id;
 pub mod guid;
 pub mod host_dir;
 pub mod memstat;

@@ -57,12 +57,40 @@ pub fn edgeimg(args: &[&str]) -> Output {
         .expect("running edgeimg")
 }
 
+/// `edgeimg ARGS` run in `dir` (for relative paths such as `--device-file null` in /dev).
+pub fn edgeimg_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running edgeimg")
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).to_string()
 }
 
 pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+/// The Debian package that installs a host tool the tests use.
+pub fn package_of(tool: &str) -> &'static str {
+    match tool {
+        "sfdisk" | "fdisk" => "fdisk",
+        "sgdisk" => "gdisk",
+        "mkfs.fat" | "fsck.fat" => "dosfstools",
+        "mcopy" | "mdir" | "mtype" => "mtools",
+        "unsquashfs" => "squashfs-tools",
+        "bmaptool" => "bmap-tools",
+        "xz" => "xz-utils",
+        "cmp" => "diffutils",
+        "veritysetup" => "cryptsetup-bin",
+        "gpg" => "gpg",
+        "busybox" => "busybox-static",
+        "pyspdxtools" => "spdx-tools (pip)",
+        _ => "coreutils",
+    }
 }
 
 /// A host tool the tests judge outputs with; absent means the test setup is incomplete.
@@ -75,7 +103,8 @@ pub fn need(tool: &str) {
         .unwrap_or(false);
     assert!(
         found,
-        "{tool} is not installed: run scripts/test (it installs the test dependencies)"
+        "{tool} is not installed (Debian package {}): run scripts/install-deps test",
+        package_of(tool)
     );
 }
 
@@ -254,4 +283,65 @@ pub fn smoke_options(role: &str, hostname: &str) -> edgeimg::qemu::SmokeOptions 
         mac: None,
         guestfwd: vec![],
     }
+}
+
+/// Sectors of the partitions of [`disk_image`].
+pub const BOOT_START: u64 = 2048;
+pub const BOOT_SECTORS: u64 = 65536;
+pub const DATA_START: u64 = BOOT_START + BOOT_SECTORS;
+pub const DATA_SECTORS: u64 = 16384;
+
+/// Deterministic bytes that are not a disk image.
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+/// A 48 MiB image (mostly holes): GPT, partition 1 FAT32 (the boot partition `configure`
+/// edits), partition 2 with 200 kB of data.
+pub fn disk_image(path: &Path) {
+    need("sfdisk");
+    need("mkfs.fat");
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(48 << 20).unwrap();
+    drop(f);
+    let script = format!(
+        "label: gpt\nstart={BOOT_START}, size={BOOT_SECTORS}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n\
+         start={DATA_START}, size={DATA_SECTORS}, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4\n"
+    );
+    let mut child = std::process::Command::new("sfdisk")
+        .args(["-q", path.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("running sfdisk");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(script.as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success(), "sfdisk failed");
+    let o = run_tool(
+        "mkfs.fat",
+        &[
+            "-F",
+            "32",
+            &format!("--offset={BOOT_START}"),
+            path.to_str().unwrap(),
+            &(BOOT_SECTORS / 2).to_string(),
+        ],
+    );
+    assert!(o.status.success(), "mkfs.fat: {}", stderr(&o));
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.write_all_at(&noise(200_000, 7), DATA_START * 512)
+        .unwrap();
 }
