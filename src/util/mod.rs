@@ -1,10 +1,13 @@
 //! Small helpers that every stage uses and that know nothing of images: digests, files that
-//! appear whole or not at all, sorted host directory listings, memory statistics.
+//! appear whole or not at all, input files read within a size limit, user text made safe for
+//! a terminal, sorted host directory listings, memory statistics.
 pub mod atomic;
+pub mod bounded;
 pub mod digest;
 pub mod guid;
 pub mod host_dir;
 pub mod memstat;
 #[cfg(test)]
 pub(crate) mod test_tools;
+pub mod text;
 pub mod window;
