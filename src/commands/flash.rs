@@ -81,8 +81,7 @@ pub(crate) fn flash(out: Out, a: &FlashArgs, rep: &dyn Reporter) -> Result<()> {
         rep,
     )?;
     if out.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return super::print_json(&report);
     }
     if !out.quiet {
         println!(
