@@ -41,7 +41,7 @@ fn build_worker(dir: &Path, out: &Path, extra: &[&str]) -> std::process::Output 
     let node = dir.join("node.toml");
     std::fs::write(&node, NODE).unwrap();
     let token = dir.join("worker.token");
-    std::fs::write(&token, "test-join-token\n").unwrap();
+    std::fs::write(&token, format!("{TEST_JOIN_TOKEN}\n")).unwrap();
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut args = extra.to_vec();
     args.extend(["--board", "x86-64", "--role", "worker"]);
@@ -167,7 +167,7 @@ fn esp_passes_fsck_and_holds_systemd_boot_kernel_initrd_and_node_config() {
     assert!(env.contains("NODE_HOSTNAME='edge-test-1'"), "{env}");
     assert!(env.contains("NODE_ROLE='worker'"), "{env}");
     let token = stdout(&run_tool("mcopy", &["-i", &spec, "::/edgeimg/token", "-"]));
-    assert_eq!(token.trim(), "test-join-token");
+    assert_eq!(token.trim(), TEST_JOIN_TOKEN);
 }
 
 #[test]
@@ -327,7 +327,7 @@ fn xz_checksums_and_manifest_are_consistent() {
     assert_eq!(m["token_included"], true);
     assert!(!std::fs::read_to_string(out.join("manifest.json"))
         .unwrap()
-        .contains("test-join-token"));
+        .contains(TEST_JOIN_TOKEN));
     let inputs = m["inputs"].as_array().unwrap();
     for name in [
         "busybox-static",
@@ -590,7 +590,7 @@ fn build_worker_with_cache(dir: &Path, out: &Path, cache: &Path) -> std::process
     let node = dir.join("node.toml");
     std::fs::write(&node, NODE).unwrap();
     let token = dir.join("worker.token");
-    std::fs::write(&token, "test-join-token\n").unwrap();
+    std::fs::write(&token, format!("{TEST_JOIN_TOKEN}\n")).unwrap();
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let mut args: Vec<String> = ["build", "--offline", "--out"].map(String::from).into();
     args.push(out.display().to_string());

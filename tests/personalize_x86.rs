@@ -17,7 +17,8 @@ hostname = "as-built"
 ntp = []
 "#;
 
-const TOKEN: &str = "secret-join-token-4711";
+/// A join token of the real shape (configure checks it).
+const TOKEN: &str = TEST_JOIN_TOKEN;
 
 struct Built {
     _dir: tempfile::TempDir,

@@ -421,7 +421,7 @@ fn image_asking_for_install(to: &Path) {
     );
     assert!(text.contains("[install]"));
     let dir = to.parent().unwrap();
-    std::fs::write(dir.join("join.token"), "stand-in-token\n").unwrap();
+    std::fs::write(dir.join("join.token"), format!("{TEST_JOIN_TOKEN}\n")).unwrap();
     let node = edgeimg::node::NodeConfig::from_toml_str(&text, &dir.join("node.toml")).unwrap();
     let rendered = node.render().unwrap();
     let env = rendered.get("edgeimg/node.env").unwrap().to_vec();

@@ -146,8 +146,7 @@ fn boot_tree(
 }
 
 fn render(path: &Path, ctx: &minijinja::Value) -> Result<String> {
-    let src =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let src = crate::util::bounded::read_text(path, 1 << 20, "boot template")?;
     let mut env = minijinja::Environment::new();
     env.set_keep_trailing_newline(true);
     env.render_str(&src, ctx)

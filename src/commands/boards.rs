@@ -8,8 +8,7 @@ use crate::profile::DataDir;
 pub(crate) fn boards(out: Out, data: &DataDir) -> Result<()> {
     let boards = data.boards()?;
     if out.json {
-        println!("{}", serde_json::to_string_pretty(&boards)?);
-        return Ok(());
+        return super::print_json(&boards);
     }
     println!(
         "{:<12} {:<6} {:<6} {:<5} description",

@@ -60,8 +60,14 @@ pub(crate) fn build(out: Out, data: &DataDir, args: &BuildArgs, rep: &dyn Report
     };
     let plan = Plan::resolve(data, req, host_mirror)?;
     if args.dry_run {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
-        return Ok(());
+        // The plan carries the node config as given: its secrets are shown as present only.
+        let mut shown = serde_json::to_value(&plan)?;
+        for (table, key) in crate::node::secrets::SECRET_TOML_KEYS {
+            if let Some(v) = shown.pointer_mut(&format!("/node/{table}/{key}")) {
+                *v = crate::node::secrets::PRESENT.into();
+            }
+        }
+        return super::print_json(&shown);
     }
     let cache_dir = args.cache_dir.clone().unwrap_or_else(Cache::default_dir);
     let mut cache = Cache::new(cache_dir.clone(), args.offline)?;
@@ -95,8 +101,7 @@ pub(crate) fn build(out: Out, data: &DataDir, args: &BuildArgs, rep: &dyn Report
         check_reproducible(out, &report, &args.out, &cache_dir, rep)?;
     }
     if out.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return super::print_json(&report);
     }
     if !out.quiet {
         summary(&report, fmt);

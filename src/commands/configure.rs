@@ -19,8 +19,7 @@ pub(crate) fn configure(out: Out, a: &ConfigureArgs, rep: &dyn Reporter) -> Resu
 
 pub(crate) fn print_report(out: Out, report: &ConfigureReport) -> Result<()> {
     if out.json {
-        println!("{}", serde_json::to_string_pretty(report)?);
-        return Ok(());
+        return super::print_json(report);
     }
     if out.quiet {
         return Ok(());

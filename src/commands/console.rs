@@ -61,7 +61,11 @@ impl Reporter for Console {
     }
 
     fn warn(&self, message: &str) {
-        self.line(&format!("warning: {message}"));
+        // Warnings may quote user input (a path, a value).
+        self.line(&format!(
+            "warning: {}",
+            crate::util::text::for_terminal(message)
+        ));
     }
 }
 

@@ -13,6 +13,6 @@ pub(crate) fn encode(a: &EncodeSquashfsArgs) -> Result<()> {
         block_size: a.block_size,
         threads: a.threads,
     })?;
-    println!("{}", serde_json::to_string_pretty(&report)?);
+    super::print_json(&report)?;
     Ok(())
 }

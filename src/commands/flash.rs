@@ -60,8 +60,7 @@ pub(crate) fn flash(out: Out, a: &FlashArgs, rep: &dyn Reporter) -> Result<()> {
     }
     let report = run_flash(prepared, &target, !a.no_verify, node.as_ref(), rep)?;
     if out.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+        return super::print_json(&report);
     }
     if !out.quiet {
         println!(

@@ -31,13 +31,25 @@ pub fn main() -> i32 {
     match run(&cli, rep.as_ref()) {
         Ok(()) => 0,
         Err(e) => {
+            // Messages quote user input: whatever a check let through is escaped here.
+            let message = format!("{e:#}");
             if cli.json {
-                println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+                let json = serde_json::json!({ "error": message }).to_string();
+                println!("{}", crate::util::text::json_for_terminal(json));
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::util::text::for_terminal(&message));
             1
         }
     }
+}
+
+/// Prints `value` as pretty JSON, with the characters a terminal would act on escaped (JSON
+/// writers leave DEL, C1 controls and bidirectional marks as they are). Every command's
+/// `--json` output goes through here.
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(value)?;
+    println!("{}", crate::util::text::json_for_terminal(json));
+    Ok(())
 }
 
 /// How a handler prints: `--json`, `--quiet`, or text.

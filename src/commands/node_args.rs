@@ -4,12 +4,14 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 use crate::cli::NodeArgs;
 use crate::image::personalize::NodeSet;
-use crate::node::{NodeConfig, NodeOverrides, WifiConfig};
+use crate::node::{limits, NodeConfig, NodeOverrides, WifiConfig};
 use crate::progress::Reporter;
+use crate::util::bounded;
+use crate::util::text::shown;
 
 /// Whether any node setting was given.
 pub(crate) fn is_empty(a: &NodeArgs) -> bool {
@@ -115,9 +117,7 @@ pub(crate) fn apply_flags(a: &NodeArgs, cfg: &mut NodeConfig) -> Result<()> {
     if let Some(ssid) = &a.wifi_ssid {
         let psk = match &a.wifi_psk_file {
             Some(p) => {
-                let t = std::fs::read_to_string(p).with_context(|| {
-                    format!("reading the Wi-Fi passphrase file {}", p.display())
-                })?;
+                let t = bounded::read_text(p, limits::WIFI_PSK_FILE, "Wi-Fi passphrase file")?;
                 Some(t.trim_end_matches(['\n', '\r']).to_string())
             }
             None => None,
@@ -154,22 +154,30 @@ fn build_time_only(cfg: &NodeConfig) -> Option<String> {
 }
 
 pub(crate) fn read_node_file(path: &Path) -> Result<NodeConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading node config {}", path.display()))?;
+    let text = crate::node::read_node_text(path)?;
     if crate::node::cloud_config::is_cloud_config(&text) {
         return crate::node::cloud_config::from_cloud_config(&text, path);
     }
     Ok(NodeConfig::from_toml_str(&text, path)?)
 }
 
-/// `--ssh-key` takes a key line or a file holding key lines.
+/// `--ssh-key` takes a key line or a file holding key lines. A private key (`id_ed25519`
+/// given for `id_ed25519.pub`) is refused naming the file only: no part of it is shown.
 pub(crate) fn read_ssh_keys(args: &[String]) -> Result<Vec<String>> {
     let mut keys = Vec::new();
     for a in args {
         let p = Path::new(a);
-        if p.is_file() {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        // Anything at that path is taken as the file meant; only a path that does not exist
+        // may be a key line.
+        if std::fs::symlink_metadata(p).is_ok() {
+            let text = bounded::read_text(p, limits::SSH_KEY_FILE, "SSH key file")?;
+            if crate::node::looks_like_private_key(&text) {
+                bail!(
+                    "--ssh-key {}: this file looks like a private key: give the public key, {}.pub                      (a private key must never leave the machine it belongs to)",
+                    shown(a, 200),
+                    shown(a, 200)
+                );
+            }
             keys.extend(
                 text.lines()
                     .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
@@ -178,7 +186,10 @@ pub(crate) fn read_ssh_keys(args: &[String]) -> Result<Vec<String>> {
         } else if a.contains(' ') {
             keys.push(a.clone());
         } else {
-            bail!("--ssh-key {a}: neither a readable file nor a key line");
+            bail!(
+                "--ssh-key {}: neither a readable file nor a key line",
+                shown(a, 200)
+            );
         }
     }
     Ok(keys)
@@ -187,6 +198,71 @@ pub(crate) fn read_ssh_keys(args: &[String]) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The Debian package of a tool these tests run.
+    fn need(tool: &str, package: &str) {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false);
+        assert!(found, "this test needs `{tool}`: apt-get install {package}");
+    }
+
+    /// `ssh-keygen -t ed25519` into `dir`: (private key path, its text).
+    fn keypair(dir: &Path) -> (std::path::PathBuf, String) {
+        need("ssh-keygen", "openssh-client");
+        let key = dir.join("id_ed25519");
+        let o = std::process::Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "me@laptop", "-f"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let text = std::fs::read_to_string(&key).unwrap();
+        (key, text)
+    }
+
+    /// The error a private key given as `--ssh-key` ends in, wherever it is found.
+    fn ssh_key_error(arg: &str) -> String {
+        match read_ssh_keys(&[arg.to_string()]) {
+            Err(e) => format!("{e:#}"),
+            Ok(keys) => {
+                let mut cfg = NodeConfig::default();
+                cfg.ssh.authorized_keys = keys;
+                cfg.check().unwrap_err().to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn a_private_key_file_is_refused_without_echoing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, private) = keypair(dir.path());
+        let e = ssh_key_error(key.to_str().unwrap());
+        assert!(
+            e.contains("private key") && e.contains(&format!("{}.pub", key.display())),
+            "{e}"
+        );
+        for line in private.lines().filter(|l| !l.starts_with("-----")) {
+            for w in line.as_bytes().windows(12) {
+                let w = std::str::from_utf8(w).unwrap();
+                assert!(!e.contains(w), "echoes {w:?} of the private key: {e}");
+            }
+        }
+        // The public key is read.
+        let public = format!("{}.pub", key.display());
+        let keys = read_ssh_keys(&[public]).unwrap();
+        assert_eq!(keys.len(), 1);
+        assert!(keys[0].starts_with("ssh-ed25519 AAAA"), "{keys:?}");
+    }
+
+    #[test]
+    fn ssh_key_arguments_that_are_not_files_are_refused_plainly() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = ssh_key_error(dir.path().to_str().unwrap());
+        assert!(e.contains("a directory, not a regular file"), "{e}");
+        let e = ssh_key_error("/dev/zero");
+        assert!(e.contains("a character device, not a regular file"), "{e}");
+    }
 
     #[test]
     fn boot_settings_are_reported_as_not_applied() {

@@ -1,6 +1,10 @@
 //! `edgeimg inspect`: what an image, an `.img.xz` or a device holds: partitions, boot files,
-//! the node config (the join token shown as present or absent, never its value), per-MAC
-//! configs, a summary of the root squashfs, and the manifest when one sits beside the image.
+//! the node config (secrets, the join token and the Wi-Fi key, shown as present or absent,
+//! never their values), per-MAC configs, a summary of the root squashfs, and the manifest
+//! when one sits beside the image.
+//!
+//! The values are the image's as they are (a hostile image may hold any text): the printer
+//! escapes what it shows.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,6 +18,26 @@ use crate::disk::read::FoundTable;
 use crate::fs::fat::FatVolume;
 use crate::image::personalize::{boot_partition, list_files, NODES_DIR, NODE_DIR};
 use crate::manifest::Manifest;
+use crate::node::{limits, secrets};
+
+/// Largest boot file read for its text (a loader entry, cmdline.txt, node.env, node.toml).
+const MAX_TEXT_FILE: u64 = limits::NODE_FILE;
+
+/// A small file of the volume, listed in `files` with its size; `None` when absent or
+/// larger than [`MAX_TEXT_FILE`] (a hostile image may hold a file of gigabytes).
+fn read_small(
+    vol: &mut FatVolume<&File>,
+    files: &[(String, u64)],
+    path: &str,
+) -> Result<Option<Vec<u8>>> {
+    let listed = files
+        .iter()
+        .find(|(p, _)| p.trim_start_matches('/') == path.trim_start_matches('/'));
+    match listed {
+        Some((_, size)) if *size <= MAX_TEXT_FILE => Ok(vol.read_file(path)?),
+        _ => Ok(None),
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Inspection {
@@ -44,15 +68,18 @@ pub struct BootInfo {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct NodeInfo {
-    /// node.env's variables (no secret is in node.env: the token is a file of its own).
+    /// node.env's variables, secrets ([`crate::node::contract::SECRET_ENV_VARS`]) shown as
+    /// [`secrets::PRESENT`] or empty (absent). The token is a file of its own.
     pub env: BTreeMap<String, String>,
     pub hostname: Option<String>,
     pub role: Option<String>,
     /// Whether a join token file is on the boot partition (never its value).
     pub token_present: bool,
     pub wifi_ssid: Option<String>,
+    /// Whether a Wi-Fi key is set (never its value).
+    pub wifi_psk_present: bool,
     pub files: Vec<(String, u64)>,
-    /// node.toml as written (without the token file's path).
+    /// node.toml with its secrets shown as present or absent ([`secrets::hide_in_toml`]).
     pub node_toml: Option<String>,
 }
 
@@ -103,7 +130,7 @@ pub fn inspect_file(path: &Path, shown_as: &Path) -> Result<Inspection> {
         if (lower.starts_with("loader/entries/") && lower.ends_with(".conf"))
             || lower == "cmdline.txt"
         {
-            if let Some(data) = vol.read_file(p)? {
+            if let Some(data) = read_small(&mut vol, &files, p)? {
                 let text = String::from_utf8_lossy(&data).to_string();
                 cmdline = text
                     .lines()
@@ -190,25 +217,21 @@ fn node_info(vol: &mut FatVolume<&File>, dir: &str) -> Result<Option<NodeInfo>> 
     if files.is_empty() {
         return Ok(None);
     }
-    let env = match vol.read_file(&format!("{dir}/node.env"))? {
+    let env = match read_small(vol, &files, &format!("{dir}/node.env"))? {
         Some(data) => crate::node::parse_node_env(&String::from_utf8_lossy(&data))
             .map_err(|e| anyhow::anyhow!("{dir}/node.env: {e}"))?,
         None => BTreeMap::new(),
     };
-    let node_toml = vol
-        .read_file(&format!("{dir}/node.toml"))?
-        .map(|d| String::from_utf8_lossy(&d).to_string());
+    let node_toml = read_small(vol, &files, &format!("{dir}/node.toml"))?
+        .map(|d| secrets::hide_in_toml(&String::from_utf8_lossy(&d)));
     let get = |k: &str| env.get(k).filter(|v| !v.is_empty()).cloned();
     Ok(Some(NodeInfo {
         hostname: get("NODE_HOSTNAME"),
         role: get("NODE_ROLE"),
         wifi_ssid: get("WIFI_SSID"),
+        wifi_psk_present: get("WIFI_PSK").is_some(),
         token_present: files.iter().any(|(p, _)| p == &format!("{dir}/token")),
-        env: env
-            .iter()
-            .filter(|(k, _)| !k.contains("PSK"))
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        env: secrets::hide_in_env(&env),
         files,
         node_toml,
     }))
@@ -290,4 +313,111 @@ fn root_listing(file: &File, offset: u64) -> Result<RootListing> {
         }
     }
     Ok(l)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::disk::{write_table, PartRole, PartType, PartitionPlan, PartitionSpec, TableKind};
+    use crate::fs::fat::{write_fat32, FatParams};
+    use crate::image::personalize::{configure, NodeSet};
+    use crate::node::{NodeConfig, WifiConfig};
+
+    /// A GPT image with a 40 MiB FAT32 boot partition (a loader entry on it) and an empty
+    /// root partition: enough to configure and inspect.
+    pub(crate) fn synthetic_image(path: &Path) {
+        let specs = [
+            PartitionSpec {
+                role: PartRole::Boot,
+                name: "boot".into(),
+                ptype: PartType::Esp,
+                size: 40 << 20,
+                bootable: true,
+            },
+            PartitionSpec {
+                role: PartRole::Root,
+                name: "root".into(),
+                ptype: PartType::LinuxRootX86_64,
+                size: 1 << 20,
+                bootable: false,
+            },
+        ];
+        let plan = PartitionPlan::new(TableKind::Gpt, &specs, b"inspect-tests").unwrap();
+        let mut f = File::create(path).unwrap();
+        f.set_len(plan.disk_size).unwrap();
+        write_table(&plan, &mut f).unwrap();
+        let mut tree = crate::tree::Tree::new();
+        tree.add_file(
+            "loader/entries/edgeimg.conf",
+            b"title edgeimg\noptions console=ttyS0\n".to_vec(),
+            0o644,
+        )
+        .unwrap();
+        let boot = plan.get(PartRole::Boot);
+        let params = FatParams {
+            size: boot.size(),
+            volume_id: 0x1234_5678,
+            label: "EDGEBOOT".into(),
+            hidden_sectors: boot.start_lba as u32,
+            mtime: 0,
+        };
+        write_fat32(&tree, &params, &mut f, boot.offset()).unwrap();
+    }
+
+    fn with_wifi(hostname: &str, psk: &str) -> NodeConfig {
+        let mut cfg = NodeConfig::from_toml_str(
+            &format!("hostname = \"{hostname}\"\n"),
+            Path::new("node.toml"),
+        )
+        .unwrap();
+        cfg.wifi = Some(WifiConfig {
+            ssid: "edge-net".into(),
+            psk: Some(psk.into()),
+            country: Some("DE".into()),
+        });
+        cfg
+    }
+
+    #[test]
+    fn secrets_are_shown_as_present_or_absent_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("t.img");
+        synthetic_image(&img);
+        let pass = "correct horse \"battery\" #staple";
+        let raw = "00112233445566778899aabbccddeeff".repeat(2);
+        let set = NodeSet {
+            default: Some(with_wifi("edge-01", pass)),
+            per_mac: vec![
+                ("dc:a6:32:00:00:07".into(), with_wifi("edge-07", &raw)),
+                ("dc:a6:32:00:00:08".into(), {
+                    let mut open = with_wifi("edge-08", "unused-pass");
+                    open.wifi.as_mut().unwrap().psk = None;
+                    open
+                }),
+            ],
+        };
+        configure(&img, &set).unwrap();
+        let i = inspect_file(&img, &img).unwrap();
+        let json = serde_json::to_string(&i).unwrap();
+        let pmk = crate::node::wifi_pmk("edge-net", pass);
+        for secret in [pass, "correct horse", &pmk, &pmk[..16], &raw, &raw[..16]] {
+            assert!(!json.contains(secret), "inspect shows {secret:?}: {json}");
+        }
+        let node = i.node.as_ref().unwrap();
+        let seven = &i.per_mac["dc:a6:32:00:00:07"];
+        let eight = &i.per_mac["dc:a6:32:00:00:08"];
+        for (n, present) in [(node, true), (seven, true), (eight, false)] {
+            let shown = if present { secrets::PRESENT } else { "" };
+            assert_eq!(n.env["WIFI_PSK"], shown, "{n:?}");
+            assert_eq!(n.env["WIFI_SSID"], "edge-net");
+            assert_eq!(n.wifi_psk_present, present);
+            let toml = n.node_toml.as_deref().unwrap();
+            assert_eq!(
+                toml.contains(&format!("psk = \"{}\"", secrets::PRESENT)),
+                present,
+                "{toml}"
+            );
+            assert!(toml.contains("ssid = \"edge-net\""), "{toml}");
+        }
+    }
 }

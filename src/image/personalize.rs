@@ -195,24 +195,49 @@ pub fn configure_open(file: &File, target: &Path, set: &NodeSet) -> Result<Confi
     })
 }
 
+/// Deepest directory nesting and most files [`list_files`] walks: a boot partition has a few
+/// levels and hundreds of files; a damaged or hostile one may loop (a directory whose
+/// cluster is an ancestor's) and must not take the stack or all memory.
+const MAX_DIR_DEPTH: usize = 16;
+const MAX_LISTED_FILES: usize = 100_000;
+
 /// Every file under `dir` on the volume (recursively), with its size; empty when `dir` is absent.
 pub fn list_files<F: std::io::Read + std::io::Write + std::io::Seek>(
     vol: &FatVolume<F>,
     dir: &str,
 ) -> Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    walk(vol, dir, 0, &mut out)?;
+    Ok(out)
+}
+
+fn walk<F: std::io::Read + std::io::Write + std::io::Seek>(
+    vol: &FatVolume<F>,
+    dir: &str,
+    depth: usize,
+    out: &mut Vec<(String, u64)>,
+) -> Result<()> {
+    if depth > MAX_DIR_DEPTH {
+        bail!(
+            "{}: directories nested deeper than {MAX_DIR_DEPTH} levels: the boot partition is damaged",
+            crate::util::text::shown(dir, 200)
+        );
+    }
     let entries = match vol.list(dir) {
         Ok(e) => e,
-        Err(crate::fs::fat::FatError::NotFound(_)) => return Ok(Vec::new()),
+        Err(crate::fs::fat::FatError::NotFound(_)) => return Ok(()),
         Err(e) => return Err(e.into()),
     };
-    let mut out = Vec::new();
     for e in entries {
         let p = format!("{dir}/{}", e.name);
         if e.is_dir {
-            out.extend(list_files(vol, &p)?);
+            walk(vol, &p, depth + 1, out)?;
         } else {
             out.push((p, e.size));
         }
+        if out.len() > MAX_LISTED_FILES {
+            bail!("the boot partition lists more than {MAX_LISTED_FILES} files: it is damaged");
+        }
     }
-    Ok(out)
+    Ok(())
 }

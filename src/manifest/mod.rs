@@ -184,8 +184,8 @@ impl Manifest {
 
     /// Reads the manifest at `path`.
     pub fn read(path: &Path) -> Result<Manifest> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        // A manifest lists packages and files: megabytes at most.
+        let text = crate::util::bounded::read_text(path, 64 << 20, "manifest")?;
         Manifest::parse(&text, path)
     }
 

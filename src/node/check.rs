@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use super::schema::{NetMode, WifiConfig};
 use super::{NodeConfig, Problem, MAX_FILE_BYTES};
+use crate::util::text::q;
 
 /// Where `[[files]]` may write: the writable parts of the device (/etc is an overlay, /var
 /// is on the data partition; /usr/local and /opt are overlaid by the initramfs as well).
@@ -105,16 +106,20 @@ pub(super) fn check(cfg: &NodeConfig) -> Report {
 /// An RFC 1123 label, lower case (Kubernetes node names are lower case).
 pub fn hostname(h: &str) -> Result<(), String> {
     if h.is_empty() || h.len() > 63 {
-        return Err(format!("{h:?} must be 1 to 63 characters long"));
+        return Err(format!(
+            "{} must be 1 to 63 characters long (it is {} bytes)",
+            q(h),
+            h.len()
+        ));
     }
     if !h
         .chars()
         .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
     {
-        return Err(format!("{h:?} may contain only a-z, 0-9 and '-' (lower case: it is also the Kubernetes node name)"));
+        return Err(format!("{} may contain only a-z, 0-9 and '-' (lower case: it is also the Kubernetes node name)", q(h)));
     }
     if h.starts_with('-') || h.ends_with('-') {
-        return Err(format!("{h:?} must not start or end with '-'"));
+        return Err(format!("{} must not start or end with '-'", q(h)));
     }
     Ok(())
 }
@@ -196,15 +201,19 @@ fn label(key: &str, value: &str) -> Result<(), String> {
     if let Some(p) = prefix {
         if p.len() > 253 || dns_name(p).is_err() {
             return Err(format!(
-                "label prefix {p:?} must be a DNS subdomain like example.com"
+                "label prefix {} must be a DNS subdomain like example.com",
+                q(p)
             ));
         }
     }
     if name.is_empty() || !label_word(name) {
-        return Err(format!("label name {name:?} must be 1-63 of A-Z a-z 0-9 - _ . starting and ending alphanumeric"));
+        return Err(format!(
+            "label name {} must be 1-63 of A-Z a-z 0-9 - _ . starting and ending alphanumeric",
+            q(name)
+        ));
     }
     if !value.is_empty() && !label_word(value) {
-        return Err(format!("label value {value:?} must be empty or 1-63 of A-Z a-z 0-9 - _ . starting and ending alphanumeric"));
+        return Err(format!("label value {} must be empty or 1-63 of A-Z a-z 0-9 - _ . starting and ending alphanumeric", q(value)));
     }
     Ok(())
 }
@@ -221,15 +230,19 @@ fn label_word(s: &str) -> bool {
 /// `key[=value]:Effect`.
 fn taint(t: &str) -> Result<(), String> {
     let Some((kv, effect)) = t.rsplit_once(':') else {
-        return Err(format!("taint {t:?} must look like key=value:NoSchedule"));
+        return Err(format!(
+            "taint {} must look like key=value:NoSchedule",
+            q(t)
+        ));
     };
     if !["NoSchedule", "PreferNoSchedule", "NoExecute"].contains(&effect) {
         return Err(format!(
-            "taint effect {effect:?} must be NoSchedule, PreferNoSchedule or NoExecute"
+            "taint effect {} must be NoSchedule, PreferNoSchedule or NoExecute",
+            q(effect)
         ));
     }
     let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-    label(k, v).map_err(|m| format!("taint {t:?}: {m}"))
+    label(k, v).map_err(|m| format!("taint {}: {m}", q(t)))
 }
 
 /// A DNS name (hostname or FQDN): dot-separated labels of a-z A-Z 0-9 '-'.
@@ -247,19 +260,24 @@ fn dns_name(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!("{s:?} is not a valid host name"))
+        Err(format!("{} is not a valid host name", q(s)))
     }
 }
 
 /// `address/prefix`, returning the address.
 pub fn cidr(s: &str) -> Result<IpAddr, String> {
-    let bad = || format!("{s:?} is not an address with a prefix length like 192.168.1.10/24");
+    let bad = || {
+        format!(
+            "{} is not an address with a prefix length like 192.168.1.10/24",
+            q(s)
+        )
+    };
     let (a, p) = s.split_once('/').ok_or_else(bad)?;
     let addr: IpAddr = a.parse().map_err(|_| bad())?;
     let prefix: u8 = p.parse().map_err(|_| bad())?;
     let max = if addr.is_ipv4() { 32 } else { 128 };
     if prefix == 0 || prefix > max {
-        return Err(format!("{s:?}: prefix length must be 1..{max}"));
+        return Err(format!("{}: prefix length must be 1..{max}", q(s)));
     }
     Ok(addr)
 }
@@ -281,7 +299,9 @@ fn check_network(cfg: &NodeConfig, r: &mut Report) {
             match &n.gateway {
                 None => r.problem("network.gateway", "is required with mode = \"static\""),
                 Some(g) => match g.parse::<IpAddr>() {
-                    Err(_) => r.problem("network.gateway", format!("{g:?} is not an IP address")),
+                    Err(_) => {
+                        r.problem("network.gateway", format!("{} is not an IP address", q(g)))
+                    }
                     Ok(gw) if addr.is_some_and(|a| a.is_ipv4() != gw.is_ipv4()) => r.problem(
                         "network.gateway",
                         "must be of the same IP version as network.address",
@@ -303,7 +323,7 @@ fn check_network(cfg: &NodeConfig, r: &mut Report) {
         if d.parse::<IpAddr>().is_err() {
             r.problem(
                 format!("network.dns[{i}]"),
-                format!("{d:?} is not an IP address"),
+                format!("{} is not an IP address", q(d)),
             );
         }
     }
@@ -328,7 +348,10 @@ fn check_time(cfg: &NodeConfig, r: &mut Report) {
         if !ok {
             r.problem(
                 "time.timezone",
-                format!("{tz:?} is not a zone name like \"Europe/Berlin\" or \"UTC\""),
+                format!(
+                    "{} is not a zone name like \"Europe/Berlin\" or \"UTC\"",
+                    q(tz)
+                ),
             );
         }
     }
@@ -341,20 +364,26 @@ fn check_wifi(w: &WifiConfig, r: &mut Report) {
             "must be 1 to 32 bytes without control characters",
         );
     }
+    // Any text is carried exactly: the device gets the PMK (see `wifi.rs`), so quotes, `#`
+    // and backslashes need no quoting, and UTF-8 is hashed as its bytes, as wpa_passphrase
+    // does.
     if let Some(psk) = &w.psk {
-        let hex = psk.len() == 64 && psk.chars().all(|c| c.is_ascii_hexdigit());
-        let pass = (8..=63).contains(&psk.len()) && psk.chars().all(|c| (' '..='~').contains(&c));
-        if !hex && !pass {
+        let pass = (8..=63).contains(&psk.len()) && !psk.chars().any(|c| c.is_control());
+        if !super::wifi::is_raw_key(psk) && !pass {
             r.problem(
                 "wifi.psk",
-                "must be a passphrase of 8 to 63 printable ASCII characters or 64 hex digits",
+                format!(
+                    "must be a passphrase of 8 to 63 bytes without control characters, or 64 hex \
+                     digits (it is {} bytes; not shown: it is a secret)",
+                    psk.len()
+                ),
             );
         }
     }
     match &w.country {
         Some(c) if !(c.len() == 2 && c.chars().all(|c| c.is_ascii_uppercase())) => r.problem(
             "wifi.country",
-            format!("{c:?} is not a two-letter country code like \"DE\""),
+            format!("{} is not a two-letter country code like \"DE\"", q(c)),
         ),
         Some(_) => {}
         None => r.warnings.push(
@@ -366,7 +395,7 @@ fn check_wifi(w: &WifiConfig, r: &mut Report) {
 /// An absolute path under one of [`ALLOWED_FILE_ROOTS`], in normal form.
 pub fn file_path(p: &str) -> Result<(), String> {
     if !p.starts_with('/') {
-        return Err(format!("{p:?} must be an absolute path"));
+        return Err(format!("{} must be an absolute path", q(p)));
     }
     let comps: Vec<&str> = p[1..].split('/').collect();
     if comps
@@ -374,11 +403,12 @@ pub fn file_path(p: &str) -> Result<(), String> {
         .any(|c| c.is_empty() || *c == "." || *c == "..")
     {
         return Err(format!(
-            "{p:?} must be a plain path: no '..', '.', '//' or trailing '/'"
+            "{} must be a plain path: no '..', '.', '//' or trailing '/'",
+            q(p)
         ));
     }
     if p.chars().any(|c| c.is_control()) {
-        return Err(format!("{p:?} contains control characters"));
+        return Err(format!("{} contains control characters", q(p)));
     }
     let under = ALLOWED_FILE_ROOTS.iter().any(|root| {
         p.strip_prefix(root)
@@ -386,7 +416,8 @@ pub fn file_path(p: &str) -> Result<(), String> {
     });
     if !under {
         return Err(format!(
-            "{p:?} must be below one of {}",
+            "{} must be below one of {}",
+            q(p),
             ALLOWED_FILE_ROOTS.join(", ")
         ));
     }
@@ -404,7 +435,10 @@ fn check_files(cfg: &NodeConfig, r: &mut Report) {
         } else if !seen.insert(f.path.as_str()) {
             r.problem(
                 format!("files[{i}].path"),
-                format!("{:?} is written by an earlier [[files]] entry too", f.path),
+                format!(
+                    "{} is written by an earlier [[files]] entry too",
+                    q(&f.path)
+                ),
             );
         }
         if f.content.len() > MAX_FILE_BYTES {
@@ -419,23 +453,41 @@ fn check_files(cfg: &NodeConfig, r: &mut Report) {
     }
 }
 
+/// Whether `text` holds a private key: a PEM `-----BEGIN ... PRIVATE KEY-----` line (OpenSSH,
+/// PKCS#1, PKCS#8) or a PuTTY key file header.
+pub fn looks_like_private_key(text: &str) -> bool {
+    text.lines().any(|l| {
+        let l = l.trim();
+        (l.starts_with("-----BEGIN ") && l.contains("PRIVATE KEY"))
+            || l.starts_with("PuTTY-User-Key-File-")
+    })
+}
+
 /// `type base64 [comment]`: the type is known, the blob decodes and names the same type.
+/// No error shows the line: what is not a public key may be a line of a private one.
 pub fn ssh_key(line: &str) -> Result<(), String> {
-    let short: String = line.chars().take(40).collect();
+    if looks_like_private_key(line) {
+        return Err(
+            "is the first line of a private key: give the public key (the .pub file, such as \
+             ~/.ssh/id_ed25519.pub); a private key must never leave its machine"
+                .into(),
+        );
+    }
     if line.contains(['\n', '\r', '\0']) {
-        return Err(format!(
-            "{short:?}...: one key per list item, on a single line"
-        ));
+        return Err("holds a line break: give one key per list item, on a single line".into());
     }
     let mut parts = line.split_whitespace();
     let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
-        return Err(format!(
-            "{short:?} does not look like a public key (\"ssh-ed25519 AAAA... comment\")"
-        ));
+        return Err(
+            "does not look like a public key (\"ssh-ed25519 AAAA... comment\"; the text is not \
+             shown, in case it is part of a private key)"
+                .into(),
+        );
     };
     if !SSH_KEY_TYPES.contains(&kind) {
         return Err(format!(
-            "key type {kind:?} is not one of {} (private keys never belong here)",
+            "does not start with a public key type ({}): private keys never belong here (the \
+             text is not shown, in case it is part of one)",
             SSH_KEY_TYPES.join(", ")
         ));
     }
@@ -454,7 +506,7 @@ pub fn ssh_key(line: &str) -> Result<(), String> {
 }
 
 /// Standard base64 with padding; `None` on any invalid character or length.
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
+pub(super) fn base64_decode(s: &str) -> Option<Vec<u8>> {
     fn val(c: u8) -> Option<u32> {
         Some(match c {
             b'A'..=b'Z' => c - b'A',

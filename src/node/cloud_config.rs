@@ -9,12 +9,18 @@
 //! single- and double-quoted scalars, `|`/`>` block scalars, flow sequences of scalars and
 //! comments. Anchors, tags and flow mappings are rejected with the line they are on.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use toml::{Table, Value};
 
 use super::NodeConfig;
+use crate::util::text::{q, shown, IN_ERRORS};
+
+/// Deepest nesting of mappings and sequences read (a cloud-config needs four or five levels;
+/// the bound keeps a hostile file from exhausting the stack).
+pub const MAX_DEPTH: usize = 32;
 
 /// Whether `text` is a cloud-config document (its first line is `#cloud-config`).
 pub fn is_cloud_config(text: &str) -> bool {
@@ -32,7 +38,7 @@ pub enum Yaml {
 /// Parses cloud-config `text` and maps it onto a validated node config. `origin` names the
 /// file in errors and anchors relative paths (`k0s.token_file`).
 pub fn from_cloud_config(text: &str, origin: &Path) -> Result<NodeConfig> {
-    let what = origin.display().to_string();
+    let what = shown(&origin.display().to_string(), 200);
     let doc = parse(text)
         .with_context(|| format!("{what}: not valid YAML (of the subset edgeimg reads)"))?;
     let Yaml::Map(top) = doc else {
@@ -63,14 +69,15 @@ pub fn from_cloud_config(text: &str, origin: &Path) -> Result<NodeConfig> {
                         bail!("{what}: users[{i}]: expected a mapping");
                     };
                     for (fk, fv) in fields {
+                        let key = format!("users[{i}].{}", shown(fk, IN_ERRORS));
                         match fk.as_str() {
                             "name" => {}
                             "ssh_authorized_keys" => keys.extend(
-                                strings(fv, &format!("users[{i}].{fk}"), &what)?
+                                strings(fv, &key, &what)?
                                     .into_iter()
                                     .map(Value::String),
                             ),
-                            _ => bail!("{what}: users[{i}].{fk}: not supported by edgeimg (only `name` and `ssh_authorized_keys`: keys are authorized for root)"),
+                            _ => bail!("{what}: {key}: not supported by edgeimg (only `name` and `ssh_authorized_keys`: keys are authorized for root)"),
                         }
                     }
                 }
@@ -85,7 +92,7 @@ pub fn from_cloud_config(text: &str, origin: &Path) -> Result<NodeConfig> {
                     };
                     let mut f = Table::new();
                     for (fk, fv) in fields {
-                        let key = format!("write_files[{i}].{fk}");
+                        let key = format!("write_files[{i}].{}", shown(fk, IN_ERRORS));
                         match fk.as_str() {
                             "path" | "content" => {
                                 f.insert(fk.clone(), Value::String(scalar(fv, &key, &what)?));
@@ -96,13 +103,13 @@ pub fn from_cloud_config(text: &str, origin: &Path) -> Result<NodeConfig> {
                             "owner" => {
                                 let o = scalar(fv, &key, &what)?;
                                 if o != "root" && o != "root:root" {
-                                    bail!("{what}: {key}: {o:?}: edgeimg writes files owned by root only");
+                                    bail!("{what}: {key}: {}: edgeimg writes files owned by root only", q(&o));
                                 }
                             }
                             "encoding" => {
                                 let e = scalar(fv, &key, &what)?;
                                 if e != "text/plain" {
-                                    bail!("{what}: {key}: {e:?} is not supported (only plain text content)");
+                                    bail!("{what}: {key}: {} is not supported (only plain text content)", q(&e));
                                 }
                             }
                             _ => bail!("{what}: {key}: not supported by edgeimg (path, content, permissions, owner)"),
@@ -123,7 +130,7 @@ pub fn from_cloud_config(text: &str, origin: &Path) -> Result<NodeConfig> {
                 let mut servers = Vec::new();
                 let mut enabled = true;
                 for (fk, fv) in fields {
-                    let key = format!("ntp.{fk}");
+                    let key = format!("ntp.{}", shown(&fk, IN_ERRORS));
                     match fk.as_str() {
                         "enabled" => enabled = boolean(&fv, &key, &what)?,
                         "servers" | "pools" => servers.extend(strings(&fv, &key, &what)?),
@@ -142,8 +149,9 @@ pub fn from_cloud_config(text: &str, origin: &Path) -> Result<NodeConfig> {
                 t.insert("k0s".into(), to_toml(&v));
             }
             _ => bail!(
-                "{what}: `{k}` is not supported by edgeimg's cloud-config subset \
-                 (hostname, ssh_authorized_keys, users, write_files, runcmd, bootcmd, ntp, timezone, k0s)"
+                "{what}: `{}` is not supported by edgeimg's cloud-config subset \
+                 (hostname, ssh_authorized_keys, users, write_files, runcmd, bootcmd, ntp, timezone, k0s)",
+                shown(&k, IN_ERRORS)
             ),
         }
     }
@@ -180,7 +188,7 @@ fn boolean(v: &Yaml, key: &str, what: &str) -> Result<bool> {
     match scalar(v, key, what)?.as_str() {
         "true" | "True" | "yes" | "on" => Ok(true),
         "false" | "False" | "no" | "off" => Ok(false),
-        s => bail!("{what}: {key}: {s:?} is not true or false"),
+        s => bail!("{what}: {key}: {} is not true or false", q(s)),
     }
 }
 
@@ -238,7 +246,11 @@ struct Line<'a> {
 /// Parses the YAML subset into a tree.
 pub fn parse(text: &str) -> Result<Yaml> {
     let raw: Vec<&str> = text.lines().collect();
-    let mut p = Parser { raw, pos: 0 };
+    let mut p = Parser {
+        raw,
+        pos: 0,
+        depth: 0,
+    };
     p.skip_blank();
     if p.pos >= p.raw.len() {
         return Ok(Yaml::Map(Vec::new()));
@@ -255,6 +267,8 @@ pub fn parse(text: &str) -> Result<Yaml> {
 struct Parser<'a> {
     raw: Vec<&'a str>,
     pos: usize,
+    /// Mappings and sequences open around the current line.
+    depth: usize,
 }
 
 fn strip_comment(s: &str) -> &str {
@@ -311,7 +325,25 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Runs `f` one level deeper, refusing to go past [`MAX_DEPTH`].
+    fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        if self.depth >= MAX_DEPTH {
+            bail!(
+                "line {}: nested deeper than {MAX_DEPTH} levels (a cloud-config needs a few)",
+                self.pos + 1
+            );
+        }
+        self.depth += 1;
+        let r = f(self);
+        self.depth -= 1;
+        r
+    }
+
     fn sequence(&mut self, indent: usize) -> Result<Yaml> {
+        self.nested(|p| p.sequence_items(indent))
+    }
+
+    fn sequence_items(&mut self, indent: usize) -> Result<Yaml> {
         let mut items = Vec::new();
         while let Some(l) = self.line() {
             if l.indent < indent {
@@ -353,7 +385,13 @@ impl<'a> Parser<'a> {
     /// A mapping at `indent`; `first` is the text of its first entry when it starts after a
     /// `- ` on the current line.
     fn mapping_from(&mut self, indent: usize, first: Option<&'a str>) -> Result<Yaml> {
+        self.nested(|p| p.mapping_entries(indent, first))
+    }
+
+    fn mapping_entries(&mut self, indent: usize, first: Option<&'a str>) -> Result<Yaml> {
         let mut entries: Vec<(String, Yaml)> = Vec::new();
+        // Duplicates are found through a set: a list search made 200,000 keys take a minute.
+        let mut seen: HashSet<String> = HashSet::new();
         let mut first = first;
         loop {
             let (text, no) = match first.take() {
@@ -378,8 +416,8 @@ impl<'a> Parser<'a> {
             self.pos += 1;
             let (key, rest) =
                 split_key(text).with_context(|| format!("line {no}: expected `key: value`"))?;
-            if entries.iter().any(|(k, _)| *k == key) {
-                bail!("line {no}: duplicate key `{key}`");
+            if !seen.insert(key.clone()) {
+                bail!("line {no}: duplicate key `{}`", shown(&key, IN_ERRORS));
             }
             let value = if rest.is_empty() {
                 match self.line() {
@@ -416,7 +454,10 @@ impl<'a> Parser<'a> {
         let folded = header.starts_with('>');
         let chomp = &header[1..];
         if !chomp.is_empty() && chomp != "-" && chomp != "+" {
-            bail!("line {no}: block scalar header {header:?} is not supported (|, |-, |+, >, >-)");
+            bail!(
+                "line {no}: block scalar header {} is not supported (|, |-, |+, >, >-)",
+                q(header)
+            );
         }
         let mut lines: Vec<String> = Vec::new();
         let mut indent: Option<usize> = None;

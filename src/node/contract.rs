@@ -198,6 +198,10 @@ pub const NODE_ENV_VARS: &[&str] = &[
     "CONFIG_GENERATION",
 ];
 
+/// The variables of [`NODE_ENV_VARS`] that hold secrets: shown as present or absent, never
+/// their value, by everything that reads node.env back (`inspect`).
+pub const SECRET_ENV_VARS: &[&str] = &["WIFI_PSK"];
+
 /// The modules of [`K8S_MODULES`] that `root_modules` (the profile's list of what the root
 /// carries) lacks: each would be reported missing on every boot.
 pub fn missing_modules(root_modules: &[String]) -> Vec<&'static str> {

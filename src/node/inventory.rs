@@ -27,6 +27,7 @@ use anyhow::{bail, Context, Result};
 use toml::{Table, Value};
 
 use crate::node::NodeConfig;
+use crate::util::text::{q, shown, IN_ERRORS};
 
 /// Flat keys moved into the `[k0s]` table.
 const K0S_SHORTCUTS: [&str; 5] = ["role", "token_file", "labels", "taints", "config_file"];
@@ -42,8 +43,8 @@ pub struct Inventory {
 
 impl Inventory {
     pub fn from_file(path: &Path) -> Result<Inventory> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading inventory {}", path.display()))?;
+        let text =
+            crate::util::bounded::read_text(path, crate::node::limits::INVENTORY, "inventory")?;
         Self::from_str(&text, path)
     }
 
@@ -55,8 +56,9 @@ impl Inventory {
         let nodes = take_table(&mut top, "nodes", path)?;
         if let Some(k) = top.keys().next() {
             bail!(
-                "inventory {}: unknown top-level key `{k}`: expected [defaults] and [nodes.<name>] tables",
-                path.display()
+                "inventory {}: unknown top-level key `{}`: expected [defaults] and [nodes.<name>] tables",
+                path.display(),
+                shown(k, IN_ERRORS)
             );
         }
         if nodes.is_empty() {
@@ -67,7 +69,11 @@ impl Inventory {
         }
         for (name, v) in &nodes {
             if !v.is_table() {
-                bail!("inventory {}: nodes.{name} must be a table", path.display());
+                bail!(
+                    "inventory {}: nodes.{} must be a table",
+                    path.display(),
+                    shown(name, IN_ERRORS)
+                );
             }
         }
         Ok(Inventory {
@@ -86,27 +92,29 @@ impl Inventory {
     pub fn node(&self, name: &str) -> Result<(NodeConfig, Option<String>)> {
         let Some(Value::Table(own)) = self.nodes.get(name) else {
             bail!(
-                "inventory {} has no node {name:?}; it has: {}",
+                "inventory {} has no node {}; it has: {}",
                 self.path.display(),
-                self.names().join(", ")
+                q(name),
+                shown(&self.names().join(", "), 400)
             );
         };
+        // For messages: the name is user text.
+        let shown_name = shown(name, IN_ERRORS);
         let mut merged = self.defaults.clone();
         merge(&mut merged, own.clone());
-        let mac =
-            match merged.remove("mac") {
-                None => None,
-                Some(Value::String(m)) => Some(normalize_mac(&m).with_context(|| {
-                    format!("inventory {}: nodes.{name}.mac", self.path.display())
-                })?),
-                Some(_) => bail!(
-                    "inventory {}: nodes.{name}.mac must be a string like \"dc:a6:32:00:00:07\"",
-                    self.path.display()
-                ),
-            };
+        let mac = match merged.remove("mac") {
+            None => None,
+            Some(Value::String(m)) => Some(normalize_mac(&m).with_context(|| {
+                format!("inventory {}: nodes.{shown_name}.mac", self.path.display())
+            })?),
+            Some(_) => bail!(
+                "inventory {}: nodes.{shown_name}.mac must be a string like \"dc:a6:32:00:00:07\"",
+                self.path.display()
+            ),
+        };
         if let Some(k) = merged.keys().find(|k| *k == "name") {
             bail!(
-                "inventory {}: nodes.{name}.{k}: the node's name is its table name",
+                "inventory {}: nodes.{shown_name}.{k}: the node's name is its table name",
                 self.path.display()
             );
         }
@@ -172,7 +180,10 @@ pub fn normalize_mac(s: &str) -> Result<String> {
             .iter()
             .any(|p| p.len() != 2 || !p.chars().all(|c| c.is_ascii_hexdigit()))
     {
-        bail!("{s:?} is not a MAC address (six hex pairs separated by `:`)");
+        bail!(
+            "{} is not a MAC address (six hex pairs separated by `:`)",
+            q(s)
+        );
     }
     Ok(parts.join(":").to_ascii_lowercase())
 }

@@ -12,6 +12,9 @@ pub mod contract;
 pub mod inventory;
 mod render;
 mod schema;
+pub mod secrets;
+pub mod token;
+mod wifi;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -20,16 +23,40 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::util::bounded::{self, InputError};
+use crate::util::text::{q, shown};
+
+pub use check::looks_like_private_key;
 pub use render::{parse_node_env, shell_quote, RenderedNode};
 pub use schema::{
     BootConfig, FileMode, FileSpec, InstallConfig, K0sConfig, Labels, NetMode, NetworkConfig,
     SshConfig, StorageConfig, TimeConfig, WifiConfig,
 };
+pub use wifi::{is_raw_key, wifi_pmk};
 
 /// Longest value accepted for one file's content, the token or the k0s config file.
 pub const MAX_FILE_BYTES: usize = 64 * 1024;
 /// Longest total of everything rendered onto the boot partition for one node.
 pub const MAX_TOTAL_BYTES: usize = 1024 * 1024;
+
+/// The largest input files read, in bytes. Each is read through [`bounded::read_file`]:
+/// refused from its size, never read whole first.
+pub mod limits {
+    use super::{MAX_FILE_BYTES, MAX_TOTAL_BYTES};
+    /// A node file (TOML or cloud-config): what it renders is at most [`MAX_TOTAL_BYTES`];
+    /// comments and escapes may make the text longer.
+    pub const NODE_FILE: u64 = 4 * MAX_TOTAL_BYTES as u64;
+    /// An inventory: a fleet of node tables.
+    pub const INVENTORY: u64 = 16 * MAX_TOTAL_BYTES as u64;
+    /// A join token file (a k0s token is about 2 KiB).
+    pub const TOKEN_FILE: u64 = MAX_FILE_BYTES as u64;
+    /// A k0s.yaml.
+    pub const K0S_CONFIG: u64 = 4 * MAX_FILE_BYTES as u64;
+    /// A file of SSH public keys (`authorized_keys`, `id_ed25519.pub`).
+    pub const SSH_KEY_FILE: u64 = MAX_TOTAL_BYTES as u64;
+    /// A file holding one Wi-Fi passphrase (at most 64 characters and a line break).
+    pub const WIFI_PSK_FILE: u64 = 1024;
+}
 
 /// The k0s role of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -95,40 +122,36 @@ pub struct Problem {
 }
 
 impl fmt::Display for Problem {
+    /// The key may hold user text (a label's name): it is shown escaped and cut.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.key, self.message)
+        write!(f, "{}: {}", shown(&self.key, 200), self.message)
     }
 }
 
 #[derive(Debug, Error)]
 pub enum NodeError {
-    #[error("reading node config {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// The node file itself could not be read.
+    #[error("{0}")]
+    Read(InputError),
     /// TOML syntax, unknown key or wrong type: `file:line:col: message`.
-    #[error("{}:{line}:{column}: {message}", origin.display())]
+    #[error("{}:{line}:{column}: {message}", shown(&origin.display().to_string(), 200))]
     Parse {
         origin: PathBuf,
         line: usize,
         column: usize,
         message: String,
     },
-    #[error("{}: invalid node config:\n{}", origin.display(), list(problems))]
+    #[error("{}: invalid node config:\n{}", shown(&origin.display().to_string(), 200), list(problems))]
     Invalid {
         origin: PathBuf,
         problems: Vec<Problem>,
     },
-    #[error("unknown role {0:?}: expected one of controller, worker, controller+worker, single")]
+    #[error("unknown role {}: expected one of controller, worker, controller+worker, single", q(.0))]
     UnknownRole(String),
-    #[error("reading {what} {}: {source} (check the path; relative paths are relative to the node config's directory)", path.display())]
-    ReadReferenced {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{what} {}: {message}", path.display())]
+    /// A file the node config names (token, k0s config) could not be read.
+    #[error("{0}{hint}", hint = if .0.is_not_found() { " (check the path; relative paths are relative to the node config's directory)" } else { "" })]
+    ReadReferenced(InputError),
+    #[error("{what} {}: {message}", shown(&path.display().to_string(), 200))]
     BadReferenced {
         what: &'static str,
         path: PathBuf,
@@ -211,10 +234,7 @@ impl NodeConfig {
     /// Reads, parses and validates a node file. Relative paths inside it (`token_file`,
     /// `config_file`) are taken relative to the file's directory.
     pub fn from_toml_file(path: &Path) -> Result<NodeConfig, NodeError> {
-        let text = std::fs::read_to_string(path).map_err(|source| NodeError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let text = read_node_text(path)?;
         Self::from_toml_str(&text, path)
     }
 
@@ -287,38 +307,20 @@ impl NodeConfig {
         }
     }
 
-    /// The join token from `k0s.token_file`, trimmed; `None` when no token file is set.
+    /// The join token from `k0s.token_file`, trimmed and checked for the shape of a k0s
+    /// join token (see [`token::check`]); `None` when no token file is set.
     pub fn token(&self) -> Result<Option<String>, NodeError> {
         let Some(path) = &self.k0s.token_file else {
             return Ok(None);
         };
-        let raw = std::fs::read(path).map_err(|source| NodeError::ReadReferenced {
+        let raw = bounded::read_file(path, limits::TOKEN_FILE, "token file")
+            .map_err(NodeError::ReadReferenced)?;
+        let token = token::check(&raw).map_err(|message| NodeError::BadReferenced {
             what: "token file",
             path: path.clone(),
-            source,
+            message,
         })?;
-        let bad = |message: &str| NodeError::BadReferenced {
-            what: "token file",
-            path: path.clone(),
-            message: message.to_string(),
-        };
-        let text = String::from_utf8(raw)
-            .map_err(|_| bad("is not text (a k0s join token is base64 text)"))?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(bad(
-                "is empty: create a token with `k0s token create --role worker`",
-            ));
-        }
-        if token.len() > MAX_FILE_BYTES {
-            return Err(bad(&format!("is longer than {MAX_FILE_BYTES} bytes")));
-        }
-        if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(bad(
-                "contains spaces or control characters inside the token",
-            ));
-        }
-        Ok(Some(token.to_string()))
+        Ok(Some(token))
     }
 
     /// The k0s config file's content, when `k0s.config_file` is set.
@@ -326,20 +328,15 @@ impl NodeConfig {
         let Some(path) = &self.k0s.config_file else {
             return Ok(None);
         };
-        let data = std::fs::read(path).map_err(|source| NodeError::ReadReferenced {
-            what: "k0s config file",
-            path: path.clone(),
-            source,
-        })?;
-        if data.len() > 4 * MAX_FILE_BYTES {
-            return Err(NodeError::BadReferenced {
-                what: "k0s config file",
-                path: path.clone(),
-                message: format!("is larger than {} bytes", 4 * MAX_FILE_BYTES),
-            });
-        }
+        let data = bounded::read_file(path, limits::K0S_CONFIG, "k0s config file")
+            .map_err(NodeError::ReadReferenced)?;
         Ok(Some(data))
     }
+}
+
+/// The text of a node file (TOML or cloud-config), within [`limits::NODE_FILE`].
+pub fn read_node_text(path: &Path) -> Result<String, NodeError> {
+    bounded::read_text(path, limits::NODE_FILE, "node config").map_err(NodeError::Read)
 }
 
 /// Turns a toml error into `file:line:col: message`, naming the key when it can be seen on
@@ -347,8 +344,9 @@ impl NodeConfig {
 fn parse_error(text: &str, origin: &Path, e: &toml::de::Error) -> NodeError {
     let offset = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
     let (line, column) = line_col(text, offset);
-    let message = e.message().trim().to_string();
-    let key = key_at(text, line);
+    // The parser's message may quote the value (`invalid type: string "..."`).
+    let message = crate::util::text::message(e.message().trim(), 300);
+    let key = key_at(text, line).map(|k| shown(&k, crate::util::text::IN_ERRORS));
     let message = match key {
         Some(k) if !message.contains(&format!("`{k}`")) => format!("{k}: {message}"),
         _ => message,
@@ -409,6 +407,8 @@ fn key_at(text: &str, line: usize) -> Option<String> {
     ))
 }
 
+#[cfg(test)]
+mod input_tests;
 #[cfg(test)]
 mod overlay_tests;
 #[cfg(test)]

@@ -372,3 +372,116 @@ fn device_reads_the_rendered_node_env_and_notices_hand_edits() {
         "no role anywhere means worker: {edited}"
     );
 }
+
+/// Runs `cmd ARGS`, asserting success; returns stdout.
+fn run(cmd: &str, args: &[&str]) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// What wpa_supplicant itself reads from `conf`: it runs on `lo` with no driver (`-D none`),
+/// debug output with keys (`-ddK`), until it has added the interface or refused the file.
+fn wpa_supplicant_reads(conf: &Path) -> String {
+    use std::io::BufRead;
+    need("wpa_supplicant", "wpasupplicant");
+    let mut child = Command::new("wpa_supplicant")
+        .args(["-D", "none", "-i", "lo", "-ddK", "-c"])
+        .arg(conf)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let done = line.contains("Added interface") || line.contains("Failed to");
+            if tx.send(line).is_err() || done {
+                break;
+            }
+        }
+    });
+    let mut out = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                out.push_str(&line);
+                out.push('\n');
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    out
+}
+
+#[test]
+fn wifi_conf_of_a_rendered_node_is_what_wpa_supplicant_reads() {
+    need("busybox", "busybox-static");
+    need("wpa_passphrase", "wpasupplicant");
+    let wifi = repo().join("overlays/rootfs/usr/lib/edgeimg/wifi.sh");
+    for (i, pass) in super::input_tests::HOSTILE_PSKS.iter().enumerate() {
+        let ssid = "edge \"net\" #1";
+        let r = super::input_tests::with_wifi(ssid, pass).render().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("node.env"),
+            r.get("edgeimg/node.env").unwrap(),
+        )
+        .unwrap();
+        // The device's own function, under the device's shell.
+        let conf = bb(
+            &format!(
+                "cd {}; . ./node.env; . {}; wifi_conf \"$WIFI_SSID\" \"$WIFI_PSK\" \"$WIFI_COUNTRY\"",
+                dir.path().display(),
+                wifi.display()
+            ),
+            &[],
+        );
+        // The one line changed for a run on the host: the control socket's directory.
+        let ctrl = dir.path().join("ctrl");
+        let conf = conf.replace(
+            "ctrl_interface=/run/wpa_supplicant",
+            &format!("ctrl_interface={}", ctrl.display()),
+        );
+        assert!(
+            conf.contains(&format!("ctrl_interface={}", ctrl.display())),
+            "{conf}"
+        );
+        let path = dir.path().join("wpa_supplicant.conf");
+        std::fs::write(&path, &conf).unwrap();
+        let read = wpa_supplicant_reads(&path);
+        let want = run("wpa_passphrase", &[ssid, pass])
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("psk="))
+            .filter(|p| !p.starts_with('"'))
+            .expect("wpa_passphrase prints psk=")
+            .to_string();
+        let hexdump: Vec<String> = (0..32)
+            .map(|b| want[2 * b..2 * b + 2].to_string())
+            .collect();
+        let line = format!("hexdump(len=32): {}", hexdump.join(" "));
+        assert!(
+            read.lines().any(|l| l.contains("PSK") && l.ends_with(&line)),
+            "passphrase {i} {pass:?}: wpa_supplicant did not read the PMK {want}\nconf:\n{conf}\nwpa_supplicant:\n{read}"
+        );
+        let ssid_hex: Vec<String> = ssid.bytes().map(|b| format!("{b:02x}")).collect();
+        assert!(
+            read.contains(&ssid_hex.join(" ")),
+            "passphrase {i}: SSID misread\n{read}"
+        );
+        assert!(read.contains("Added interface lo"), "{read}");
+    }
+}

@@ -157,8 +157,9 @@ impl NodeConfig {
                 "TIMEZONE".into(),
                 self.time.timezone.clone().unwrap_or_default(),
             ),
-            ("WIFI_SSID".into(), wifi.ssid),
-            ("WIFI_PSK".into(), wifi.psk.unwrap_or_default()),
+            ("WIFI_SSID".into(), wifi.ssid.clone()),
+            // The PMK, never the passphrase (see `wifi.rs`).
+            ("WIFI_PSK".into(), wifi.device_psk().unwrap_or_default()),
             ("WIFI_COUNTRY".into(), wifi.country.unwrap_or_default()),
             ("HAS_TOKEN".into(), u8::from(has_token).to_string()),
             (
@@ -198,10 +199,15 @@ impl NodeConfig {
 
     /// The effective config as TOML for people and `inspect`. Host paths do not belong on
     /// the device: the token file is dropped (the token sits in `token` until the device
-    /// takes it) and the k0s config points at its copy next to this file.
+    /// takes it) and the k0s config points at its copy next to this file. A Wi-Fi
+    /// passphrase is replaced by its PMK, as in node.env.
     fn boot_toml(&self) -> Result<String, NodeError> {
         let mut shown = self.clone();
         shown.k0s.token_file = None;
+        // The card holds the key the device uses, never the passphrase it came from.
+        if let Some(w) = &mut shown.wifi {
+            w.psk = w.device_psk();
+        }
         if shown.k0s.config_file.is_some() {
             shown.k0s.config_file = Some("k0s.yaml".into());
         }

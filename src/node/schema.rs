@@ -75,7 +75,8 @@ impl<'de> Deserialize<'de> for Labels {
                 while let Some(item) = s.next_element::<String>()? {
                     let Some((k, v)) = item.split_once('=') else {
                         return Err(de::Error::custom(format!(
-                            "label {item:?} is not of the form \"key=value\""
+                            "label {} is not of the form \"key=value\"",
+                            crate::util::text::q(&item)
                         )));
                     };
                     out.insert(k.to_string(), v.to_string());
@@ -171,7 +172,8 @@ impl StorageConfig {
             || name.starts_with('.')
         {
             return Err(format!(
-                "[storage] device = {d:?}: give a device as /dev/NAME (like /dev/vdb or /dev/nvme0n1)"
+                "[storage] device = {}: give a device as /dev/NAME (like /dev/vdb or /dev/nvme0n1)",
+                crate::util::text::q(d)
             ));
         }
         Ok(())
@@ -253,7 +255,9 @@ impl BootConfig {
 #[serde(deny_unknown_fields)]
 pub struct WifiConfig {
     pub ssid: String,
-    /// WPA2 passphrase (8..63 characters) or 64 hex digits; absent = open network.
+    /// WPA2 passphrase (8..63 bytes, any text without control characters) or 64 hex digits
+    /// (a raw key); absent = open network. The device is given the key, never the
+    /// passphrase ([`WifiConfig::device_psk`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub psk: Option<String>,
     /// ISO 3166 country code (regulatory domain), e.g. `DE`.
@@ -299,9 +303,13 @@ impl FileMode {
     pub fn parse_octal(s: &str) -> Result<FileMode, String> {
         let digits = s.trim().trim_start_matches("0o");
         if digits.is_empty() || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
-            return Err(format!("mode {s:?} is not an octal number like \"0644\""));
+            return Err(format!(
+                "mode {} is not an octal number like \"0644\"",
+                crate::util::text::q(s)
+            ));
         }
-        let v = u32::from_str_radix(digits, 8).map_err(|_| format!("mode {s:?} is too large"))?;
+        let v = u32::from_str_radix(digits, 8)
+            .map_err(|_| format!("mode {} is too large", crate::util::text::q(s)))?;
         Self::checked(v as i64)
     }
 

@@ -15,10 +15,14 @@ fn readme_example() -> String {
     readme[start..end].to_string()
 }
 
+/// A join token of the shape `k0s token create` prints: base64 of a gzip'd kubeconfig (this
+/// one names no real cluster; made with `gzip -9n < kubeconfig.yaml | base64 -w0`).
+pub(super) const TEST_TOKEN: &str = "H4sIAAAAAAACA3VRQW7CMBC85xX+QMABSoslLqSiUhSpImloyc1JNuBi7MjeIKqqf68x6aFS69POeDw7I/NObMFYoRUj5yioZW/RYRaEZJhZQNypwaBoRc0RQt7jQRuBH2HDkTOS5hTTPIqzoklexOox2yZFXpTJhq6LzN9RjFUm6+lmXz4tot3pItN41VcO7/LVe/mWUP5adrvJmpYb7fVpsX3O4n+89sulD2XBnF1AckDsLBuPa63QaCnBjODCT52EkVBnLkXD5rPZ1L1R/ASMHKkNrlq44K3pbR6aDrW96kr01qO+AgkYVlqjRcO73269MaAw/HHy5FGohpFYq1bsg85AC05Tg2Xk8yu4uvrlg8kf9n6xj4D6CO6DeFU30I5oNJnO7ub3D4sbEXwDC3HrLsUBAAA=";
+
 /// A temporary directory holding `node.toml` plus the files it references.
 fn node_dir(toml_text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("token"), "H4sIAAAAAAAC/token-data==\n").unwrap();
+    std::fs::write(dir.path().join("token"), format!("{TEST_TOKEN}\n")).unwrap();
     set_mode(&dir.path().join("token"), 0o600);
     std::fs::write(
         dir.path().join("k0s.yaml"),
@@ -69,7 +73,7 @@ fn readme_example_parses_and_renders() {
     }
     assert_eq!(
         r.get("edgeimg/token").unwrap(),
-        b"H4sIAAAAAAAC/token-data==\n"
+        format!("{TEST_TOKEN}\n").as_bytes()
     );
 }
 
@@ -198,10 +202,7 @@ fn size_limits() {
 fn token_file_problems() {
     let (dir, path) = node_dir("[k0s]\nrole = \"worker\"\ntoken_file = \"token\"\n");
     let cfg = NodeConfig::from_toml_file(&path).unwrap();
-    assert_eq!(
-        cfg.token().unwrap().as_deref(),
-        Some("H4sIAAAAAAAC/token-data==")
-    );
+    assert_eq!(cfg.token().unwrap().as_deref(), Some(TEST_TOKEN));
     assert!(cfg.check().unwrap().is_empty());
 
     set_mode(&dir.path().join("token"), 0o644);
@@ -378,9 +379,11 @@ fn hostile_values_survive_sourcing_by_sh_and_busybox() {
             r.get("edgeimg/run_cmd.sh").unwrap(),
         )
         .unwrap();
+        // The device is given the PMK, never the passphrase.
+        let pmk = wifi_pmk("ok", &psk);
         for shell in shells() {
             let got = run_sh(&shell, dir.path(), ". ./node.env; printf %s \"$WIFI_PSK\"");
-            assert_eq!(got, psk, "{shell}, value {i}");
+            assert_eq!(got, pmk, "{shell}, value {i}");
             // K0S_ARGS is itself a list of quoted words: `eval set --` gives the args back.
             let got = run_sh(
                 &shell,
@@ -395,7 +398,7 @@ fn hostile_values_survive_sourcing_by_sh_and_busybox() {
             );
             assert_eq!(got, format!("{h}\n"), "{shell}, value {i}");
         }
-        assert_eq!(env_of_rendered(&r)["WIFI_PSK"], psk);
+        assert_eq!(env_of_rendered(&r)["WIFI_PSK"], pmk);
     }
     assert!(!Path::new("/tmp/edgeimg-pwned").exists());
 }

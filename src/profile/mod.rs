@@ -156,8 +156,8 @@ fn load_board(path: &Path) -> Result<Board> {
 
 /// Reads a TOML file into `T`; errors name the file, line and column.
 pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    // Boards and profiles are a few KiB; a data directory is given by the user.
+    let text = crate::util::bounded::read_text(path, 1 << 20, "data file")?;
     parse_toml(&text, path)
 }
 

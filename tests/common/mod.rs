@@ -74,20 +74,27 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
-/// The Debian package that installs a host tool the tests use.
-pub fn package_of(tool: &str) -> &'static str {
+/// The Debian package of a host tool the tests use (scripts/install-deps installs them all).
+pub fn debian_package(tool: &str) -> &'static str {
     match tool {
-        "sfdisk" | "fdisk" => "fdisk",
-        "sgdisk" => "gdisk",
-        "mkfs.fat" | "fsck.fat" => "dosfstools",
-        "mcopy" | "mdir" | "mtype" => "mtools",
-        "unsquashfs" => "squashfs-tools",
-        "bmaptool" => "bmap-tools",
-        "xz" => "xz-utils",
-        "cmp" => "diffutils",
-        "veritysetup" => "cryptsetup-bin",
         "gpg" => "gpg",
+        "mcopy" | "mdir" | "mtype" => "mtools",
+        "mkfs.fat" | "fsck.fat" => "dosfstools",
+        "sgdisk" => "gdisk",
+        "sfdisk" | "fdisk" => "fdisk",
+        "unsquashfs" | "mksquashfs" => "squashfs-tools",
+        "xz" => "xz-utils",
+        "bmaptool" => "bmap-tools",
+        "veritysetup" => "cryptsetup-bin",
         "busybox" => "busybox-static",
+        "mkfs.ext4" | "resize2fs" => "e2fsprogs",
+        "wpa_passphrase" | "wpa_supplicant" => "wpasupplicant",
+        "ssh-keygen" => "openssh-client",
+        "qemu-system-x86_64" => "qemu-system-x86",
+        "qemu-system-aarch64" | "qemu-system-arm" => "qemu-system-arm",
+        "cmp" => "diffutils",
+        "sh" => "dash",
+        "time" => "time",
         "pyspdxtools" => "spdx-tools (pip)",
         _ => "coreutils",
     }
@@ -95,6 +102,11 @@ pub fn package_of(tool: &str) -> &'static str {
 
 /// A host tool the tests judge outputs with; absent means the test setup is incomplete.
 pub fn need(tool: &str) {
+    need_tool(tool, debian_package(tool));
+}
+
+/// [`need`], naming the Debian package to install.
+pub fn need_tool(tool: &str, package: &str) {
     let found = std::env::var_os("PATH")
         .map(|p| {
             std::env::split_paths(&p)
@@ -103,10 +115,13 @@ pub fn need(tool: &str) {
         .unwrap_or(false);
     assert!(
         found,
-        "{tool} is not installed (Debian package {}): run scripts/install-deps test",
-        package_of(tool)
+        "{tool} is not installed: apt-get install {package} (scripts/install-deps test installs every test dependency)"
     );
 }
+
+/// A join token of the shape `k0s token create` prints: base64 of a gzip'd kubeconfig (this
+/// one names no real cluster; made with `gzip -9n < kubeconfig.yaml | base64 -w0`).
+pub const TEST_JOIN_TOKEN: &str = "H4sIAAAAAAACA3VRQW7CMBC85xX+QMABSoslLqSiUhSpImloyc1JNuBi7MjeIKqqf68x6aFS69POeDw7I/NObMFYoRUj5yioZW/RYRaEZJhZQNypwaBoRc0RQt7jQRuBH2HDkTOS5hTTPIqzoklexOox2yZFXpTJhq6LzN9RjFUm6+lmXz4tot3pItN41VcO7/LVe/mWUP5adrvJmpYb7fVpsX3O4n+89sulD2XBnF1AckDsLBuPa63QaCnBjODCT52EkVBnLkXD5rPZ1L1R/ASMHKkNrlq44K3pbR6aDrW96kr01qO+AgkYVlqjRcO73269MaAw/HHy5FGohpFYq1bsg85AC05Tg2Xk8yu4uvrlg8kf9n6xj4D6CO6DeFU30I5oNJnO7ub3D4sbEXwDC3HrLsUBAAA=";
 
 pub fn run_tool(cmd: &str, args: &[&str]) -> Output {
     need(cmd);
@@ -240,7 +255,7 @@ pub fn build_with_node(dir: &Path, node: &str, args: &[&str]) -> PathBuf {
 /// A join token file for the stand-in (mode 0600, as edgeimg wants it), in `dir`.
 pub fn token_file(dir: &Path) -> PathBuf {
     let t = dir.join("join.token");
-    std::fs::write(&t, "stand-in-token\n").unwrap();
+    std::fs::write(&t, format!("{TEST_JOIN_TOKEN}\n")).unwrap();
     std::fs::set_permissions(&t, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     t
 }
