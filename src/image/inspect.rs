@@ -89,10 +89,10 @@ pub fn inspect_file(path: &Path, shown_as: &Path) -> Result<Inspection> {
     let what = shown_as.display().to_string();
     let file = File::open(path).with_context(|| format!("opening {what}"))?;
     let size = file_size(&file).with_context(|| format!("reading the size of {what}"))?;
-    let (table, offset, _) = boot_partition(&file, &what)?;
-    let mut vol = FatVolume::open(&file, offset)
-        .with_context(|| format!("{what}: partition 1 is not a FAT32 boot partition"))?;
-    let mut files = list_files(&vol, "")?;
+    let (table, offset, boot_size) = boot_partition(&file, &what)?;
+    let mut vol = FatVolume::open_partition(&file, offset, boot_size)
+        .with_context(|| format!("{what}: partition 1 is not a usable FAT32 boot partition"))?;
+    let mut files = list_files(&vol, "").with_context(|| format!("{what}: partition 1"))?;
     for f in &mut files {
         f.0 = f.0.trim_start_matches('/').to_string();
     }
@@ -185,7 +185,10 @@ fn file_size(f: &File) -> std::io::Result<u64> {
     Ok(len)
 }
 
-fn node_info(vol: &mut FatVolume<&File>, dir: &str) -> Result<Option<NodeInfo>> {
+fn node_info<F: std::io::Read + std::io::Write + std::io::Seek>(
+    vol: &mut FatVolume<F>,
+    dir: &str,
+) -> Result<Option<NodeInfo>> {
     let files = list_files(vol, dir)?;
     if files.is_empty() {
         return Ok(None);
