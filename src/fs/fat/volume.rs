@@ -461,6 +461,12 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         }
     }
 
+    /// Whether `cluster` is free in the FAT (tests check edits against it).
+    #[cfg(test)]
+    pub(crate) fn is_free(&self, cluster: u32) -> bool {
+        self.entry(cluster) == 0
+    }
+
     // ---- lookups ----
 
     /// The first cluster of the directory at `path`.
