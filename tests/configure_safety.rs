@@ -548,6 +548,7 @@ fn a_fat_larger_than_its_partition_is_refused() {
     );
     assert!(!o.status.success(), "configure reported success");
     let err = stderr(&o);
+    eprintln!("{err}");
     assert!(
         err.contains("partition 1") && err.contains("sectors"),
         "the error does not say what is wrong:\n{err}"
@@ -573,6 +574,7 @@ fn a_damaged_node_folder_is_refused_before_any_change() {
     );
     assert!(!o.status.success());
     let err = stderr(&o);
+    eprintln!("{err}");
     assert!(
         err.contains("edgeimg/node.toml") && err.contains("fsck.fat"),
         "{err}"
@@ -602,6 +604,7 @@ fn a_foreign_fat_is_refused_and_its_files_are_kept() {
     );
     assert!(!o.status.success());
     let err = stderr(&o);
+    eprintln!("{err}");
     assert!(
         err.contains("not the boot partition of an edgeimg image"),
         "{err}"
@@ -620,6 +623,7 @@ fn a_foreign_fat_is_refused_and_its_files_are_kept() {
         o.status.code()
     );
     let err = stderr(&o);
+    eprintln!("{err}");
     assert!(err.contains("edgeimg/notes.txt"), "{err}");
 }
 
@@ -644,6 +648,7 @@ fn directory_loops_are_errors_naming_the_path() {
             vec!["configure", img, "--hostname", "loop"],
         ] {
             let (code, err, took) = edgeimg_bounded(&args, 60);
+            eprintln!("{target} {}: {err}", args[0]);
             assert!(
                 code.is_some_and(|c| c != 0),
                 "{target}: {args:?} did not end with an error (exit {code:?}, {took:?}): {}",

@@ -250,7 +250,7 @@ fn check_boot_partition<F: Read + Write + Seek>(
         bail!(
             "{part} is not the boot partition of an edgeimg image: {}. configure edits only \
              the boot partitions of edgeimg images, and changed nothing",
-            foreign.join(", ")
+            foreign.join("; ")
         );
     }
     vol.check_fat_copies().map_err(damaged)?;

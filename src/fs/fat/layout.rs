@@ -141,15 +141,12 @@ impl Geometry {
         let partition = len / SECTOR;
         let ends = [
             (
-                "the sectors its boot sector counts",
+                "the file system (as its boot sector counts it)",
                 u64::from(self.total_sectors),
             ),
+            ("its file allocation tables", self.data_offset() / SECTOR),
             (
-                "the reserved sectors and the file allocation tables",
-                self.data_offset() / SECTOR,
-            ),
-            (
-                "the data clusters",
+                "its data region",
                 self.cluster_offset(self.cluster_count + 2) / SECTOR,
             ),
         ];

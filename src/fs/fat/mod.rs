@@ -91,9 +91,9 @@ pub enum FatError {
     #[error("not a FAT32 volume: {0}")]
     NotFat32(String),
     #[error(
-        "{what} reach sector {end} of the volume, but its partition holds only {partition} \
-         sectors: the file system was made for a bigger partition, or the partition was shrunk \
-         after it was made"
+        "{what} ends at sector {end}, but its partition holds only {partition} sectors: the \
+         file system was made for a bigger partition, or the partition was shrunk after it was \
+         made"
     )]
     BeyondPartition {
         what: &'static str,
