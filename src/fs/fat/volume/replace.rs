@@ -6,9 +6,9 @@
 //! directory's content is. So the new tree is written beside the old one and one write of
 //! that entry switches from one to the other:
 //!
-//! 1. Checks, before the first write: the old tree is walked (every chain and directory
-//!    checked, see [`FatVolume::walk`]) and the new one is planned and must fit in the free
-//!    clusters beside the old one.
+//! 1. Checks, before the first write: the whole volume is walked (every chain and
+//!    directory checked, no cluster shared, see [`FatVolume::walk`]) and the new tree is
+//!    planned and must fit in the free clusters beside the old one.
 //! 2. The new files and directories (with `.` and `..` pointing at their new clusters) are
 //!    written into free clusters. Nothing points at them: any reader, fsck.fat included,
 //!    still sees the old tree and free clusters. Barrier (`fdatasync`).
@@ -74,9 +74,14 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         if !found.item.is_dir() {
             return Err(FatError::NotADirectory(dir.clone()));
         }
-        let mut old = self.dir_chain(&found.item, &dir)?;
-        for e in self.walk(&dir)? {
-            old.extend(e.clusters);
+        // The whole volume is walked: a cluster of the old tree that some other entry also
+        // used would be freed under it.
+        let below = format!("{dir}/");
+        let mut old = Vec::new();
+        for e in self.walk("")? {
+            if e.path == dir || e.path.starts_with(&below) {
+                old.extend(e.clusters);
+            }
         }
         let parent_path = dir.rsplit_once('/').map(|(p, _)| p).unwrap_or("");
         let parent = self.read_dir(found.dir_cluster, parent_path)?;
