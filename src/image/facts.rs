@@ -49,8 +49,8 @@ pub fn node_on_image(image: &Path) -> Result<Option<NodeConfig>> {
     let file =
         std::fs::File::open(image).with_context(|| format!("opening {}", image.display()))?;
     let what = image.display().to_string();
-    let (_, offset, _) = super::personalize::boot_partition(&file, &what)?;
-    let mut vol = crate::fs::fat::FatVolume::open(&file, offset)?;
+    let (_, offset, size) = super::personalize::boot_partition(&file, &what)?;
+    let mut vol = crate::fs::fat::FatVolume::open_partition(&file, offset, size)?;
     let name = format!("{BOOT_DIR}/node.toml");
     match vol.read_file(&name)? {
         Some(bytes) => {

@@ -25,8 +25,8 @@ const MAX_TEXT_FILE: u64 = limits::NODE_FILE;
 
 /// A small file of the volume, listed in `files` with its size; `None` when absent or
 /// larger than [`MAX_TEXT_FILE`] (a hostile image may hold a file of gigabytes).
-fn read_small(
-    vol: &mut FatVolume<&File>,
+fn read_small<F: std::io::Read + std::io::Write + std::io::Seek>(
+    vol: &mut FatVolume<F>,
     files: &[(String, u64)],
     path: &str,
 ) -> Result<Option<Vec<u8>>> {
@@ -116,10 +116,10 @@ pub fn inspect_file(path: &Path, shown_as: &Path) -> Result<Inspection> {
     let what = shown_as.display().to_string();
     let file = File::open(path).with_context(|| format!("opening {what}"))?;
     let size = file_size(&file).with_context(|| format!("reading the size of {what}"))?;
-    let (table, offset, _) = boot_partition(&file, &what)?;
-    let mut vol = FatVolume::open(&file, offset)
-        .with_context(|| format!("{what}: partition 1 is not a FAT32 boot partition"))?;
-    let mut files = list_files(&vol, "")?;
+    let (table, offset, boot_size) = boot_partition(&file, &what)?;
+    let mut vol = FatVolume::open_partition(&file, offset, boot_size)
+        .with_context(|| format!("{what}: partition 1 is not a usable FAT32 boot partition"))?;
+    let mut files = list_files(&vol, "").with_context(|| format!("{what}: partition 1"))?;
     for f in &mut files {
         f.0 = f.0.trim_start_matches('/').to_string();
     }
@@ -212,7 +212,10 @@ fn file_size(f: &File) -> std::io::Result<u64> {
     Ok(len)
 }
 
-fn node_info(vol: &mut FatVolume<&File>, dir: &str) -> Result<Option<NodeInfo>> {
+fn node_info<F: std::io::Read + std::io::Write + std::io::Seek>(
+    vol: &mut FatVolume<F>,
+    dir: &str,
+) -> Result<Option<NodeInfo>> {
     let files = list_files(vol, dir)?;
     if files.is_empty() {
         return Ok(None);

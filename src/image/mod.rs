@@ -3,3 +3,6 @@
 pub mod facts;
 pub mod inspect;
 pub mod personalize;
+
+#[cfg(test)]
+mod tests;

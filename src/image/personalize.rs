@@ -1,13 +1,21 @@
 //! `edgeimg configure`: rewrites the node config on the boot partition of an image file or a
 //! block device in place, without mounting and without root for image files.
 //!
-//! The boot partition is found from the partition table (partition 1, FAT32), the files under
-//! `edgeimg/` are removed and the new rendering is written through [`FatVolume`], which
-//! changes only the FAT sectors, directory entries and clusters the edit touches. Everything
-//! is validated and rendered before the disk is opened for writing, and the free space is
-//! checked before the first change, so bad input leaves the disk as it was.
+//! The boot partition is found from the partition table (partition 1, FAT32) and opened as a
+//! bounded window of it: nothing read or written can reach past the partition, and a FAT
+//! whose own geometry claims more than the partition is refused. Everything is checked before
+//! the first write: the new config is rendered, the partition must be edgeimg's (label
+//! `EDGEIMG`, boot files, `edgeimg/node.env`), the FAT copies must agree, the whole directory
+//! tree and its cluster chains must be sound, `edgeimg/` may hold only files edgeimg renders
+//! (it is replaced whole, and nothing edgeimg did not write is ever deleted), and the new
+//! files must fit beside the old ones.
+//!
+//! The new `edgeimg/` is then written beside the old one and switched to with one write of
+//! one directory entry ([`FatVolume::replace_dir`]): a kill or power cut at any moment
+//! leaves the old config or the new one, whole.
 
 use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -15,8 +23,10 @@ use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::disk::read::{read_table, FoundTable};
-use crate::fs::fat::FatVolume;
+use crate::fs::fat::{FatError, FatVolume};
+use crate::node::contract::is_node_path;
 use crate::node::{NodeConfig, RenderedNode};
+use crate::tree::Tree;
 
 /// The directory of the node files on the boot partition.
 pub use crate::node::contract::BOOT_DIR as NODE_DIR;
@@ -105,6 +115,9 @@ pub fn boot_partition(file: &File, what: &str) -> Result<(FoundTable, u64, u64)>
     Ok((table, offset, size))
 }
 
+/// The label edgeimg's builds give the boot partition.
+pub const BOOT_LABEL: &str = "EDGEIMG";
+
 /// Rewrites the node files on the boot partition of `target` (an image file or a device).
 pub fn configure(target: &Path, set: &NodeSet) -> Result<ConfigureReport> {
     // Everything that can fail on bad input happens before the disk is opened for writing.
@@ -126,58 +139,9 @@ pub fn configure_open(file: &File, target: &Path, set: &NodeSet) -> Result<Confi
     let started = Instant::now();
     let files = render_set(set)?;
     let what = target.display().to_string();
-    let (_, offset, _) = boot_partition(file, &what)?;
-    let mut vol = FatVolume::open(file, offset).with_context(|| {
-        format!("{what}: partition {BOOT_PARTITION} at byte {offset} is not the FAT32 boot partition of an edgeimg image")
-    })?;
-    vol.set_mtime(edit_time());
-
-    let old = list_files(&vol, NODE_DIR).with_context(|| format!("{what}: reading {NODE_DIR}/"))?;
-    // Room: the new files may not need more clusters than are free plus what the old ones free.
-    let cb = vol.cluster_bytes();
-    let clusters = |n: u64| n.div_ceil(cb).max(1);
-    let reclaim: u64 = old.iter().map(|(_, s)| clusters(*s)).sum();
-    let dirs = files
-        .iter()
-        .filter_map(|(p, _)| Path::new(p).parent())
-        .collect::<std::collections::BTreeSet<_>>()
-        .len() as u64;
-    let needed: u64 = files
-        .iter()
-        .map(|(_, c)| clusters(c.len() as u64))
-        .sum::<u64>()
-        + 3 * (dirs + 1);
-    if needed > u64::from(vol.clusters_free()) + reclaim {
-        bail!(
-            "{what}: the boot partition has {} free clusters of {cb} bytes; the node config needs {needed}: \
-             remove files from it or shorten the node config",
-            u64::from(vol.clusters_free()) + reclaim
-        );
-    }
-
-    let mut removed = Vec::new();
-    for entry in vol
-        .list(NODE_DIR)
-        .or_else(|e| match e {
-            crate::fs::fat::FatError::NotFound(_) => Ok(Vec::new()),
-            e => Err(e),
-        })
-        .with_context(|| format!("{what}: listing {NODE_DIR}/"))?
-    {
-        let p = format!("{NODE_DIR}/{}", entry.name);
-        vol.remove(&p)
-            .with_context(|| format!("{what}: removing {p} from the boot partition"))?;
-    }
-    for (p, _) in &old {
-        removed.push(p.clone());
-    }
-    let mut written = Vec::new();
-    for (p, c) in &files {
-        vol.write_file(p, c)
-            .with_context(|| format!("{what}: writing {p} on the boot partition"))?;
-        written.push((p.clone(), c.len() as u64));
-    }
-    drop(vol);
+    let (_, offset, size) = boot_partition(file, &what)?;
+    let mut barrier = || file.sync_data();
+    let applied = apply(file, offset, size, &what, &files, &mut barrier)?;
     file.sync_all()
         .with_context(|| format!("flushing {what} to disk"))?;
     let token = files.iter().any(|(p, _)| p.ends_with("/token"));
@@ -185,8 +149,11 @@ pub fn configure_open(file: &File, target: &Path, set: &NodeSet) -> Result<Confi
     Ok(ConfigureReport {
         target: target.to_path_buf(),
         boot_offset: offset,
-        removed,
-        written,
+        removed: applied.removed,
+        written: files
+            .iter()
+            .map(|(p, c)| (p.clone(), c.len() as u64))
+            .collect(),
         token,
         hostname: default.and_then(|c| c.hostname.clone()),
         role: default.and_then(|c| c.role()).map(|r| r.to_string()),
@@ -195,49 +162,145 @@ pub fn configure_open(file: &File, target: &Path, set: &NodeSet) -> Result<Confi
     })
 }
 
-/// Deepest directory nesting and most files [`list_files`] walks: a boot partition has a few
-/// levels and hundreds of files; a damaged or hostile one may loop (a directory whose
-/// cluster is an ancestor's) and must not take the stack or all memory.
-const MAX_DIR_DEPTH: usize = 16;
-const MAX_LISTED_FILES: usize = 100_000;
+/// What [`apply`] changed.
+pub(crate) struct Applied {
+    /// The old node files, by path under the boot partition.
+    pub removed: Vec<String>,
+}
 
-/// Every file under `dir` on the volume (recursively), with its size; empty when `dir` is absent.
+/// Checks the boot partition (`size` bytes at `offset` of `io`) and replaces its node folder
+/// by `files` (paths under the boot partition, all under [`NODE_DIR`]). `barrier` makes the
+/// writes so far durable; it is called between the phases of the switch.
+pub(crate) fn apply<F: Read + Write + Seek>(
+    io: F,
+    offset: u64,
+    size: u64,
+    what: &str,
+    files: &[(String, Vec<u8>)],
+    barrier: &mut dyn FnMut() -> io::Result<()>,
+) -> Result<Applied> {
+    let part = format!("{what}: partition {BOOT_PARTITION} (at byte {offset}, {size} bytes)");
+    let mut vol = FatVolume::open_partition(io, offset, size).map_err(|e| match e {
+        FatError::BeyondPartition { .. } => anyhow::anyhow!(
+            "{part}: {e}. Nothing was written: configure would have written outside the \
+             partition. Write the image to the card again, or make the partition as big as \
+             its file system"
+        ),
+        e => anyhow::anyhow!(
+            "{part} is not the FAT32 boot partition of an edgeimg image: {e}; nothing was written"
+        ),
+    })?;
+    vol.set_mtime(edit_time());
+    let old = check_boot_partition(&vol, &part)?;
+
+    let mut tree = Tree::new();
+    let prefix = format!("{NODE_DIR}/");
+    for (p, c) in files {
+        let rel = p
+            .strip_prefix(&prefix)
+            .with_context(|| format!("{p}: a node file outside {NODE_DIR}/"))?;
+        tree.add_file(rel, c.clone(), 0o644)
+            .with_context(|| format!("{p}: not a path for the boot partition"))?;
+    }
+    let cluster_bytes = vol.cluster_bytes();
+    vol.replace_dir(NODE_DIR, &tree, barrier)
+        .map_err(|e| match e {
+            FatError::VolumeFull { needed, free } => anyhow::anyhow!(
+                "{part}: the new node config needs {needed} clusters of {} bytes beside the old \
+             one (which stays until the new one is complete), but only {free} are free: remove \
+             files from the boot partition or shorten the node config; nothing was changed",
+                cluster_bytes
+            ),
+            e => anyhow::anyhow!("{part}: {e}; run configure again"),
+        })?;
+    Ok(Applied {
+        removed: old.into_iter().map(|(p, _)| p).collect(),
+    })
+}
+
+/// Everything checked before configure writes: edgeimg's boot partition, FAT copies that
+/// agree, a sound directory tree, nothing under `edgeimg/` that edgeimg did not render.
+/// Returns the old node files with their sizes.
+fn check_boot_partition<F: Read + Write + Seek>(
+    vol: &FatVolume<F>,
+    part: &str,
+) -> Result<Vec<(String, u64)>> {
+    let damaged = |e: FatError| {
+        anyhow::anyhow!(
+            "{part}: {e}. Nothing was changed; repair it first with `fsck.fat -a` (on the \
+             unmounted partition, or on a copy of it), or write the image again"
+        )
+    };
+    // Whose FAT is it? Nothing here may be edited unless it is edgeimg's.
+    let exists = |p: &str, dir: bool| match vol.list(p.rsplit_once('/').map_or("", |x| x.0)) {
+        Ok(entries) => {
+            let name = p.rsplit('/').next().unwrap_or(p);
+            entries
+                .iter()
+                .any(|e| e.is_dir == dir && e.name.eq_ignore_ascii_case(name))
+        }
+        Err(_) => false,
+    };
+    let mut foreign = Vec::new();
+    if !vol.label().eq_ignore_ascii_case(BOOT_LABEL) {
+        foreign.push(format!("its label is {:?}, not {BOOT_LABEL}", vol.label()));
+    }
+    if !exists(crate::boot::uefi::ENTRY, false) && !exists("cmdline.txt", false) {
+        foreign.push(format!(
+            "it has no boot files ({} or cmdline.txt)",
+            crate::boot::uefi::ENTRY
+        ));
+    }
+    if !exists(&format!("{NODE_DIR}/node.env"), false) {
+        foreign.push(format!("it has no {NODE_DIR}/node.env"));
+    }
+    if !foreign.is_empty() {
+        bail!(
+            "{part} is not the boot partition of an edgeimg image: {}. configure edits only \
+             the boot partitions of edgeimg images, and changed nothing",
+            foreign.join("; ")
+        );
+    }
+    vol.check_fat_copies().map_err(damaged)?;
+    // The whole tree: loops, chains and cross-links anywhere would make freeing the old
+    // node files' clusters unsafe.
+    let all = vol.walk("").map_err(damaged)?;
+    let mut old = Vec::new();
+    for e in all
+        .iter()
+        .filter(|e| e.path.starts_with(&format!("{NODE_DIR}/")))
+    {
+        let rel = &e.path[NODE_DIR.len() + 1..];
+        if !is_node_path(rel, e.is_dir) {
+            bail!(
+                "{part}: {} is not {} edgeimg writes there. configure replaces the whole \
+                 {NODE_DIR}/ folder, so move it off the boot partition first; nothing was \
+                 changed",
+                e.path,
+                if e.is_dir { "a folder" } else { "a file" }
+            );
+        }
+        if !e.is_dir {
+            old.push((e.path.clone(), e.size));
+        }
+    }
+    Ok(old)
+}
+
+/// Every file under `dir` on the volume (recursively, checked by [`FatVolume::walk`]), with
+/// its size; empty when `dir` is absent.
 pub fn list_files<F: std::io::Read + std::io::Write + std::io::Seek>(
     vol: &FatVolume<F>,
     dir: &str,
 ) -> Result<Vec<(String, u64)>> {
-    let mut out = Vec::new();
-    walk(vol, dir, 0, &mut out)?;
-    Ok(out)
-}
-
-fn walk<F: std::io::Read + std::io::Write + std::io::Seek>(
-    vol: &FatVolume<F>,
-    dir: &str,
-    depth: usize,
-    out: &mut Vec<(String, u64)>,
-) -> Result<()> {
-    if depth > MAX_DIR_DEPTH {
-        bail!(
-            "{}: directories nested deeper than {MAX_DIR_DEPTH} levels: the boot partition is damaged",
-            crate::util::text::shown(dir, 200)
-        );
-    }
-    let entries = match vol.list(dir) {
+    let entries = match vol.walk(dir) {
         Ok(e) => e,
-        Err(crate::fs::fat::FatError::NotFound(_)) => return Ok(()),
+        Err(FatError::NotFound(_)) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
-    for e in entries {
-        let p = format!("{dir}/{}", e.name);
-        if e.is_dir {
-            walk(vol, &p, depth + 1, out)?;
-        } else {
-            out.push((p, e.size));
-        }
-        if out.len() > MAX_LISTED_FILES {
-            bail!("the boot partition lists more than {MAX_LISTED_FILES} files: it is damaged");
-        }
-    }
-    Ok(())
+    Ok(entries
+        .into_iter()
+        .filter(|e| !e.is_dir)
+        .map(|e| (e.path, e.size))
+        .collect())
 }

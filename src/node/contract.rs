@@ -24,6 +24,41 @@ pub const BOOT_DIR: &str = "edgeimg";
 /// Per-MAC node configs on the boot partition: `edgeimg/nodes/<mac>/...`.
 pub const NODES_DIR: &str = "edgeimg/nodes";
 
+/// The files of one rendered node config, by name in its folder ([`BOOT_DIR`] or
+/// `nodes/<mac>/`); besides them, `files/<n>` holds the content of `[[files]]` entry n.
+pub const NODE_FILES: &[&str] = &[
+    "node.env",
+    "node.toml",
+    "token",
+    "k0s.yaml",
+    "authorized_keys",
+    "run_cmd.sh",
+    "boot_cmd.sh",
+];
+
+/// Whether `rel` (a path under [`BOOT_DIR`], `/`-separated) is something edgeimg renders
+/// there: a node file, `files/<n>`, per-MAC folders `nodes/<mac>/` with the same, or one of
+/// the folders holding them (`is_dir`). Compared case-insensitively, as FAT names are.
+pub fn is_node_path(rel: &str, is_dir: bool) -> bool {
+    let lower = rel.to_ascii_lowercase();
+    let parts: Vec<&str> = lower.split('/').collect();
+    let one_node = |p: &[&str]| match (p, is_dir) {
+        ([name], false) => NODE_FILES.contains(name),
+        (["files"], true) => true,
+        (["files", n], false) => !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()),
+        _ => false,
+    };
+    let is_mac_dir = |d: &str| {
+        !d.is_empty() && d.len() <= 32 && d.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    };
+    match parts.as_slice() {
+        ["nodes"] => is_dir,
+        ["nodes", mac] => is_dir && is_mac_dir(mac),
+        ["nodes", mac, rest @ ..] => is_mac_dir(mac) && one_node(rest),
+        p => one_node(p),
+    }
+}
+
 /// Every line the device prints for people and tests starts with this.
 pub const SAY: &str = "edgeimg:";
 

@@ -77,6 +77,43 @@ fn readme_example_parses_and_renders() {
     );
 }
 
+/// `configure` removes from the boot partition only what `contract::is_node_path` accepts: it
+/// must accept everything a config with every part renders, and its folders.
+#[test]
+fn every_rendered_file_is_a_node_path() {
+    let text = readme_example().replace("# config_file", "config_file");
+    let (_dir, path) = node_dir(&text);
+    let r = NodeConfig::from_toml_file(&path).unwrap().render().unwrap();
+    assert!(r.get("edgeimg/k0s.yaml").is_some() && r.get("edgeimg/run_cmd.sh").is_some());
+    for (p, _) in &r.files {
+        let rel = p.strip_prefix("edgeimg/").unwrap();
+        assert!(contract::is_node_path(rel, false), "{rel}");
+        let per_mac = format!("nodes/52-54-00-0e-00-0a/{rel}");
+        assert!(contract::is_node_path(&per_mac, false), "{per_mac}");
+        if let Some((dir, _)) = rel.rsplit_once('/') {
+            assert!(contract::is_node_path(dir, true), "{dir}");
+        }
+    }
+    for dir in [
+        "nodes",
+        "nodes/52-54-00-0e-00-0a",
+        "nodes/52-54-00-0e-00-0a/files",
+    ] {
+        assert!(contract::is_node_path(dir, true), "{dir}");
+    }
+    for other in [
+        "notes.txt",
+        "files/x",
+        "nodes/52-54/notes.txt",
+        "node.env/x",
+        "nodes/a b/node.env",
+    ] {
+        assert!(!contract::is_node_path(other, false), "{other}");
+    }
+    assert!(!contract::is_node_path("node.env", true));
+    assert!(!contract::is_node_path("photos", true));
+}
+
 #[test]
 fn empty_config_is_valid_and_uses_defaults() {
     let cfg = parse("").unwrap();

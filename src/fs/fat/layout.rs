@@ -14,6 +14,8 @@ pub(crate) const MAX_CLUSTERS: u32 = 0x0FFF_FFF5;
 pub(crate) const EOC_MIN: u32 = 0x0FFF_FFF8;
 /// The end-of-chain value written (as mkfs.fat does).
 pub(crate) const EOC: u32 = 0x0FFF_FFFF;
+/// The entry of a cluster marked bad.
+pub(crate) const BAD: u32 = 0x0FFF_FFF7;
 pub(crate) const ENTRY_MASK: u32 = 0x0FFF_FFFF;
 pub(crate) const MEDIA: u8 = 0xF8;
 const BACKUP_BOOT_SECTOR: u32 = 6;
@@ -130,6 +132,34 @@ impl Geometry {
 
     pub fn is_valid_cluster(&self, cluster: u32) -> bool {
         cluster >= 2 && cluster < self.cluster_count + 2
+    }
+
+    /// Checks that the volume, as its boot sector describes it, lies within `len` bytes (its
+    /// partition): the total sector count, the reserved sectors and FATs, and the data region
+    /// of every cluster.
+    pub fn check_within(&self, len: u64) -> Result<(), FatError> {
+        let partition = len / SECTOR;
+        let ends = [
+            (
+                "the file system (as its boot sector counts it)",
+                u64::from(self.total_sectors),
+            ),
+            ("its file allocation tables", self.data_offset() / SECTOR),
+            (
+                "its data region",
+                self.cluster_offset(self.cluster_count + 2) / SECTOR,
+            ),
+        ];
+        for (what, end) in ends {
+            if end > partition {
+                return Err(FatError::BeyondPartition {
+                    what,
+                    end,
+                    partition,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Reads the geometry from a boot sector and checks that it is a sane FAT32 volume with

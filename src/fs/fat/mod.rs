@@ -19,7 +19,7 @@ use std::io;
 
 use thiserror::Error;
 
-pub use volume::{DirEntryInfo, FatVolume};
+pub use volume::{DirEntryInfo, FatVolume, ReplaceStats, WalkEntry};
 pub use writer::write_fat32;
 
 /// What the writer needs besides the tree.
@@ -90,6 +90,16 @@ pub enum FatError {
     InvalidLabel(String),
     #[error("not a FAT32 volume: {0}")]
     NotFat32(String),
+    #[error(
+        "{what} ends at sector {end}, but its partition holds only {partition} sectors: the \
+         file system was made for a bigger partition, or the partition was shrunk after it was \
+         made"
+    )]
+    BeyondPartition {
+        what: &'static str,
+        end: u64,
+        partition: u64,
+    },
     #[error("the FAT32 volume is damaged: {0}; check it with `fsck.fat -n`")]
     Corrupt(String),
     #[error("{0}: no such file or directory on the FAT volume")]
@@ -100,6 +110,13 @@ pub enum FatError {
     IsADirectory(String),
     #[error("the FAT volume is full: {needed} more clusters needed, {free} free")]
     VolumeFull { needed: u32, free: u32 },
+    /// An edit that stopped part way: what the volume holds now.
+    #[error("{source}; {state}")]
+    Interrupted {
+        state: String,
+        #[source]
+        source: Box<FatError>,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,

@@ -867,3 +867,126 @@ fn four_kib_clusters_and_host_file_content() {
     let err = write_fat32(&tree, &params(size, 0), &mut f, base).unwrap_err();
     assert!(err.to_string().contains("/Image"), "{err}");
 }
+
+/// Sets the FAT entry of `cluster` to `value` in both copies of a volume at offset 0.
+fn patch_fat(image: &Path, geom: &Geometry, cluster: u32, value: u32) {
+    let mut f = OpenOptions::new().write(true).open(image).unwrap();
+    for copy in 0..2 {
+        f.seek(SeekFrom::Start(
+            geom.fat_offset(copy) + 4 * u64::from(cluster),
+        ))
+        .unwrap();
+        f.write_all(&value.to_le_bytes()).unwrap();
+    }
+}
+
+#[test]
+fn walks_refuse_loops_cross_links_and_a_volume_past_its_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = 40 * MIB;
+    let image = sparse_image(dir.path(), "v.img", size);
+    let mut tree = Tree::new();
+    tree.add_file("a/b/file", bytes(1500, 1), 0o644).unwrap();
+    tree.add_file("c.txt", bytes(600, 2), 0o644).unwrap();
+    write_image(&tree, &image, &params(size, 0), 0);
+    let geom = Geometry::for_size(size).unwrap();
+    let pristine = std::fs::read(&image).unwrap();
+    let open = || {
+        FatVolume::open(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&image)
+                .unwrap(),
+            0,
+        )
+        .unwrap()
+    };
+    let file = open().clusters_of("a/b/file").unwrap();
+    let c_txt = open().clusters_of("c.txt").unwrap();
+    assert_eq!((file.len(), c_txt.len()), (3, 2));
+
+    // A chain looping back: found at once, named, by the walk and by a read.
+    patch_fat(&image, &geom, file[2], file[0]);
+    let err = open().walk("").unwrap_err().to_string();
+    assert!(err.contains("a/b/file") && err.contains("loops"), "{err}");
+    let err = open().read_file("a/b/file").unwrap_err().to_string();
+    assert!(err.contains("a/b/file"), "{err}");
+    // A chain running into a free cluster.
+    patch_fat(&image, &geom, file[1], 0);
+    let err = open().walk("a").unwrap_err().to_string();
+    assert!(err.contains("a/b/file") && err.contains("free"), "{err}");
+
+    // Two entries sharing clusters: c.txt's entry pointing into a/b/file's chain.
+    std::fs::write(&image, &pristine).unwrap();
+    let root = {
+        let mut b = vec![0u8; 512];
+        let mut f = File::open(&image).unwrap();
+        f.seek(SeekFrom::Start(geom.cluster_offset(2))).unwrap();
+        f.read_exact(&mut b).unwrap();
+        b
+    };
+    let slot = root
+        .chunks_exact(32)
+        .position(|e| &e[..11] == b"C       TXT")
+        .unwrap();
+    let mut f = OpenOptions::new().write(true).open(&image).unwrap();
+    f.seek(SeekFrom::Start(
+        geom.cluster_offset(2) + 32 * slot as u64 + 26,
+    ))
+    .unwrap();
+    f.write_all(&(file[1] as u16).to_le_bytes()).unwrap();
+    drop(f);
+    let err = open().walk("").unwrap_err().to_string();
+    assert!(
+        err.contains("cross-linked") && err.contains("c.txt"),
+        "{err}"
+    );
+
+    // A partition smaller than the volume: refused before the FAT is read.
+    std::fs::write(&image, &pristine).unwrap();
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&image)
+        .unwrap();
+    match FatVolume::open_partition(&f, 0, size - MIB) {
+        Err(e @ FatError::BeyondPartition { .. }) => {
+            assert!(e.to_string().contains("sectors"), "{e}")
+        }
+        Err(e) => panic!("{e}"),
+        Ok(_) => panic!("a volume larger than its partition was opened"),
+    }
+    assert!(FatVolume::open_partition(&f, 0, size).is_ok());
+
+    // replace_dir: mtools and fsck.fat see the new tree, nothing of the old one.
+    let mut vol = FatVolume::open_partition(&f, 0, size).unwrap();
+    let mut new = Tree::new();
+    new.add_file("x/long name.txt", bytes(2000, 3), 0o644)
+        .unwrap();
+    new.add_file("y", Vec::<u8>::new(), 0o644).unwrap();
+    let mut barriers = 0;
+    let stats = vol
+        .replace_dir("a", &new, &mut || {
+            barriers += 1;
+            Ok(())
+        })
+        .unwrap();
+    drop(vol);
+    assert_eq!(barriers, 4);
+    assert_eq!(stats.clusters_freed, 3 + 2);
+    fsck_clean(&image, 0, size);
+    let mut expected = Tree::new();
+    expected.add_file("c.txt", bytes(600, 2), 0o644).unwrap();
+    expected
+        .add_file("a/x/long name.txt", bytes(2000, 3), 0o644)
+        .unwrap();
+    expected.add_file("a/y", Vec::<u8>::new(), 0o644).unwrap();
+    assert_mtools_sees(&expected, &image, 0);
+    // The old file's clusters were zeroed.
+    let after = std::fs::read(&image).unwrap();
+    for c in file {
+        let at = geom.cluster_offset(c) as usize;
+        assert!(after[at..at + 512].iter().all(|&b| b == 0), "cluster {c}");
+    }
+}

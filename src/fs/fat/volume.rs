@@ -5,18 +5,31 @@
 //! writes back only the FAT sectors it changed, in every FAT copy, the directory entries it
 //! touched, the clusters it filled and the FSInfo counters. Allocation is first-fit from
 //! cluster 2, so the same edit on the same volume gives the same bytes.
+//!
+//! Every walk is bounded: a cluster chain may not loop or outgrow what its entry needs (a
+//! file its size, a directory 2 MiB), a directory entry may not point at the root, at itself
+//! or at any directory already seen, and no cluster may belong to two entries. A damaged
+//! volume is an error naming the path, never an endless walk.
+//!
+//! [`FatVolume::replace_dir`] (in `replace.rs`) swaps a whole directory for a new one so that
+//! an interruption at any write leaves the old or the new directory, each whole.
+
+mod replace;
 
 use std::cell::RefCell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Seek, SeekFrom, Write};
 
 use super::dirent::{
     check_long_name, dot_entries, lfn_entries, parse_dir, set_cluster, set_times, short_entry,
     DirItem, ShortNames, ATTR_ARCHIVE, ATTR_DIR, DELETED, ENTRY_SIZE,
 };
-use super::layout::{le32, update_fsinfo, Geometry, ENTRY_MASK, EOC, EOC_MIN, SECTOR};
+use super::layout::{le32, update_fsinfo, Geometry, BAD, ENTRY_MASK, EOC, EOC_MIN, SECTOR};
 use super::{io_err, FatError};
 use crate::tree::{Content, Entry, Tree, TreePath};
+use crate::util::window::OffsetWriter;
+
+pub use replace::ReplaceStats;
 
 /// Entries per FAT sector.
 const FAT_ENTRIES_PER_SECTOR: usize = (SECTOR / 4) as usize;
@@ -30,6 +43,18 @@ pub struct DirEntryInfo {
     pub name: String,
     pub is_dir: bool,
     pub size: u64,
+}
+
+/// One entry found by [`FatVolume::walk`], its cluster chain checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WalkEntry {
+    /// From the volume's root, `/`-separated, without a leading `/`.
+    pub path: String,
+    pub is_dir: bool,
+    /// Bytes of a file (0 for a directory).
+    pub size: u64,
+    /// The entry's cluster chain.
+    pub(crate) clusters: Vec<u32>,
 }
 
 /// An open FAT32 volume. Paths are `/`-separated from the volume's root, looked up
@@ -62,10 +87,17 @@ struct DirData {
 impl<F: Read + Write + Seek> FatVolume<F> {
     /// Opens the FAT32 volume that starts at byte `base` of `file`, checking its boot sector.
     pub fn open(file: F, base: u64) -> Result<Self, FatError> {
+        Self::open_within(file, base, None)
+    }
+
+    fn open_within(file: F, base: u64, limit: Option<u64>) -> Result<Self, FatError> {
         let mut file = file;
         let mut boot = [0u8; 512];
         read_exact_at(&mut file, base, &mut boot, "reading the FAT boot sector")?;
         let (geom, volume_id, label) = Geometry::parse(&boot)?;
+        if let Some(limit) = limit {
+            geom.check_within(limit)?;
+        }
         // Whole sectors of entries, so that a changed sector is written back from memory.
         let sectors = (geom.cluster_count as usize + 2).div_ceil(FAT_ENTRIES_PER_SECTOR);
         let mut raw = vec![0u8; sectors * SECTOR as usize];
@@ -87,6 +119,31 @@ impl<F: Read + Write + Seek> FatVolume<F> {
             free,
             mtime: 0,
         })
+    }
+
+    /// Checks that every FAT copy holds the same entries as the first (the one this editor
+    /// reads and keeps the others equal to).
+    pub fn check_fat_copies(&self) -> Result<(), FatError> {
+        let len = (self.geom.cluster_count as usize + 2) * 4;
+        let first: Vec<u8> = self.fat.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mut other = vec![0u8; len];
+        for copy in 1..self.geom.num_fats {
+            self.read_at(
+                self.geom.fat_offset(copy),
+                &mut other,
+                "reading a copy of the file allocation table",
+            )?;
+            if let Some(i) =
+                (0..len / 4).find(|&i| other[i * 4..i * 4 + 4] != first[i * 4..i * 4 + 4])
+            {
+                return Err(FatError::Corrupt(format!(
+                    "FAT copy {} differs from the first at cluster {i} (as after a card pulled \
+                     out while mounted)",
+                    copy + 1
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// The time given to entries this editor creates or changes (Unix seconds).
@@ -123,7 +180,7 @@ impl<F: Read + Write + Seek> FatVolume<F> {
     /// The entries of directory `dir` ("/" or "" for the root), in on-disk order.
     pub fn list(&self, dir: &str) -> Result<Vec<DirEntryInfo>, FatError> {
         let cluster = self.dir_cluster(dir)?;
-        let data = self.read_dir(cluster)?;
+        let data = self.read_dir(cluster, dir)?;
         Ok(parse_dir(&data.bytes)
             .items
             .into_iter()
@@ -135,6 +192,107 @@ impl<F: Read + Write + Seek> FatVolume<F> {
             .collect())
     }
 
+    /// Every entry below directory `dir` ("" for the whole volume), parents before their
+    /// children. Checks, before returning anything, every cluster chain on the way (in the
+    /// volume, in use, no loop, exactly as long as a file's size needs), that no directory
+    /// entry points at the root, at itself or at a directory already seen, and that no
+    /// cluster belongs to two entries. Errors name the path.
+    pub fn walk(&self, dir: &str) -> Result<Vec<WalkEntry>, FatError> {
+        let start = self.dir_cluster(dir)?;
+        let top = normalize(dir);
+        let mut used = vec![0u64; (self.geom.cluster_count as usize + 2).div_ceil(64)];
+        let mut owners: Vec<(String, Vec<u32>)> = Vec::new();
+        let top_chain = self.chain_of(start, self.dir_max_clusters(), &top)?;
+        self.claim(&mut used, &owners, &top, &top_chain)?;
+        owners.push((top.clone(), top_chain.clone()));
+        let mut seen: HashMap<u32, String> = HashMap::new();
+        seen.insert(start, top.clone());
+        seen.entry(self.geom.root_cluster).or_default();
+        let mut out = Vec::new();
+        // Depth first, each directory's entries in on-disk order, without recursion: a stack
+        // of directories being listed, each with its entries and the next one to take.
+        let first = parse_dir(&self.read_dir_chain(&top_chain, &top)?.bytes).items;
+        let mut stack = vec![(top, first.into_iter())];
+        while let Some((dir_path, items)) = stack.last_mut() {
+            let Some(item) = items.next() else {
+                stack.pop();
+                continue;
+            };
+            let dir_path = dir_path.clone();
+            if item.name.contains('/') || item.name.is_empty() {
+                return Err(FatError::Corrupt(format!(
+                    "{}: an entry named {:?}",
+                    display_path(&dir_path),
+                    item.name
+                )));
+            }
+            let path = join(&dir_path, &item.name);
+            let clusters = if item.is_dir() {
+                let c = item.first_cluster;
+                if c == 0 || c == self.geom.root_cluster {
+                    return Err(FatError::Corrupt(format!(
+                        "{path}: the directory entry points at the root directory \
+                         (a directory loop)"
+                    )));
+                }
+                if let Some(other) = seen.get(&c) {
+                    return Err(FatError::Corrupt(format!(
+                        "{path}: the directory entry points at cluster {c}, which is the \
+                         directory {} (a directory loop)",
+                        display_path(other)
+                    )));
+                }
+                seen.insert(c, path.clone());
+                self.chain_of(c, self.dir_max_clusters(), &path)?
+            } else {
+                self.file_chain(&item, &path)?
+            };
+            self.claim(&mut used, &owners, &path, &clusters)?;
+            owners.push((path.clone(), clusters.clone()));
+            let children = if item.is_dir() {
+                Some(parse_dir(&self.read_dir_chain(&clusters, &path)?.bytes).items)
+            } else {
+                None
+            };
+            out.push(WalkEntry {
+                path: path.clone(),
+                is_dir: item.is_dir(),
+                size: u64::from(item.size),
+                clusters,
+            });
+            if let Some(children) = children {
+                stack.push((path, children.into_iter()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Marks `chain` as `path`'s; a cluster already marked is a cross-link.
+    fn claim(
+        &self,
+        used: &mut [u64],
+        owners: &[(String, Vec<u32>)],
+        path: &str,
+        chain: &[u32],
+    ) -> Result<(), FatError> {
+        for &c in chain {
+            let (word, bit) = (c as usize / 64, 1u64 << (c % 64));
+            if used[word] & bit != 0 {
+                let other = owners
+                    .iter()
+                    .find(|(_, ch)| ch.contains(&c))
+                    .map(|(p, _)| display_path(p))
+                    .unwrap_or_else(|| path.to_string());
+                return Err(FatError::Corrupt(format!(
+                    "{} and {other} both use cluster {c} (cross-linked)",
+                    display_path(path)
+                )));
+            }
+            used[word] |= bit;
+        }
+        Ok(())
+    }
+
     /// A file's content, or `None` when nothing has that path.
     pub fn read_file(&mut self, path: &str) -> Result<Option<Vec<u8>>, FatError> {
         let Some(found) = self.locate(path)? else {
@@ -143,7 +301,9 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         if found.item.is_dir() {
             return Err(FatError::IsADirectory(path.to_string()));
         }
-        self.read_content(&found.item, path).map(Some)
+        let chain = self.file_chain(&found.item, path)?;
+        self.read_content(&chain, u64::from(found.item.size), path)
+            .map(Some)
     }
 
     /// Creates or replaces a file, creating missing parent directories. A replaced file keeps
@@ -163,21 +323,23 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         }
         let reclaimable = match self.locate(path)? {
             Some(l) if l.item.is_dir() => return Err(FatError::IsADirectory(path.to_string())),
-            Some(l) => self.chain(l.item.first_cluster)?.len() as u32,
+            Some(l) => self.file_chain(&l.item, path)?.len() as u32,
             None => 0,
         };
         self.check_room(&parents, data.len() as u64, reclaimable)?;
         let dir_cluster = self.make_dirs(&parents, path)?;
-        let dir = self.read_dir(dir_cluster)?;
+        let dir = self.read_dir(dir_cluster, path)?;
         let existing = parse_dir(&dir.bytes)
             .items
             .into_iter()
             .find(|i| i.matches(name));
         if let Some(item) = &existing {
-            self.free_chain(item.first_cluster, path)?;
+            let chain = self.file_chain(item, path)?;
+            self.free_clusters(&chain);
         }
         let first = self.allocate(self.clusters_for(data.len() as u64))?;
-        self.write_chain(first, data, path)?;
+        let chain = self.chain_of(first, u64::from(self.geom.cluster_count), path)?;
+        self.write_runs(&chain, data, &format!("writing {path}"))?;
         match existing {
             Some(item) => {
                 let at = self.slot_offset(&dir.chain, item.short_slot);
@@ -211,16 +373,23 @@ impl<F: Read + Write + Seek> FatVolume<F> {
     }
 
     /// Removes a file or a directory with everything in it. Returns false when nothing has
-    /// that path.
+    /// that path. Everything is walked (and checked) before the first change.
     pub fn remove(&mut self, path: &str) -> Result<bool, FatError> {
         let Some(found) = self.locate(path)? else {
             return Ok(false);
         };
+        let mut clusters = if found.item.is_dir() {
+            self.dir_chain(&found.item, path)?
+        } else {
+            self.file_chain(&found.item, path)?
+        };
         if found.item.is_dir() {
-            self.free_subtree(found.item.first_cluster, path)?;
+            for e in self.walk(path)? {
+                clusters.extend(e.clusters);
+            }
         }
-        self.free_chain(found.item.first_cluster, path)?;
-        let dir = self.read_dir(found.dir_cluster)?;
+        let dir = self.read_dir(found.dir_cluster, path)?;
+        self.free_clusters(&clusters);
         for slot in found.item.first_slot..=found.item.short_slot {
             let at = self.slot_offset(&dir.chain, slot);
             self.write_at(at, &[DELETED], &format!("deleting the entry of {path}"))?;
@@ -232,41 +401,45 @@ impl<F: Read + Write + Seek> FatVolume<F> {
     /// The whole volume as a tree: directories 0755, files 0644, mtimes from the entries.
     pub fn read_tree(&mut self) -> Result<Tree, FatError> {
         let mut tree = Tree::new();
-        let root = self.geom.root_cluster;
-        self.read_tree_into(&mut tree, &TreePath::root(), root, 0)?;
-        Ok(tree)
-    }
-
-    fn read_tree_into(
-        &mut self,
-        tree: &mut Tree,
-        dir: &TreePath,
-        cluster: u32,
-        depth: usize,
-    ) -> Result<(), FatError> {
-        if depth > 64 {
-            return Err(FatError::Corrupt(format!(
-                "directories nested deeper than 64 levels at {dir}"
-            )));
-        }
-        let data = self.read_dir(cluster)?;
-        for item in parse_dir(&data.bytes).items {
-            let path = dir
-                .join(&item.name)
-                .map_err(|_| FatError::Corrupt(format!("bad name {:?} in {dir}", item.name)))?;
-            let mut entry = if item.is_dir() {
+        let entries = self.walk("")?;
+        let mut mtimes = HashMap::new();
+        self.collect_mtimes("", &mut mtimes, &entries)?;
+        for e in entries {
+            let path = TreePath::new(&e.path)
+                .map_err(|_| FatError::Corrupt(format!("bad name {:?}", e.path)))?;
+            let mut entry = if e.is_dir {
                 Entry::dir(0o755)
             } else {
                 Entry::file(
-                    Content::bytes(self.read_content(&item, path.as_str())?),
+                    Content::bytes(self.read_content(&e.clusters, e.size, &e.path)?),
                     0o644,
                 )
             };
-            entry.mtime = item.mtime;
+            entry.mtime = mtimes.get(&e.path).copied().unwrap_or(0);
             tree.insert(&path, entry)
-                .map_err(|e| FatError::Corrupt(format!("{path}: {e}")))?;
-            if item.is_dir() {
-                self.read_tree_into(tree, &path, item.first_cluster, depth + 1)?;
+                .map_err(|err| FatError::Corrupt(format!("{}: {err}", e.path)))?;
+        }
+        Ok(tree)
+    }
+
+    /// The mtime of every entry of a walk, from the directories already checked by it.
+    fn collect_mtimes(
+        &self,
+        top: &str,
+        out: &mut HashMap<String, u64>,
+        entries: &[WalkEntry],
+    ) -> Result<(), FatError> {
+        let mut dirs = vec![(top.to_string(), self.dir_cluster(top)?)];
+        dirs.extend(
+            entries
+                .iter()
+                .filter(|e| e.is_dir)
+                .map(|e| (e.path.clone(), e.clusters[0])),
+        );
+        for (dir, first) in dirs {
+            let data = self.read_dir(first, &dir)?;
+            for item in parse_dir(&data.bytes).items {
+                out.insert(join(&dir, &item.name), item.mtime);
             }
         }
         Ok(())
@@ -276,12 +449,22 @@ impl<F: Read + Write + Seek> FatVolume<F> {
     #[cfg(test)]
     pub(crate) fn clusters_of(&self, path: &str) -> Result<Vec<u32>, FatError> {
         if split_path(path)?.1.is_empty() {
-            return self.chain(self.geom.root_cluster);
+            return self.chain_of(self.geom.root_cluster, self.dir_max_clusters(), "/");
         }
         let found = self
             .locate(path)?
             .ok_or_else(|| FatError::NotFound(path.to_string()))?;
-        self.chain(found.item.first_cluster)
+        if found.item.is_dir() {
+            self.dir_chain(&found.item, path)
+        } else {
+            self.file_chain(&found.item, path)
+        }
+    }
+
+    /// Whether `cluster` is free in the FAT (tests check edits against it).
+    #[cfg(test)]
+    pub(crate) fn is_free(&self, cluster: u32) -> bool {
+        self.entry(cluster) == 0
     }
 
     // ---- lookups ----
@@ -292,19 +475,23 @@ impl<F: Read + Write + Seek> FatVolume<F> {
             return Ok(self.geom.root_cluster);
         }
         match self.locate(path)? {
-            Some(l) if l.item.is_dir() => Ok(self.dir_start(l.item.first_cluster)),
+            Some(l) if l.item.is_dir() => self.subdir_start(&l.item, path),
             Some(_) => Err(FatError::NotADirectory(path.to_string())),
             None => Err(FatError::NotFound(path.to_string())),
         }
     }
 
-    /// `..` entries and first-level directories use 0 for the root directory.
-    fn dir_start(&self, cluster: u32) -> u32 {
-        if cluster == 0 {
-            self.geom.root_cluster
-        } else {
-            cluster
+    /// The first cluster of a subdirectory's entry: never 0 (which `..` uses for the root)
+    /// nor the root's own cluster, either of which would make the tree a loop.
+    fn subdir_start(&self, item: &DirItem, path: &str) -> Result<u32, FatError> {
+        let c = item.first_cluster;
+        if c == 0 || c == self.geom.root_cluster {
+            return Err(FatError::Corrupt(format!(
+                "{}: the directory entry points at the root directory (a directory loop)",
+                display_path(path)
+            )));
         }
+        Ok(c)
     }
 
     fn locate(&self, path: &str) -> Result<Option<Located>, FatError> {
@@ -314,18 +501,19 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         }
         let mut cluster = self.geom.root_cluster;
         for (i, part) in parents.iter().enumerate() {
-            let data = self.read_dir(cluster)?;
+            let here = parents[..=i].join("/");
+            let data = self.read_dir(cluster, &here)?;
             match parse_dir(&data.bytes)
                 .items
                 .into_iter()
                 .find(|it| it.matches(part))
             {
-                Some(it) if it.is_dir() => cluster = self.dir_start(it.first_cluster),
-                Some(_) => return Err(FatError::NotADirectory(parents[..=i].join("/"))),
+                Some(it) if it.is_dir() => cluster = self.subdir_start(&it, &here)?,
+                Some(_) => return Err(FatError::NotADirectory(here)),
                 None => return Ok(None),
             }
         }
-        let data = self.read_dir(cluster)?;
+        let data = self.read_dir(cluster, &parents.join("/"))?;
         Ok(parse_dir(&data.bytes)
             .items
             .into_iter()
@@ -349,32 +537,89 @@ impl<F: Read + Write + Seek> FatVolume<F> {
             .insert(cluster as usize / FAT_ENTRIES_PER_SECTOR);
     }
 
-    /// The clusters of the chain starting at `first` (empty for 0), checked for loops, free
-    /// or out-of-range links.
-    fn chain(&self, first: u32) -> Result<Vec<u32>, FatError> {
-        let mut out = Vec::new();
-        let mut c = first;
-        if c == 0 {
+    /// Most clusters a directory may have (2 MiB of entries).
+    fn dir_max_clusters(&self) -> u64 {
+        (MAX_DIR_BYTES / self.geom.cluster_bytes()).max(1)
+    }
+
+    /// The clusters of the chain starting at `first` (empty for 0), at most `max` of them:
+    /// every link inside the volume and in use, no loop. `path` names the chain's owner in
+    /// errors.
+    fn chain_of(&self, first: u32, max: u64, path: &str) -> Result<Vec<u32>, FatError> {
+        let mut out: Vec<u32> = Vec::new();
+        if first == 0 {
             return Ok(out);
         }
+        let who = display_path(path);
+        let mut c = first;
         loop {
+            let at = |c: u32| {
+                if out.is_empty() {
+                    format!("it starts at cluster {c}")
+                } else {
+                    format!("its cluster chain reaches cluster {c}")
+                }
+            };
             if !self.geom.is_valid_cluster(c) {
                 return Err(FatError::Corrupt(format!(
-                    "a cluster chain from {first} reaches invalid cluster {c}"
+                    "{who}: {}, outside the volume's {} clusters",
+                    at(c),
+                    self.geom.cluster_count
                 )));
             }
-            if out.len() > self.geom.cluster_count as usize {
+            let next = self.entry(c);
+            if next == 0 || next == BAD {
+                let what = if next == 0 { "free" } else { "bad" };
                 return Err(FatError::Corrupt(format!(
-                    "the cluster chain from {first} loops"
+                    "{who}: {}, which is marked {what}",
+                    at(c)
                 )));
+            }
+            if out.len() as u64 >= max {
+                return Err(FatError::Corrupt(match out.iter().position(|&x| x == c) {
+                    Some(_) => format!(
+                        "{who}: its cluster chain loops (cluster {} links back to cluster {c})",
+                        out.last().expect("not empty")
+                    ),
+                    None => format!(
+                        "{who}: its cluster chain is longer than the {max} clusters it may have"
+                    ),
+                }));
             }
             out.push(c);
-            let next = self.entry(c);
             if next >= EOC_MIN {
                 return Ok(out);
             }
             c = next;
         }
+    }
+
+    /// A file's chain: exactly the clusters its size needs.
+    fn file_chain(&self, item: &DirItem, path: &str) -> Result<Vec<u32>, FatError> {
+        let needed = u64::from(item.size).div_ceil(self.geom.cluster_bytes());
+        if needed > u64::from(self.geom.cluster_count) {
+            return Err(FatError::Corrupt(format!(
+                "{}: {} bytes, more than the volume holds",
+                display_path(path),
+                item.size
+            )));
+        }
+        let chain = self.chain_of(item.first_cluster, needed, path)?;
+        if (chain.len() as u64) < needed {
+            return Err(FatError::Corrupt(format!(
+                "{}: {} bytes need {needed} clusters but its cluster chain has {}",
+                display_path(path),
+                item.size,
+                chain.len()
+            )));
+        }
+        Ok(chain)
+    }
+
+    /// A subdirectory's chain.
+    fn dir_chain(&self, item: &DirItem, path: &str) -> Result<Vec<u32>, FatError> {
+        let first = self.subdir_start(item, path)?;
+        self.chain_of(first, self.dir_max_clusters(), path)
     }
 
     fn clusters_for(&self, bytes: u64) -> u32 {
@@ -383,6 +628,7 @@ impl<F: Read + Write + Seek> FatVolume<F> {
 
     /// Allocates `n` clusters as one chain and returns its first cluster (0 for none): the
     /// first contiguous run of free clusters that is long enough, else the first free ones.
+    /// Only the in-memory FAT changes; [`Self::commit_fat`] writes it.
     fn allocate(&mut self, n: u32) -> Result<u32, FatError> {
         if n == 0 {
             return Ok(0);
@@ -418,49 +664,35 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         Ok(clusters[0])
     }
 
-    fn free_chain(&mut self, first: u32, path: &str) -> Result<(), FatError> {
-        let chain = self
-            .chain(first)
-            .map_err(|e| FatError::Corrupt(format!("{path}: {e}")))?;
-        for c in &chain {
-            self.set_entry(*c, 0);
+    /// Marks `clusters` free in the in-memory FAT.
+    fn free_clusters(&mut self, clusters: &[u32]) {
+        for &c in clusters {
+            self.set_entry(c, 0);
         }
-        self.free += chain.len() as u32;
-        Ok(())
-    }
-
-    /// Frees everything below the directory at `cluster` (not the directory itself).
-    fn free_subtree(&mut self, cluster: u32, path: &str) -> Result<(), FatError> {
-        let data = self.read_dir(cluster)?;
-        for item in parse_dir(&data.bytes).items {
-            let child = format!("{path}/{}", item.name);
-            if item.is_dir() {
-                self.free_subtree(item.first_cluster, &child)?;
-            }
-            self.free_chain(item.first_cluster, &child)?;
-        }
-        Ok(())
+        self.free += clusters.len() as u32;
     }
 
     // ---- directories ----
 
-    fn read_dir(&self, first: u32) -> Result<DirData, FatError> {
-        let chain = self.chain(first)?;
+    fn read_dir(&self, first: u32, path: &str) -> Result<DirData, FatError> {
+        let chain = self.chain_of(first, self.dir_max_clusters(), path)?;
+        self.read_dir_chain(&chain, path)
+    }
+
+    fn read_dir_chain(&self, chain: &[u32], path: &str) -> Result<DirData, FatError> {
         let cb = self.geom.cluster_bytes() as usize;
-        if chain.len() as u64 * cb as u64 > MAX_DIR_BYTES.max(cb as u64) {
-            return Err(FatError::Corrupt(format!(
-                "the directory at cluster {first} is larger than 2 MiB"
-            )));
-        }
         let mut bytes = vec![0u8; chain.len() * cb];
         for (i, c) in chain.iter().enumerate() {
             self.read_at(
                 self.geom.cluster_offset(*c),
                 &mut bytes[i * cb..(i + 1) * cb],
-                "reading a directory",
+                &format!("reading the directory {}", display_path(path)),
             )?;
         }
-        Ok(DirData { chain, bytes })
+        Ok(DirData {
+            chain: chain.to_vec(),
+            bytes,
+        })
     }
 
     fn slot_offset(&self, chain: &[u32], slot: usize) -> u64 {
@@ -474,14 +706,15 @@ impl<F: Read + Write + Seek> FatVolume<F> {
     fn make_dirs(&mut self, parents: &[&str], path: &str) -> Result<u32, FatError> {
         let mut cluster = self.geom.root_cluster;
         for (i, part) in parents.iter().enumerate() {
-            let data = self.read_dir(cluster)?;
+            let here = parents[..=i].join("/");
+            let data = self.read_dir(cluster, &here)?;
             cluster = match parse_dir(&data.bytes)
                 .items
                 .into_iter()
                 .find(|it| it.matches(part))
             {
-                Some(it) if it.is_dir() => self.dir_start(it.first_cluster),
-                Some(_) => return Err(FatError::NotADirectory(parents[..=i].join("/"))),
+                Some(it) if it.is_dir() => self.subdir_start(&it, &here)?,
+                Some(_) => return Err(FatError::NotADirectory(here)),
                 None => {
                     let new = self.allocate(1)?;
                     let parent_ref = if cluster == self.geom.root_cluster {
@@ -517,7 +750,7 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         size: u32,
         path: &str,
     ) -> Result<(), FatError> {
-        let mut dir = self.read_dir(dir_cluster)?;
+        let mut dir = self.read_dir(dir_cluster, path)?;
         let parsed = parse_dir(&dir.bytes);
         let mut names = ShortNames::default();
         for item in &parsed.items {
@@ -558,7 +791,7 @@ impl<F: Read + Write + Seek> FatVolume<F> {
                 }
                 let new = self.allocate(grow)?;
                 let zero = vec![0u8; self.geom.cluster_bytes() as usize];
-                let new_chain = self.chain(new)?;
+                let new_chain = self.chain_of(new, u64::from(grow), path)?;
                 for c in &new_chain {
                     self.write_at(
                         self.geom.cluster_offset(*c),
@@ -598,11 +831,9 @@ impl<F: Read + Write + Seek> FatVolume<F> {
 
     // ---- data ----
 
-    fn read_content(&self, item: &DirItem, path: &str) -> Result<Vec<u8>, FatError> {
-        let chain = self
-            .chain(item.first_cluster)
-            .map_err(|e| FatError::Corrupt(format!("{path}: {e}")))?;
-        let size = item.size as usize;
+    /// `size` bytes from the clusters of `chain` (a checked file chain).
+    fn read_content(&self, chain: &[u32], size: u64, path: &str) -> Result<Vec<u8>, FatError> {
+        let size = size as usize;
         let cb = self.geom.cluster_bytes() as usize;
         if chain.len() * cb < size {
             return Err(FatError::Corrupt(format!(
@@ -626,51 +857,83 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         Ok(out)
     }
 
-    /// Fills the chain from `first` with `data`, zero-padding its last cluster.
-    fn write_chain(&mut self, first: u32, data: &[u8], path: &str) -> Result<(), FatError> {
+    /// Fills the clusters of `chain` with `data`, zero-padding the last one: one write for
+    /// each run of consecutive clusters.
+    fn write_runs(&self, chain: &[u32], data: &[u8], what: &str) -> Result<(), FatError> {
         let cb = self.geom.cluster_bytes() as usize;
-        let chain = self.chain(first)?;
-        for (i, c) in chain.iter().enumerate() {
-            let mut piece = data[i * cb..((i + 1) * cb).min(data.len())].to_vec();
-            piece.resize(cb, 0);
-            self.write_at(
-                self.geom.cluster_offset(*c),
-                &piece,
-                &format!("writing {path}"),
-            )?;
+        let mut i = 0;
+        while i < chain.len() {
+            let mut j = i + 1;
+            while j < chain.len() && chain[j] == chain[j - 1] + 1 {
+                j += 1;
+            }
+            let from = (i * cb).min(data.len());
+            let to = (j * cb).min(data.len());
+            let mut piece = data[from..to].to_vec();
+            piece.resize((j - i) * cb, 0);
+            self.write_at(self.geom.cluster_offset(chain[i]), &piece, what)?;
+            i = j;
         }
         Ok(())
     }
 
     /// Writes the changed FAT sectors to every FAT copy and updates the FSInfo counters.
     fn flush(&mut self) -> Result<(), FatError> {
-        let dirty = std::mem::take(&mut self.dirty_fat_sectors);
-        for s in dirty {
-            let bytes: Vec<u8> = self.fat
-                [s * FAT_ENTRIES_PER_SECTOR..(s + 1) * FAT_ENTRIES_PER_SECTOR]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
-            for copy in 0..self.geom.num_fats {
-                let at = self.geom.fat_offset(copy) + s as u64 * SECTOR;
-                self.write_at(at, &bytes, "writing the file allocation table")?;
-            }
-        }
-        if let Some(sector) = self.geom.fsinfo_sector {
-            let at = u64::from(sector) * SECTOR;
-            let mut info = [0u8; 512];
-            self.read_at(at, &mut info, "reading the FSInfo sector")?;
-            let next_free = (2..self.geom.cluster_count + 2)
-                .find(|&c| self.entry(c) == 0)
-                .unwrap_or(u32::MAX);
-            if update_fsinfo(&mut info, self.free, next_free) {
-                self.write_at(at, &info, "writing the FSInfo sector")?;
-            }
-        }
+        self.commit_fat()?;
+        self.write_fsinfo(Some(self.free))?;
         self.file
             .get_mut()
             .flush()
             .map_err(io_err("flushing the FAT volume"))
+    }
+
+    /// Writes the FAT sectors changed in memory into every FAT copy with ONE write: the
+    /// copies lie back to back, so the span from the first changed sector of the first copy
+    /// to the last changed sector of the last copy holds them all; what lies between is
+    /// written back as read. A write that does not happen (a kill, a failed call) leaves
+    /// every copy as it was, one that does changes them all alike.
+    fn commit_fat(&mut self) -> Result<(), FatError> {
+        let dirty = std::mem::take(&mut self.dirty_fat_sectors);
+        let (Some(&lo), Some(&hi)) = (dirty.first(), dirty.last()) else {
+            return Ok(());
+        };
+        let last = self.geom.num_fats - 1;
+        let start = self.geom.fat_offset(0) + lo as u64 * SECTOR;
+        let end = self.geom.fat_offset(last) + (hi as u64 + 1) * SECTOR;
+        let mut span = vec![0u8; (end - start) as usize];
+        self.read_at(start, &mut span, "reading the file allocation tables")?;
+        for copy in 0..=last {
+            for &s in &dirty {
+                let at = (self.geom.fat_offset(copy) + s as u64 * SECTOR - start) as usize;
+                let entries =
+                    &self.fat[s * FAT_ENTRIES_PER_SECTOR..(s + 1) * FAT_ENTRIES_PER_SECTOR];
+                for (k, v) in entries.iter().enumerate() {
+                    span[at + 4 * k..at + 4 * k + 4].copy_from_slice(&v.to_le_bytes());
+                }
+            }
+        }
+        self.write_at(start, &span, "writing the file allocation tables")
+    }
+
+    /// Sets the FSInfo free count (None: unknown, which every FAT driver then counts itself)
+    /// and the next-free hint.
+    fn write_fsinfo(&self, free: Option<u32>) -> Result<(), FatError> {
+        let Some(sector) = self.geom.fsinfo_sector else {
+            return Ok(());
+        };
+        let at = u64::from(sector) * SECTOR;
+        let mut info = [0u8; 512];
+        self.read_at(at, &mut info, "reading the FSInfo sector")?;
+        let next_free = match free {
+            Some(_) => (2..self.geom.cluster_count + 2)
+                .find(|&c| self.entry(c) == 0)
+                .unwrap_or(u32::MAX),
+            None => u32::MAX,
+        };
+        if update_fsinfo(&mut info, free.unwrap_or(u32::MAX), next_free) {
+            self.write_at(at, &info, "writing the FSInfo sector")?;
+        }
+        Ok(())
     }
 
     // ---- raw I/O ----
@@ -684,6 +947,17 @@ impl<F: Read + Write + Seek> FatVolume<F> {
         f.seek(SeekFrom::Start(self.base + offset))
             .map_err(io_err(what))?;
         f.write_all(buf).map_err(io_err(what))
+    }
+}
+
+impl<F: Read + Write + Seek> FatVolume<OffsetWriter<F>> {
+    /// Opens the FAT32 volume of a partition: `size` bytes at byte `offset` of `file`. The
+    /// geometry of the boot sector must lie within the partition, and nothing this volume
+    /// reads or writes can reach past it.
+    pub fn open_partition(file: F, offset: u64, size: u64) -> Result<Self, FatError> {
+        let window = OffsetWriter::bounded(file, offset, size)
+            .map_err(io_err("seeking to the FAT partition"))?;
+        Self::open_within(window, 0, Some(size))
     }
 }
 
@@ -712,4 +986,30 @@ fn split_path(path: &str) -> Result<(Vec<&str>, &str), FatError> {
     }
     let name = parts.pop().unwrap_or("");
     Ok((parts, name))
+}
+
+/// `path` without leading, trailing or doubled `/` ("" for the root).
+fn normalize(path: &str) -> String {
+    path.split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+/// A path for messages: "/" for the root.
+fn display_path(path: &str) -> String {
+    let p = normalize(path);
+    if p.is_empty() {
+        "/".into()
+    } else {
+        p
+    }
 }

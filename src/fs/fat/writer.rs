@@ -17,7 +17,7 @@ use super::{io_err, FatError, FatParams, FatStats};
 use crate::tree::{Entry, Kind, Tree, TreePath};
 
 /// Most entries one directory may have (its size is limited to 2 MiB).
-const MAX_DIR_ENTRIES: usize = 65536;
+pub(super) const MAX_DIR_ENTRIES: usize = 65536;
 
 /// Writes `tree` as a FAT32 volume of `params.size` bytes at byte offset `base` of `out`.
 ///
@@ -117,12 +117,12 @@ struct Alloc {
 }
 
 /// One child in its parent directory.
-struct Child<'a> {
-    path: &'a TreePath,
-    short: ShortName,
-    lfn: Vec<[u8; ENTRY_SIZE]>,
-    attr: u8,
-    size: u32,
+pub(super) struct Child<'a> {
+    pub(super) path: &'a TreePath,
+    pub(super) short: ShortName,
+    pub(super) lfn: Vec<[u8; ENTRY_SIZE]>,
+    pub(super) attr: u8,
+    pub(super) size: u32,
 }
 
 struct Plan<'a> {
@@ -253,7 +253,7 @@ impl<'a> Plan<'a> {
     }
 }
 
-fn check_entry(path: &TreePath, entry: &Entry) -> Result<(), FatError> {
+pub(super) fn check_entry(path: &TreePath, entry: &Entry) -> Result<(), FatError> {
     let kind = match &entry.kind {
         Kind::Dir => return Ok(()),
         Kind::File(c) if c.len() > u64::from(u32::MAX) => {
@@ -277,7 +277,7 @@ fn check_entry(path: &TreePath, entry: &Entry) -> Result<(), FatError> {
 
 /// Names the children of `dir`: exact 8.3 names are reserved first so that a generated
 /// `~N` name can never take a name a later entry has as its own.
-fn plan_dir<'a>(tree: &'a Tree, dir: &TreePath) -> Result<Vec<Child<'a>>, FatError> {
+pub(super) fn plan_dir<'a>(tree: &'a Tree, dir: &TreePath) -> Result<Vec<Child<'a>>, FatError> {
     let kids: Vec<(&TreePath, &Entry)> = tree.children(dir).collect();
     let mut folded: HashMap<String, &str> = HashMap::new();
     let mut names = ShortNames::default();
