@@ -137,7 +137,7 @@ fn synth(o: SynthOptions) -> Synth {
             .unwrap();
     }
     if let Some(node) = o.node {
-        let token = write_token(&dir, "built.token", "old-join-token\n");
+        let token = write_token(&dir, "built.token", &format!("{TEST_JOIN_TOKEN}\n"));
         let text = node.replace("TOKEN", token.to_str().unwrap());
         let path = dir.join("built.toml");
         std::fs::write(&path, text).unwrap();

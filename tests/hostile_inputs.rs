@@ -157,11 +157,21 @@ fn synthetic_image(path: &Path) {
         0o644,
     )
     .unwrap();
+    // What a build leaves there: the rendered default node config (configure refuses a FAT
+    // without one as not edgeimg's).
+    tree.overlay(
+        &edgeimg::node::NodeConfig::default()
+            .render()
+            .unwrap()
+            .into_tree()
+            .unwrap(),
+    )
+    .unwrap();
     let boot = plan.get(PartRole::Boot);
     let params = FatParams {
         size: boot.size(),
         volume_id: 0x1234_5678,
-        label: "EDGEBOOT".into(),
+        label: "EDGEIMG".into(),
         hidden_sectors: boot.start_lba as u32,
         mtime: 0,
     };

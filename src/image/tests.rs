@@ -67,7 +67,7 @@ impl<W: Seek> Seek for Fault<W> {
 
 fn render(toml: &str, dir: &Path) -> Vec<(String, Vec<u8>)> {
     let token = dir.join("token");
-    std::fs::write(&token, "join-token-of-the-test\n").unwrap();
+    std::fs::write(&token, format!("{}\n", crate::node::tests::TEST_TOKEN)).unwrap();
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let path = dir.join("node.toml");
     std::fs::write(&path, toml.replace("TOKEN", token.to_str().unwrap())).unwrap();

@@ -412,4 +412,4 @@ mod input_tests;
 #[cfg(test)]
 mod overlay_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -17,7 +17,7 @@ fn readme_example() -> String {
 
 /// A join token of the shape `k0s token create` prints: base64 of a gzip'd kubeconfig (this
 /// one names no real cluster; made with `gzip -9n < kubeconfig.yaml | base64 -w0`).
-pub(super) const TEST_TOKEN: &str = "H4sIAAAAAAACA3VRQW7CMBC85xX+QMABSoslLqSiUhSpImloyc1JNuBi7MjeIKqqf68x6aFS69POeDw7I/NObMFYoRUj5yioZW/RYRaEZJhZQNypwaBoRc0RQt7jQRuBH2HDkTOS5hTTPIqzoklexOox2yZFXpTJhq6LzN9RjFUm6+lmXz4tot3pItN41VcO7/LVe/mWUP5adrvJmpYb7fVpsX3O4n+89sulD2XBnF1AckDsLBuPa63QaCnBjODCT52EkVBnLkXD5rPZ1L1R/ASMHKkNrlq44K3pbR6aDrW96kr01qO+AgkYVlqjRcO73269MaAw/HHy5FGohpFYq1bsg85AC05Tg2Xk8yu4uvrlg8kf9n6xj4D6CO6DeFU30I5oNJnO7ub3D4sbEXwDC3HrLsUBAAA=";
+pub(crate) const TEST_TOKEN: &str = "H4sIAAAAAAACA3VRQW7CMBC85xX+QMABSoslLqSiUhSpImloyc1JNuBi7MjeIKqqf68x6aFS69POeDw7I/NObMFYoRUj5yioZW/RYRaEZJhZQNypwaBoRc0RQt7jQRuBH2HDkTOS5hTTPIqzoklexOox2yZFXpTJhq6LzN9RjFUm6+lmXz4tot3pItN41VcO7/LVe/mWUP5adrvJmpYb7fVpsX3O4n+89sulD2XBnF1AckDsLBuPa63QaCnBjODCT52EkVBnLkXD5rPZ1L1R/ASMHKkNrlq44K3pbR6aDrW96kr01qO+AgkYVlqjRcO73269MaAw/HHy5FGohpFYq1bsg85AC05Tg2Xk8yu4uvrlg8kf9n6xj4D6CO6DeFU30I5oNJnO7ub3D4sbEXwDC3HrLsUBAAA=";
 
 /// A temporary directory holding `node.toml` plus the files it references.
 fn node_dir(toml_text: &str) -> (tempfile::TempDir, PathBuf) {

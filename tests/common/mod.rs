@@ -78,7 +78,7 @@ pub fn stdout(o: &Output) -> String {
 pub fn debian_package(tool: &str) -> &'static str {
     match tool {
         "gpg" => "gpg",
-        "mcopy" | "mdir" | "mtype" => "mtools",
+        "mcopy" | "mdir" | "mtype" | "mmd" => "mtools",
         "mkfs.fat" | "fsck.fat" => "dosfstools",
         "sgdisk" => "gdisk",
         "sfdisk" | "fdisk" => "fdisk",
@@ -302,7 +302,7 @@ pub fn smoke_options(role: &str, hostname: &str) -> edgeimg::qemu::SmokeOptions 
 
 /// Sectors of the partitions of [`disk_image`].
 pub const BOOT_START: u64 = 2048;
-pub const BOOT_SECTORS: u64 = 65536;
+pub const BOOT_SECTORS: u64 = 81920;
 pub const DATA_START: u64 = BOOT_START + BOOT_SECTORS;
 pub const DATA_SECTORS: u64 = 16384;
 
@@ -319,13 +319,13 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// A 48 MiB image (mostly holes): GPT, partition 1 FAT32 (the boot partition `configure`
+/// A 56 MiB image (mostly holes): GPT, partition 1 FAT32 of 40 MiB (the boot partition `configure`
 /// edits), partition 2 with 200 kB of data.
 pub fn disk_image(path: &Path) {
     need("sfdisk");
     need("mkfs.fat");
     let f = std::fs::File::create(path).unwrap();
-    f.set_len(48 << 20).unwrap();
+    f.set_len(56 << 20).unwrap();
     drop(f);
     let script = format!(
         "label: gpt\nstart={BOOT_START}, size={BOOT_SECTORS}, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n\
@@ -349,12 +349,36 @@ pub fn disk_image(path: &Path) {
         &[
             "-F",
             "32",
+            "-n",
+            "EDGEIMG",
             &format!("--offset={BOOT_START}"),
             path.to_str().unwrap(),
             &(BOOT_SECTORS / 2).to_string(),
         ],
     );
     assert!(o.status.success(), "mkfs.fat: {}", stderr(&o));
+    // What a build leaves on the boot partition, so that configure takes it for edgeimg's:
+    // a loader entry and a node config.
+    let fat = format!("{}@@{}", path.display(), BOOT_START * 512);
+    let files = tempfile::tempdir().unwrap();
+    let entry = files.path().join("edgeimg.conf");
+    std::fs::write(&entry, "title edgeimg\noptions console=ttyS0\n").unwrap();
+    let env = files.path().join("node.env");
+    std::fs::write(&env, "NODE_HOSTNAME=''\n").unwrap();
+    for args in [vec![
+        "-i",
+        &fat,
+        "::/loader",
+        "::/loader/entries",
+        "::/edgeimg",
+    ]] {
+        let o = run_tool("mmd", &args);
+        assert!(o.status.success(), "mmd: {}", stderr(&o));
+    }
+    for (from, to) in [(&entry, "::/loader/entries/"), (&env, "::/edgeimg/")] {
+        let o = run_tool("mcopy", &["-i", &fat, from.to_str().unwrap(), to]);
+        assert!(o.status.success(), "mcopy: {}", stderr(&o));
+    }
     use std::os::unix::fs::FileExt;
     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.write_all_at(&noise(200_000, 7), DATA_START * 512)
