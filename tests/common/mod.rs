@@ -365,16 +365,11 @@ pub fn disk_image(path: &Path) {
     std::fs::write(&entry, "title edgeimg\noptions console=ttyS0\n").unwrap();
     let env = files.path().join("node.env");
     std::fs::write(&env, "NODE_HOSTNAME=''\n").unwrap();
-    for args in [vec![
-        "-i",
-        &fat,
-        "::/loader",
-        "::/loader/entries",
-        "::/edgeimg",
-    ]] {
-        let o = run_tool("mmd", &args);
-        assert!(o.status.success(), "mmd: {}", stderr(&o));
-    }
+    let o = run_tool(
+        "mmd",
+        &["-i", &fat, "::/loader", "::/loader/entries", "::/edgeimg"],
+    );
+    assert!(o.status.success(), "mmd: {}", stderr(&o));
     for (from, to) in [(&entry, "::/loader/entries/"), (&env, "::/edgeimg/")] {
         let o = run_tool("mcopy", &["-i", &fat, from.to_str().unwrap(), to]);
         assert!(o.status.success(), "mcopy: {}", stderr(&o));
