@@ -19,14 +19,16 @@ pub fn write_sha256sums(dir: &Path, files: &[&str]) -> Result<PathBuf> {
     write_sha256sums_of(dir, &digests)
 }
 
-/// Writes `SHA256SUMS` from digests the caller already computed (`(file name, hex)`), so
-/// that large outputs are hashed once per build.
+/// Writes `SHA256SUMS` from digests the caller already computed (`(path relative to dir,
+/// hex)`), so that large outputs are hashed once per build.
 pub fn write_sha256sums_of(dir: &Path, digests: &[(String, String)]) -> Result<PathBuf> {
     let mut text = String::new();
     for (name, digest) in digests {
-        if name.contains('\n') || name.contains('\\') || name.contains('/') {
+        // Relative paths below `dir` (the network boot folder lists node/default/...).
+        let outside = name.starts_with('/') || name.split('/').any(|c| c.is_empty() || c == "..");
+        if name.contains('\n') || name.contains('\\') || outside {
             bail!(
-                "{name:?} cannot be listed in SHA256SUMS: give a plain file name inside {}",
+                "{name:?} cannot be listed in SHA256SUMS: give a relative path inside {}",
                 dir.display()
             );
         }
@@ -80,6 +82,19 @@ mod tests {
             .output()
             .unwrap();
         assert!(!out.status.success(), "a changed file must fail the check");
+    }
+
+    #[test]
+    fn paths_below_the_folder_are_listed_and_others_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = [("node/default/index".to_string(), "ab".repeat(32))];
+        write_sha256sums_of(dir.path(), &ok).unwrap();
+        let text = std::fs::read_to_string(dir.path().join("SHA256SUMS")).unwrap();
+        assert!(text.ends_with("  node/default/index\n"), "{text}");
+        for bad in ["/etc/passwd", "../x", "a//b", "a\nb", "a\\b"] {
+            let r = write_sha256sums_of(dir.path(), &[(bad.to_string(), "00".into())]);
+            assert!(r.is_err(), "{bad:?}");
+        }
     }
 
     #[test]
