@@ -369,6 +369,7 @@ pub(crate) fn publish_set(
     // Symlinks for names the folder lacks: they lead nowhere until the swap.
     let mut order: Vec<&String> = names.iter().collect();
     order.sort_by_key(|n| (describes(n), n.as_str()));
+    let mut linked_in: std::collections::BTreeSet<PathBuf> = [folder.to_path_buf()].into();
     for n in order {
         let p = folder.join(n);
         if is_our_link(&p, n) {
@@ -391,8 +392,19 @@ pub(crate) fn publish_set(
         if new {
             registered.push(cleanup::register(&p));
         }
+        // Its folder and the folders above it, up to `folder`.
+        linked_in.extend(
+            p.ancestors()
+                .skip(1)
+                .take_while(|a| a.starts_with(folder) && *a != folder)
+                .map(Path::to_path_buf),
+        );
     }
-    sync_dir(folder);
+    // The links (and folders made for them) are durable before the swap makes them lead
+    // somewhere.
+    for d in linked_in.iter().rev() {
+        sync_dir(d);
+    }
 
     // The swap: one rename, under the cleanup lock so a signal sees it whole or not at all.
     let current = store.join(CURRENT);
