@@ -336,6 +336,84 @@ pub(crate) fn publish_set(
     })?;
     sync_dir(&store);
 
+    // What a failure before the swap takes back: the generation and the new links.
+    let mut made = vec![gen.clone()];
+    let prepared = link_names(folder, &store, names, steps, &mut registered, &mut made);
+    match prepared {
+        Ok(true) => {}
+        Ok(false) => return Ok(false),
+        Err(e) => {
+            for p in made.iter().rev() {
+                let _ = remove_any(p);
+            }
+            return Err(e);
+        }
+    }
+
+    // The swap: one rename, under the cleanup lock so a signal sees it whole or not at all.
+    let current = store.join(CURRENT);
+    let old = std::fs::read_link(&current).ok();
+    let tmp = temp_path_for(&current)?;
+    step!(steps);
+    made.push(tmp.clone());
+    let swapped = std::os::unix::fs::symlink(&gen_name, &tmp)
+        .with_context(|| format!("creating the symlink {}", tmp.display()))
+        .and_then(|()| {
+            if !steps.go() {
+                return Ok(false);
+            }
+            cleanup::locked(|reg| -> Result<bool> {
+                std::fs::rename(&tmp, &current).with_context(|| {
+                    format!("renaming {} to {}", tmp.display(), current.display())
+                })?;
+                for r in registered.drain(..) {
+                    reg.forget(r);
+                }
+                Ok(true)
+            })
+        });
+    match swapped {
+        Ok(true) => {}
+        Ok(false) => return Ok(false),
+        Err(e) => {
+            for p in made.iter().rev() {
+                let _ = remove_any(p);
+            }
+            return Err(e);
+        }
+    }
+    sync_dir(&store);
+
+    // Names only the old set had, then the old generation.
+    if !prune_links(folder, folder, steps, &mut Vec::new())? {
+        return Ok(false);
+    }
+    let legacy = store.join(LEGACY_SUMS);
+    if legacy.exists() {
+        step!(steps);
+        std::fs::remove_file(&legacy).with_context(|| format!("removing {}", legacy.display()))?;
+    }
+    if let Some(old) = old.filter(|o| *o != Path::new(&gen_name)) {
+        let p = store.join(old);
+        if p.is_dir() {
+            step!(steps);
+            std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
+        }
+    }
+    Ok(true)
+}
+
+/// The steps of [`publish_set`] between moving the set into the store and the swap: plain
+/// files of an older layout out of the way, then symlinks for the names the folder lacks (each
+/// new one registered, and listed in `made` for the caller to take back on an error).
+fn link_names(
+    folder: &Path,
+    store: &Path,
+    names: &[String],
+    steps: &mut Steps,
+    registered: &mut Vec<Registered>,
+    made: &mut Vec<PathBuf>,
+) -> Result<bool> {
     // A folder of an older layout: its plain SHA256SUMS goes into the store first (out of
     // sight, and still naming the old set), then the other plain describers, then the plain
     // files it names that the new set does not have.
@@ -391,6 +469,7 @@ pub(crate) fn publish_set(
         put_link(&link_target(n), &p)?;
         if new {
             registered.push(cleanup::register(&p));
+            made.push(p.clone());
         }
         // Its folder and the folders above it, up to `folder`.
         linked_in.extend(
@@ -406,39 +485,6 @@ pub(crate) fn publish_set(
         sync_dir(d);
     }
 
-    // The swap: one rename, under the cleanup lock so a signal sees it whole or not at all.
-    let current = store.join(CURRENT);
-    let old = std::fs::read_link(&current).ok();
-    let tmp = temp_path_for(&current)?;
-    step!(steps);
-    std::os::unix::fs::symlink(&gen_name, &tmp)
-        .with_context(|| format!("creating the symlink {}", tmp.display()))?;
-    step!(steps);
-    cleanup::locked(|reg| -> Result<()> {
-        std::fs::rename(&tmp, &current)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), current.display()))?;
-        for r in registered.drain(..) {
-            reg.forget(r);
-        }
-        Ok(())
-    })?;
-    sync_dir(&store);
-
-    // Names only the old set had, then the old generation.
-    if !prune_links(folder, folder, steps, &mut Vec::new())? {
-        return Ok(false);
-    }
-    if legacy.exists() {
-        step!(steps);
-        std::fs::remove_file(&legacy).with_context(|| format!("removing {}", legacy.display()))?;
-    }
-    if let Some(old) = old.filter(|o| *o != Path::new(&gen_name)) {
-        let p = store.join(old);
-        if p.is_dir() {
-            step!(steps);
-            std::fs::remove_dir_all(&p).with_context(|| format!("removing {}", p.display()))?;
-        }
-    }
     Ok(true)
 }
 

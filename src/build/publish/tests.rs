@@ -318,3 +318,21 @@ fn names_that_leave_the_folder_are_refused() {
     }
     assert!(check_name("node/default/index").is_ok());
 }
+
+#[test]
+fn a_publish_that_fails_before_the_swap_takes_its_generation_and_links_back() {
+    let d = tempfile::tempdir().unwrap();
+    let folder = d.path().join("out");
+    std::fs::create_dir_all(&folder).unwrap();
+    publish_whole(&folder, "old", OLD);
+    // A folder where the new set has a file: refused, after the links of earlier names.
+    std::fs::create_dir_all(folder.join("sub/other/y")).unwrap();
+    let (staged, names) = stage(&folder, "new", NEW);
+    let err = publish_set(&staged, &folder, &names, &mut Steps::all()).unwrap_err();
+    assert!(format!("{err:#}").contains("is a folder"), "{err:#}");
+    std::fs::remove_dir_all(folder.join("sub/other")).unwrap();
+    std::fs::remove_dir_all(staged.parent().unwrap()).unwrap();
+    assert_eq!(view(&folder, "failed"), (Some("old".into()), true));
+    assert_eq!(seen_names(&folder), names_of(OLD));
+    assert!(leftovers(&folder).is_empty(), "{:?}", leftovers(&folder));
+}
