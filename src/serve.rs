@@ -3,24 +3,81 @@
 //! line per request (handed to the caller: the library does not print). Only regular files
 //! inside DIR are served: `..`, NUL and paths that resolve (through symlinks) outside DIR are
 //! refused with 403; everything else that is not a file is 404.
+//!
+//! Many nodes netbooting at once, and clients that are slow, idle or gone, are served side by
+//! side: see [`Limits`] for what one client can hold and for how long. A request line over
+//! 8 KiB is answered 414, a head over 16 KiB 431, a head that does not arrive whole within
+//! [`Limits::head`] 408, and each of these closes the connection.
 
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-/// At most this many connections are served at once; more wait in the listen queue.
-const MAX_CONNECTIONS: usize = 32;
-/// Request head size limit.
+/// The longest request line answered (longer: 414).
+const MAX_LINE: usize = 8 * 1024;
+/// The largest request head answered (larger: 431).
 const MAX_HEAD: usize = 16 * 1024;
+
+/// How long clients may take, and how many are served at once.
+///
+/// Every connection has a thread of its own, so a client that is slow, idle or gone holds
+/// only itself: the accept loop never waits for a worker, and up to `max_connections`
+/// clients are served at once (more are answered 503 at once and closed). What a client can
+/// hold a thread for is bounded: the first byte of a request must come within `idle` (of the
+/// connection's start or of the previous response), the whole head within `head` of its first
+/// byte (however it trickles in), and each write of the response must make progress within
+/// `write`.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// From the first byte of a request head to its end.
+    pub head: Duration,
+    /// Waiting for the first byte of a request (a new or a kept-alive connection).
+    pub idle: Duration,
+    /// One write of a response to a client that does not read.
+    pub write: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Keep the connection after answering `Connection: close` and HTTP/1.0 (the answer still
+    /// says `Connection: close`, so the client closes it): QEMU's `guestfwd` to a TCP address
+    /// carries every guest connection over one host connection, in turn, and a closed one is
+    /// not reopened.
+    pub keep_open: bool,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            head: Duration::from_secs(10),
+            idle: Duration::from_secs(5),
+            write: Duration::from_secs(30),
+            max_connections: 512,
+            keep_open: false,
+        }
+    }
+}
+
+impl Limits {
+    /// For QEMU's `guestfwd` (`serve --qemu-guestfwd`): the one host connection stays open
+    /// across requests that ask to close it, and between guest connections, which can be
+    /// minutes apart while a guest boots.
+    pub fn qemu_guestfwd() -> Self {
+        Limits {
+            idle: Duration::from_secs(3600),
+            keep_open: true,
+            ..Limits::default()
+        }
+    }
+}
 
 pub struct Server {
     listener: TcpListener,
     root: PathBuf,
+    limits: Limits,
 }
 
 /// One served request, for the access log.
@@ -59,7 +116,17 @@ impl Server {
         let listener = TcpListener::bind(listen).with_context(|| {
             format!("serve: cannot listen on {listen} (in use? give another --listen ADDR:PORT)")
         })?;
-        Ok(Server { listener, root })
+        Ok(Server {
+            listener,
+            root,
+            limits: Limits::default(),
+        })
+    }
+
+    /// Other limits than [`Limits::default`].
+    pub fn with_limits(mut self, limits: Limits) -> Server {
+        self.limits = limits;
+        self
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr> {
@@ -70,24 +137,35 @@ impl Server {
     pub fn run(self, log: Arc<dyn Fn(&AccessRecord) + Send + Sync>) -> Result<()> {
         let busy = Arc::new(AtomicUsize::new(0));
         let root = Arc::new(self.root);
+        let limits = Arc::new(self.limits);
         for conn in self.listener.incoming() {
-            let Ok(stream) = conn else { continue };
-            while busy.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            busy.fetch_add(1, Ordering::SeqCst);
-            let (busy, root, log) = (busy.clone(), root.clone(), log.clone());
-            std::thread::spawn(move || {
-                let _ = handle(stream, &root, &*log);
+            let Ok(mut stream) = conn else { continue };
+            if busy.fetch_add(1, Ordering::SeqCst) >= limits.max_connections {
                 busy.fetch_sub(1, Ordering::SeqCst);
-            });
+                // A fresh socket's send buffer takes this whole; the client is not waited for.
+                let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+                let _ = stream.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\nConnection: close\r\n\r\n",
+                );
+                let _ = stream.shutdown(Shutdown::Write);
+                continue;
+            }
+            let (done, root, log, limits) =
+                (busy.clone(), root.clone(), log.clone(), limits.clone());
+            let spawned = std::thread::Builder::new()
+                .name("serve-conn".into())
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    let _ = handle(stream, &root, &limits, &*log);
+                    done.fetch_sub(1, Ordering::SeqCst);
+                });
+            if spawned.is_err() {
+                busy.fetch_sub(1, Ordering::SeqCst);
+            }
         }
         Ok(())
     }
 }
-
-/// How long a connection may wait for its next request.
-const IDLE: Duration = Duration::from_secs(120);
 
 enum Next {
     KeepOpen,
@@ -95,48 +173,171 @@ enum Next {
 }
 
 /// Serves one connection: requests one after another (HTTP/1.1 keep-alive) until the client
-/// closes it, asks for `Connection: close`, or is idle for [`IDLE`]. (QEMU's `guestfwd` to a
-/// TCP address carries every guest connection over one host connection, in turn.)
-fn handle(stream: TcpStream, root: &Path, log: &dyn Fn(&AccessRecord)) -> Result<()> {
-    stream.set_read_timeout(Some(IDLE))?;
+/// closes it, the protocol says to close (`Connection: close`, HTTP/1.0 without
+/// `Connection: keep-alive`, a request with a body, a head over the limits), or a limit of
+/// [`Limits`] passes.
+fn handle(
+    stream: TcpStream,
+    root: &Path,
+    limits: &Limits,
+    log: &dyn Fn(&AccessRecord),
+) -> Result<()> {
+    stream.set_write_timeout(Some(limits.write))?;
     let peer = stream.peer_addr()?;
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut stream = stream;
-    while let Next::KeepOpen = one_request(&mut reader, &mut stream, peer, root, log)? {}
+    let mut conn = Conn {
+        stream,
+        buf: Vec::new(),
+    };
+    while let Next::KeepOpen = one_request(&mut conn, peer, root, limits, log)? {}
+    // Closing: the client reads the end of the answer, then end of file.
+    let _ = conn.stream.shutdown(Shutdown::Write);
     Ok(())
 }
 
-fn one_request(
-    reader: &mut BufReader<TcpStream>,
-    stream: &mut TcpStream,
-    peer: SocketAddr,
-    root: &Path,
-    log: &dyn Fn(&AccessRecord),
-) -> Result<Next> {
-    let mut head: Vec<String> = Vec::new();
-    let mut line = String::new();
-    let mut total = 0;
-    loop {
-        line.clear();
-        let n = reader.by_ref().take(MAX_HEAD as u64).read_line(&mut line)?;
-        total += n;
-        if n == 0 {
-            if head.is_empty() {
-                return Ok(Next::Close);
+/// A connection and the bytes read from it that no request has used yet.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// What came in as the next request head.
+#[derive(Debug, PartialEq)]
+enum Head {
+    /// The head's lines, without the empty line that ends it.
+    Lines(Vec<String>),
+    /// Nothing came (the client closed, or stayed silent for `idle`): close without a word.
+    Quiet,
+    /// Part of a head came, but not all of it within `head`.
+    TimedOut,
+    /// A request line longer than [`MAX_LINE`].
+    LineTooLong,
+    /// A head larger than [`MAX_HEAD`].
+    TooLarge,
+}
+
+impl Conn {
+    /// Reads the next request head against the deadlines of `limits`.
+    fn read_head(&mut self, limits: &Limits) -> std::io::Result<Head> {
+        let waiting = Instant::now();
+        let mut first_byte: Option<Instant> = None;
+        let mut chunk = [0u8; 8192];
+        loop {
+            // Empty lines before a request are allowed (RFC 9112 2.2).
+            let skip = self
+                .buf
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            self.buf.drain(..skip);
+            if !self.buf.is_empty() && first_byte.is_none() {
+                first_byte = Some(Instant::now());
             }
-            break;
-        }
-        if line == "\r\n" || line == "\n" {
-            if head.is_empty() {
-                continue; // empty lines before a request are allowed (RFC 9112 2.2)
+            match scan_head(&self.buf) {
+                Some(Ok(end)) => return Ok(Head::Lines(self.take_head(end))),
+                Some(Err(refused)) => return Ok(refused),
+                None => {}
             }
-            break;
-        }
-        head.push(line.trim_end().to_string());
-        if total > MAX_HEAD {
-            break;
+            let deadline = match first_byte {
+                Some(t) => t + limits.head,
+                None => waiting + limits.idle,
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(if first_byte.is_some() {
+                    Head::TimedOut
+                } else {
+                    Head::Quiet
+                });
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Ok(Head::Quiet),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(e),
+            }
         }
     }
+
+    /// Takes the first `end` bytes off the buffer as the lines of a head.
+    fn take_head(&mut self, end: usize) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.buf[..end]).into_owned();
+        self.buf.drain(..end);
+        text.lines()
+            .map(|l| l.trim_end().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+}
+
+/// The length of the head at the start of `buf` up to and with its ending empty line.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut line_start = 0;
+    for (i, &b) in buf.iter().enumerate() {
+        if b == b'\n' {
+            let line = &buf[line_start..i];
+            if line.is_empty() || line == b"\r" {
+                return Some(i + 1);
+            }
+            line_start = i + 1;
+        }
+    }
+    None
+}
+
+/// Whether `buf` starts with a whole head (`Ok(its length)`) or already breaks a limit
+/// (`Err`); `None`: read on.
+fn scan_head(buf: &[u8]) -> Option<Result<usize, Head>> {
+    let line_len = buf.iter().position(|&b| b == b'\n').unwrap_or(buf.len());
+    if line_len > MAX_LINE {
+        return Some(Err(Head::LineTooLong));
+    }
+    match head_end(buf) {
+        Some(end) if end > MAX_HEAD => Some(Err(Head::TooLarge)),
+        Some(end) => Some(Ok(end)),
+        None if buf.len() > MAX_HEAD => Some(Err(Head::TooLarge)),
+        None => None,
+    }
+}
+
+fn one_request(
+    conn: &mut Conn,
+    peer: SocketAddr,
+    root: &Path,
+    limits: &Limits,
+    log: &dyn Fn(&AccessRecord),
+) -> Result<Next> {
+    let head = match conn.read_head(limits)? {
+        Head::Lines(lines) => lines,
+        Head::Quiet => return Ok(Next::Close),
+        refused => {
+            let (status, reason) = match refused {
+                Head::TimedOut => (408, "Request Timeout"),
+                Head::LineTooLong => (414, "URI Too Long"),
+                _ => (431, "Request Header Fields Too Large"),
+            };
+            let r = Reply {
+                method: "",
+                conn: "close",
+            };
+            let sent = r.simple(&mut conn.stream, status, reason, "");
+            log(&AccessRecord {
+                peer,
+                method: String::new(),
+                target: String::new(),
+                status,
+                bytes: 0,
+            });
+            sent?;
+            return Ok(Next::Close);
+        }
+    };
     let request = head.first().cloned().unwrap_or_default();
     let mut parts = request.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
@@ -151,15 +352,21 @@ fn one_request(
         })
     };
     let range = header("range");
-    // Every answer has a Content-Length, so the connection stays usable after it even when
-    // the client asked for `Connection: close` (the client then closes it): QEMU's guestfwd
-    // needs its one host connection kept. A request with a body is not ours to read: answer
-    // it and close.
-    let wants_close = version != "HTTP/1.1"
-        || header("connection").is_some_and(|c| c.eq_ignore_ascii_case("close"));
-    let keep = total <= MAX_HEAD
-        && header("content-length").is_none_or(|c| c == "0")
-        && header("transfer-encoding").is_none();
+    let connection = header("connection").unwrap_or_default();
+    let has_token = |t: &str| {
+        connection
+            .split(',')
+            .any(|c| c.trim().eq_ignore_ascii_case(t))
+    };
+    // RFC 9112 9.3: HTTP/1.1 persists unless it says close; HTTP/1.0 only when it asks for
+    // keep-alive. A request with a body is not ours to read: answer it and close.
+    let wants_close = match version {
+        "HTTP/1.1" => has_token("close"),
+        "HTTP/1.0" => !has_token("keep-alive"),
+        _ => true,
+    };
+    let has_body =
+        header("content-length").is_some_and(|c| c != "0") || header("transfer-encoding").is_some();
     let mut rec = AccessRecord {
         peer,
         method: method.clone(),
@@ -167,19 +374,26 @@ fn one_request(
         status: 0,
         bytes: 0,
     };
-    let conn = if keep && !wants_close {
-        "keep-alive"
-    } else {
-        "close"
-    };
     let r = Reply {
         method: &method,
-        conn,
+        conn: if wants_close || has_body {
+            "close"
+        } else {
+            "keep-alive"
+        },
     };
-    let result = respond(stream, root, &r, &target, range.as_deref(), &mut rec);
+    let result = respond(
+        &mut conn.stream,
+        root,
+        &r,
+        &target,
+        range.as_deref(),
+        &mut rec,
+    );
     log(&rec);
     result?;
-    Ok(if keep { Next::KeepOpen } else { Next::Close })
+    let close = has_body || (wants_close && !limits.keep_open);
+    Ok(if close { Next::Close } else { Next::KeepOpen })
 }
 
 struct Reply<'a> {
@@ -429,5 +643,219 @@ mod tests {
         assert!(matches!(resolve(&root, "/a"), Resolved::NotFound));
         assert!(matches!(resolve(&root, "/nope"), Resolved::NotFound));
         assert!(matches!(resolve(&root, "a/f"), Resolved::Forbidden));
+    }
+}
+
+/// The server's limits under load and against slow or idle clients, on 127.0.0.1 only; every
+/// loop is bounded in count and time.
+#[cfg(test)]
+mod limit_tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+
+    const BODY: &[u8] = b"hello netboot\n";
+
+    /// A server on 127.0.0.1 for a folder with one file, `f`.
+    fn start(limits: Limits) -> (tempfile::TempDir, SocketAddr) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), BODY).unwrap();
+        let server = Server::bind(d.path(), "127.0.0.1:0")
+            .unwrap()
+            .with_limits(limits);
+        let addr = server.local_addr().unwrap();
+        std::thread::spawn(move || server.run(Arc::new(|_: &AccessRecord| {})));
+        (d, addr)
+    }
+
+    fn connect(addr: SocketAddr) -> TcpStream {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s
+    }
+
+    /// Reads one response (head and Content-Length body); returns (status, head).
+    fn read_response(s: &mut TcpStream) -> (u16, String) {
+        read_answer(s, true)
+    }
+
+    /// [`read_response`], without a body after a HEAD request (`body` false).
+    fn read_answer(s: &mut TcpStream, body: bool) -> (u16, String) {
+        let mut raw = Vec::new();
+        let mut b = [0u8; 4096];
+        loop {
+            if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&raw[..p]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .map(|v| v.parse().unwrap())
+                    .filter(|_| body)
+                    .unwrap_or(0);
+                while raw.len() < p + 4 + len {
+                    let n = s.read(&mut b).expect("reading the body");
+                    assert!(n > 0, "closed in the body");
+                    raw.extend_from_slice(&b[..n]);
+                }
+                return (head[9..12].parse().unwrap(), head);
+            }
+            let n = s.read(&mut b).expect("reading the response head");
+            assert!(n > 0, "closed before a response: {raw:?}");
+            raw.extend_from_slice(&b[..n]);
+        }
+    }
+
+    /// How long until the server closes `s` (read gives 0 or an error), at most `max`.
+    fn closed_within(s: &mut TcpStream, max: Duration) -> Option<Duration> {
+        let t = Instant::now();
+        s.set_read_timeout(Some(max)).unwrap();
+        let mut b = [0u8; 4096];
+        loop {
+            match s.read(&mut b) {
+                Ok(0) => return Some(t.elapsed()),
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None
+                }
+                Err(_) => return Some(t.elapsed()),
+            }
+        }
+    }
+
+    #[test]
+    fn forty_open_connections_do_not_keep_a_get_waiting() {
+        let (_d, addr) = start(Limits::default());
+        let mut held = Vec::new();
+        // Clients that got their reply and keep the connection (keep-alive)...
+        for _ in 0..14 {
+            let mut s = connect(addr);
+            s.write_all(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            assert_eq!(read_response(&mut s).0, 200);
+            held.push(s);
+        }
+        // ...clients that send nothing, and clients with an unfinished request.
+        for i in 0..26 {
+            let mut s = connect(addr);
+            if i % 2 == 0 {
+                s.write_all(b"GET /f HTTP/1.1\r\nHost:").unwrap();
+            }
+            held.push(s);
+        }
+        let t = Instant::now();
+        let mut s = connect(addr);
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        s.write_all(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut s).0, 200);
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+        drop(held);
+    }
+
+    #[test]
+    fn a_slow_loris_is_dropped_at_the_head_deadline() {
+        let limits = Limits {
+            head: Duration::from_secs(3),
+            ..Limits::default()
+        };
+        let (_d, addr) = start(limits);
+        let mut s = connect(addr);
+        let mut reader = s.try_clone().unwrap();
+        let watcher =
+            std::thread::spawn(move || closed_within(&mut reader, Duration::from_secs(12)));
+        let t = Instant::now();
+        // One byte every 2 s, for at most 12 s.
+        for b in b"GET /f HTTP/1.1\r\n".iter().take(6) {
+            if s.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        let closed = watcher.join().unwrap();
+        let at = closed.map(|_| t.elapsed());
+        let at = at.expect("the slow client still holds its connection");
+        assert!(
+            at >= Duration::from_millis(2900) && at < Duration::from_secs(8),
+            "closed after {at:?}"
+        );
+    }
+
+    #[test]
+    fn connection_close_and_http_1_0_are_answered_and_closed() {
+        let (_d, addr) = start(Limits::default());
+        for req in [
+            "GET /f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "GET /f HTTP/1.1\r\nHost: x\r\nConnection: TE, Close\r\n\r\n",
+            "GET /f HTTP/1.0\r\n\r\n",
+            "HEAD /f HTTP/1.0\r\nHost: x\r\n\r\n",
+        ] {
+            let mut s = connect(addr);
+            s.write_all(req.as_bytes()).unwrap();
+            let (status, head) = read_answer(&mut s, !req.starts_with("HEAD"));
+            assert_eq!(status, 200, "{req:?}");
+            assert!(head.contains("Connection: close"), "{req:?}: {head}");
+            let closed = closed_within(&mut s, Duration::from_secs(2));
+            assert!(closed.is_some(), "{req:?}: the socket stayed open");
+        }
+        // HTTP/1.0 that asks for keep-alive, and HTTP/1.1, keep the connection.
+        for req in [
+            "GET /f HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            "GET /f HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            let mut s = connect(addr);
+            s.write_all(req.as_bytes()).unwrap();
+            assert_eq!(read_response(&mut s).0, 200);
+            s.write_all(req.as_bytes()).unwrap();
+            assert_eq!(read_response(&mut s).0, 200, "{req:?}: second request");
+        }
+    }
+
+    #[test]
+    fn an_idle_keep_alive_connection_is_closed_after_the_idle_time() {
+        let limits = Limits {
+            idle: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        let (_d, addr) = start(limits);
+        let mut s = connect(addr);
+        s.write_all(b"GET /f HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        assert_eq!(read_response(&mut s).0, 200);
+        let closed = closed_within(&mut s, Duration::from_secs(4)).expect("still open");
+        assert!(closed < Duration::from_secs(2), "{closed:?}");
+    }
+
+    #[test]
+    fn overlong_request_lines_get_414_and_oversized_heads_431() {
+        let (_d, addr) = start(Limits::default());
+        let mut s = connect(addr);
+        let line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(10 * 1024));
+        s.write_all(line.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut s).0, 414);
+        assert!(closed_within(&mut s, Duration::from_secs(2)).is_some());
+
+        let mut s = connect(addr);
+        let mut req = String::from("GET /f HTTP/1.1\r\nHost: x\r\n");
+        for i in 0..24 {
+            req.push_str(&format!("X-Filler-{i}: {}\r\n", "b".repeat(1000)));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut s).0, 431);
+        assert!(closed_within(&mut s, Duration::from_secs(2)).is_some());
+    }
+
+    #[test]
+    fn the_qemu_relay_setting_keeps_the_connection_across_connection_close() {
+        let (_d, addr) = start(Limits::qemu_guestfwd());
+        let mut s = connect(addr);
+        for _ in 0..3 {
+            s.write_all(b"GET /f HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .unwrap();
+            assert_eq!(read_response(&mut s).0, 200);
+        }
     }
 }

@@ -73,14 +73,17 @@ fn pxe_dir() -> PathBuf {
     built().out.join("pxe")
 }
 
-/// `edgeimg serve`'s server in this process, with its access log.
+/// `edgeimg serve --qemu-guestfwd`'s server in this process, with its access log.
 struct Served {
     port: u16,
     log: Arc<Mutex<Vec<String>>>,
 }
 
 fn serve(dir: &Path) -> Served {
-    let server = edgeimg::serve::Server::bind(dir, "127.0.0.1:0").unwrap();
+    // QEMU's guestfwd carries every guest connection over one host connection: keep it.
+    let server = edgeimg::serve::Server::bind(dir, "127.0.0.1:0")
+        .unwrap()
+        .with_limits(edgeimg::serve::Limits::qemu_guestfwd());
     let port = server.local_addr().unwrap().port();
     let log = Arc::new(Mutex::new(Vec::new()));
     let l = log.clone();
@@ -102,7 +105,8 @@ fn get(port: u16, method: &str, path: &str, extra: &str) -> (u16, String, Vec<u8
     )
     .unwrap();
     let mut raw = Vec::new();
-    // The server keeps the connection until the client closes it: read by Content-Length.
+    // The server keeps the connection (guestfwd setting) until the client closes it: read by
+    // Content-Length.
     let mut buf = [0u8; 65536];
     let (head_end, len) = loop {
         let n = s.read(&mut buf).unwrap();

@@ -2,8 +2,10 @@
 //!
 //! 3.1 lay out the partitions (types from the boot method, identifiers from the image hash);
 //! 3.2 encode the root squashfs into its partition (or copy the cached one), then its dm-verity
-//!     tree; 3.3 the boot partition from the boot method, with the node files; 3.4 publish:
-//!     `.img.xz`, `.bmap`, the SBOM, the Imager list, `manifest.json`, `SHA256SUMS` last.
+//!     tree; 3.3 the boot partition from the boot method, with the node files; 3.4 the files
+//!     beside it: `.img.xz`, `.bmap`, the SBOM, the Imager list, `manifest.json`, `SHA256SUMS`
+//!     last. All of it goes into the build's staging folder; `super::publish` puts the set in
+//!     place.
 
 use std::path::{Path, PathBuf};
 
@@ -34,9 +36,11 @@ pub struct WrittenImage {
     pub root_size: u64,
 }
 
+/// Writes the image set into `dir` (a staging folder: `super::publish` puts it in place).
 pub fn write(
     plan: &Plan,
     opts: &BuildOptions,
+    dir: &Path,
     inputs: &Inputs,
     trees: &mut Trees,
     laps: &mut Laps,
@@ -47,8 +51,8 @@ pub fn write(
 
     // 3.1 Layout.
     let layout = partition_plan(plan)?;
-    let image_path = opts.out_dir.join(format!("{stem}.img"));
-    let mut image = ImageWriter::create(&opts.out_dir, &format!("{stem}.img"), layout.disk_size)?;
+    let image_path = dir.join(format!("{stem}.img"));
+    let mut image = ImageWriter::create(dir, &format!("{stem}.img"), layout.disk_size)?;
     crate::disk::write_table(&layout, image.file_mut())?;
     laps.lap("layout");
 
@@ -86,7 +90,7 @@ pub fn write(
     let mut image_digest = Some(crate::disk::sparse_digest::spawn_sha256_sparse(&image_path));
     let mut outputs = vec![image_path.clone()];
     if opts.xz && opts.format.xz(false) {
-        let xz_path = opts.out_dir.join(format!("{stem}.img.xz"));
+        let xz_path = dir.join(format!("{stem}.img.xz"));
         let blocks = opts
             .artifact_cache
             .then(|| crate::cache::dir(opts.cache.root()).join("xz"));
@@ -100,7 +104,7 @@ pub fn write(
         outputs.push(xz_path);
         laps.lap("xz");
     }
-    let bmap_path = opts.out_dir.join(format!("{stem}.bmap"));
+    let bmap_path = dir.join(format!("{stem}.bmap"));
     crate::disk::bmap::write_bmap(&image_path, &bmap_path)?;
     outputs.push(bmap_path);
 
@@ -116,16 +120,11 @@ pub fn write(
         });
     }
     let input_records = super::input_records(inputs, plan);
-    let sbom_path = write_sbom(plan, &stem, &input_records, &records, &opts.out_dir)?;
+    let sbom_path = write_sbom(plan, &stem, &input_records, &records, dir)?;
     records.push(OutputRecord::of_file(&sbom_path)?);
     outputs.push(sbom_path);
-    let imager = crate::manifest::imager::write_imager(
-        plan,
-        method.imager_devices(),
-        &opts.out_dir,
-        &stem,
-        &records,
-    )?;
+    let imager =
+        crate::manifest::imager::write_imager(plan, method.imager_devices(), dir, &stem, &records)?;
     let manifest = Manifest::image(ImageManifest {
         edgeimg_version: plan.edgeimg_version.clone(),
         board: plan.board.name.clone(),
@@ -149,7 +148,7 @@ pub fn write(
         outputs: records.clone(),
         verity,
     });
-    let manifest_path = manifest.write(&opts.out_dir)?;
+    let manifest_path = manifest.write(dir)?;
     outputs.push(manifest_path.clone());
     outputs.extend(imager.iter().cloned());
 
@@ -161,10 +160,7 @@ pub fn write(
         .iter()
         .map(|r| (r.file.clone(), r.sha256.clone()))
         .collect();
-    outputs.push(crate::disk::checksums::write_sha256sums_of(
-        &opts.out_dir,
-        &digests,
-    )?);
+    outputs.push(crate::disk::checksums::write_sha256sums_of(dir, &digests)?);
 
     Ok(WrittenImage {
         path: image_path,

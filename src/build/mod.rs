@@ -4,14 +4,18 @@
 //! 2. [`assemble`]: unpack packages and assemble the root and initramfs trees, or take them
 //!    from the artifact cache.
 //! 3. [`image::write`]: lay out partitions, encode root (with its dm-verity tree) and boot
-//!    straight into a sparse image, then publish `.img`, `.img.xz`, `.bmap`, the SBOM, the
-//!    Imager list, `manifest.json` and `SHA256SUMS`.
+//!    straight into a sparse image, then write `.img`, `.img.xz`, `.bmap`, the SBOM, the
+//!    Imager list, `manifest.json` and `SHA256SUMS` beside it.
 //! 4. [`netboot::write`]: the network boot folder, when the format asks for one.
+//! 5. [`publish`]: steps 3 and 4 wrote into a staging folder; each set is put in place with
+//!    one rename, so a reader sees the previous set or the new one. The build starts by
+//!    removing what killed builds left (see `publish` for the layout and the guarantee).
 //!
 //! [`OutputFormat`] is the one place that decides which of steps 3 and 4 run.
 
 pub mod image;
 pub mod netboot;
+pub mod publish;
 pub mod repro;
 pub mod verity;
 
@@ -150,19 +154,38 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     let mut laps = Laps::new();
     std::fs::create_dir_all(&opts.out_dir)
         .with_context(|| format!("creating {}", opts.out_dir.display()))?;
+    let pxe_folder = opts.format.pxe_dir(&opts.out_dir);
+    let mut folders = vec![opts.out_dir.clone()];
+    if opts.format.pxe() && pxe_folder != opts.out_dir {
+        folders.push(pxe_folder.clone());
+    }
+    for f in &folders {
+        let cleaned = publish::clean_stale(f)?;
+        if !cleaned.paths.is_empty() {
+            rep.step(&format!(
+                "removed {} file(s) and folder(s) that a stopped build left in {}",
+                cleaned.paths.len(),
+                f.display()
+            ));
+        }
+    }
+    // Everything below is written in here; dropped (on an error too), it is removed.
+    let mut staging = publish::Staging::begin(&opts.out_dir)?;
 
     // 1. Inputs.
     let inputs = fetch(plan, opts, rep)?;
     laps.lap("fetch");
 
     // 2. Trees.
-    let mut trees = assemble(plan, opts, &inputs, rep)?;
+    let mut trees = assemble(plan, opts, staging.path(), &inputs, rep)?;
     laps.lap("trees");
 
     // 3. The disk image and its companions; 4. the network boot folder.
+    let image_set = staging.new_set()?;
+    let pxe_set = staging.new_set()?;
     let image = if opts.format.image() {
         Some(image::write(
-            plan, opts, &inputs, &mut trees, &mut laps, rep,
+            plan, opts, &image_set, &inputs, &mut trees, &mut laps, rep,
         )?)
     } else {
         None
@@ -181,10 +204,38 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
                     .context("no root tree without the artifact cache")?,
             ),
         };
-        Some(netboot::write(plan, opts, &inputs, &trees, root, rep)?)
+        Some(netboot::write(
+            plan, opts, &pxe_set, &inputs, &trees, root, rep,
+        )?)
     } else {
         None
     };
+
+    // 5. Publish: the image set, then the network boot set (each folder whole at any time).
+    let image = match image {
+        Some(img) => Some(image::WrittenImage {
+            path: published(&img.path, &image_set, &opts.out_dir),
+            manifest: published(&img.manifest, &image_set, &opts.out_dir),
+            outputs: staging.publish(
+                &image_set,
+                &opts.out_dir,
+                &names_in(&img.outputs, &image_set)?,
+            )?,
+            ..img
+        }),
+        None => None,
+    };
+    let netboot = match netboot {
+        Some(n) => Some(netboot::WrittenNetboot {
+            root: published(&n.root, &pxe_set, &pxe_folder),
+            manifest: published(&n.manifest, &pxe_set, &pxe_folder),
+            outputs: staging.publish(&pxe_set, &pxe_folder, &names_in(&n.outputs, &pxe_set)?)?,
+            ..n
+        }),
+        None => None,
+    };
+    drop(trees);
+    drop(staging);
 
     let token_required = plan.role.needs_token();
     let hostname = plan.node.hostname.clone().unwrap_or_default();
@@ -224,6 +275,23 @@ pub fn build(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Bui
     Ok(report)
 }
 
+/// Where `staged` (a file in the staging folder `set`) is once published in `folder`.
+fn published(staged: &std::path::Path, set: &std::path::Path, folder: &std::path::Path) -> PathBuf {
+    folder.join(staged.strip_prefix(set).unwrap_or(staged))
+}
+
+/// The names of `files` (in the staging folder `set`) relative to it.
+fn names_in(files: &[PathBuf], set: &std::path::Path) -> Result<Vec<String>> {
+    files
+        .iter()
+        .map(|f| {
+            f.strip_prefix(set)
+                .map(|r| r.to_string_lossy().into_owned())
+                .with_context(|| format!("{} is not in {}", f.display(), set.display()))
+        })
+        .collect()
+}
+
 /// Step 1: the Debian package closure and the k0s binary, each verified.
 fn fetch(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Inputs> {
     let arch = plan.board.arch.debian();
@@ -254,6 +322,7 @@ fn fetch(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Inputs>
 fn assemble(
     plan: &Plan,
     opts: &BuildOptions,
+    scratch: &std::path::Path,
     inputs: &Inputs,
     rep: &dyn Reporter,
 ) -> Result<Trees> {
@@ -292,7 +361,7 @@ fn assemble(
             artifact_key,
         });
     }
-    let unpacked = rootfs::unpack(plan, &inputs.debs, &opts.out_dir, rep)?;
+    let unpacked = rootfs::unpack(plan, &inputs.debs, scratch, rep)?;
     let root = rootfs::build_root(plan, &unpacked, &inputs.k0s, rep)?;
     let extra_modules = if opts.format.pxe() {
         crate::boot::pxe::initramfs_modules(plan)

@@ -39,9 +39,12 @@ pub struct WrittenNetboot {
 /// The file name of the root in the folder (the kernel command line names it).
 pub const ROOT_FILE: &str = "rootfs.squashfs";
 
+/// Writes the network boot set into `dir` (a staging folder: `super::publish` puts it in
+/// place, in `BuildOptions::format.pxe_dir`).
 pub fn write(
     plan: &Plan,
     opts: &BuildOptions,
+    dir: &Path,
     inputs: &Inputs,
     trees: &Trees,
     root: RootSquashfs,
@@ -54,14 +57,12 @@ pub fn write(
             plan.board.file.display()
         );
     }
-    let dir = opts.format.pxe_dir(&opts.out_dir);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let root_file = dir.join(ROOT_FILE);
     write_root(plan, root, &root_file, rep)?;
 
     rep.step(&format!(
-        "pxe: writing network boot files to {}",
-        dir.display()
+        "pxe: writing network boot files for {}",
+        opts.format.pxe_dir(&opts.out_dir).display()
     ));
     let base = &opts.base_url;
     let mut names: Vec<String> = vec![ROOT_FILE.to_string()];
@@ -138,7 +139,7 @@ pub fn write(
         inputs: super::input_records(inputs, plan),
         outputs: records.clone(),
     });
-    let manifest_path = manifest.write(&dir)?;
+    let manifest_path = manifest.write(dir)?;
     let mut digests: Vec<(String, String)> = records
         .iter()
         .map(|r| (r.file.clone(), r.sha256.clone()))
@@ -147,7 +148,7 @@ pub fn write(
         crate::manifest::MANIFEST_FILE.to_string(),
         crate::util::digest::sha256_file(&manifest_path)?,
     ));
-    let sums = crate::disk::checksums::write_sha256sums_of(&dir, &digests)?;
+    let sums = crate::disk::checksums::write_sha256sums_of(dir, &digests)?;
     let mut outputs: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
     outputs.push(manifest_path.clone());
     outputs.push(sums);

@@ -176,6 +176,8 @@ pub fn check(
     rep: &dyn crate::progress::Reporter,
 ) -> Result<(usize, Vec<Difference>)> {
     let scratch = scratch_dir(out)?;
+    // Removed on SIGINT/SIGTERM/SIGHUP too (the TempDir only on return or unwind).
+    let _registered = crate::util::cleanup::register(scratch.path());
     let out2 = scratch.path().join("out");
     let cache2 = scratch.path().join("cache");
     rep.step(&format!(

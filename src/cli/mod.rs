@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// Address and port to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR:PORT")]
     pub listen: String,
+    /// Keep each connection open across `Connection: close` and long idle times: for QEMU's
+    /// `guestfwd`, which carries every guest connection over one host connection.
+    #[arg(long)]
+    pub qemu_guestfwd: bool,
 }
 
 #[derive(Args, Debug)]

@@ -22,6 +22,8 @@ use crate::progress::{Reporter, Silent};
 
 /// Parses arguments, runs the command and prints the outcome. Returns the exit code.
 pub fn main() -> i32 {
+    // First, before any thread starts: SIGINT, SIGTERM and SIGHUP remove scratch files.
+    crate::util::cleanup::install();
     let cli = Cli::parse();
     let rep: Box<dyn Reporter> = if cli.quiet || cli.json {
         Box::new(Silent)

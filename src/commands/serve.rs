@@ -6,7 +6,10 @@ use super::Out;
 use crate::cli::ServeArgs;
 
 pub(crate) fn serve(out: Out, args: &ServeArgs) -> Result<()> {
-    let server = crate::serve::Server::bind(&args.dir, &args.listen)?;
+    let mut server = crate::serve::Server::bind(&args.dir, &args.listen)?;
+    if args.qemu_guestfwd {
+        server = server.with_limits(crate::serve::Limits::qemu_guestfwd());
+    }
     let addr = server.local_addr()?;
     if out.json {
         println!(

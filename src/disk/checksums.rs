@@ -19,8 +19,8 @@ pub fn write_sha256sums(dir: &Path, files: &[&str]) -> Result<PathBuf> {
     write_sha256sums_of(dir, &digests)
 }
 
-/// Writes `SHA256SUMS` from digests the caller already computed (`(file name, hex)`), so
-/// that large outputs are hashed once per build.
+/// Writes `SHA256SUMS` from digests the caller already computed (`(path relative to dir,
+/// hex)`), so that large outputs are hashed once per build.
 pub fn write_sha256sums_of(dir: &Path, digests: &[(String, String)]) -> Result<PathBuf> {
     let mut text = String::new();
     for (name, digest) in digests {

@@ -15,13 +15,16 @@ pub struct ImageWriter {
     temp_path: PathBuf,
     size: u64,
     committed: bool,
+    /// Removes the temporary if a signal ends the process first.
+    _registered: crate::util::cleanup::Registered,
 }
 
 impl ImageWriter {
-    /// Creates `<out_dir>/.<name>.tmp-<pid>` of `size` bytes, all holes. Keeping the temporary
+    /// Creates `<out_dir>/.<name>.tmp-<pid>-<n>` of `size` bytes, all holes. Keeping the temporary
     /// file in the output directory makes the final rename atomic (same filesystem).
     pub fn create(out_dir: &Path, name: &str, size: u64) -> Result<ImageWriter> {
         let temp_path = crate::util::atomic::temp_path_for(&out_dir.join(name))?;
+        let _registered = crate::util::cleanup::register(&temp_path);
         let file = crate::util::atomic::create_file(&temp_path)
             .context("is the output directory writable?")?;
         let writer = ImageWriter {
@@ -29,6 +32,7 @@ impl ImageWriter {
             temp_path,
             size,
             committed: false,
+            _registered,
         };
         writer
             .file

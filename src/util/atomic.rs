@@ -3,6 +3,9 @@
 //! place, and its directory fsynced, so a reader (or a power cut) sees the old file or the new
 //! one, never a torn one. Dropping an uncommitted file removes the temporary.
 //!
+//! A signal that ends the process removes the temporaries too (`super::cleanup`); what a
+//! SIGKILL leaves carries the process id in its name, for the next build to remove.
+//!
 //! Files are created with mode 0644 less the umask: outputs are served by web servers that
 //! run as other users, so a private 0600 (what `tempfile` makes) would be wrong for them.
 
@@ -18,7 +21,7 @@ use anyhow::{Context, Result};
 pub const FILE_MODE: u32 = 0o644;
 
 /// A temporary name beside `final_path`, unique within this process (threads of one build
-/// may write the same cache entry at once).
+/// may write the same cache entry at once); [`temp_owner`] reads the process id back.
 pub fn temp_path_for(final_path: &Path) -> Result<PathBuf> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let name = final_path
@@ -28,6 +31,27 @@ pub fn temp_path_for(final_path: &Path) -> Result<PathBuf> {
     let dir = final_path.parent().unwrap_or(Path::new(""));
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     Ok(dir.join(format!(".{name}.tmp-{}-{n}", std::process::id())))
+}
+
+/// The process id in a name made by [`temp_path_for`] (`.<name>.tmp-<pid>-<n>`), if it is one.
+pub fn temp_owner(file_name: &str) -> Option<u32> {
+    let rest = file_name.strip_prefix('.')?;
+    let (_, tail) = rest.rsplit_once(".tmp-")?;
+    let (pid, n) = tail.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
+}
+
+/// Whether process `pid` is alive (or is not ours to signal, which also means alive).
+pub fn process_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists.
+    if unsafe { libc::kill(pid, 0) } == 0 {
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
 }
 
 /// Creates (truncating) `path` read-write with [`FILE_MODE`].
@@ -72,16 +96,20 @@ pub struct AtomicFile {
     writer: Option<BufWriter<File>>,
     temp_path: PathBuf,
     final_path: PathBuf,
+    /// Removes the temporary if a signal ends the process first.
+    _registered: super::cleanup::Registered,
 }
 
 impl AtomicFile {
     pub fn create(final_path: &Path) -> Result<AtomicFile> {
         let temp_path = temp_path_for(final_path)?;
+        let _registered = super::cleanup::register(&temp_path);
         let file = create_file(&temp_path)?;
         Ok(AtomicFile {
             writer: Some(BufWriter::with_capacity(1 << 20, file)),
             temp_path,
             final_path: final_path.to_path_buf(),
+            _registered,
         })
     }
 
@@ -206,5 +234,16 @@ mod tests {
     fn temporary_names_differ_within_a_process() {
         let p = Path::new("/x/a.xz");
         assert_ne!(temp_path_for(p).unwrap(), temp_path_for(p).unwrap());
+    }
+
+    #[test]
+    fn temporary_names_carry_their_owner() {
+        let t = temp_path_for(Path::new("/x/a.img.xz")).unwrap();
+        let name = t.file_name().unwrap().to_str().unwrap();
+        assert_eq!(temp_owner(name), Some(std::process::id()));
+        assert!(process_alive(std::process::id()));
+        assert_eq!(temp_owner("a.img.xz"), None);
+        assert_eq!(temp_owner(".a.tmp-x-1"), None);
+        assert_eq!(temp_owner(".a.tmp-12-"), None);
     }
 }

@@ -3,6 +3,7 @@
 //! user text made safe for a terminal, sorted host directory listings, memory statistics.
 pub mod atomic;
 pub mod bounded;
+pub mod cleanup;
 pub mod digest;
 pub mod file_id;
 pub mod guid;
