@@ -244,8 +244,19 @@ pub fn from_cloud_config(text: &str, origin: &Path) -> Result<NodeConfig, NodeEr
             ));
         }
     }
-    let doc = yaml::parse(text)
-        .map_err(|e| cx.err(e.line, e.col, "", format!("not valid YAML: {}", e.message)))?;
+    // Top-level keys are checked as they are read: a file of 200,000 unknown keys is refused
+    // at its first one, not after all are held in memory.
+    let doc = yaml::parse_with(text, |k: &Key| {
+        if SUPPORTED.contains(&k.text.as_str()) {
+            Ok(())
+        } else {
+            Err(unsupported(&cx, k))
+        }
+    })
+    .map_err(|e| match e {
+        yaml::Stop::Key(e) => e,
+        yaml::Stop::Yaml(e) => cx.err(e.line, e.col, "", format!("not valid YAML: {}", e.message)),
+    })?;
     let mut cfg = NodeConfig {
         origin: origin.to_path_buf(),
         ..NodeConfig::default()
@@ -337,17 +348,7 @@ pub fn from_cloud_config(text: &str, origin: &Path) -> Result<NodeConfig, NodeEr
                     return Err(cx.at(v, key, "root is the only login of an edgeimg node (its keys come from ssh_authorized_keys): only `false` fits"));
                 }
             }
-            _ => {
-                return Err(cx.key_err(
-                    k,
-                    "",
-                    format!(
-                    "`{}` is not supported by edgeimg's cloud-config (supported: {}; see {README})",
-                    shown(key, IN_ERRORS),
-                    SUPPORTED.join(", ")
-                ),
-                ))
-            }
+            _ => return Err(unsupported(&cx, k)),
         }
     }
     // cloud-init: `hostname` wins; otherwise the first label of `fqdn`.
@@ -363,6 +364,18 @@ pub fn from_cloud_config(text: &str, origin: &Path) -> Result<NodeConfig, NodeEr
         cfg.ssh.authorized_keys.push(k);
     }
     finish(cfg, &cx)
+}
+
+fn unsupported(cx: &Ctx, k: &Key) -> NodeError {
+    cx.key_err(
+        k,
+        "",
+        format!(
+            "`{}` is not supported by edgeimg's cloud-config (supported: {}; see {README})",
+            shown(&k.text, IN_ERRORS),
+            SUPPORTED.join(", ")
+        ),
+    )
 }
 
 /// Relative paths anchored at the file's folder, then the node config's own validation,

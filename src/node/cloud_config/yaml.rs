@@ -75,12 +75,13 @@ pub struct YamlError {
     pub message: String,
 }
 
-fn err<T>(span: &Span, message: impl Into<String>) -> Result<T, YamlError> {
+fn err<T, E: From<YamlError>>(span: &Span, message: impl Into<String>) -> Result<T, E> {
     Err(YamlError {
         line: span.start.line(),
         col: span.start.col() + 1,
         message: message.into(),
-    })
+    }
+    .into())
 }
 
 /// An open collection while the tree is built.
@@ -95,13 +96,41 @@ struct OpenMap {
     node: Node,
     anchor: usize,
     pending: Option<Key>,
-    index: HashMap<String, usize>,
+    /// Hash of a key -> its entry (the text is compared there; a collision of two different
+    /// keys falls back to a search). Holding hashes, not copies of the keys, halves the
+    /// memory a mapping of many keys takes.
+    index: HashMap<u64, usize>,
     /// Keys that came in through `<<`: an explicit key replaces them.
     merged: HashSet<String>,
 }
 
+/// Why [`parse_with`] stopped: the YAML, or the caller's check of a top-level key.
+#[derive(Debug)]
+pub enum Stop<E> {
+    Yaml(YamlError),
+    Key(E),
+}
+
+impl<E> From<YamlError> for Stop<E> {
+    fn from(e: YamlError) -> Self {
+        Stop::Yaml(e)
+    }
+}
+
 /// Parses one YAML document; an empty document is `None` (cloud-init reads it as `{}`).
 pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
+    parse_with(text, |_: &Key| Ok::<(), ()>(())).map_err(|e| match e {
+        Stop::Yaml(e) => e,
+        Stop::Key(()) => unreachable!("the check accepts every key"),
+    })
+}
+
+/// [`parse`], calling `check` on each key of the top-level mapping as soon as it is read: a
+/// document whose first key is already refused is not read (and held in memory) whole.
+pub fn parse_with<E>(
+    text: &str,
+    mut check: impl FnMut(&Key) -> Result<(), E>,
+) -> Result<Option<Node>, Stop<E>> {
     // Alias expansion is bounded by the size of the input (a "billion laughs" file is
     // refused instead of filling the memory).
     let budget = 2 * text.len() + 1024;
@@ -204,6 +233,7 @@ pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
         if anchor != 0 {
             anchors.insert(anchor, node.clone());
         }
+        let stack_len = stack.len();
         match stack.last_mut() {
             None => root = Some(node),
             Some(Open::Seq(s, _)) => {
@@ -219,11 +249,15 @@ pub fn parse(text: &str) -> Result<Option<Node>, YamlError> {
                             "a mapping or sequence used as a key: keys are plain names",
                         );
                     };
-                    m.pending = Some(Key {
+                    let key = Key {
                         text: k.text,
                         line: node.line,
                         col: node.col,
-                    });
+                    };
+                    if stack_len == 1 {
+                        check(&key).map_err(Stop::Key)?;
+                    }
+                    m.pending = Some(key);
                 }
                 Some(key) => m.insert(key, node)?,
             },
@@ -254,7 +288,31 @@ fn open_check(
     Ok(())
 }
 
+fn hash_of(key: &str) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = HASHER.with(|b| b.build_hasher());
+    h.write(key.as_bytes());
+    h.finish()
+}
+
+thread_local! {
+    static HASHER: std::collections::hash_map::RandomState = std::collections::hash_map::RandomState::new();
+}
+
 impl OpenMap {
+    /// The entry holding `key`, if any.
+    fn find(index: &HashMap<u64, usize>, entries: &[(Key, Node)], key: &str) -> Option<usize> {
+        match index.get(&hash_of(key)) {
+            None => None,
+            Some(&i) if entries[i].0.text == key => Some(i),
+            Some(_) => entries.iter().position(|(k, _)| k.text == key),
+        }
+    }
+
+    fn remember(index: &mut HashMap<u64, usize>, key: &str, pos: usize) {
+        index.entry(hash_of(key)).or_insert(pos);
+    }
+
     /// Adds one entry: a duplicate key is an error (YAML requires unique keys; PyYAML would
     /// keep the last silently); `<<` merges mappings in (YAML 1.1 merge keys, as PyYAML
     /// does: the mapping's own keys win, wherever they stand).
@@ -276,8 +334,8 @@ impl OpenMap {
                     });
                 };
                 for (k, v) in merged {
-                    if !self.index.contains_key(&k.text) {
-                        self.index.insert(k.text.clone(), entries.len());
+                    if Self::find(&self.index, entries, &k.text).is_none() {
+                        Self::remember(&mut self.index, &k.text, entries.len());
                         self.merged.insert(k.text.clone());
                         entries.push((k, v));
                     }
@@ -285,9 +343,9 @@ impl OpenMap {
             }
             return Ok(());
         }
-        match self.index.get(&key.text) {
-            Some(&pos) if self.merged.remove(&key.text) => entries[pos] = (key, value),
-            Some(&pos) => {
+        match Self::find(&self.index, entries, &key.text) {
+            Some(pos) if self.merged.remove(&key.text) => entries[pos] = (key, value),
+            Some(pos) => {
                 return Err(YamlError {
                     line: key.line,
                     col: key.col,
@@ -299,7 +357,7 @@ impl OpenMap {
                 })
             }
             None => {
-                self.index.insert(key.text.clone(), entries.len());
+                Self::remember(&mut self.index, &key.text, entries.len());
                 entries.push((key, value));
             }
         }
