@@ -131,7 +131,6 @@ pub(crate) fn apply_flags(a: &NodeArgs, cfg: &mut NodeConfig) -> Result<()> {
     Ok(())
 }
 
-/// Reads a node file: `#cloud-config` YAML or TOML.
 /// `[boot]` settings are baked into the boot files when the image is built (the root hash
 /// shares the kernel command line with them); configure writes the node files only, so it says
 /// that it leaves them as built rather than appearing to apply them.
@@ -153,12 +152,9 @@ fn build_time_only(cfg: &NodeConfig) -> Option<String> {
     ))
 }
 
+/// Reads a node file: `#cloud-config` YAML or TOML.
 pub(crate) fn read_node_file(path: &Path) -> Result<NodeConfig> {
-    let text = crate::node::read_node_text(path)?;
-    if crate::node::cloud_config::is_cloud_config(&text) {
-        return crate::node::cloud_config::from_cloud_config(&text, path);
-    }
-    Ok(NodeConfig::from_toml_str(&text, path)?)
+    Ok(NodeConfig::from_file(path)?)
 }
 
 /// `--ssh-key` takes a key line or a file holding key lines. A private key (`id_ed25519`

@@ -207,7 +207,8 @@ pub const K8S_SYSCTLS: &[&str] = &[
 ];
 
 /// The variables of `node.env` (see `render.rs`), besides `FILE_<n>_PATH` and
-/// `FILE_<n>_MODE`, one pair per `[[files]]` entry.
+/// `FILE_<n>_MODE`, one pair per `[[files]]` entry, and `FILE_<n>_OWNER`, `FILE_<n>_APPEND`
+/// and `FILE_<n>_DEFER` (`1`), written only for the entries that set them.
 pub const NODE_ENV_VARS: &[&str] = &[
     "NODE_HOSTNAME",
     "NODE_ROLE",

@@ -29,8 +29,8 @@ use crate::util::text::{q, shown};
 pub use check::looks_like_private_key;
 pub use render::{parse_node_env, shell_quote, RenderedNode};
 pub use schema::{
-    BootConfig, FileMode, FileSpec, InstallConfig, K0sConfig, Labels, NetMode, NetworkConfig,
-    SshConfig, StorageConfig, TimeConfig, WifiConfig,
+    BootConfig, ContentEncoding, FileMode, FileSpec, InstallConfig, K0sConfig, Labels, NetMode,
+    NetworkConfig, SshConfig, StorageConfig, TimeConfig, WifiConfig,
 };
 pub use wifi::{is_raw_key, wifi_pmk};
 
@@ -235,6 +235,17 @@ impl NodeConfig {
     /// `config_file`) are taken relative to the file's directory.
     pub fn from_toml_file(path: &Path) -> Result<NodeConfig, NodeError> {
         let text = read_node_text(path)?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Reads a node file of either kind: `#cloud-config` YAML (see [`cloud_config`]) or
+    /// TOML. Every command that takes `--node` reads it through here, so they all accept the
+    /// same files.
+    pub fn from_file(path: &Path) -> Result<NodeConfig, NodeError> {
+        let text = read_node_text(path)?;
+        if cloud_config::is_cloud_config(&text) {
+            return cloud_config::from_cloud_config(&text, path);
+        }
         Self::from_toml_str(&text, path)
     }
 

@@ -63,11 +63,15 @@ impl NodeConfig {
             files.insert(format!("{BOOT_DIR}/{name}"), data);
         };
         for (i, f) in self.files.iter().enumerate() {
-            put(
-                &mut files,
-                &format!("files/{i}"),
-                f.content.clone().into_bytes(),
-            );
+            // `check` above refused content that does not decode.
+            let bytes = f.bytes().map_err(|message| NodeError::Invalid {
+                origin: self.origin().to_path_buf(),
+                problems: vec![super::Problem {
+                    key: format!("files[{i}].content"),
+                    message,
+                }],
+            })?;
+            put(&mut files, &format!("files/{i}"), bytes);
         }
         if !self.ssh.authorized_keys.is_empty() {
             put(
@@ -183,6 +187,17 @@ impl NodeConfig {
         for (i, f) in self.files.iter().enumerate() {
             vars.push((format!("FILE_{i}_PATH"), f.path.clone()));
             vars.push((format!("FILE_{i}_MODE"), f.mode.to_string()));
+            // Only when set, so that node.env (and its generation) of a config without them
+            // stays as it was.
+            if let Some(o) = &f.owner {
+                vars.push((format!("FILE_{i}_OWNER"), o.clone()));
+            }
+            if f.append {
+                vars.push((format!("FILE_{i}_APPEND"), "1".into()));
+            }
+            if f.defer {
+                vars.push((format!("FILE_{i}_DEFER"), "1".into()));
+            }
         }
         vars.push(("CONTENT_SHA256".into(), content_digest.to_string()));
 

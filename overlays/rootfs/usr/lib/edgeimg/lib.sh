@@ -177,3 +177,62 @@ save_clock() {
 	[ "$_now" -gt "${_saved:-0}" ] 2>/dev/null || return 0
 	echo "$_now" >"$EDGEIMG_STATE/clock.tmp" && mv "$EDGEIMG_STATE/clock.tmp" "$EDGEIMG_STATE/clock"
 }
+
+# write_node_files now|deferred: the [[files]] of node.env (FILE_<n>_PATH, _MODE, _OWNER,
+# _APPEND, _DEFER; content in $EDGEIMG_BOOT/files/<n>) whose DEFER is unset (now) or 1
+# (deferred), in their order. Each is written atomically (a temporary file beside it, then
+# mv) with its mode and owner. An APPEND entry adds its content at the end of the file: once
+# per CONFIG_GENERATION (like cloud-init's write_files, once per instance), or on every boot
+# when an earlier entry rewrote the same path in this boot. Sets FILES_WROTE (entries
+# written) and FILES_FAILED (their paths). Paths are below EDGEIMG_TARGET (empty on the
+# device; host tests point it at a folder).
+# shellcheck disable=SC2154
+write_node_files() {
+	if [ "$1" = now ]; then
+		FILES_REWRITTEN=""
+		FILES_APPEND_DONE=$(cat "$EDGEIMG_STATE/files_append.generation" 2>/dev/null)
+	fi
+	FILES_WROTE=0 FILES_FAILED=""
+	_n=0
+	_appends=0
+	while [ "$_n" -lt "${FILES_COUNT:-0}" ]; do
+		eval "_path=\${FILE_${_n}_PATH} _mode=\${FILE_${_n}_MODE} _owner=\${FILE_${_n}_OWNER-}" \
+			"_append=\${FILE_${_n}_APPEND-} _defer=\${FILE_${_n}_DEFER-}"
+		_src="$EDGEIMG_BOOT/files/$_n"
+		_n=$((_n + 1))
+		case "$1:$_defer" in now:1 | deferred:) continue ;; esac
+		_t="${EDGEIMG_TARGET-}$_path"
+		_tmp="$_t.edgeimg-tmp"
+		if [ "$_append" = 1 ]; then
+			_appends=$((_appends + 1))
+			case "
+$FILES_REWRITTEN
+" in
+			*"
+$_path
+"*) ;;
+			*) [ "$FILES_APPEND_DONE" = "$CONFIG_GENERATION" ] && continue ;;
+			esac
+		fi
+		if mkdir -p "${_t%/*}" &&
+			if [ "$_append" = 1 ] && [ -e "$_t" ]; then
+				cp "$_t" "$_tmp" && cat "$_src" >>"$_tmp"
+			else
+				cp "$_src" "$_tmp"
+			fi &&
+			chmod "$_mode" "$_tmp" &&
+			{ [ -z "$_owner" ] || chown "$_owner" "$_tmp"; } &&
+			mv "$_tmp" "$_t"; then
+			FILES_WROTE=$((FILES_WROTE + 1))
+			[ "$_append" = 1 ] || FILES_REWRITTEN="$FILES_REWRITTEN
+$_path"
+		else
+			rm -f "$_tmp"
+			FILES_FAILED="$FILES_FAILED $_path"
+		fi
+	done
+	if [ "$_appends" -gt 0 ]; then
+		mkdir -p "$EDGEIMG_STATE"
+		echo "$CONFIG_GENERATION" >"$EDGEIMG_STATE/files_append.generation"
+	fi
+}
