@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 const INVENTORY: &str = r#"
 [defaults]
 time = { ntp = [] }
+gateway = "10.0.0.254"
 
 [nodes.ctl-1]
 role = "controller"

@@ -156,7 +156,7 @@ fn open_refuses_folders_that_are_not_private_clusters() {
 #[test]
 fn nodes_are_issued_tokens_in_k0s_format_once_each() {
     need("kubectl", "kubernetes-client");
-    need("python3", "python3-yaml");
+    need("python3", "python3"); // with PyYAML (python3-yaml)
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("shop1");
     let mut c = Cluster::init(&dir, &opts(None)).unwrap();
