@@ -224,6 +224,39 @@ fn a_cluster_is_issued_card_by_card() {
     let o = configure(dir, &w1, "shop1", "pi-07");
     refused(&o, "already issued", &w1, &img1, &state, &st1);
 
+    // flash: the card gets the share, the image flashed from stays without a secret.
+    let src = dir.join("worker.img");
+    disk_image(&src);
+    let src_before = digest(&src);
+    let card = dir.join("card.img");
+    let o = edgeimg_in(
+        dir,
+        &[
+            "flash",
+            "worker.img",
+            "--device-file",
+            "card.img",
+            "--no-bmap",
+            "--cluster",
+            "shop1",
+            "--inventory",
+            "fleet.toml",
+            "--node-name",
+            "pi-08",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(digest(&src), src_before, "flash changed its source image");
+    assert!(!listing(&src).to_ascii_lowercase().contains("edgeimg/token"));
+    assert!(mtype(&card, "edgeimg/token").starts_with("H4sI"));
+    let status = stdout(&edgeimg_in(dir, &["cluster", "status", "shop1"]));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.contains("pi-08") && l.contains("issued")),
+        "{status}"
+    );
+
     // Revoke and k0sctl.
     let o = edgeimg_in(dir, &["cluster", "revoke", "shop1", "pi-07"]);
     assert!(o.status.success(), "{}", stderr(&o));
