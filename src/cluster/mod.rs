@@ -148,6 +148,26 @@ pub fn check_address(what: &str, s: &str) -> Result<()> {
     )
 }
 
+/// A node's name goes into file names, the Secret's label and the k0s commands of a revoke:
+/// an RFC 1123 label, as a Kubernetes node name.
+pub fn check_node_name(node: &str) -> Result<()> {
+    let ok = !node.is_empty()
+        && node.len() <= 63
+        && node
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !node.starts_with('-')
+        && !node.ends_with('-');
+    if !ok {
+        bail!(
+            "node name {}: a cluster's node names are RFC 1123 labels (a-z, 0-9, '-', at most \
+             63 characters), as Kubernetes node names",
+            q(node)
+        );
+    }
+    Ok(())
+}
+
 /// Writes `data` to `path` with mode 0600, creating it (never replacing a file).
 fn write_new(path: &Path, data: &[u8]) -> Result<()> {
     let mut f = std::fs::OpenOptions::new()
@@ -401,6 +421,7 @@ impl Cluster {
         address: Option<&str>,
         others: &[(String, Role)],
     ) -> Result<Share> {
+        check_node_name(node)?;
         let shown_node = shown(node, IN_ERRORS);
         if let Some(r) = self.state.nodes.get(node) {
             if r.state != TokenState::Reserved {

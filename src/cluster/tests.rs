@@ -282,6 +282,8 @@ fn nodes_are_issued_tokens_in_k0s_format_once_each() {
     );
     c.save().unwrap();
 
+    let e = c.issue("../evil", Role::Worker, None, &inv).unwrap_err();
+    assert!(e.to_string().contains("RFC 1123"), "{e}");
     // A reused name is refused; a third controller is over the count.
     let e = c.issue("pi-07", Role::Worker, None, &inv).unwrap_err();
     assert!(e.to_string().contains("already issued"), "{e}");
