@@ -113,6 +113,14 @@ impl NodeConfig {
         if let Some(t) = token {
             put(&mut files, "token", format!("{t}\n").into_bytes());
         }
+        // Like the token, left out of the generation: the device moves them off the FAT.
+        for (rel, data) in &self.secrets.data_files {
+            put(
+                &mut files,
+                &format!("{}/{rel}", super::contract::K0S_DATA_FILES),
+                data.clone(),
+            );
+        }
 
         let rendered = RenderedNode {
             files: files.into_iter().collect(),

@@ -163,6 +163,70 @@ k0s_command() {
 	K0S_CMD="$K0S_CMD $K0S_ARGS"
 }
 
+# restart_delay N: seconds to wait before the Nth restart in a row of k0s: 5, 10, 20, 40,
+# then 60 (a worker whose controller is not up yet exits after its retries, again and again).
+restart_delay() {
+	_d=5
+	_i=1
+	while [ "$_i" -lt "$1" ] && [ "$_d" -lt 60 ]; do
+		_d=$((_d * 2))
+		_i=$((_i + 1))
+	done
+	[ "$_d" -le 60 ] || _d=60
+	echo "$_d"
+}
+
+# restart_says N: whether the Nth restart in a row prints a line (1, 2, 4, 8, ...: a node that
+# waits a day for its controller prints a few dozen lines, not thousands).
+restart_says() {
+	_p=1
+	while [ "$_p" -lt "$1" ]; do
+		_p=$((_p * 2))
+	done
+	[ "$_p" -eq "$1" ]
+}
+
+# move_data_files: a cluster's files for k0s's data dir (`edgeimg flash --cluster`: the CA
+# keys, the token Secrets), in $EDGEIMG_BOOT/$EDGEIMG_K0S_DATA_FILES/ by their path under
+# it, move to $K0S_DATA: all copied first (folders 0700, certificates 0644 as k0s writes
+# them, everything else 0600), then each copy on the FAT overwritten with zeros and the
+# folder deleted. Prints the number of files moved; returns 1, leaving the FAT as it was,
+# when one cannot be copied.
+move_data_files() {
+	_src="$EDGEIMG_BOOT/$EDGEIMG_K0S_DATA_FILES"
+	[ -d "$_src" ] || {
+		echo 0
+		return 0
+	}
+	# The build allows only visible ASCII in these names: word splitting is safe.
+	_list=$(cd "$_src" && find . -type f | sed 's|^\./||' | sort)
+	_n=0
+	for _f in $_list; do
+		_dst="$K0S_DATA/$_f"
+		case "$_f" in
+		*.crt | *.pub) _mode=0644 ;;
+		*) _mode=0600 ;;
+		esac
+		(umask 077 && mkdir -p "${_dst%/*}" && cp "$_src/$_f" "$_dst.edgeimg-tmp" &&
+			chmod "$_mode" "$_dst.edgeimg-tmp") || return 1
+		_n=$((_n + 1))
+	done
+	sync
+	for _f in $_list; do
+		mv "$K0S_DATA/$_f.edgeimg-tmp" "$K0S_DATA/$_f" || return 1
+	done
+	sync
+	for _f in $_list; do
+		_size=$(wc -c <"$_src/$_f")
+		[ "$_size" -eq 0 ] ||
+			dd if=/dev/zero of="$_src/$_f" bs="$_size" count=1 conv=notrunc 2>/dev/null
+	done
+	sync
+	rm -rf "$_src"
+	sync
+	echo "$_n"
+}
+
 # root_mode: ro or rw, as / is mounted now.
 root_mode() {
 	awk '$2 == "/" { m = $4 } END { split(m, o, ","); print o[1] }' /proc/mounts
