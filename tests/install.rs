@@ -229,7 +229,7 @@ fn bash_completion_loads_and_knows_the_commands() {
     let loaded = run_tool("bash", &["-c", &probe]);
     let out = stdout(&loaded);
     assert!(loaded.status.success(), "{}{out}", stderr(&loaded));
-    assert!(out.contains("complete -F _edgeimg"), "{out}");
+    assert!(out.contains("-F _edgeimg edgeimg"), "{out}");
     assert!(
         out.lines().any(|l| l == "build"),
         "no `build` offered:\n{out}"
@@ -259,6 +259,21 @@ fn bash_completion_loads_and_knows_the_commands() {
             "{shell}: {text}"
         );
     }
+}
+
+/// Text of a page as man prints it to a pipe: grotty's overstrikes (`X\bX` bold, `_\bX`
+/// underline) taken out.
+fn plain(text: &str) -> String {
+    let mut out: Vec<char> = Vec::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if chars.peek() == Some(&'\u{8}') {
+            chars.next();
+            continue;
+        }
+        out.push(c);
+    }
+    out.into_iter().collect()
 }
 
 #[test]
@@ -293,7 +308,7 @@ fn man_pages_render_with_man_and_groff() {
         .env("MANWIDTH", "80")
         .output()
         .expect("running man");
-    let text = stdout(&m);
+    let text = plain(&stdout(&m));
     assert!(m.status.success(), "man -l: {}", stderr(&m));
     for want in ["edgeimg-build", "--board", "--k0s-binary", "--data-dir"] {
         assert!(
@@ -307,7 +322,7 @@ fn man_pages_render_with_man_and_groff() {
         .env("MANPAGER", "cat")
         .output()
         .expect("running man");
-    let text = stdout(&m);
+    let text = plain(&stdout(&m));
     for want in ["SUBCOMMANDS", "build", "configure", "completions"] {
         assert!(text.contains(want), "man edgeimg lacks {want}:\n{text}");
     }
