@@ -210,7 +210,7 @@ fn pxe_files_are_complete_and_consistent() {
             p["boot"]["kernel"].as_str().unwrap(),
             args.join(" ")
         ),
-        kernel,
+        kernel.trim_end_matches(" || goto failed"),
         "Matchbox would serve another kernel line than boot.ipxe"
     );
     assert!(args.contains(&"initrd=initrd.img"), "{args:?}");
