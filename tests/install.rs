@@ -158,6 +158,16 @@ fn an_installed_binary_builds_from_an_empty_folder_after_the_clone_is_gone() {
     check_json("inspect.schema.json", &inspect.stdout);
     let i: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     check_json("manifest.schema.json", i["manifest"].to_string().as_bytes());
+    // configure --json on a copy of the image.
+    let copy = tmp.path().join("copy.img");
+    sparse_copy(&img, &copy);
+    let configure = Command::new(&installed)
+        .args(["configure", "--json", "--hostname", "installed-1"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert!(configure.status.success(), "{}", stderr(&configure));
+    check_json("configure-report.schema.json", &configure.stdout);
     assert!(img.is_file(), "no image in the empty folder");
     let o = run_tool("sfdisk", &["--json", img.to_str().unwrap()]);
     assert!(o.status.success(), "sfdisk: {}", stderr(&o));

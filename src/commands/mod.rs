@@ -50,8 +50,8 @@ pub fn main() -> i32 {
     }
 }
 
-/// The version of every `--json` output's shape (and of `build --dry-run`'s plan): the first
-/// key of each object printed, `"format_version": 1`. The shapes are described by the JSON
+/// The version of every `--json` output's shape (and of `build --dry-run`'s plan): a
+/// `"format_version": 1` key in each object printed (first where a struct is printed). The shapes are described by the JSON
 /// Schemas in `src/manifest/schema/`, which the tests check real outputs against; a change
 /// that removes or retypes a field raises this number.
 pub const FORMAT_VERSION: u32 = 1;
