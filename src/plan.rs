@@ -229,3 +229,51 @@ fn k0s_input(
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let target = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy_tree(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), &target).unwrap();
+                // Another umask: group-writable.
+                let mode = std::fs::metadata(&target).unwrap().permissions().mode() | 0o020;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+    }
+
+    /// The same data built in or from a `--data-dir` (other modes) resolves to the same plan.
+    #[test]
+    fn the_plan_hash_does_not_depend_on_where_the_data_came_from() {
+        let builtin = DataDir::builtin().unwrap();
+        let copy = tempfile::tempdir().unwrap();
+        for sub in ["boards", "profiles", "overlays"] {
+            copy_tree(&builtin.root.join(sub), &copy.path().join(sub));
+        }
+        let from_dir = DataDir::locate(Some(copy.path())).unwrap();
+        assert_eq!(from_dir.root, copy.path());
+        for board in ["x86-64", "pi4"] {
+            let req = || Request {
+                board: board.into(),
+                role: Some(Role::Worker),
+                verity: true,
+                ..Default::default()
+            };
+            let mirror = Some("http://127.0.0.1:9/debian".to_string());
+            let a = Plan::resolve(&builtin, req(), mirror.clone()).unwrap();
+            let b = Plan::resolve(&from_dir, req(), mirror).unwrap();
+            assert_ne!(a.data, b.data);
+            assert_eq!(a.hash(), b.hash(), "{board}");
+            assert_eq!(a.image_hash(), b.image_hash(), "{board}");
+        }
+    }
+}

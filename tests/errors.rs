@@ -152,6 +152,43 @@ fn k0s_checksum_mismatch_names_both_digests() {
 }
 
 #[test]
+fn k0s_download_failure_says_how_to_give_a_binary_or_a_mirror() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    // The stand-in's server answers 404 for any other path.
+    let url = format!(
+        "http://127.0.0.1:{}/no-such-release/k0s-{{version}}-{{arch}}",
+        k0s_server().port
+    );
+    let o = edgeimg(&[
+        "build",
+        "--role",
+        "worker",
+        "--out",
+        out.to_str().unwrap(),
+        // The shared cache: its Debian packages are warm. The digest is one no download
+        // gave it, so the cache cannot answer for k0s and the URL is tried.
+        "--cache-dir",
+        cache_dir().to_str().unwrap(),
+        "--k0s-url",
+        &url,
+        "--k0s-sha256",
+        &"ab".repeat(32),
+    ]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "{err}");
+    for needle in [
+        "/no-such-release/",
+        "--k0s-binary FILE",
+        "--k0s-url URL",
+        "404",
+    ] {
+        assert!(err.contains(needle), "error lacks {needle:?}:\n{err}");
+    }
+    assert_nothing_published(&out);
+}
+
+#[test]
 fn no_mirror_says_how_to_set_one() {
     let d = tempfile::tempdir().unwrap();
     let out = d.path().join("out");

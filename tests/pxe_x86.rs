@@ -145,6 +145,7 @@ fn pxe_files_are_complete_and_consistent() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stdout(&o));
+    assert_published_modes(&dir);
     let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
     for f in [
         "vmlinuz",
@@ -200,6 +201,19 @@ fn pxe_files_are_complete_and_consistent() {
         .map(|a| a.as_str().unwrap())
         .collect();
     assert!(args.contains(&format!("edgeimg.root_sha256={root_sha}").as_str()));
+    // Matchbox renders `kernel {{.Kernel}}{{range $arg := .Args}} {{$arg}}{{end}}` (its
+    // http/ipxe.go) and adds no `initrd=`: the line it serves must be boot.ipxe's, which the
+    // EFI stub needs `initrd=initrd.img` in.
+    assert_eq!(
+        format!(
+            "kernel {} {}",
+            p["boot"]["kernel"].as_str().unwrap(),
+            args.join(" ")
+        ),
+        kernel.trim_end_matches(" || goto failed"),
+        "Matchbox would serve another kernel line than boot.ipxe"
+    );
+    assert!(args.contains(&"initrd=initrd.img"), "{args:?}");
     let g: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.join("matchbox/groups/edgeimg-x86-64-worker-default.json")).unwrap(),
     )
@@ -207,6 +221,10 @@ fn pxe_files_are_complete_and_consistent() {
     assert_eq!(g["profile"], p["id"]);
 
     // manifest.json: the root digest and every output.
+    check_json(
+        "manifest.schema.json",
+        &std::fs::read(dir.join("manifest.json")).unwrap(),
+    );
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["root_sha256"], root_sha.as_str());

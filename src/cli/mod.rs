@@ -24,14 +24,17 @@ pub struct Cli {
     /// Print the result as one JSON object on stdout.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Project directory holding boards/, profiles/ and overlays/ (default: found automatically).
+    /// Folder whose boards/ and profiles/ add to or replace the built-in ones (file by file),
+    /// and whose overlays/, if present, replaces the built-in overlays. Boards and profiles
+    /// in $XDG_CONFIG_HOME/edgeimg/ are read too, below this folder. Default:
+    /// $EDGEIMG_DATA_DIR.
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// List the boards edgeimg can build for.
+    /// List the boards: built in and the user's, with those not offered yet and why.
     Boards,
     /// Fetch, verify and assemble an image for a board and role.
     Build(Box<BuildArgs>),
@@ -50,9 +53,33 @@ pub enum Command {
     /// Make a cluster's secrets before the first boot; see what was issued; revoke a node.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completions(CompletionsArgs),
+    /// Write the manual pages (edgeimg.1, edgeimg-build.1, ...) into a folder.
+    Manpages(ManpagesArgs),
     /// Encode a folder as squashfs with the build's encoder and time it (for scripts/bench).
     #[command(hide = true)]
     EncodeSquashfs(EncodeSquashfsArgs),
+}
+
+/// The shells `completions` writes scripts for.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh or fish.
+    pub shell: Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManpagesArgs {
+    /// The folder to write the pages into (made if missing), e.g. ~/.local/share/man/man1.
+    pub dir: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -70,7 +97,7 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// Board name (a file in boards/): see `edgeimg boards`.
+    /// Board name (built in, or a boards/NAME.toml of your own): see `edgeimg boards`.
     #[arg(long, default_value = "x86-64")]
     pub board: String,
     /// Node role: controller, worker, controller+worker or single.

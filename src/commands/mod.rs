@@ -11,6 +11,7 @@ mod console;
 mod encode_squashfs;
 mod flash;
 mod inspect;
+mod manual;
 mod node_args;
 mod serve;
 mod smoke;
@@ -37,7 +38,11 @@ pub fn main() -> i32 {
             // Messages quote user input: whatever a check let through is escaped here.
             let message = format!("{e:#}");
             if cli.json {
-                let json = serde_json::json!({ "error": message }).to_string();
+                let json = serde_json::json!({
+                    "format_version": FORMAT_VERSION,
+                    "error": message,
+                })
+                .to_string();
                 println!("{}", crate::util::text::json_for_terminal(json));
             }
             eprintln!("error: {}", crate::util::text::for_terminal(&message));
@@ -46,11 +51,28 @@ pub fn main() -> i32 {
     }
 }
 
-/// Prints `value` as pretty JSON, with the characters a terminal would act on escaped (JSON
-/// writers leave DEL, C1 controls and bidirectional marks as they are). Every command's
-/// `--json` output goes through here.
+/// The version of every `--json` output's shape (and of `build --dry-run`'s plan): a
+/// `"format_version": 1` key in each object printed (first where a struct is printed). The shapes are described by the JSON
+/// Schemas in `src/manifest/schema/`, which the tests check real outputs against; a change
+/// that removes or retypes a field raises this number.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// `value`'s fields after `format_version`.
+#[derive(serde::Serialize)]
+struct Versioned<'a, T: serde::Serialize> {
+    format_version: u32,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+/// Prints `value` (a struct or map) as pretty JSON after `"format_version"`, with the
+/// characters a terminal would act on escaped (JSON writers leave DEL, C1 controls and
+/// bidirectional marks as they are). Every command's `--json` output goes through here.
 pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    let json = serde_json::to_string_pretty(value)?;
+    let json = serde_json::to_string_pretty(&Versioned {
+        format_version: FORMAT_VERSION,
+        body: value,
+    })?;
     println!("{}", crate::util::text::json_for_terminal(json));
     Ok(())
 }
@@ -75,6 +97,8 @@ fn run(cli: &Cli, rep: &dyn Reporter) -> anyhow::Result<()> {
         Command::Inspect(a) => return inspect::inspect(out, a),
         Command::Flash(a) => return flash::flash(out, a, rep),
         Command::Cluster(c) => return cluster::cluster(out, c, cli.data_dir.as_deref()),
+        Command::Completions(a) => return manual::completions(a.shell),
+        Command::Manpages(a) => return manual::manpages(out, &a.dir),
         _ => {}
     }
     let data = DataDir::locate(cli.data_dir.as_deref())?;
@@ -88,6 +112,8 @@ fn run(cli: &Cli, rep: &dyn Reporter) -> anyhow::Result<()> {
         | Command::Configure(_)
         | Command::Inspect(_)
         | Command::Flash(_)
-        | Command::Cluster(_) => unreachable!("handled above"),
+        | Command::Cluster(_)
+        | Command::Completions(_)
+        | Command::Manpages(_) => unreachable!("handled above"),
     }
 }

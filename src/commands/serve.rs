@@ -14,7 +14,11 @@ pub(crate) fn serve(out: Out, args: &ServeArgs) -> Result<()> {
     if out.json {
         println!(
             "{}",
-            serde_json::json!({ "listen": addr.to_string(), "dir": args.dir })
+            serde_json::json!({
+                "format_version": super::FORMAT_VERSION,
+                "listen": addr.to_string(),
+                "dir": args.dir,
+            })
         );
     } else if !out.quiet {
         println!(

@@ -40,6 +40,7 @@ pub(crate) fn smoke(out: Out, data: &DataDir, args: &SmokeArgs, rep: &dyn Report
         println!(
             "{}",
             serde_json::json!({
+                "format_version": super::FORMAT_VERSION,
                 "ready_line": report.ready_line,
                 "boot_seconds": report.boot_seconds,
                 "disk_copy": report.disk_copy.as_ref().map(|p: &PathBuf| p.display().to_string()),

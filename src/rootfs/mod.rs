@@ -56,7 +56,7 @@ pub fn unpack(
         "usr/share/locale/",
         "usr/share/lintian/",
     ];
-    let mut task = rep.task("unpacking packages", debs.len() as u64);
+    let mut task = rep.count_task("unpacking packages", debs.len() as u64);
     for deb in debs {
         let is_kernel = deb.package.name.starts_with("linux-image-");
         let target = if is_kernel { &mut kernel } else { &mut root };

@@ -381,3 +381,68 @@ pub fn disk_image(path: &Path) {
     f.write_all_at(&noise(200_000, 7), DATA_START * 512)
         .unwrap();
 }
+
+/// Validates `json` against `src/manifest/schema/<schema>` with python's `jsonschema` (the
+/// schema itself checked against its draft first); panics with the validator's message.
+pub fn check_json(schema: &str, json: &[u8]) {
+    need("python3");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/manifest/schema")
+        .join(schema);
+    let script = "import json, sys\n\
+        import jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        cls = jsonschema.validators.validator_for(schema)\n\
+        cls.check_schema(schema)\n\
+        errors = sorted(cls(schema).iter_errors(json.load(sys.stdin)), key=lambda e: list(e.path))\n\
+        for e in errors:\n    print('/'.join(map(str, e.path)) + ': ' + e.message)\n\
+        sys.exit(1 if errors else 0)\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .arg(&path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running python3");
+    child.stdin.take().unwrap().write_all(json).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "{} does not validate against {schema} (python3 jsonschema; pip install jsonschema or \
+         apt-get install python3-jsonschema):\n{}{}\n{}",
+        "output",
+        stdout(&o),
+        stderr(&o),
+        String::from_utf8_lossy(&json[..json.len().min(4000)])
+    );
+}
+
+/// The process umask (read and put back at once).
+pub fn umask() -> u32 {
+    // SAFETY: umask only swaps a process-wide integer; it is put back at once.
+    unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m as u32
+    }
+}
+
+/// Every published file of an output folder (what SHA256SUMS lists, and SHA256SUMS itself;
+/// links followed) has mode 0644 less the umask: readable by the web server or user that
+/// serves or copies it, never a private 0600.
+pub fn assert_published_modes(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let want = 0o644 & !umask();
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+    let mut names: Vec<&str> = sums
+        .lines()
+        .filter_map(|l| l.split_once("  ").map(|(_, n)| n))
+        .collect();
+    names.push("SHA256SUMS");
+    assert!(names.contains(&"manifest.json"), "{names:?}");
+    for n in names {
+        let mode = std::fs::metadata(dir.join(n)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, want, "{n} has mode {mode:04o}, expected {want:04o}");
+    }
+}
