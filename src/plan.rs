@@ -155,7 +155,7 @@ impl Plan {
 
     /// Modules the root carries (dependencies are added later).
     pub fn root_modules(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.base.root_modules.clone();
+        let mut v: Vec<String> = self.base.kubernetes.modules.clone();
         v.extend(self.board.root_modules.iter().cloned());
         v.extend(self.role_profile.root_modules.iter().cloned());
         // The root can load whatever the initramfs loaded.

@@ -75,6 +75,19 @@ fn console_has(report: &qemu::SmokeReport, needle: &str) -> bool {
     report.console.iter().any(|l| l.contains(needle))
 }
 
+/// k0s's pre-flight checks ran on the node for its role and found no error.
+fn assert_sysinfo_clean(role: &str, report: &qemu::SmokeReport) {
+    let s = report
+        .sysinfo
+        .as_ref()
+        .unwrap_or_else(|| panic!("{role}: no sysinfo line:\n{}", report.console.join("\n")));
+    assert_eq!(s.errors, 0, "{role}: {}", s.text);
+    assert!(s.passed >= 10, "{role}: {}", s.text);
+}
+
+/// The lines saying what the node waits for before it is ready.
+const WAITING_HEALTHY: &str = "edgeimg: waiting: k0s started, waiting for ";
+
 #[test]
 fn worker_boots_to_ready_applies_its_config_and_survives_power_cuts() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,6 +106,17 @@ fn worker_boots_to_ready_applies_its_config_and_survives_power_cuts() {
         first.ready_line,
         format!("edgeimg: ready role=worker hostname=boot-test-1 root=ro k0s={K0S_VERSION}")
     );
+    assert_sysinfo_clean("worker", &first);
+    // The ready line came when kubelet's health endpoint answered, after one waiting line.
+    let waiting: Vec<&String> = first
+        .console
+        .iter()
+        .filter(|l| l.contains(WAITING_HEALTHY))
+        .collect();
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert!(waiting[0].contains("kubelet (http://127.0.0.1:10248/healthz)"));
+    let at = |needle: &str| first.console.iter().position(|l| l.contains(needle));
+    assert!(at(WAITING_HEALTHY) < at("edgeimg: ready "));
     assert!(console_has(&first, "usr-writable=no"), "root is writable");
     assert!(
         console_has(&first, "mounted read-only through dm-verity"),
@@ -168,7 +192,6 @@ fn controller_roles_start_k0s_with_their_arguments() {
     for (role, args) in [
         ("controller", "k0s-stand-in: controller"),
         ("controller+worker", "--enable-worker"),
-        ("single", "--single"),
     ] {
         let image = build_role(dir.path(), role, None, false);
         let host = format!("n-{}", role.replace('+', "-"));
@@ -179,7 +202,40 @@ fn controller_roles_start_k0s_with_their_arguments() {
             "{role}: k0s not started with {args}:\n{}",
             r.console.join("\n")
         );
+        assert_sysinfo_clean(role, &r);
+        let waits = if role == "controller" {
+            "waiting for the API server (/readyz on 6443) to answer ok"
+        } else {
+            "waiting for the API server (/readyz on 6443) and kubelet (http://127.0.0.1:10248/healthz) to answer ok"
+        };
+        assert!(console_has(&r, waits), "{role}:\n{}", r.console.join("\n"));
     }
+
+    // A single node whose k0s never becomes healthy: one waiting line, no ready line.
+    let node = r#"
+hostname = "n-single"
+[time]
+ntp = []
+[[files]]
+path = "/etc/k0s-stand-in/never-healthy"
+content = "yes"
+"#;
+    let image = build_role(dir.path(), "single", Some(node), false);
+    let mut opts = options("single", "n-single", false);
+    opts.timeout = Duration::from_secs(600);
+    let r = qemu::smoke_until(&image, &spec, &opts, STAND_IN_NEVER_HEALTHY, &Silent)
+        .unwrap_or_else(|e| panic!("single (never healthy): {e:#}"));
+    let console = r.console.join("\n");
+    assert!(console_has(&r, "--single"), "{console}");
+    assert!(!console_has(&r, "edgeimg: ready "), "{console}");
+    let waiting = r
+        .console
+        .iter()
+        .filter(|l| l.contains(WAITING_HEALTHY))
+        .count();
+    assert_eq!(waiting, 1, "{console}");
+    let sysinfo = r.console.iter().find_map(|l| qemu::parse_sysinfo_line(l));
+    assert_eq!(sysinfo.map(|s| s.errors), Some(0), "{console}");
 }
 
 /// Whether the ESP of a disk copy still holds `path`, read with mtools.
@@ -195,4 +251,67 @@ fn esp_has(image: &Path, disk: &Path, path: &str) -> bool {
     let spec = format!("{}@@{start}", disk.display());
     let o = run_tool("mdir", &["-i", &spec, &format!("::/{path}")]);
     o.status.success()
+}
+
+/// A copy of the project's boards/, profiles/ and overlays/ in `dir`, for a test build whose
+/// profile differs.
+fn data_dir_copy(dir: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let to = dir.join("data");
+    std::fs::create_dir_all(&to).unwrap();
+    for sub in ["boards", "profiles", "overlays"] {
+        let from = root.join(sub).display().to_string();
+        let o = run_tool("cp", &["-a", &from, &to.display().to_string()]);
+        assert!(o.status.success(), "cp -a {from}: {}", stderr(&o));
+    }
+    to
+}
+
+/// An image built without a module k0s requires (xt_REDIRECT, taken out of the profile's
+/// `[kubernetes] modules` in a copy of the project's data) fails `edgeimg smoke` with the
+/// sysinfo error naming the kernel option and the setting that adds it.
+#[test]
+fn smoke_fails_on_a_sysinfo_error_naming_the_kernel_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir_copy(dir.path());
+    let base = data.join("profiles/base.toml");
+    let text = std::fs::read_to_string(&base).unwrap();
+    assert!(text.contains("\"xt_REDIRECT\", "));
+    std::fs::write(&base, text.replace("\"xt_REDIRECT\", ", "")).unwrap();
+    let node = dir.path().join("node.toml");
+    std::fs::write(&node, "hostname = \"n-bad\"\n[time]\nntp = []\n").unwrap();
+    let out = dir.path().join("out");
+    let data_arg = data.display().to_string();
+    let node_arg = node.display().to_string();
+    let o = build(
+        &out,
+        &[
+            "--data-dir",
+            &data_arg,
+            "--board",
+            "x86-64",
+            "--role",
+            "worker",
+            "--no-xz",
+            "--node",
+            &node_arg,
+        ],
+    );
+    assert!(o.status.success(), "build failed:\n{}", stderr(&o));
+    let image = out.join("x86-64-worker.img");
+    let image_arg = image.display().to_string();
+    let o = edgeimg(&[
+        "--data-dir",
+        &data_arg,
+        "smoke",
+        &image_arg,
+        "--timeout",
+        "420",
+    ]);
+    let err = stderr(&o);
+    assert!(!o.status.success(), "smoke passed:\n{}", stdout(&o));
+    assert!(
+        err.contains("edgeimg: FAILED: sysinfo: CONFIG_NETFILTER_XT_TARGET_REDIRECT (REDIRECT target support) is a module, but this image lacks xt_REDIRECT: add \"xt_REDIRECT\" to [kubernetes] modules in profiles/base.toml"),
+        "{err}"
+    );
 }

@@ -161,10 +161,18 @@ pub fn build_root(plan: &Plan, u: &Unpacked, k0s: &K0sBinary, rep: &dyn Reporter
     Ok(root)
 }
 
+/// `/etc/edgeimg/build.env`: the image's facts, and the Kubernetes modules and sysctls of
+/// the profile (`[kubernetes]`) that the node's boot script applies.
 fn build_env(plan: &Plan, kver: &str) -> String {
     format!(
-        "EDGEIMG_BOARD='{}'\nEDGEIMG_ROLE='{}'\nK0S_VERSION='{}'\nKVER='{}'\nEDGEIMG_VERSION='{}'\nROOT_MODE='ro'\n",
-        plan.board.name, plan.role, plan.k0s_version, kver, plan.edgeimg_version
+        "EDGEIMG_BOARD='{}'\nEDGEIMG_ROLE='{}'\nK0S_VERSION='{}'\nKVER='{}'\nEDGEIMG_VERSION='{}'\nROOT_MODE='ro'\nEDGEIMG_K8S_MODULES='{}'\nEDGEIMG_K8S_SYSCTLS='{}'\n",
+        plan.board.name,
+        plan.role,
+        plan.k0s_version,
+        kver,
+        plan.edgeimg_version,
+        plan.base.kubernetes.modules.join(" "),
+        plan.base.kubernetes.sysctls.join(" "),
     )
 }
 

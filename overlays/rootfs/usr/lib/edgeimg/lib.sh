@@ -98,7 +98,7 @@ save_runtime_env() {
 	mkdir -p "$EDGEIMG_RUN"
 	{
 		for _k in ROLE HOSTNAME_EFFECTIVE K0S_ARGS K0S_LABELS K0S_TAINTS K0S_VERSION NET_MODE \
-			NET_DNS CONFIG_GENERATION EDGEIMG_VERSION; do
+			NET_DNS CONFIG_GENERATION EDGEIMG_VERSION EDGEIMG_BOARD; do
 			eval "_v=\${$_k-}"
 			# shellcheck disable=SC2154
 			echo "$_k=$(q "$_v")"
