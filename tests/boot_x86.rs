@@ -83,6 +83,7 @@ fn assert_sysinfo_clean(role: &str, report: &qemu::SmokeReport) {
         .unwrap_or_else(|| panic!("{role}: no sysinfo line:\n{}", report.console.join("\n")));
     assert_eq!(s.errors, 0, "{role}: {}", s.text);
     assert!(s.passed >= 10, "{role}: {}", s.text);
+    eprintln!("{role}: {}", s.text);
 }
 
 /// The lines saying what the node waits for before it is ready.

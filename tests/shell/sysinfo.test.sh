@@ -39,7 +39,8 @@ EOF
 	for o in NF_CONNTRACK NETFILTER_XTABLES NETFILTER_XT_TARGET_REDIRECT NETFILTER_XT_MATCH_COMMENT EXT4_FS; do
 		echo "CONFIG_$o=m" >>"$T/kconfig"
 	done
-	echo "# CONFIG_IP_NF_TARGET_REDIRECT is not set" >>"$T/kconfig"
+	# As in Debian's kernels: the old name is a module option too (it selects the new one).
+	echo "CONFIG_IP_NF_TARGET_REDIRECT=m" >>"$T/kconfig"
 	cp "$T/kconfig" "$T/root/usr/lib/modules/$KREL/config"
 	for m in netfilter/nf_conntrack netfilter/x_tables netfilter/xt_REDIRECT netfilter/xt_comment fs/ext4; do
 		echo "kernel/$m.ko.xz:"
@@ -88,7 +89,7 @@ a_missing_module_names_the_option_and_the_profile_setting() {
 the_alternative_option_is_really_tried() {
 	good_node
 	sed -i -e 's/^CONFIG_NETFILTER_XT_TARGET_REDIRECT=m/# CONFIG_NETFILTER_XT_TARGET_REDIRECT is not set/' \
-		-e 's/^# CONFIG_IP_NF_TARGET_REDIRECT is not set/CONFIG_IP_NF_TARGET_REDIRECT=y/' \
+		-e 's/^CONFIG_IP_NF_TARGET_REDIRECT=m/CONFIG_IP_NF_TARGET_REDIRECT=y/' \
 		"$T/root/usr/lib/modules/$KREL/config"
 	sysinfo_run worker /var/lib/k0s x86-64 >"$T/out" || { cat "$T/out"; exit 1; }
 	sed -i 's/^CONFIG_IP_NF_TARGET_REDIRECT=y/# nothing/' "$T/root/usr/lib/modules/$KREL/config"

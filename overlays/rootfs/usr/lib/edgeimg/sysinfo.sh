@@ -135,7 +135,8 @@ sysinfo_kernel_options() {
 				if [ "$module" = - ] || sysinfo_module_present "$module"; then
 					found=$opt
 				else
-					found="-$opt"
+					# Named by the first option built as a module.
+					found=${found:--$opt}
 				fi
 				;;
 			esac
