@@ -316,3 +316,211 @@ fn smoke_fails_on_a_sysinfo_error_naming_the_kernel_option() {
         "{err}"
     );
 }
+
+/// An OCI image layout tarball (as `k0s airgap bundle-artifacts` and `docker save` write
+/// them) with one uncompressed layer: `busybox` as /bin/busybox, /bin/sh and /bin/cat linking
+/// to it, named `name` (`io.containerd.image.name`).
+fn oci_layout_tar(busybox: &[u8], name: &str) -> Vec<u8> {
+    fn entry(t: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(mode);
+        h.set_mtime(0);
+        h.set_entry_type(if path.ends_with('/') {
+            tar::EntryType::Directory
+        } else {
+            tar::EntryType::Regular
+        });
+        t.append_data(&mut h, path, data).unwrap();
+    }
+    fn link(t: &mut tar::Builder<Vec<u8>>, path: &str, to: &str) {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(0);
+        h.set_mode(0o777);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Symlink);
+        t.append_link(&mut h, path, to).unwrap();
+    }
+    let mut layer = tar::Builder::new(Vec::new());
+    entry(&mut layer, "bin/", &[], 0o755);
+    entry(&mut layer, "bin/busybox", busybox, 0o755);
+    link(&mut layer, "bin/sh", "busybox");
+    link(&mut layer, "bin/cat", "busybox");
+    entry(&mut layer, "proc/", &[], 0o755);
+    entry(&mut layer, "sys/", &[], 0o755);
+    entry(&mut layer, "dev/", &[], 0o755);
+    let layer = layer.into_inner().unwrap();
+    let layer_digest = format!("sha256:{}", sha256_hex(&layer));
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    }))
+    .unwrap();
+    let config_digest = format!("sha256:{}", sha256_hex(&config));
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": layer_digest,
+            "size": layer.len(),
+        }],
+    }))
+    .unwrap();
+    let manifest_digest = format!("sha256:{}", sha256_hex(&manifest));
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest.len(),
+            "annotations": {
+                "io.containerd.image.name": name,
+                "org.opencontainers.image.ref.name": name.rsplit(':').next().unwrap(),
+            },
+        }],
+    }))
+    .unwrap();
+    let mut out = tar::Builder::new(Vec::new());
+    entry(
+        &mut out,
+        "oci-layout",
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+        0o644,
+    );
+    entry(&mut out, "index.json", &index, 0o644);
+    entry(&mut out, "blobs/", &[], 0o755);
+    entry(&mut out, "blobs/sha256/", &[], 0o755);
+    for blob in [&layer, &config, &manifest] {
+        entry(
+            &mut out,
+            &format!("blobs/sha256/{}", sha256_hex(blob)),
+            blob,
+            0o644,
+        );
+    }
+    out.into_inner().unwrap()
+}
+
+/// `path` of the root squashfs of `image` (read with unsquashfs).
+fn root_file(image: &Path, dir: &Path, path: &str) -> Vec<u8> {
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(image.with_file_name("manifest.json")).unwrap(),
+    )
+    .unwrap();
+    // The squashfs is the first data_blocks 4 KiB blocks of the root partition (the
+    // dm-verity hash tree follows it).
+    let v = &manifest["verity"];
+    let part = v["data_partition"].as_u64().unwrap() as usize;
+    let start = manifest["partitions"]["partitions"][part - 1]["start_lba"]
+        .as_u64()
+        .unwrap()
+        * 512;
+    let len = v["data_blocks"].as_u64().unwrap() * 4096;
+    let sqfs = dir.join("root.sqfs");
+    extract(image, start, len, &sqfs);
+    let out = dir.join("root-files");
+    let o = run_tool(
+        "unsquashfs",
+        &[
+            "-q",
+            "-no-xattrs",
+            "-d",
+            &out.display().to_string(),
+            &sqfs.display().to_string(),
+            path,
+        ],
+    );
+    assert!(o.status.success(), "unsquashfs: {}", stderr(&o));
+    std::fs::read(out.join(path)).unwrap()
+}
+
+const CTR_TEST: &str = r#"
+sock=/run/containerd/containerd.sock
+mkdir -p /var/lib/k0s/containerd /run/containerd
+containerd --root /var/lib/k0s/containerd --state /run/containerd/state --address $sock >/var/lib/k0s/containerd.log 2>&1 &
+i=0
+while [ ! -S $sock ] && [ $i -lt 120 ]; do sleep 1; i=$((i + 1)); done
+wget -q -O /var/lib/k0s/busybox-oci.tar http://10.0.2.100/busybox-oci.tar || echo "ctr-test: download failed"
+ctr -a $sock images import --snapshotter overlayfs /var/lib/k0s/busybox-oci.tar || echo "ctr-test: import failed"
+mkdir -p /sys/fs/cgroup/edgeimg-test
+echo "+memory +pids" >/sys/fs/cgroup/edgeimg-test/cgroup.subtree_control
+mkdir -p /sys/fs/cgroup/edgeimg-test/c1
+echo 32 >/sys/fs/cgroup/edgeimg-test/c1/pids.max
+ctr -a $sock run --rm --seccomp --snapshotter overlayfs --memory-limit 67108864 --cgroup /edgeimg-test/c1 \
+  docker.io/edgeimg/busybox:1 c1 /bin/sh -c 'echo ctr-test-marker-from-container; echo ctr-test: memory.max=$(cat /sys/fs/cgroup/memory.max) pids.max=$(cat /sys/fs/cgroup/pids.max)'
+echo "ctr-test: done, exit $? snapshots: $(ls /var/lib/k0s/containerd/io.containerd.snapshotter.v1.overlayfs 2>&1 | tr '\n' ' ')"
+tail -n 5 /var/lib/k0s/containerd.log
+"#;
+
+/// A real container runtime on the node: Debian's containerd and runc (through the normal
+/// package path: a role profile's `packages` in a copy of the project's data) import an OCI
+/// image layout the test made from the image's own busybox and run it with the overlayfs
+/// snapshotter under /var/lib/k0s on the data partition, seccomp, a memory and a pids limit.
+#[test]
+fn containerd_and_runc_run_a_container_with_limits_on_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data_dir_copy(dir.path());
+    let worker = data.join("profiles/worker.toml");
+    let mut text = std::fs::read_to_string(&worker).unwrap();
+    text.push_str("packages = [\"containerd\", \"runc\"]\n");
+    std::fs::write(&worker, text).unwrap();
+    let node = dir.path().join("node.toml");
+    std::fs::write(
+        &node,
+        format!(
+            "hostname = \"n-ctr\"\nboot_cmd = [\"sh /etc/edgeimg-test/ctr-test.sh\"]\n[time]\nntp = []\n\
+             [[files]]\npath = \"/etc/edgeimg-test/ctr-test.sh\"\nmode = \"0700\"\ncontent = '''{CTR_TEST}'''\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let data_arg = data.display().to_string();
+    let node_arg = node.display().to_string();
+    let token = token_file(dir.path()).display().to_string();
+    let o = build(
+        &out,
+        &[
+            "--data-dir",
+            &data_arg,
+            "--board",
+            "x86-64",
+            "--role",
+            "worker",
+            "--no-xz",
+            "--node",
+            &node_arg,
+            "--token-file",
+            &token,
+        ],
+    );
+    assert!(o.status.success(), "build failed:\n{}", stderr(&o));
+    let image = out.join("x86-64-worker.img");
+    let busybox = root_file(&image, dir.path(), "usr/bin/busybox");
+    let bundle = oci_layout_tar(&busybox, "docker.io/edgeimg/busybox:1");
+    let server = Server::start(vec![("/busybox-oci.tar".into(), bundle)]);
+    let mut opts = options("worker", "n-ctr", false);
+    opts.guestfwd = vec![format!("tcp:10.0.2.100:80-tcp:127.0.0.1:{}", server.port)];
+    opts.timeout = Duration::from_secs(900);
+    opts.extra_console_checks = vec!["ctr-test: done".into()];
+    let r = qemu::smoke(&image, &board_qemu("x86-64"), &opts, &Silent)
+        .unwrap_or_else(|e| panic!("containerd boot: {e:#}"));
+    let console = r.console.join("\n");
+    assert!(
+        console_has(&r, "ctr-test-marker-from-container"),
+        "{console}"
+    );
+    assert!(
+        console_has(&r, "ctr-test: memory.max=67108864 pids.max=32"),
+        "{console}"
+    );
+    assert!(console_has(&r, "ctr-test: done, exit 0"), "{console}");
+    assert_sysinfo_clean("worker with containerd", &r);
+}
