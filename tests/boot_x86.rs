@@ -454,7 +454,9 @@ mkdir -p /sys/fs/cgroup/edgeimg-test
 echo "+memory +pids" >/sys/fs/cgroup/edgeimg-test/cgroup.subtree_control
 mkdir -p /sys/fs/cgroup/edgeimg-test/c1
 echo 32 >/sys/fs/cgroup/edgeimg-test/c1/pids.max
+# ctr's default spec mounts no cgroupfs: the container's own cgroup is bound in, read-only.
 ctr -a $sock run --rm --seccomp --snapshotter overlayfs --memory-limit 67108864 --cgroup /edgeimg-test/c1 \
+  --mount type=bind,src=/sys/fs/cgroup/edgeimg-test/c1,dst=/sys/fs/cgroup,options=rbind:ro \
   docker.io/edgeimg/busybox:1 c1 /bin/sh -c 'echo ctr-test-marker-from-container; echo ctr-test: memory.max=$(cat /sys/fs/cgroup/memory.max) pids.max=$(cat /sys/fs/cgroup/pids.max)'
 echo "ctr-test: done, exit $? snapshots: $(ls /var/lib/k0s/containerd/io.containerd.snapshotter.v1.overlayfs 2>&1 | tr '\n' ' ')"
 tail -n 5 /var/lib/k0s/containerd.log
@@ -463,7 +465,8 @@ tail -n 5 /var/lib/k0s/containerd.log
 /// A real container runtime on the node: Debian's containerd and runc (through the normal
 /// package path: a role profile's `packages` in a copy of the project's data) import an OCI
 /// image layout the test made from the image's own busybox and run it with the overlayfs
-/// snapshotter under /var/lib/k0s on the data partition, seccomp, a memory and a pids limit.
+/// snapshotter under /var/lib/k0s on the data partition, seccomp, a memory and a pids limit
+/// (`ctr run` has none: the container runs in a cgroup whose pids.max the script set).
 #[test]
 fn containerd_and_runc_run_a_container_with_limits_on_the_node() {
     let dir = tempfile::tempdir().unwrap();
