@@ -432,6 +432,7 @@ fn root_file(image: &Path, dir: &Path, path: &str) -> Vec<u8> {
         &[
             "-q",
             "-no-xattrs",
+            "-f",
             "-d",
             &out.display().to_string(),
             &sqfs.display().to_string(),
@@ -458,7 +459,17 @@ echo 32 >/sys/fs/cgroup/edgeimg-test/c1/pids.max
 ctr -a $sock run --rm --seccomp --snapshotter overlayfs --memory-limit 67108864 --cgroup /edgeimg-test/c1 \
   --mount type=bind,src=/sys/fs/cgroup/edgeimg-test/c1,dst=/sys/fs/cgroup,options=rbind:ro \
   docker.io/edgeimg/busybox:1 c1 /bin/sh -c 'echo ctr-test-marker-from-container; echo ctr-test: memory.max=$(cat /sys/fs/cgroup/memory.max) pids.max=$(cat /sys/fs/cgroup/pids.max)'
-echo "ctr-test: done, exit $? snapshots: $(ls /var/lib/k0s/containerd/io.containerd.snapshotter.v1.overlayfs 2>&1 | tr '\n' ' ')"
+rc=$?
+# The airgap bundle of the image, where k0s's worker imports it: no download, and the
+# container has its own network namespace with nothing but loopback.
+b=/var/lib/k0s/images/k0s-airgap-bundle-test-linux-amd64.tar
+echo "ctr-test: airgap link $(readlink $b) size $(wc -c <$b)"
+ctr -a $sock -n k8s.io images import --snapshotter overlayfs $b || echo "ctr-test: airgap import failed"
+echo "ctr-test: k8s.io images: $(ctr -a $sock -n k8s.io images ls -q | tr '\n' ' ')"
+ctr -a $sock -n k8s.io run --rm --seccomp --snapshotter overlayfs docker.io/edgeimg/airgap:1 a1 \
+  /bin/sh -c 'echo ctr-test-airgap-marker; echo ctr-test: airgap netdevs $(ls /sys/class/net | tr "\n" " ")'
+echo "ctr-test: airgap run exit $?"
+echo "ctr-test: done, exit $rc snapshots: $(ls /var/lib/k0s/containerd/io.containerd.snapshotter.v1.overlayfs 2>&1 | tr '\n' ' ')"
 tail -n 5 /var/lib/k0s/containerd.log
 "#;
 
@@ -488,6 +499,15 @@ fn containerd_and_runc_run_a_container_with_limits_on_the_node() {
     let data_arg = data.display().to_string();
     let node_arg = node.display().to_string();
     let token = token_file(dir.path()).display().to_string();
+    // The airgap bundle: an OCI layout like `k0s airgap bundle-artifacts` writes, of the
+    // host's busybox-static (the image's own is only there after the build).
+    let host_busybox = std::fs::read("/usr/bin/busybox")
+        .expect("/usr/bin/busybox (Debian's busybox-static, scripts/install-deps test)");
+    let airgap = oci_layout_tar(&host_busybox, "docker.io/edgeimg/airgap:1");
+    let airgap_sha = sha256_hex(&airgap);
+    let airgap_file = dir.path().join("k0s-airgap-bundle-test-linux-amd64.tar");
+    std::fs::write(&airgap_file, &airgap).unwrap();
+    let airgap_arg = airgap_file.display().to_string();
     let o = build(
         &out,
         &[
@@ -502,10 +522,58 @@ fn containerd_and_runc_run_a_container_with_limits_on_the_node() {
             &node_arg,
             "--token-file",
             &token,
+            "--airgap-bundle",
+            &airgap_arg,
+            "--airgap-sha256",
+            &airgap_sha,
         ],
     );
     assert!(o.status.success(), "build failed:\n{}", stderr(&o));
     let image = out.join("x86-64-worker.img");
+    // The manifest and the SBOM name the bundle with its digest.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let rec = manifest["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "k0s-airgap-bundle")
+        .unwrap_or_else(|| panic!("no airgap bundle in the manifest inputs: {manifest}"));
+    assert_eq!(rec["sha256"], airgap_sha.as_str(), "{rec}");
+    assert_eq!(rec["source"], airgap_arg.as_str(), "{rec}");
+    let sbom: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("sbom.spdx.json")).unwrap())
+            .unwrap();
+    let pkg = sbom["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "k0s-airgap-bundle")
+        .unwrap_or_else(|| panic!("no airgap bundle in the SBOM: {sbom}"));
+    assert_eq!(pkg["checksums"][0]["algorithm"], "SHA256", "{pkg}");
+    assert_eq!(
+        pkg["checksums"][0]["checksumValue"],
+        airgap_sha.as_str(),
+        "{pkg}"
+    );
+    let id = pkg["SPDXID"].as_str().unwrap();
+    assert!(
+        sbom["relationships"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| { r["relationshipType"] == "CONTAINS" && r["relatedSpdxElement"] == id }),
+        "the image does not CONTAIN the bundle: {sbom}"
+    );
+    // In the root (under dm-verity), byte for byte, as unsquashfs reads it.
+    assert!(
+        root_file(
+            &image,
+            dir.path(),
+            "usr/share/edgeimg/airgap/k0s-airgap-bundle-test-linux-amd64.tar"
+        ) == airgap,
+        "the root's airgap bundle differs from the one given"
+    );
     let busybox = root_file(&image, dir.path(), "usr/bin/busybox");
     let bundle = oci_layout_tar(&busybox, "docker.io/edgeimg/busybox:1");
     let server = Server::start(vec![("/busybox-oci.tar".into(), bundle)]);
@@ -525,5 +593,35 @@ fn containerd_and_runc_run_a_container_with_limits_on_the_node() {
         "{console}"
     );
     assert!(console_has(&r, "ctr-test: done, exit 0"), "{console}");
+    // The airgap bundle: linked (not copied) into /var/lib/k0s/images by the boot script,
+    // imported into k0s's containerd namespace from there and run without any network.
+    assert!(
+        console_has(
+            &r,
+            "edgeimg: airgap: 1 bundle(s) linked into /var/lib/k0s/images"
+        ),
+        "{console}"
+    );
+    assert!(
+        console_has(
+            &r,
+            &format!(
+                "ctr-test: airgap link /usr/share/edgeimg/airgap/k0s-airgap-bundle-test-linux-amd64.tar size {}",
+                airgap.len()
+            )
+        ),
+        "{console}"
+    );
+    assert!(
+        !console_has(&r, "ctr-test: airgap import failed"),
+        "{console}"
+    );
+    assert!(
+        console_has(&r, "docker.io/edgeimg/airgap:1"),
+        "the k8s.io namespace lacks the bundle's image:\n{console}"
+    );
+    assert!(console_has(&r, "ctr-test-airgap-marker"), "{console}");
+    assert!(console_has(&r, "ctr-test: airgap netdevs lo"), "{console}");
+    assert!(console_has(&r, "ctr-test: airgap run exit 0"), "{console}");
     assert_sysinfo_clean("worker with containerd", &r);
 }
