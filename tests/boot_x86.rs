@@ -467,7 +467,7 @@ echo "ctr-test: airgap link $(readlink $b) size $(wc -c <$b)"
 ctr -a $sock -n k8s.io images import --snapshotter overlayfs $b || echo "ctr-test: airgap import failed"
 echo "ctr-test: k8s.io images: $(ctr -a $sock -n k8s.io images ls -q | tr '\n' ' ')"
 ctr -a $sock -n k8s.io run --rm --seccomp --snapshotter overlayfs docker.io/edgeimg/airgap:1 a1 \
-  /bin/sh -c 'echo ctr-test-airgap-marker; echo ctr-test: airgap netdevs $(ls /sys/class/net | tr "\n" " ")'
+  /bin/sh -c 'echo ctr-test-airgap-marker; echo "ctr-test: airgap netdevs [$(ls /sys/class/net | tr "\n" " ")]"'
 echo "ctr-test: airgap run exit $?"
 echo "ctr-test: done, exit $rc snapshots: $(ls /var/lib/k0s/containerd/io.containerd.snapshotter.v1.overlayfs 2>&1 | tr '\n' ' ')"
 tail -n 5 /var/lib/k0s/containerd.log
@@ -593,6 +593,9 @@ fn containerd_and_runc_run_a_container_with_limits_on_the_node() {
         "{console}"
     );
     assert!(console_has(&r, "ctr-test: done, exit 0"), "{console}");
+    for l in r.console.iter().filter(|l| l.contains("airgap")) {
+        eprintln!("console: {l}");
+    }
     // The airgap bundle: linked (not copied) into /var/lib/k0s/images by the boot script,
     // imported into k0s's containerd namespace from there and run without any network.
     assert!(
@@ -621,7 +624,10 @@ fn containerd_and_runc_run_a_container_with_limits_on_the_node() {
         "the k8s.io namespace lacks the bundle's image:\n{console}"
     );
     assert!(console_has(&r, "ctr-test-airgap-marker"), "{console}");
-    assert!(console_has(&r, "ctr-test: airgap netdevs lo"), "{console}");
+    assert!(
+        console_has(&r, "ctr-test: airgap netdevs [lo ]"),
+        "{console}"
+    );
     assert!(console_has(&r, "ctr-test: airgap run exit 0"), "{console}");
     assert_sysinfo_clean("worker with containerd", &r);
 }
