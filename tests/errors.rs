@@ -344,3 +344,47 @@ fn airgap_bundle_missing_unpinned_or_for_a_controller_is_refused() {
         &["--airgap-bundle: a controller runs no worker"],
     );
 }
+
+#[test]
+fn airgap_bundle_in_the_plan_default_url_and_file_names() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let sha = "AB".repeat(32);
+    let plan = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["--role", "worker", "--dry-run"];
+        args.extend_from_slice(extra);
+        let o = build(&out, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    // Without the flag the plan (and so its hash) has no airgap entry at all.
+    assert!(plan(&[]).get("airgap").is_none());
+    let p = plan(&["--airgap-bundle", "--airgap-sha256", &sha]);
+    let version = p["k0s_version"].as_str().unwrap().to_string();
+    let enc = version.replace('+', "%2B");
+    assert_eq!(
+        p["airgap"]["source"]["url"],
+        format!(
+            "https://github.com/k0sproject/k0s/releases/download/{enc}/k0s-airgap-bundle-{enc}-linux-amd64.tar"
+        ),
+        "{p}"
+    );
+    assert_eq!(p["airgap"]["source"]["sha256"], "ab".repeat(32));
+    assert_eq!(
+        p["airgap"]["file_name"],
+        format!("k0s-airgap-bundle-{version}-linux-amd64.tar")
+    );
+    // A file whose name is no plain name is refused, naming the flag.
+    let odd = d.path().join("bundle name.tar");
+    std::fs::write(&odd, b"x").unwrap();
+    fails_with(
+        &out,
+        &["--role", "worker", "--airgap-bundle", odd.to_str().unwrap()],
+        &["--airgap-bundle", "is not a plain name"],
+    );
+    fails_with(
+        &out,
+        &["--role", "worker", "--airgap-sha256", &sha],
+        &["--airgap-sha256 without --airgap-bundle"],
+    );
+}
