@@ -20,6 +20,31 @@ pub enum K0sInput {
     LocalFile { path: PathBuf },
 }
 
+/// Where the k0s release publishes its airgap bundle; `{version}` and `{arch}` are filled in.
+pub const DEFAULT_AIRGAP_URL_TEMPLATE: &str = "https://github.com/k0sproject/k0s/releases/download/{version}/k0s-airgap-bundle-{version}-linux-{arch}.tar";
+
+pub use crate::node::contract::AIRGAP_DIR;
+
+/// The airgap bundle (`--airgap-bundle`): an OCI image layout tarball shipped in the root.
+#[derive(Clone, Debug, Serialize)]
+pub struct AirgapInput {
+    /// Its name in [`AIRGAP_DIR`] and `<data-dir>/images`.
+    pub file_name: String,
+    pub source: AirgapSource,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AirgapSource {
+    /// A URL (template already expanded) checked against `--airgap-sha256`.
+    Url { url: String, sha256: String },
+    /// A local file: checked against `--airgap-sha256` when given, else hashed and recorded.
+    LocalFile {
+        path: PathBuf,
+        sha256: Option<String>,
+    },
+}
+
 /// Choices the user makes on the command line, before resolution.
 #[derive(Clone, Debug, Default)]
 pub struct Request {
@@ -32,6 +57,10 @@ pub struct Request {
     pub k0s_url: Option<String>,
     pub k0s_sha256: Option<String>,
     pub k0s_binary: Option<PathBuf>,
+    /// `--airgap-bundle`: `Some(None)` is the k0s release's bundle, `Some(Some(x))` a file or a
+    /// URL template.
+    pub airgap_bundle: Option<Option<String>>,
+    pub airgap_sha256: Option<String>,
     pub source_date_epoch: Option<u64>,
     /// Write a dm-verity hash tree for the root (`--no-verity` turns it off).
     pub verity: bool,
@@ -49,6 +78,9 @@ pub struct Plan {
     pub suite: String,
     pub k0s_version: String,
     pub k0s: K0sInput,
+    /// Absent from the plan (and its hash) without `--airgap-bundle`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub airgap: Option<AirgapInput>,
     pub source_date_epoch: u64,
     /// dm-verity hash tree after the root squashfs, root hash on the kernel command line.
     pub verity: bool,
@@ -92,6 +124,13 @@ impl Plan {
             req.k0s_sha256,
             req.k0s_binary,
         )?;
+        let airgap = airgap_input(
+            role,
+            &board,
+            &k0s_version,
+            req.airgap_bundle,
+            req.airgap_sha256,
+        )?;
         let source_date_epoch = req
             .source_date_epoch
             .or_else(|| {
@@ -110,6 +149,7 @@ impl Plan {
             suite,
             k0s_version,
             k0s,
+            airgap,
             source_date_epoch,
             verity: req.verity,
             node,
@@ -155,7 +195,7 @@ impl Plan {
 
     /// Modules the root carries (dependencies are added later).
     pub fn root_modules(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.base.root_modules.clone();
+        let mut v: Vec<String> = self.base.kubernetes.modules.clone();
         v.extend(self.board.root_modules.iter().cloned());
         v.extend(self.role_profile.root_modules.iter().cloned());
         // The root can load whatever the initramfs loaded.
@@ -224,6 +264,86 @@ fn k0s_input(
         url,
         sha256: sha256.to_ascii_lowercase(),
     })
+}
+
+fn airgap_input(
+    role: Role,
+    board: &Board,
+    version: &str,
+    bundle: Option<Option<String>>,
+    sha256: Option<String>,
+) -> Result<Option<AirgapInput>> {
+    let Some(bundle) = bundle else {
+        if sha256.is_some() {
+            bail!(
+                "--airgap-sha256 without --airgap-bundle: add --airgap-bundle FILE|URL or drop it"
+            );
+        }
+        return Ok(None);
+    };
+    if !role.runs_worker() {
+        bail!(
+            "--airgap-bundle: a {role} runs no worker and imports no images; drop the flag or \
+             build --role controller+worker, single or worker"
+        );
+    }
+    let sha256 = match sha256 {
+        Some(s) => {
+            let d = s.trim().to_ascii_lowercase();
+            if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!("--airgap-sha256 '{s}' is not 64 hex digits");
+            }
+            Some(d)
+        }
+        None => None,
+    };
+    let template = bundle.unwrap_or_else(|| DEFAULT_AIRGAP_URL_TEMPLATE.to_string());
+    let (source, name) = if template.contains("://") {
+        let url = template
+            .replace("{version}", &version.replace('+', "%2B"))
+            .replace("{arch}", board.arch.k0s());
+        let sha256 = sha256.with_context(|| {
+            format!(
+                "--airgap-bundle {url}: no sha256 to check it against: pass --airgap-sha256 with \
+                 the digest from the release's sha256sums.txt"
+            )
+        })?;
+        let name = url
+            .split(['?', '#'])
+            .next()
+            .unwrap_or("")
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .replace("%2B", "+")
+            .replace("%2b", "+");
+        (AirgapSource::Url { url, sha256 }, name)
+    } else {
+        let path = PathBuf::from(&template);
+        if !path.is_file() {
+            bail!("--airgap-bundle {}: no such file", path.display());
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (AirgapSource::LocalFile { path, sha256 }, name)
+    };
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b));
+    if !ok {
+        bail!(
+            "--airgap-bundle {template}: the file name {name:?} is not a plain name (letters, \
+             digits, . _ + -): rename the file or give a URL ending in one"
+        );
+    }
+    Ok(Some(AirgapInput {
+        file_name: name,
+        source,
+    }))
 }
 
 pub fn sha256_hex(data: &[u8]) -> String {

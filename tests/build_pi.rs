@@ -279,6 +279,10 @@ fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
             .any(|l| l.contains("edgeimg.test=node-arg")),
         "the kernel did not get cmdline.txt's arguments"
     );
+    // k0s's pre-flight checks for a controller+worker on the Pi's kernel: no error.
+    let sysinfo = r.sysinfo.as_ref().expect("a sysinfo line");
+    assert_eq!(sysinfo.errors, 0, "{}", sysinfo.text);
+    eprintln!("pi3 on raspi3b: {}", sysinfo.text);
     eprintln!("pi3 on raspi3b: ready after {:.1} s", r.boot_seconds);
 }
 

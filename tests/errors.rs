@@ -283,3 +283,145 @@ fn hostile_profile_values_are_refused_naming_file_and_field() {
     }
     assert!(!Path::new("/tmp/edgeimg-escape").exists());
 }
+
+#[test]
+fn airgap_bundle_with_a_wrong_sha256_names_the_flag_and_both_digests() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let bundle = d.path().join("k0s-airgap-bundle-test-linux-amd64.tar");
+    std::fs::write(&bundle, b"an OCI layout tarball").unwrap();
+    let actual = sha256_hex(b"an OCI layout tarball");
+    let wrong = "0".repeat(64);
+    let path = bundle.display().to_string();
+    fails_with(
+        &out,
+        &[
+            "--role",
+            "worker",
+            "--airgap-bundle",
+            &path,
+            "--airgap-sha256",
+            &wrong,
+        ],
+        &[
+            &format!("--airgap-bundle {path}: sha256 is {actual}, expected {wrong}"),
+            "--airgap-sha256",
+        ],
+    );
+    // Through the download path the same: nothing kept in the cache either.
+    let s = Server::start(vec![(
+        "/v1/bundle.tar".into(),
+        b"an OCI layout tarball".to_vec(),
+    )]);
+    let url = format!("http://127.0.0.1:{}/v1/bundle.tar", s.port);
+    let cache = d.path().join("cache");
+    let o = edgeimg(&[
+        "build",
+        "--role",
+        "worker",
+        "--out",
+        out.to_str().unwrap(),
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--airgap-bundle",
+        &url,
+        "--airgap-sha256",
+        &wrong,
+    ]);
+    let err = stderr(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(&format!(
+            "--airgap-bundle {url}: sha256 is {actual}, expected {wrong}"
+        )),
+        "{err}"
+    );
+    assert_nothing_published(&out);
+    let kept = std::fs::read_dir(cache.join("sha256"))
+        .map(|rd| rd.count())
+        .unwrap_or(0);
+    assert_eq!(
+        kept, 0,
+        "a bundle with the wrong digest stayed in the cache"
+    );
+}
+
+#[test]
+fn airgap_bundle_missing_unpinned_or_for_a_controller_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    fails_with(
+        &out,
+        &[
+            "--role",
+            "worker",
+            "--airgap-bundle",
+            "/nonexistent/bundle.tar",
+        ],
+        &["--airgap-bundle /nonexistent/bundle.tar: no such file"],
+    );
+    fails_with(
+        &out,
+        &["--role", "worker", "--airgap-bundle"],
+        &[
+            "k0s-airgap-bundle-v",
+            "-linux-amd64.tar: no sha256 to check it against: pass --airgap-sha256",
+        ],
+    );
+    let bundle = d.path().join("bundle.tar");
+    std::fs::write(&bundle, b"x").unwrap();
+    fails_with(
+        &out,
+        &[
+            "--role",
+            "controller",
+            "--airgap-bundle",
+            bundle.to_str().unwrap(),
+        ],
+        &["--airgap-bundle: a controller runs no worker"],
+    );
+}
+
+#[test]
+fn airgap_bundle_in_the_plan_default_url_and_file_names() {
+    let d = tempfile::tempdir().unwrap();
+    let out = d.path().join("out");
+    let sha = "AB".repeat(32);
+    let plan = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["--role", "worker", "--dry-run"];
+        args.extend_from_slice(extra);
+        let o = build(&out, &args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    // Without the flag the plan (and so its hash) has no airgap entry at all.
+    assert!(plan(&[]).get("airgap").is_none());
+    let p = plan(&["--airgap-bundle", "--airgap-sha256", &sha]);
+    let version = p["k0s_version"].as_str().unwrap().to_string();
+    let enc = version.replace('+', "%2B");
+    assert_eq!(
+        p["airgap"]["source"]["url"],
+        format!(
+            "https://github.com/k0sproject/k0s/releases/download/{enc}/k0s-airgap-bundle-{enc}-linux-amd64.tar"
+        ),
+        "{p}"
+    );
+    assert_eq!(p["airgap"]["source"]["sha256"], "ab".repeat(32));
+    assert_eq!(
+        p["airgap"]["file_name"],
+        format!("k0s-airgap-bundle-{version}-linux-amd64.tar")
+    );
+    // A file whose name is no plain name is refused, naming the flag.
+    let odd = d.path().join("bundle name.tar");
+    std::fs::write(&odd, b"x").unwrap();
+    fails_with(
+        &out,
+        &["--role", "worker", "--airgap-bundle", odd.to_str().unwrap()],
+        &["--airgap-bundle", "is not a plain name"],
+    );
+    fails_with(
+        &out,
+        &["--role", "worker", "--airgap-sha256", &sha],
+        &["--airgap-sha256 without --airgap-bundle"],
+    );
+}

@@ -326,6 +326,10 @@ fn write_sbom(
         .iter()
         .find(|o| o.file == image_file)
         .ok_or_else(|| anyhow::anyhow!("the image is missing from the outputs"))?;
+    let (airgap, inputs) = match inputs.split_last() {
+        Some((a, rest)) if a.name == super::AIRGAP_INPUT => (Some(a), rest),
+        _ => (None, inputs),
+    };
     let (k0s, debs) = inputs
         .split_last()
         .ok_or_else(|| anyhow::anyhow!("no inputs recorded"))?;
@@ -339,6 +343,7 @@ fn write_sbom(
         suite: &plan.suite,
         debs,
         k0s,
+        airgap,
     });
     let path = out_dir.join("sbom.spdx.json");
     crate::util::atomic::write_atomic(&path, text.as_bytes())?;

@@ -32,6 +32,7 @@ use crate::plan::{K0sInput, Plan};
 use crate::profile::Arch;
 use crate::progress::Reporter;
 use crate::rootfs::{self, Unpacked};
+use crate::source::airgap::{fetch_airgap, AirgapBundle};
 use crate::source::cache::Cache;
 use crate::source::debian::{fetch_debs, FetchedDeb};
 use crate::source::k0s::{fetch_k0s, K0sArch, K0sBinary, K0sSource, K0sSpec};
@@ -136,6 +137,8 @@ impl Laps {
 pub struct Inputs {
     pub debs: Vec<FetchedDeb>,
     pub k0s: K0sBinary,
+    /// `--airgap-bundle`, verified.
+    pub airgap: Option<AirgapBundle>,
 }
 
 /// The trees of step 2: the unpacked packages, the root tree (absent when the encoded root
@@ -292,8 +295,14 @@ fn names_in(files: &[PathBuf], set: &std::path::Path) -> Result<Vec<String>> {
         .collect()
 }
 
-/// Step 1: the Debian package closure and the k0s binary, each verified.
+/// Step 1: the airgap bundle (if any), the Debian package closure and the k0s binary, each
+/// verified.
 fn fetch(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Inputs> {
+    // The airgap bundle first: a wrong digest fails before any package is fetched.
+    let airgap = match &plan.airgap {
+        Some(a) => Some(fetch_airgap(&opts.cache, a, rep)?),
+        None => None,
+    };
     let arch = plan.board.arch.debian();
     let mut components: Vec<&str> = plan.base.components.iter().map(String::as_str).collect();
     components.extend(plan.board.components.iter().map(String::as_str));
@@ -314,7 +323,7 @@ fn fetch(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Inputs>
     rep.step(&format!("{} packages in the closure", packages.len()));
     let debs = fetch_debs(&opts.cache, &plan.mirror, &packages, rep)?;
     let k0s = fetch_k0s(&opts.cache, &k0s_spec(plan), rep)?;
-    Ok(Inputs { debs, k0s })
+    Ok(Inputs { debs, k0s, airgap })
 }
 
 /// Step 2: the root and initramfs trees, or the cached root artifact of an earlier build with
@@ -333,6 +342,7 @@ fn assemble(
             false,
             &inputs.debs,
             &inputs.k0s,
+            inputs.airgap.as_ref().map(|a| a.sha256.as_str()),
         )?)
     } else {
         None
@@ -362,7 +372,7 @@ fn assemble(
         });
     }
     let unpacked = rootfs::unpack(plan, &inputs.debs, scratch, rep)?;
-    let root = rootfs::build_root(plan, &unpacked, &inputs.k0s, rep)?;
+    let root = rootfs::build_root(plan, &unpacked, &inputs.k0s, inputs.airgap.as_ref(), rep)?;
     let extra_modules = if opts.format.pxe() {
         crate::boot::pxe::initramfs_modules(plan)
     } else {
@@ -425,7 +435,7 @@ pub(crate) fn squashfs_options(plan: &Plan) -> Result<SquashfsOptions> {
 }
 
 /// Every input of the build as the manifest and the SBOM record it: the Debian packages, then
-/// k0s.
+/// k0s, then the airgap bundle if there is one.
 pub(crate) fn input_records(inputs: &Inputs, plan: &Plan) -> Vec<InputRecord> {
     let mut v: Vec<InputRecord> = inputs
         .debs
@@ -445,8 +455,20 @@ pub(crate) fn input_records(inputs: &Inputs, plan: &Plan) -> Vec<InputRecord> {
         sha256: inputs.k0s.sha256.clone(),
         architecture: plan.board.arch.k0s().into(),
     });
+    if let Some(a) = &inputs.airgap {
+        v.push(InputRecord {
+            name: AIRGAP_INPUT.into(),
+            version: inputs.k0s.version.clone(),
+            source: a.source.clone(),
+            sha256: a.sha256.clone(),
+            architecture: plan.board.arch.k0s().into(),
+        });
+    }
     v
 }
+
+/// The name of the airgap bundle among the inputs (after k0s, the last one).
+pub const AIRGAP_INPUT: &str = "k0s-airgap-bundle";
 
 fn threads() -> u32 {
     std::thread::available_parallelism()

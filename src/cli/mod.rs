@@ -127,6 +127,13 @@ pub struct BuildArgs {
     /// Expected sha256 of the k0s binary (for versions or URLs not pinned in the profile).
     #[arg(long, value_name = "HEX")]
     pub k0s_sha256: Option<String>,
+    /// k0s airgap bundle (OCI image layout tarball) to ship for the worker: a file, or a URL
+    /// template with {version} and {arch}; alone, the k0s release's bundle.
+    #[arg(long, value_name = "FILE|URL", num_args = 0..=1)]
+    pub airgap_bundle: Option<Option<String>>,
+    /// Expected sha256 of the airgap bundle (needed for a URL; checked for a file).
+    #[arg(long, value_name = "HEX")]
+    pub airgap_sha256: Option<String>,
     /// Debian mirror URL (default: the profile's, else this host's APT sources).
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,

@@ -56,6 +56,8 @@ pub(crate) fn build(out: Out, data: &DataDir, args: &BuildArgs, rep: &dyn Report
         k0s_url: args.k0s_url.clone(),
         k0s_sha256: args.k0s_sha256.clone(),
         k0s_binary: args.k0s_binary.clone(),
+        airgap_bundle: args.airgap_bundle.clone(),
+        airgap_sha256: args.airgap_sha256.clone(),
         source_date_epoch: None,
         verity: !args.no_verity,
     };

@@ -43,11 +43,15 @@ pub(crate) fn smoke(out: Out, data: &DataDir, args: &SmokeArgs, rep: &dyn Report
                 "format_version": super::FORMAT_VERSION,
                 "ready_line": report.ready_line,
                 "boot_seconds": report.boot_seconds,
+                "sysinfo": report.sysinfo,
                 "disk_copy": report.disk_copy.as_ref().map(|p: &PathBuf| p.display().to_string()),
             })
         );
     } else {
         println!("{}", report.ready_line);
+        if let Some(s) = &report.sysinfo {
+            println!("{}", s.text);
+        }
         println!("ready after {:.1} s", report.boot_seconds);
         if let Some(p) = &report.disk_copy {
             println!("disk copy kept at {}", p.display());

@@ -29,6 +29,8 @@ pub struct SbomInput<'a> {
     pub debs: &'a [InputRecord],
     /// The k0s binary.
     pub k0s: &'a InputRecord,
+    /// The k0s airgap bundle (`--airgap-bundle`), if the image ships one.
+    pub airgap: Option<&'a InputRecord>,
 }
 
 const NOASSERTION: &str = "NOASSERTION";
@@ -106,6 +108,28 @@ pub fn document(input: &SbomInput) -> Value {
         relationship(&tool_id, "BUILD_TOOL_OF", &image_id),
         relationship(&image_id, "CONTAINS", &k0s_id),
     ];
+    if let Some(a) = input.airgap {
+        let id = unique_id(&mut ids, "bundle", &a.name);
+        packages.push(with_source_info(
+            json!({
+                "SPDXID": id,
+                "name": a.name,
+                "versionInfo": a.version,
+                "packageFileName": a.source.rsplit('/').next().unwrap_or(&a.source),
+                "supplier": NOASSERTION,
+                "downloadLocation": download_location(&a.source),
+                "filesAnalyzed": false,
+                "checksums": [sha256(&a.sha256)],
+                "primaryPackagePurpose": "CONTAINER",
+                "licenseConcluded": NOASSERTION,
+                "licenseDeclared": NOASSERTION,
+                "copyrightText": NOASSERTION,
+                "comment": "OCI image layout tarball imported by the k0s worker",
+            }),
+            &a.source,
+        ));
+        relationships.push(relationship(&image_id, "CONTAINS", &id));
+    }
 
     let mut debs: Vec<&InputRecord> = input.debs.iter().collect();
     debs.sort_by(|a, b| {
@@ -293,6 +317,50 @@ mod tests {
         }
     }
 
+    #[test]
+    fn an_airgap_bundle_is_a_contained_container_package_with_its_digest() {
+        let k0s = rec("k0s", "v1", "http://k/k0s");
+        let bundle = InputRecord {
+            sha256: "ef".repeat(32),
+            ..rec(
+                "k0s-airgap-bundle",
+                "v1",
+                "/tmp/k0s-airgap-bundle-v1-linux-amd64.tar",
+            )
+        };
+        let d = document(&SbomInput {
+            stem: "x86-64-worker",
+            image_file: "x86-64-worker.img",
+            image_sha256: &"cd".repeat(32),
+            plan_hash: &"0f".repeat(32),
+            edgeimg_version: "0.1.0",
+            source_date_epoch: 1_700_000_000,
+            suite: "bookworm",
+            debs: &[],
+            k0s: &k0s,
+            airgap: Some(&bundle),
+        });
+        if let Ok(p) = std::env::var("EDGEIMG_SBOM_SAMPLE") {
+            std::fs::write(p, serde_json::to_string_pretty(&d).unwrap()).unwrap();
+        }
+        let pkgs = d["packages"].as_array().unwrap();
+        let b = pkgs
+            .iter()
+            .find(|p| p["name"] == "k0s-airgap-bundle")
+            .unwrap();
+        assert_eq!(b["checksums"][0]["checksumValue"], "ef".repeat(32));
+        assert_eq!(b["primaryPackagePurpose"], "CONTAINER");
+        assert_eq!(b["packageFileName"], "k0s-airgap-bundle-v1-linux-amd64.tar");
+        let image = pkgs[0]["SPDXID"].as_str().unwrap();
+        assert!(d["relationships"].as_array().unwrap().iter().any(|r| {
+            r["spdxElementId"] == image
+                && r["relationshipType"] == "CONTAINS"
+                && r["relatedSpdxElement"] == b["SPDXID"]
+        }));
+        // Without one, the document is what it was.
+        assert!(!sample(&[], &k0s).to_string().contains("airgap"));
+    }
+
     fn sample(debs: &[InputRecord], k0s: &InputRecord) -> Value {
         document(&SbomInput {
             stem: "x86-64-worker",
@@ -304,6 +372,7 @@ mod tests {
             suite: "bookworm",
             debs,
             k0s,
+            airgap: None,
         })
     }
 

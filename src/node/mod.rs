@@ -94,6 +94,12 @@ impl Role {
     pub fn needs_token(&self) -> bool {
         matches!(self, Role::Worker)
     }
+
+    /// Whether the node runs a kubelet (and so imports airgap bundles): all but a plain
+    /// controller.
+    pub fn runs_worker(&self) -> bool {
+        !matches!(self, Role::Controller)
+    }
 }
 
 impl fmt::Display for Role {

@@ -54,6 +54,28 @@ fn module_name(v: &str) -> Result<(), &'static str> {
     }
 }
 
+/// A sysctl setting `key=value`: the key dotted words (it becomes a path under /proc/sys),
+/// the value one word (the node's shell splits the list on spaces).
+fn sysctl(v: &str) -> Result<(), &'static str> {
+    let ok = v.split_once('=').is_some_and(|(k, val)| {
+        !k.is_empty()
+            && k.split('.').all(|w| {
+                !w.is_empty()
+                    && w.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
+            && !val.is_empty()
+            && val
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.:,/".contains(c))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err("not a sysctl setting `key=value` (key: dotted words of letters, digits, '_', '-'; value: one word)")
+    }
+}
+
 /// A path inside the image tree: relative or absolute, never climbing out with `..`.
 fn tree_path(v: &str) -> Result<(), &'static str> {
     if v.is_empty() || v.len() > MAX_PATH || v.contains('\0') {
@@ -133,16 +155,13 @@ pub fn base(p: &BaseProfile, file: &Path) -> Result<()> {
     each(file, "provided", &p.provided, package_name)?;
     each(file, "drop_paths", &p.drop_paths, tree_path)?;
     each(file, "busybox_applets", &p.busybox_applets, tree_path)?;
-    each(file, "root_modules", &p.root_modules, module_name)?;
-    let missing = crate::node::contract::missing_modules(&p.root_modules);
-    if !missing.is_empty() {
-        bail!(
-            "{}: root_modules lacks {}, which every node loads before k0s starts \
-             (K8S_MODULES in src/node/contract.rs): add them to root_modules, or drop them there",
-            file.display(),
-            missing.join(", ")
-        );
-    }
+    each(
+        file,
+        "kubernetes.modules",
+        &p.kubernetes.modules,
+        module_name,
+    )?;
+    each(file, "kubernetes.sysctls", &p.kubernetes.sysctls, sysctl)?;
     each(file, "initramfs_modules", &p.initramfs_modules, module_name)?;
     each(file, "verity.modules", &p.verity.modules, module_name)?;
     each(file, "verity.programs", &p.verity.programs, tree_path)?;
@@ -256,14 +275,18 @@ mod tests {
         p.squashfs.block_size = 1000;
         assert!(base(&p, Path::new("b.toml")).is_err());
 
-        // The modules the node loads at boot must be ones the root carries.
+        // The node writes the sysctls into /proc/sys: only `key=value` of plain words.
         let mut p = data().base().unwrap();
-        p.root_modules.retain(|m| m != "br_netfilter");
+        p.kubernetes.sysctls.push("net.ipv4.ip_forward 1".into());
         let err = base(&p, Path::new("b.toml")).unwrap_err().to_string();
-        assert!(
-            err.contains("root_modules lacks br_netfilter") && err.contains("K8S_MODULES"),
-            "{err}"
-        );
+        assert!(err.contains("kubernetes.sysctls["), "{err}");
+        let mut p = data().base().unwrap();
+        p.kubernetes.sysctls.push("../../x=1".into());
+        assert!(base(&p, Path::new("b.toml")).is_err());
+        let mut p = data().base().unwrap();
+        p.kubernetes.modules.push("a b".into());
+        let err = base(&p, Path::new("b.toml")).unwrap_err().to_string();
+        assert!(err.contains("kubernetes.modules["), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::kmod::ModuleIndex;
 use crate::node::contract;
 use crate::plan::Plan;
 use crate::progress::Reporter;
+use crate::source::airgap::AirgapBundle;
 use crate::source::debian::{unpack_deb_spilling, FetchedDeb};
 use crate::source::k0s::K0sBinary;
 use crate::tree::{Content, Entry, Tree, TreePath};
@@ -90,7 +91,13 @@ pub fn template_context(plan: &Plan, kver: &str) -> minijinja::Value {
 }
 
 /// The read-only root filesystem.
-pub fn build_root(plan: &Plan, u: &Unpacked, k0s: &K0sBinary, rep: &dyn Reporter) -> Result<Tree> {
+pub fn build_root(
+    plan: &Plan,
+    u: &Unpacked,
+    k0s: &K0sBinary,
+    airgap: Option<&AirgapBundle>,
+    rep: &dyn Reporter,
+) -> Result<Tree> {
     let mut root = u.root.clone();
     for p in &plan.base.drop_paths {
         root.remove(p);
@@ -157,14 +164,36 @@ pub fn build_root(plan: &Plan, u: &Unpacked, k0s: &K0sBinary, rep: &dyn Reporter
             0o755,
         ),
     )?;
+    // The airgap bundle stays in the verified root; the boot script links it into
+    // <data-dir>/images, so the data partition holds no second copy.
+    if let Some(a) = airgap {
+        root.insert(
+            &TreePath::new(&format!("{}/{}", crate::plan::AIRGAP_DIR, a.file_name))?,
+            Entry::file(
+                Content::HostFile {
+                    path: a.path.clone(),
+                    size: std::fs::metadata(&a.path)?.len(),
+                },
+                0o644,
+            ),
+        )?;
+    }
     root.set_all_mtimes(plan.source_date_epoch);
     Ok(root)
 }
 
+/// `/etc/edgeimg/build.env`: the image's facts, and the Kubernetes modules and sysctls of
+/// the profile (`[kubernetes]`) that the node's boot script applies.
 fn build_env(plan: &Plan, kver: &str) -> String {
     format!(
-        "EDGEIMG_BOARD='{}'\nEDGEIMG_ROLE='{}'\nK0S_VERSION='{}'\nKVER='{}'\nEDGEIMG_VERSION='{}'\nROOT_MODE='ro'\n",
-        plan.board.name, plan.role, plan.k0s_version, kver, plan.edgeimg_version
+        "EDGEIMG_BOARD='{}'\nEDGEIMG_ROLE='{}'\nK0S_VERSION='{}'\nKVER='{}'\nEDGEIMG_VERSION='{}'\nROOT_MODE='ro'\nEDGEIMG_K8S_MODULES='{}'\nEDGEIMG_K8S_SYSCTLS='{}'\n",
+        plan.board.name,
+        plan.role,
+        plan.k0s_version,
+        kver,
+        plan.edgeimg_version,
+        plan.base.kubernetes.modules.join(" "),
+        plan.base.kubernetes.sysctls.join(" "),
     )
 }
 

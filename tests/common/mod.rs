@@ -16,23 +16,52 @@ pub const K0S_VERSION: &str = "v1.34.10+k0s.0";
 
 /// The k0s TEST DOUBLE. The real k0s cannot be downloaded here; this stand-in answers
 /// `k0s version`, records every call on the data partition and on the console, and stays
-/// running like the real controller or worker would.
+/// running like the real controller or worker would. Like them it becomes healthy a few
+/// seconds after it started ([`STAND_IN_HEALTHY_AFTER`]): it serves kubelet's
+/// `http://127.0.0.1:10248/healthz` (busybox httpd) and answers `k0s kubectl get --raw
+/// /readyz` with `ok`. A node whose config writes `/etc/k0s-stand-in/never-healthy` gets a
+/// k0s that never becomes healthy; after 20 s it prints [`STAND_IN_NEVER_HEALTHY`].
 pub fn k0s_stand_in() -> Vec<u8> {
     format!(
         r#"#!/bin/sh
 # k0s stand-in (test double built by edgeimg's tests; not the real k0s)
 if [ "$1" = version ]; then echo "{K0S_VERSION}"; exit 0; fi
+state=/run/k0s-stand-in
+if [ "$1" = kubectl ]; then
+  [ "$*" = "kubectl get --raw /readyz" ] && [ -e $state/healthy ] && echo ok && exit 0
+  echo "The connection to the server localhost:6443 was refused" >&2
+  exit 1
+fi
 mkdir -p /var/lib/k0s
 echo "$*" >> /var/lib/k0s/stand-in.calls
 echo "k0s-stand-in: $*" > /dev/console
 case "$1" in
-  controller|worker) while :; do sleep 3600; done ;;
+  controller|worker)
+    (
+      if [ -e /etc/k0s-stand-in/never-healthy ]; then
+        sleep 20
+        echo "{STAND_IN_NEVER_HEALTHY}" > /dev/console
+      else
+        sleep {STAND_IN_HEALTHY_AFTER}
+        mkdir -p $state/www
+        echo ok > $state/www/healthz
+        busybox httpd -p 127.0.0.1:10248 -h $state/www
+        : > $state/healthy
+      fi
+    ) &
+    while :; do sleep 3600; done ;;
 esac
 exit 0
 "#
     )
     .into_bytes()
 }
+
+/// Seconds after its start when the stand-in's kubelet and API server answer ok.
+pub const STAND_IN_HEALTHY_AFTER: u32 = 4;
+
+/// What a never-healthy stand-in prints 20 s after it started.
+pub const STAND_IN_NEVER_HEALTHY: &str = "k0s-stand-in: still not healthy after 20 s";
 
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))

@@ -18,6 +18,7 @@ EDGEIMG_BUILD_ENV=${EDGEIMG_BUILD_ENV:-/etc/edgeimg/build.env}
 K0S_DATA=${K0S_DATA:-/var/lib/k0s}
 K0S_CONFIG=${K0S_CONFIG:-/etc/k0s/k0s.yaml}
 K0S_TOKEN="$K0S_DATA/join-token"
+EDGEIMG_AIRGAP=${EDGEIMG_AIRGAP:-$EDGEIMG_AIRGAP_DIR}
 
 # say WORDS: one console line `edgeimg: WORDS`.
 say() {
@@ -98,7 +99,7 @@ save_runtime_env() {
 	mkdir -p "$EDGEIMG_RUN"
 	{
 		for _k in ROLE HOSTNAME_EFFECTIVE K0S_ARGS K0S_LABELS K0S_TAINTS K0S_VERSION NET_MODE \
-			NET_DNS CONFIG_GENERATION EDGEIMG_VERSION; do
+			NET_DNS CONFIG_GENERATION EDGEIMG_VERSION EDGEIMG_BOARD; do
 			eval "_v=\${$_k-}"
 			# shellcheck disable=SC2154
 			echo "$_k=$(q "$_v")"
@@ -299,4 +300,31 @@ $_path"
 		mkdir -p "$EDGEIMG_STATE"
 		echo "$CONFIG_GENERATION" >"$EDGEIMG_STATE/files_append.generation"
 	fi
+}
+
+# link_airgap: every airgap bundle the image ships (EDGEIMG_AIRGAP, in the verified root) gets
+# a symlink in $K0S_DATA/images, where a k0s worker imports each file (it stats and opens the
+# path, so a link is followed); the data partition holds no copy. Links to bundles a previous
+# image shipped and this one does not are removed. Prints one line when there is a bundle.
+link_airgap() {
+	_img="$K0S_DATA/images"
+	for _l in "$_img"/*; do
+		[ -L "$_l" ] || continue
+		case "$(readlink "$_l")" in
+		"$EDGEIMG_AIRGAP"/*) [ -e "$_l" ] || rm -f "$_l" ;;
+		esac
+	done
+	[ -d "$EDGEIMG_AIRGAP" ] || return 0
+	_n=0
+	for _b in "$EDGEIMG_AIRGAP"/*; do
+		[ -f "$_b" ] || continue
+		mkdir -p "$_img" || return 1
+		_l="$_img/${_b##*/}"
+		if [ "$(readlink "$_l" 2>/dev/null)" != "$_b" ]; then
+			rm -f "$_l" && ln -s "$_b" "$_l" || return 1
+		fi
+		_n=$((_n + 1))
+	done
+	[ "$_n" -gt 0 ] && say "airgap: $_n bundle(s) linked into $_img"
+	return 0
 }
