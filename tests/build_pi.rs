@@ -272,6 +272,8 @@ fn pi3_root_has_k0s_the_board_modules_and_no_firmware() {
     }
     let firmware: Vec<&str> = list
         .lines()
+        // The dpkg database names the package (raspi-firmware.list): that is no firmware.
+        .filter(|l| !l.contains("/var/lib/dpkg/"))
         .filter(|l| l.contains("raspi-firmware") || l.contains("/bootcode.bin"))
         .collect();
     assert!(
@@ -455,4 +457,145 @@ fn pi3_image_boots_on_qemu_virt_too() {
     };
     let r = qemu::smoke(&preseeded_image(), &spec, &opts, &Silent).expect("pi3 image on -M virt");
     eprintln!("pi3 image on virt: ready after {:.1} s", r.boot_seconds);
+}
+
+/// What vulnerability scanners read, judged by their own tools: the SBOM by the SPDX
+/// validator, its purls by `packageurl-python` (the purl specification's reference parser),
+/// and the root's dpkg database by `dpkg-query --admindir`: the same packages and versions
+/// as the SBOM, each with its files, and Debian's os-release.
+#[test]
+fn pi3_sbom_and_root_dpkg_status_agree_for_scanners() {
+    let out = &built().out;
+    let sbom_path = out.join("sbom.spdx.json");
+    let v = run_tool("pyspdxtools", &["-i", sbom_path.to_str().unwrap()]);
+    assert!(
+        v.status.success(),
+        "pyspdxtools rejects the SBOM:\n{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sbom_path).unwrap()).unwrap();
+    let pkgs = d["packages"].as_array().unwrap();
+    let os = pkgs
+        .iter()
+        .find(|p| p["primaryPackagePurpose"] == "OPERATING-SYSTEM")
+        .expect("an OPERATING-SYSTEM package");
+    assert_eq!(os["name"], "debian");
+    assert_eq!(os["versionInfo"], "13");
+
+    // Every purl parses and is in canonical form (what the parser prints back).
+    let purls: Vec<&str> = pkgs
+        .iter()
+        .filter_map(|p| p["externalRefs"][0]["referenceLocator"].as_str())
+        .collect();
+    let list = out.join("purls.txt");
+    std::fs::write(&list, purls.join("\n") + "\n").unwrap();
+    let check = run_tool(
+        "python3",
+        &[
+            "-c",
+            "import sys\n\
+             from packageurl import PackageURL\n\
+             bad = 0\n\
+             for line in open(sys.argv[1]):\n\
+             \x20   s = line.strip()\n\
+             \x20   p = PackageURL.from_string(s)\n\
+             \x20   if p.to_string() != s:\n\
+             \x20       print('not canonical:', s, '->', p.to_string()); bad += 1\n\
+             \x20   if p.type == 'deb':\n\
+             \x20       print('deb', p.name, p.version, p.qualifiers['arch'], p.qualifiers['distro'], p.qualifiers.get('upstream', '-'))\n\
+             \x20   else:\n\
+             \x20       print(p.type, p.namespace, p.name, p.version)\n\
+             sys.exit(1 if bad else 0)",
+            list.to_str().unwrap(),
+        ],
+    );
+    let parsed = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(
+        check.status.success(),
+        "packageurl refuses the purls:\n{parsed}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        parsed
+            .lines()
+            .any(|l| l.starts_with("github k0sproject k0s ")),
+        "{parsed}"
+    );
+    let debs: std::collections::BTreeSet<String> = parsed
+        .lines()
+        .filter_map(|l| l.strip_prefix("deb "))
+        .map(|l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            assert_eq!(w[3], "debian-13", "{l}");
+            format!("{} {} {}", w[0], w[1], w[2])
+        })
+        .collect();
+    // Advisories are keyed by source package: packages built from another source say so.
+    assert!(
+        parsed
+            .lines()
+            .any(|l| l.starts_with("deb libc6 ") && l.ends_with(" glibc")),
+        "{parsed}"
+    );
+    assert!(debs.iter().any(|d| d.starts_with("base-files ")));
+
+    // The root's dpkg database, read by dpkg itself.
+    let img = image();
+    let dump = tool_ok("sfdisk", &["-d", img.to_str().unwrap()]);
+    let parts = sfdisk_parts(&dump);
+    let root = out.join("root-dpkg.sqfs");
+    extract(&img, parts[1].0 * 512, parts[1].1 * 512, &root);
+    let dir = out.join("root-dpkg");
+    tool_ok(
+        "unsquashfs",
+        &[
+            "-q",
+            "-no-xattrs",
+            "-d",
+            dir.to_str().unwrap(),
+            root.to_str().unwrap(),
+            "var/lib/dpkg",
+            "usr/lib/os-release",
+            "etc/os-release",
+        ],
+    );
+    std::fs::remove_file(&root).unwrap();
+    let admindir = dir.join("var/lib/dpkg");
+    let admin = format!("--admindir={}", admindir.display());
+    let w = tool_ok(
+        "dpkg-query",
+        &[
+            &admin,
+            "-W",
+            "-f",
+            "${Package} ${Version} ${Architecture} ${db:Status-Abbrev}\n",
+        ],
+    );
+    let mut installed = std::collections::BTreeSet::new();
+    for l in w.lines() {
+        // db:Status-Abbrev is three characters: "ii " for an installed package.
+        let (pkg, status) = l.trim_end().rsplit_once(' ').unwrap();
+        assert_eq!(status.trim(), "ii", "{l}");
+        installed.insert(pkg.to_string());
+    }
+    assert_eq!(
+        installed, debs,
+        "dpkg-query and the SBOM list different packages"
+    );
+    let files = tool_ok("dpkg-query", &[&admin, "-L", "busybox-static"]);
+    assert!(files.lines().any(|l| l == "/usr/bin/busybox"), "{files}");
+    let owner = tool_ok("dpkg-query", &[&admin, "-S", "/usr/lib/os-release"]);
+    assert!(owner.starts_with("base-files: "), "{owner}");
+    let osr = std::fs::read_to_string(dir.join("usr/lib/os-release")).unwrap();
+    assert!(
+        osr.lines().any(|l| l == "ID=debian") && osr.lines().any(|l| l == "VERSION_ID=\"13\""),
+        "{osr}"
+    );
+    assert_eq!(
+        std::fs::read_link(dir.join("etc/os-release")).unwrap(),
+        Path::new("../usr/lib/os-release")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -96,6 +96,7 @@ pub fn debian_package(tool: &str) -> &'static str {
         "sh" => "dash",
         "time" => "time",
         "pyspdxtools" => "spdx-tools (pip)",
+        "dpkg-query" => "dpkg",
         _ => "coreutils",
     }
 }

@@ -104,6 +104,21 @@ the_node_config_wins() {
 	[ ! -e "$T/run/preseed.keys" ] || exit 1
 }
 
+the_builds_default_hostname_gives_way() {
+	node_empty
+	EDGEIMG_BOARD=pi3 EDGEIMG_ROLE=controller+worker NODE_HOSTNAME=pi3-controller-worker
+	imager_toml >"$EDGEIMG_PRESEED"
+	assert_has "$(
+		preseed_apply
+		echo "host=$NODE_HOSTNAME"
+	)" "host=imager-pi"
+	NODE_HOSTNAME=pi3-worker
+	assert_has "$(
+		preseed_apply
+		echo "host=$NODE_HOSTNAME"
+	)" "host=pi3-worker" "another role's name was chosen"
+}
+
 ssh_off_or_passwords_take_no_keys() {
 	node_empty
 	printf '[ssh]\nenabled = false\nauthorized_keys = ["ssh-ed25519 AAAA a@b"]\n[wlan]\nssid = "open"\nhidden = true\n' >"$EDGEIMG_PRESEED"
@@ -126,6 +141,7 @@ no_file_no_line() {
 tcase "parses the TOML subset Imager writes" parses_the_subset_imager_writes
 tcase "an Imager card gets hostname, keys, Wi-Fi and time zone" an_imager_card_gets_hostname_keys_wifi_and_time_zone
 tcase "the node config wins where both say something" the_node_config_wins
+tcase "the build's default hostname gives way to Imager's" the_builds_default_hostname_gives_way
 tcase "SSH off takes no keys; SSH passwords are not applied" ssh_off_or_passwords_take_no_keys
 tcase "without rpi-preseed.toml nothing happens" no_file_no_line
 t_done

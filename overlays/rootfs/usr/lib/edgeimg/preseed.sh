@@ -108,8 +108,13 @@ preseed_apply() {
 	done <<EOF
 $(preseed_parse "$EDGEIMG_PRESEED")
 EOF
+	# The build names a node without a hostname <board>-<role> (build.env): that default
+	# is no choice of the node config, so Imager's hostname replaces it.
 	if [ -n "$host" ]; then
-		if [ -n "$NODE_HOSTNAME" ]; then kept="$kept hostname"; else
+		if [ -n "$NODE_HOSTNAME" ] &&
+			[ "$NODE_HOSTNAME" != "$(printf '%s-%s' "${EDGEIMG_BOARD:-}" "${EDGEIMG_ROLE:-}" | tr + -)" ]; then
+			kept="$kept hostname"
+		else
 			NODE_HOSTNAME=$host
 			took="$took hostname=$host"
 		fi
