@@ -172,13 +172,56 @@ fn controller_roles_start_k0s_with_their_arguments() {
     ] {
         let image = build_role(dir.path(), role, None, false);
         let host = format!("n-{}", role.replace('+', "-"));
-        let r = qemu::smoke(&image, &spec, &options(role, &host, false), &Silent)
+        // The controller is a cluster's first controller (`configure --cluster`): its PKI
+        // moves off the ESP into /var/lib/k0s on the first boot.
+        let cluster = role == "controller";
+        if cluster {
+            let c = dir.path().join("boot-cluster");
+            let o = edgeimg(&[
+                "cluster",
+                "init",
+                c.to_str().unwrap(),
+                "--api-address",
+                "10.0.2.15",
+                "--k0s-version",
+                K0S_VERSION,
+            ]);
+            assert!(o.status.success(), "cluster init: {}", stderr(&o));
+            let o = edgeimg(&[
+                "configure",
+                image.to_str().unwrap(),
+                "--cluster",
+                c.to_str().unwrap(),
+                "--hostname",
+                &host,
+                "--role",
+                "controller",
+                "--no-ntp",
+            ]);
+            assert!(o.status.success(), "configure --cluster: {}", stderr(&o));
+            assert!(esp_has(&image, &image, "edgeimg/k0s-data/pki/ca.key"));
+        }
+        let r = qemu::smoke(&image, &spec, &options(role, &host, cluster), &Silent)
             .unwrap_or_else(|e| panic!("{role} did not come up: {e:#}"));
         assert!(
             console_has(&r, args),
             "{role}: k0s not started with {args}:\n{}",
             r.console.join("\n")
         );
+        if cluster {
+            assert!(
+                console_has(&r, "edgeimg: cluster files: moved 8 to /var/lib/k0s")
+                    && console_has(&r, "--config /etc/k0s/k0s.yaml"),
+                "the cluster's files were not moved, or k0s.yaml not used:\n{}",
+                r.console.join("\n")
+            );
+            let disk = r.disk_copy.clone().expect("kept disk copy");
+            assert!(
+                !esp_has(&image, &disk, "edgeimg/k0s-data"),
+                "the cluster's keys are still on the ESP after the first boot"
+            );
+            std::fs::remove_file(&disk).ok();
+        }
     }
 }
 

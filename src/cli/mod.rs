@@ -47,6 +47,9 @@ pub enum Command {
     Flash(Box<FlashArgs>),
     /// Serve a folder (the output of `build --format pxe`) read-only over plain HTTP.
     Serve(ServeArgs),
+    /// Make a cluster's secrets before the first boot; see what was issued; revoke a node.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Encode a folder as squashfs with the build's encoder and time it (for scripts/bench).
     #[command(hide = true)]
     EncodeSquashfs(EncodeSquashfsArgs),
@@ -197,6 +200,64 @@ pub enum Format {
     All,
 }
 
+/// `edgeimg cluster ...`.
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Make a cluster folder: CAs, service-account keys and cluster.toml (mode 0700).
+    Init(ClusterInitArgs),
+    /// Show the cluster's API address and which node was issued which token.
+    Status(ClusterDirArg),
+    /// Revoke one node's token: writes the commands that remove it on a controller.
+    Revoke(ClusterRevokeArgs),
+    /// Write a k0sctl.yaml for the fleet (hosts, roles and SSH addresses from an inventory).
+    K0sctl(ClusterK0sctlArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterInitArgs {
+    /// The cluster folder to create (its name is the cluster's name).
+    pub dir: PathBuf,
+    /// Address (IP or DNS name) nodes reach the API at; without it, the first controller's
+    /// static address.
+    #[arg(long, value_name = "ADDR")]
+    pub api_address: Option<String>,
+    /// Further name or address for the API certificate (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub san: Vec<String>,
+    /// How many controllers the cluster may have.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub controllers: u32,
+    /// k0s version recorded for the cluster (default: the one profiles/base.toml pins).
+    #[arg(long, value_name = "VERSION")]
+    pub k0s_version: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterDirArg {
+    /// The cluster folder.
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterRevokeArgs {
+    /// The cluster folder.
+    pub dir: PathBuf,
+    /// The node whose token to revoke.
+    pub node: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterK0sctlArgs {
+    /// The cluster folder.
+    pub dir: PathBuf,
+    /// The fleet's inventory.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: PathBuf,
+    /// Where to write k0sctl.yaml (default: k0sctl.yaml in the cluster folder).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
 /// Where the node config comes from: a file and/or flags (shared by `configure` and `flash`).
 #[derive(Args, Debug, Default, Clone)]
 pub struct NodeArgs {
@@ -213,6 +274,10 @@ pub struct NodeArgs {
     /// device picks its own by MAC at boot.
     #[arg(long, requires = "inventory", conflicts_with_all = ["node_name", "hostname", "address"])]
     pub all_nodes: bool,
+    /// Cluster folder (`edgeimg cluster init`): issues this node its token, or the PKI when
+    /// it is the first controller. The node is named by --node-name or --hostname.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["all_nodes", "token_file"])]
+    pub cluster: Option<PathBuf>,
     /// Hostname of the node.
     #[arg(long)]
     pub hostname: Option<String>,

@@ -26,7 +26,8 @@ pub(crate) fn format(f: Format) -> OutputFormat {
 
 pub(crate) fn build(out: Out, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) -> Result<()> {
     let mut node = match &args.node {
-        Some(p) => NodeConfig::from_toml_file(p)?,
+        // The same reader as configure and flash: TOML or #cloud-config.
+        Some(p) => NodeConfig::from_file(p)?,
         None => NodeConfig::default(),
     };
     let overrides = NodeOverrides {

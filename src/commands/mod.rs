@@ -5,6 +5,7 @@
 
 mod boards;
 mod build;
+mod cluster;
 mod configure;
 mod console;
 mod encode_squashfs;
@@ -73,6 +74,7 @@ fn run(cli: &Cli, rep: &dyn Reporter) -> anyhow::Result<()> {
         Command::Configure(a) => return configure::configure(out, a, rep),
         Command::Inspect(a) => return inspect::inspect(out, a),
         Command::Flash(a) => return flash::flash(out, a, rep),
+        Command::Cluster(c) => return cluster::cluster(out, c, cli.data_dir.as_deref()),
         _ => {}
     }
     let data = DataDir::locate(cli.data_dir.as_deref())?;
@@ -85,6 +87,7 @@ fn run(cli: &Cli, rep: &dyn Reporter) -> anyhow::Result<()> {
         | Command::EncodeSquashfs(_)
         | Command::Configure(_)
         | Command::Inspect(_)
-        | Command::Flash(_) => unreachable!("handled above"),
+        | Command::Flash(_)
+        | Command::Cluster(_) => unreachable!("handled above"),
     }
 }

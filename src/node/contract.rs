@@ -36,6 +36,11 @@ pub const NODE_FILES: &[&str] = &[
     "boot_cmd.sh",
 ];
 
+/// The folder (under a node's folder) of files for k0s's data dir, by their path under it:
+/// `k0s-data/pki/ca.crt` becomes `/var/lib/k0s/pki/ca.crt` on the first boot, mode 0600,
+/// and is erased from the boot partition (a cluster's PKI and token Secrets).
+pub const K0S_DATA_FILES: &str = "k0s-data";
+
 /// Whether `rel` (a path under [`BOOT_DIR`], `/`-separated) is something edgeimg renders
 /// there: a node file, `files/<n>`, per-MAC folders `nodes/<mac>/` with the same, or one of
 /// the folders holding them (`is_dir`). Compared case-insensitively, as FAT names are.
@@ -46,6 +51,9 @@ pub fn is_node_path(rel: &str, is_dir: bool) -> bool {
         ([name], false) => NODE_FILES.contains(name),
         (["files"], true) => true,
         (["files", n], false) => !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()),
+        ([K0S_DATA_FILES, rest @ ..], _) => rest.iter().all(|p| {
+            !p.is_empty() && *p != "." && *p != ".." && p.bytes().all(|b| b.is_ascii_graphic())
+        }),
         _ => false,
     };
     let is_mac_dir = |d: &str| {
@@ -207,7 +215,8 @@ pub const K8S_SYSCTLS: &[&str] = &[
 ];
 
 /// The variables of `node.env` (see `render.rs`), besides `FILE_<n>_PATH` and
-/// `FILE_<n>_MODE`, one pair per `[[files]]` entry.
+/// `FILE_<n>_MODE`, one pair per `[[files]]` entry, and `FILE_<n>_OWNER`, `FILE_<n>_APPEND`
+/// and `FILE_<n>_DEFER` (`1`), written only for the entries that set them.
 pub const NODE_ENV_VARS: &[&str] = &[
     "NODE_HOSTNAME",
     "NODE_ROLE",
@@ -251,10 +260,11 @@ pub fn missing_modules(root_modules: &[String]) -> Vec<&'static str> {
 pub fn render_shell() -> String {
     let words = |v: &[&str]| v.join(" ");
     let kargs: Vec<&str> = KernelArg::ALL.iter().map(|a| a.name()).collect();
-    let vars: [(&str, String); 9] = [
+    let vars: [(&str, String); 10] = [
         ("EDGEIMG_KARGS", words(&kargs)),
         ("EDGEIMG_BOOT_DIR", BOOT_DIR.into()),
         ("EDGEIMG_NODES_DIR", NODES_DIR.into()),
+        ("EDGEIMG_K0S_DATA_FILES", K0S_DATA_FILES.into()),
         ("EDGEIMG_SAY", SAY.into()),
         ("EDGEIMG_FAILED", FAILED.into()),
         ("EDGEIMG_READY", READY.into()),

@@ -95,6 +95,8 @@ pub fn debian_package(tool: &str) -> &'static str {
         "cmp" => "diffutils",
         "sh" => "dash",
         "time" => "time",
+        "openssl" => "openssl",
+        "kubectl" => "kubernetes-client",
         "pyspdxtools" => "spdx-tools (pip)",
         "dpkg-query" => "dpkg",
         _ => "coreutils",

@@ -2,6 +2,7 @@
 EDGEIMG_KARGS='boot root data verity verity_salt verity_blocks verity_hash_start verity_check root_sha256 config config_default install install_wipe break wait'
 EDGEIMG_BOOT_DIR='edgeimg'
 EDGEIMG_NODES_DIR='edgeimg/nodes'
+EDGEIMG_K0S_DATA_FILES='k0s-data'
 EDGEIMG_SAY='edgeimg:'
 EDGEIMG_FAILED='FAILED:'
 EDGEIMG_READY='ready'

@@ -163,6 +163,70 @@ k0s_command() {
 	K0S_CMD="$K0S_CMD $K0S_ARGS"
 }
 
+# restart_delay N: seconds to wait before the Nth restart in a row of k0s: 5, 10, 20, 40,
+# then 60 (a worker whose controller is not up yet exits after its retries, again and again).
+restart_delay() {
+	_d=5
+	_i=1
+	while [ "$_i" -lt "$1" ] && [ "$_d" -lt 60 ]; do
+		_d=$((_d * 2))
+		_i=$((_i + 1))
+	done
+	[ "$_d" -le 60 ] || _d=60
+	echo "$_d"
+}
+
+# restart_says N: whether the Nth restart in a row prints a line (1, 2, 4, 8, ...: a node that
+# waits a day for its controller prints a few dozen lines, not thousands).
+restart_says() {
+	_p=1
+	while [ "$_p" -lt "$1" ]; do
+		_p=$((_p * 2))
+	done
+	[ "$_p" -eq "$1" ]
+}
+
+# move_data_files: a cluster's files for k0s's data dir (`edgeimg flash --cluster`: the CA
+# keys, the token Secrets), in $EDGEIMG_BOOT/$EDGEIMG_K0S_DATA_FILES/ by their path under
+# it, move to $K0S_DATA: all copied first (folders 0700, certificates 0644 as k0s writes
+# them, everything else 0600), then each copy on the FAT overwritten with zeros and the
+# folder deleted. Prints the number of files moved; returns 1, leaving the FAT as it was,
+# when one cannot be copied.
+move_data_files() {
+	_src="$EDGEIMG_BOOT/$EDGEIMG_K0S_DATA_FILES"
+	[ -d "$_src" ] || {
+		echo 0
+		return 0
+	}
+	# The build allows only visible ASCII in these names: word splitting is safe.
+	_list=$(cd "$_src" && find . -type f | sed 's|^\./||' | sort)
+	_n=0
+	for _f in $_list; do
+		_dst="$K0S_DATA/$_f"
+		case "$_f" in
+		*.crt | *.pub) _mode=0644 ;;
+		*) _mode=0600 ;;
+		esac
+		(umask 077 && mkdir -p "${_dst%/*}" && cp "$_src/$_f" "$_dst.edgeimg-tmp" &&
+			chmod "$_mode" "$_dst.edgeimg-tmp") || return 1
+		_n=$((_n + 1))
+	done
+	sync
+	for _f in $_list; do
+		mv "$K0S_DATA/$_f.edgeimg-tmp" "$K0S_DATA/$_f" || return 1
+	done
+	sync
+	for _f in $_list; do
+		_size=$(wc -c <"$_src/$_f")
+		[ "$_size" -eq 0 ] ||
+			dd if=/dev/zero of="$_src/$_f" bs="$_size" count=1 conv=notrunc 2>/dev/null
+	done
+	sync
+	rm -rf "$_src"
+	sync
+	echo "$_n"
+}
+
 # root_mode: ro or rw, as / is mounted now.
 root_mode() {
 	awk '$2 == "/" { m = $4 } END { split(m, o, ","); print o[1] }' /proc/mounts
@@ -176,4 +240,63 @@ save_clock() {
 	_saved=$(cat "$EDGEIMG_STATE/clock" 2>/dev/null || echo 0)
 	[ "$_now" -gt "${_saved:-0}" ] 2>/dev/null || return 0
 	echo "$_now" >"$EDGEIMG_STATE/clock.tmp" && mv "$EDGEIMG_STATE/clock.tmp" "$EDGEIMG_STATE/clock"
+}
+
+# write_node_files now|deferred: the [[files]] of node.env (FILE_<n>_PATH, _MODE, _OWNER,
+# _APPEND, _DEFER; content in $EDGEIMG_BOOT/files/<n>) whose DEFER is unset (now) or 1
+# (deferred), in their order. Each is written atomically (a temporary file beside it, then
+# mv) with its mode and owner. An APPEND entry adds its content at the end of the file: once
+# per CONFIG_GENERATION (like cloud-init's write_files, once per instance), or on every boot
+# when an earlier entry rewrote the same path in this boot. Sets FILES_WROTE (entries
+# written) and FILES_FAILED (their paths). Paths are below EDGEIMG_TARGET (empty on the
+# device; host tests point it at a folder).
+# shellcheck disable=SC2154
+write_node_files() {
+	if [ "$1" = now ]; then
+		FILES_REWRITTEN=""
+		FILES_APPEND_DONE=$(cat "$EDGEIMG_STATE/files_append.generation" 2>/dev/null)
+	fi
+	FILES_WROTE=0 FILES_FAILED=""
+	_n=0
+	_appends=0
+	while [ "$_n" -lt "${FILES_COUNT:-0}" ]; do
+		eval "_path=\${FILE_${_n}_PATH} _mode=\${FILE_${_n}_MODE} _owner=\${FILE_${_n}_OWNER-}" \
+			"_append=\${FILE_${_n}_APPEND-} _defer=\${FILE_${_n}_DEFER-}"
+		_src="$EDGEIMG_BOOT/files/$_n"
+		_n=$((_n + 1))
+		case "$1:$_defer" in now:1 | deferred:) continue ;; esac
+		_t="${EDGEIMG_TARGET-}$_path"
+		_tmp="$_t.edgeimg-tmp"
+		if [ "$_append" = 1 ]; then
+			_appends=$((_appends + 1))
+			case "
+$FILES_REWRITTEN
+" in
+			*"
+$_path
+"*) ;;
+			*) [ "$FILES_APPEND_DONE" = "$CONFIG_GENERATION" ] && continue ;;
+			esac
+		fi
+		if mkdir -p "${_t%/*}" &&
+			if [ "$_append" = 1 ] && [ -e "$_t" ]; then
+				cp "$_t" "$_tmp" && cat "$_src" >>"$_tmp"
+			else
+				cp "$_src" "$_tmp"
+			fi &&
+			chmod "$_mode" "$_tmp" &&
+			{ [ -z "$_owner" ] || chown "$_owner" "$_tmp"; } &&
+			mv "$_tmp" "$_t"; then
+			FILES_WROTE=$((FILES_WROTE + 1))
+			[ "$_append" = 1 ] || FILES_REWRITTEN="$FILES_REWRITTEN
+$_path"
+		else
+			rm -f "$_tmp"
+			FILES_FAILED="$FILES_FAILED $_path"
+		fi
+	done
+	if [ "$_appends" -gt 0 ]; then
+		mkdir -p "$EDGEIMG_STATE"
+		echo "$CONFIG_GENERATION" >"$EDGEIMG_STATE/files_append.generation"
+	fi
 }
