@@ -12,14 +12,9 @@ use common::*;
 use edgeimg::progress::Silent;
 use edgeimg::qemu::{self, SmokeOptions};
 
+// No hostname, SSH key or Wi-Fi here: the boots get them from Raspberry Pi Imager's
+// rpi-preseed.toml ([`PRESEED`]) on the boot partition.
 const NODE: &str = r#"
-hostname = "pi-test-1"
-
-[wifi]
-ssid = "edge-lab"
-psk = "correct horse battery"
-country = "DE"
-
 [boot]
 kernel_args = ["edgeimg.test=node-arg"]
 config_txt = ["dtparam=audio=off"]
@@ -29,6 +24,50 @@ ntp = []
 "#;
 
 const STEM: &str = "pi3-controller+worker";
+
+/// Where the Imager list says the images are served from.
+const URL_BASE: &str = "https://images.example.org/edge/";
+
+/// An SSH key for the preseed file.
+const PRESEED_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK0wmN/Cr3JXqmLW7u+g9pTh+wyqDHpSQEIQczXkVx9q imager@laptop";
+
+/// rpi-preseed.toml as Raspberry Pi Imager 2.x writes it for hostname, user, SSH key, Wi-Fi
+/// (its encrypted PSK: the 64-hex PBKDF2 of the passphrase), locale (its
+/// `CustomisationGenerator::generateRpiPreseedToml`, src/customization_generator.cpp).
+fn preseed_toml() -> String {
+    format!(
+        r#"config_version = "1.0"
+
+[system]
+hostname = "pi-test-1"
+
+[user]
+name = "pi"
+password = "$y$j9T$Y0zk3Pr5kvZ1$abcdefghijklmnopqrstuvwxyz0123456789ABCDEF"
+password_encrypted = true
+groups = ["sudo"]
+
+[ssh]
+enabled = true
+password_authentication = false
+authorized_keys = [
+  "{PRESEED_KEY}",
+]
+
+[wlan]
+ssid = "edge-lab"
+password = "5a1e2b0b6b5f0c3f0f1d3b7a4c4a0e6d9b8c7a6f5e4d3c2b1a0f9e8d7c6b5a49"
+password_encrypted = true
+hidden = false
+country = "DE"
+
+[locale]
+keymap = "de"
+timezone = "Europe/Berlin"
+"#
+    )
+}
 
 struct Built {
     _dir: tempfile::TempDir,
@@ -43,7 +82,15 @@ fn built() -> &'static Built {
         let out = build_with_node(
             dir.path(),
             NODE,
-            &["--board", "pi3", "--role", "controller+worker", "--no-xz"],
+            &[
+                "--board",
+                "pi3",
+                "--role",
+                "controller+worker",
+                "--no-xz",
+                "--imager-url-base",
+                URL_BASE,
+            ],
         );
         Built { _dir: dir, out }
     })
@@ -51,6 +98,26 @@ fn built() -> &'static Built {
 
 fn image() -> PathBuf {
     built().out.join(format!("{STEM}.img"))
+}
+
+/// A copy of the image with [`preseed_toml`] written onto its boot partition by mtools, as
+/// Imager leaves a card it customised.
+fn preseeded_image() -> PathBuf {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let copy = built().out.join("preseeded.img");
+        sparse_copy(&image(), &copy);
+        let toml = built().out.join("rpi-preseed.toml");
+        std::fs::write(&toml, preseed_toml()).unwrap();
+        let spec = format!("{}@@1M", copy.display());
+        tool_ok(
+            "mcopy",
+            &["-i", &spec, toml.to_str().unwrap(), "::/rpi-preseed.toml"],
+        );
+        assert_eq!(mtype(&copy, "rpi-preseed.toml"), preseed_toml());
+        copy
+    })
+    .clone()
 }
 
 fn tool_ok(cmd: &str, args: &[&str]) -> String {
@@ -205,6 +272,8 @@ fn pi3_root_has_k0s_the_board_modules_and_no_firmware() {
     }
     let firmware: Vec<&str> = list
         .lines()
+        // The dpkg database names the package (raspi-firmware.list): that is no firmware.
+        .filter(|l| !l.contains("/var/lib/dpkg/"))
         .filter(|l| l.contains("raspi-firmware") || l.contains("/bootcode.bin"))
         .collect();
     assert!(
@@ -232,10 +301,9 @@ fn pi3_bmap_copies_to_the_same_bytes_and_imager_entry_matches() {
     tool_ok("cmp", &[img.to_str().unwrap(), copy.to_str().unwrap()]);
     std::fs::remove_file(&copy).unwrap();
 
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(built().out.join(format!("{STEM}.os_list.json"))).unwrap(),
-    )
-    .unwrap();
+    let list_path = built().out.join("os_list.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&list_path).unwrap()).unwrap();
     let e = &json["os_list"][0];
     let sum = tool_ok("sha256sum", &[img.to_str().unwrap()]);
     let sha = sum.split_whitespace().next().unwrap();
@@ -245,12 +313,61 @@ fn pi3_bmap_copies_to_the_same_bytes_and_imager_entry_matches() {
     // Without --no-xz the download is the .img.xz; here it is the raw image.
     assert_eq!(e["image_download_sha256"], sha, "{e}");
     assert_eq!(e["image_download_size"], size, "{e}");
-    assert_eq!(e["url"], format!("{STEM}.img"), "{e}");
+    assert_eq!(e["url"], format!("{URL_BASE}{STEM}.img"), "{e}");
+    assert_eq!(e["bmap_url"], format!("{URL_BASE}{STEM}.bmap"), "{e}");
     assert_eq!(e["devices"][0], "pi3-64bit", "{e}");
+    assert_eq!(e["architecture"], "armv8", "{e}");
+    assert_eq!(e["init_format"], "rpi-preseed", "{e}");
     assert!(e["release_date"].as_str().unwrap().len() == 10, "{e}");
+    // Imager 2.x's device step lists imager.devices; the entry's tags match one of them.
+    let devices = json["imager"]["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 1, "{json}");
+    assert_eq!(devices[0]["name"], "Raspberry Pi 3");
+    assert_eq!(devices[0]["tags"][0], "pi3-64bit");
+    // Imager's own schema (vendored from rpi-imager) accepts the file.
+    let schema =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rpi-imager-os-list-schema.json");
+    let v = run_tool(
+        "python3",
+        &[
+            "-c",
+            "import json, sys, jsonschema\n\
+             s = json.load(open(sys.argv[1])); d = json.load(open(sys.argv[2]))\n\
+             jsonschema.validators.validator_for(s).check_schema(s)\n\
+             jsonschema.validate(d, s)\n\
+             print('valid')",
+            schema.to_str().unwrap(),
+            list_path.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        v.status.success() && String::from_utf8_lossy(&v.stdout).contains("valid"),
+        "Imager's schema rejects os_list.json:\n{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    // The schema's own checks can fail: an entry without `icon` is refused.
+    let mut broken = json.clone();
+    broken["os_list"][0].as_object_mut().unwrap().remove("icon");
+    let broken_path = built().out.join("broken.json");
+    std::fs::write(&broken_path, broken.to_string()).unwrap();
+    let v = run_tool(
+        "python3",
+        &[
+            "-c",
+            "import json, sys, jsonschema\n\
+             jsonschema.validate(json.load(open(sys.argv[2])), json.load(open(sys.argv[1])))",
+            schema.to_str().unwrap(),
+            broken_path.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !v.status.success(),
+        "the schema accepted an entry without icon"
+    );
     // SHA256SUMS covers the Imager entry.
     let sums = std::fs::read_to_string(built().out.join("SHA256SUMS")).unwrap();
-    assert!(sums.contains(&format!("{STEM}.os_list.json")), "{sums}");
+    assert!(sums.contains("  os_list.json\n"), "{sums}");
 }
 
 #[test]
@@ -268,11 +385,16 @@ fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
             "k0s-stand-in: controller".into(),
             // The arm64 initramfs runs its own copy of Debian's dmsetup (aarch64 libraries).
             "mounted read-only through dm-verity".into(),
-            "wifi: SSID configured, but no wireless interface (wlan0) appeared".into(),
+            // Imager's rpi-preseed.toml: hostname (the ready line), key, Wi-Fi and time
+            // zone taken; its user account is not (root with keys only).
+            "config: rpi-preseed.toml (Raspberry Pi Imager): hostname=pi-test-1 wlan=edge-lab country=DE timezone=Europe/Berlin ssh-keys=1; not applied: [user]".into(),
+            "wifi: SSID edge-lab (country DE) configured, but no wireless interface (wlan0) appeared".into(),
+            "ssh: dropbear on port 22, 1 key(s)".into(),
+            "time: time zone Europe/Berlin".into(),
         ],
         ..smoke_options("controller+worker", "pi-test-1")
     };
-    let r = qemu::smoke(&image(), &spec, &opts, &Silent).expect("pi3 smoke on raspi3b");
+    let r = qemu::smoke(&preseeded_image(), &spec, &opts, &Silent).expect("pi3 smoke on raspi3b");
     assert!(
         r.console
             .iter()
@@ -337,6 +459,151 @@ fn pi3_image_boots_on_qemu_virt_too() {
         extra_console_checks: vec!["root=/dev/vda2".into()],
         ..smoke_options("controller+worker", "pi-test-1")
     };
-    let r = qemu::smoke(&image(), &spec, &opts, &Silent).expect("pi3 image on -M virt");
+    let r = qemu::smoke(&preseeded_image(), &spec, &opts, &Silent).expect("pi3 image on -M virt");
     eprintln!("pi3 image on virt: ready after {:.1} s", r.boot_seconds);
+}
+
+/// What vulnerability scanners read, judged by their own tools: the SBOM by the SPDX
+/// validator, its purls by `packageurl-python` (the purl specification's reference parser),
+/// and the root's dpkg database by `dpkg-query --admindir`: the same packages and versions
+/// as the SBOM, each with its files, and Debian's os-release.
+#[test]
+fn pi3_sbom_and_root_dpkg_status_agree_for_scanners() {
+    let out = &built().out;
+    let sbom_path = out.join("sbom.spdx.json");
+    let v = run_tool("pyspdxtools", &["-i", sbom_path.to_str().unwrap()]);
+    assert!(
+        v.status.success(),
+        "pyspdxtools rejects the SBOM:\n{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sbom_path).unwrap()).unwrap();
+    let pkgs = d["packages"].as_array().unwrap();
+    let os = pkgs
+        .iter()
+        .find(|p| p["primaryPackagePurpose"] == "OPERATING-SYSTEM")
+        .expect("an OPERATING-SYSTEM package");
+    assert_eq!(os["name"], "debian");
+    assert_eq!(os["versionInfo"], "13");
+
+    // Every purl parses and is in canonical form (what the parser prints back).
+    let purls: Vec<&str> = pkgs
+        .iter()
+        .filter_map(|p| p["externalRefs"][0]["referenceLocator"].as_str())
+        .collect();
+    let list = out.join("purls.txt");
+    std::fs::write(&list, purls.join("\n") + "\n").unwrap();
+    let check = run_tool(
+        "python3",
+        &[
+            "-c",
+            "import sys\n\
+             from packageurl import PackageURL\n\
+             bad = 0\n\
+             for line in open(sys.argv[1]):\n\
+             \x20   s = line.strip()\n\
+             \x20   p = PackageURL.from_string(s)\n\
+             \x20   if p.to_string() != s:\n\
+             \x20       print('not canonical:', s, '->', p.to_string()); bad += 1\n\
+             \x20   if p.type == 'deb':\n\
+             \x20       print('deb', p.name, p.version, p.qualifiers['arch'], p.qualifiers['distro'], p.qualifiers.get('upstream', '-'))\n\
+             \x20   else:\n\
+             \x20       print(p.type, p.namespace, p.name, p.version)\n\
+             sys.exit(1 if bad else 0)",
+            list.to_str().unwrap(),
+        ],
+    );
+    let parsed = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(
+        check.status.success(),
+        "packageurl refuses the purls:\n{parsed}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        parsed
+            .lines()
+            .any(|l| l.starts_with("github k0sproject k0s ")),
+        "{parsed}"
+    );
+    let debs: std::collections::BTreeSet<String> = parsed
+        .lines()
+        .filter_map(|l| l.strip_prefix("deb "))
+        .map(|l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            assert_eq!(w[3], "debian-13", "{l}");
+            format!("{} {} {}", w[0], w[1], w[2])
+        })
+        .collect();
+    // Advisories are keyed by source package: packages built from another source say so.
+    assert!(
+        parsed
+            .lines()
+            .any(|l| l.starts_with("deb libc6 ") && l.ends_with(" glibc")),
+        "{parsed}"
+    );
+    assert!(debs.iter().any(|d| d.starts_with("base-files ")));
+
+    // The root's dpkg database, read by dpkg itself.
+    let img = image();
+    let dump = tool_ok("sfdisk", &["-d", img.to_str().unwrap()]);
+    let parts = sfdisk_parts(&dump);
+    let root = out.join("root-dpkg.sqfs");
+    extract(&img, parts[1].0 * 512, parts[1].1 * 512, &root);
+    let dir = out.join("root-dpkg");
+    tool_ok(
+        "unsquashfs",
+        &[
+            "-q",
+            "-no-xattrs",
+            "-d",
+            dir.to_str().unwrap(),
+            root.to_str().unwrap(),
+            "var/lib/dpkg",
+            "usr/lib/os-release",
+            "etc/os-release",
+        ],
+    );
+    std::fs::remove_file(&root).unwrap();
+    let admindir = dir.join("var/lib/dpkg");
+    let admin = format!("--admindir={}", admindir.display());
+    let w = tool_ok(
+        "dpkg-query",
+        &[
+            &admin,
+            "-W",
+            "-f",
+            "${Package} ${Version} ${Architecture} ${db:Status-Abbrev}\n",
+        ],
+    );
+    let mut installed = std::collections::BTreeSet::new();
+    for l in w.lines() {
+        // db:Status-Abbrev is three characters: "ii " for an installed package.
+        let (pkg, status) = l.trim_end().rsplit_once(' ').unwrap();
+        assert_eq!(status.trim(), "ii", "{l}");
+        installed.insert(pkg.to_string());
+    }
+    assert_eq!(
+        installed, debs,
+        "dpkg-query and the SBOM list different packages"
+    );
+    let files = tool_ok("dpkg-query", &[&admin, "-L", "busybox-static"]);
+    assert!(files.lines().any(|l| l == "/usr/bin/busybox"), "{files}");
+    let owner = tool_ok("dpkg-query", &[&admin, "-S", "/usr/lib/os-release"]);
+    // On an amd64 host dpkg names the arm64 package with its architecture.
+    assert!(
+        owner.starts_with("base-files: ") || owner.starts_with("base-files:arm64: "),
+        "{owner}"
+    );
+    let osr = std::fs::read_to_string(dir.join("usr/lib/os-release")).unwrap();
+    assert!(
+        osr.lines().any(|l| l == "ID=debian") && osr.lines().any(|l| l == "VERSION_ID=\"13\""),
+        "{osr}"
+    );
+    assert_eq!(
+        std::fs::read_link(dir.join("etc/os-release")).unwrap(),
+        Path::new("../usr/lib/os-release")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -54,6 +54,7 @@ const TOOLS: &[(&str, Source<'static>)] = &[
     ("dirname", Essential("coreutils")),
     ("dpkg", Essential("dpkg")),
     ("dpkg-deb", Essential("dpkg")),
+    ("dpkg-query", Essential("dpkg")),
     ("dumpe2fs", Apt("e2fsprogs")),
     ("e2fsck", Apt("e2fsprogs")),
     ("fdisk", Apt("fdisk")),

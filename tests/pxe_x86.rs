@@ -157,12 +157,38 @@ fn pxe_files_are_complete_and_consistent() {
         "node/default/token",
         "node/default/index",
         "dnsmasq-edgeimg.conf",
+        "sbom.spdx.json",
     ] {
         assert!(
             sums.lines().any(|l| l.ends_with(&format!("  {f}"))),
             "{f} not in SHA256SUMS"
         );
     }
+    // The network boot set has its SBOM too, describing the root the nodes fetch.
+    let sbom = dir.join("sbom.spdx.json");
+    let v = run_tool("pyspdxtools", &["-i", sbom.to_str().unwrap()]);
+    assert!(
+        v.status.success(),
+        "pyspdxtools: {}{}",
+        stdout(&v),
+        stderr(&v)
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sbom).unwrap()).unwrap();
+    let described = d["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "rootfs.squashfs")
+        .expect("the root package");
+    let root_sum = run_tool(
+        "sha256sum",
+        &[dir.join("rootfs.squashfs").to_str().unwrap()],
+    );
+    assert_eq!(
+        described["checksums"][0]["checksumValue"].as_str().unwrap(),
+        stdout(&root_sum).split_whitespace().next().unwrap()
+    );
 
     // The root is a squashfs unsquashfs reads, and the one in the image's root partition.
     let o = run_tool(

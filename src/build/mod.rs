@@ -19,7 +19,7 @@ pub mod publish;
 pub mod repro;
 pub mod verity;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -90,6 +90,9 @@ pub struct BuildOptions {
     pub format: OutputFormat,
     /// `--base-url` for network boot files (checked by `boot::pxe::check_base_url`).
     pub base_url: String,
+    /// `--imager-url-base` (checked by `manifest::imager::check_url_base`): where the Pi
+    /// images will be served from; without it no Imager repository is written.
+    pub imager_url_base: Option<String>,
     /// Reuse and store results of earlier builds under `<cache>/artifacts` (`--no-artifact-cache`
     /// turns it off; see `crate::cache`).
     pub artifact_cache: bool,
@@ -469,6 +472,48 @@ pub(crate) fn input_records(inputs: &Inputs, plan: &Plan) -> Vec<InputRecord> {
 
 /// The name of the airgap bundle among the inputs (after k0s, the last one).
 pub const AIRGAP_INPUT: &str = "k0s-airgap-bundle";
+
+/// Writes `sbom.spdx.json` into `dir`, describing `file` (the image, or the network boot
+/// root) with its digest.
+pub(crate) fn write_sbom(
+    plan: &Plan,
+    inputs: &Inputs,
+    file: &str,
+    sha256: &str,
+    dir: &Path,
+) -> Result<PathBuf> {
+    let mut records = input_records(inputs, plan);
+    // input_records lists the debs, then k0s, then the airgap bundle when there is one.
+    let airgap = match records.last() {
+        Some(r) if r.name == AIRGAP_INPUT => records.pop(),
+        _ => None,
+    };
+    let k0s = records.pop().context("no inputs recorded")?;
+    let debs: Vec<crate::manifest::sbom::SbomDeb> = records
+        .into_iter()
+        .zip(&inputs.debs)
+        .map(|(record, d)| crate::manifest::sbom::SbomDeb {
+            record,
+            source: d.package.source.clone(),
+            source_version: d.package.source_version.clone(),
+        })
+        .collect();
+    let text = crate::manifest::sbom::render(&crate::manifest::sbom::SbomInput {
+        stem: &plan.stem(),
+        image_file: file,
+        image_sha256: sha256,
+        plan_hash: &plan.hash(),
+        edgeimg_version: &plan.edgeimg_version,
+        source_date_epoch: plan.source_date_epoch,
+        suite: &plan.suite,
+        debs: &debs,
+        k0s: &k0s,
+        airgap: airgap.as_ref(),
+    });
+    let path = dir.join(crate::manifest::sbom::SBOM_FILE);
+    crate::util::atomic::write_atomic(&path, text.as_bytes())?;
+    Ok(path)
+}
 
 fn threads() -> u32 {
     std::thread::available_parallelism()

@@ -162,6 +162,10 @@ pub struct BuildArgs {
     /// http://10.0.2.100:8080, the guestfwd address QEMU tests use.
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
+    /// Absolute URL of the folder the Raspberry Pi images will be served from (https://...,
+    /// or file:///PATH/): writes the Imager repository os_list.json naming them there.
+    #[arg(long, value_name = "URL")]
+    pub imager_url_base: Option<String>,
     /// Leave out the dm-verity hash tree of the root partition.
     #[arg(long)]
     pub no_verity: bool,

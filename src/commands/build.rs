@@ -98,7 +98,22 @@ pub(crate) fn build(out: Out, data: &DataDir, args: &BuildArgs, rep: &dyn Report
         artifact_cache: !args.no_artifact_cache,
         format: fmt,
         base_url: crate::boot::pxe::check_base_url(base_url)?,
+        imager_url_base: args
+            .imager_url_base
+            .as_deref()
+            .map(crate::manifest::imager::check_url_base)
+            .transpose()?,
     };
+    if opts.imager_url_base.is_none()
+        && !out.quiet
+        && crate::boot::method(&plan.board).imager_devices().is_some()
+        && fmt.image()
+    {
+        eprintln!(
+            "note: no --imager-url-base: no Raspberry Pi Imager repository (os_list.json) is \
+             written; give the URL the images will be served from to get one"
+        );
+    }
     let report = run_build(&plan, &opts, rep)?;
     if args.check_reproducible {
         check_reproducible(out, &report, &args.out, &cache_dir, rep)?;

@@ -1,6 +1,7 @@
 //! Assembles the three trees of an image from verified inputs: the root filesystem, the
 //! initramfs and the boot partition. Nothing here touches the network or the disk layout.
 
+pub mod dpkg;
 pub mod elf_deps;
 pub mod overlay;
 pub mod overlay_guard;
@@ -58,14 +59,26 @@ pub fn unpack(
         "usr/share/lintian/",
     ];
     let mut task = rep.count_task("unpacking packages", debs.len() as u64);
+    let mut installed = Vec::new();
     for deb in debs {
         let is_kernel = deb.package.name.starts_with("linux-image-");
         let target = if is_kernel { &mut kernel } else { &mut root };
-        let mut keep = |p: &TreePath| !docs.iter().any(|d| p.as_str().starts_with(d));
-        unpack_deb_spilling(&deb.path, target, &mut keep, &spill)
+        let mut paths = Vec::new();
+        let mut keep = |p: &TreePath| {
+            let k = !docs.iter().any(|d| p.as_str().starts_with(d));
+            if k {
+                paths.push(p.clone());
+            }
+            k
+        };
+        let info = unpack_deb_spilling(&deb.path, target, &mut keep, &spill)
             .with_context(|| format!("unpacking {} {}", deb.package.name, deb.package.version))?;
+        installed.push(dpkg::installed(&info, &paths)?);
         task.advance(1);
     }
+    // Every package is recorded as installed, the kernel's too (its modules are in the root,
+    // its kernel on the boot partition).
+    dpkg::write(&mut root, &mut installed)?;
     task.finish(&format!("{} packages unpacked", debs.len()));
     let kver = crate::kmod::kernel_version(&kernel)?;
     rep.step(&format!("indexing kernel modules of linux {kver}"));
@@ -152,6 +165,7 @@ pub fn build_root(
         &plan.data.join("overlays/rootfs.replaces"),
     )?;
     root.overlay(&overlay)?;
+    dpkg::prune_lists(&mut root)?;
     root.add_file("etc/edgeimg/build.env", build_env(plan, &u.kver), 0o644)?;
     root.add_file(contract::CONTRACT_PATH, contract::render_shell(), 0o644)?;
     root.insert(

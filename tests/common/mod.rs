@@ -127,6 +127,7 @@ pub fn debian_package(tool: &str) -> &'static str {
         "openssl" => "openssl",
         "kubectl" => "kubernetes-client",
         "pyspdxtools" => "spdx-tools (pip)",
+        "dpkg-query" => "dpkg",
         _ => "coreutils",
     }
 }
