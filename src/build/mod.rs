@@ -300,7 +300,8 @@ fn fetch(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Inputs>
     components.dedup();
     rep.step(&format!(
         "Debian {} ({arch}) from {}",
-        plan.suite, plan.mirror
+        plan.suites().join(" + "),
+        plan.mirror
     ));
     // The index of the whole suite is large; only the closure outlives this call.
     let packages = crate::cache::closure::resolve_packages(
@@ -436,6 +437,7 @@ pub(crate) fn input_records(inputs: &Inputs, plan: &Plan) -> Vec<InputRecord> {
             source: format!("{}/{}", plan.mirror, d.package.filename),
             sha256: d.package.sha256.clone(),
             architecture: d.package.architecture.clone(),
+            suite: Some(d.package.suite.clone()).filter(|s| !s.is_empty()),
         })
         .collect();
     v.push(InputRecord {
@@ -444,6 +446,7 @@ pub(crate) fn input_records(inputs: &Inputs, plan: &Plan) -> Vec<InputRecord> {
         source: inputs.k0s.url.clone(),
         sha256: inputs.k0s.sha256.clone(),
         architecture: plan.board.arch.k0s().into(),
+        suite: None,
     });
     v
 }

@@ -140,6 +140,9 @@ pub fn document(input: &SbomInput) -> Value {
             }),
             &d.source,
         ));
+        if let (Some(suite), Some(last)) = (&d.suite, packages.last_mut()) {
+            last["comment"] = Value::String(format!("from Debian suite {suite}"));
+        }
         relationships.push(relationship(&image_id, "CONTAINS", &id));
     }
 
@@ -290,6 +293,7 @@ mod tests {
             source: source.into(),
             sha256: "ab".repeat(32),
             architecture: "amd64".into(),
+            suite: None,
         }
     }
 

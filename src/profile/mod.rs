@@ -18,6 +18,10 @@ pub use board::*;
 pub use os::*;
 pub use role::*;
 
+/// Packages a board or profile takes from another suite of the same archive: suite name ->
+/// package names, each possibly with `*` wildcards.
+pub type SuitePackages = std::collections::BTreeMap<String, Vec<String>>;
+
 /// Where boards, profiles and overlays live: the project directory, found from
 /// `EDGEIMG_DATA_DIR`, the current directory, or next to the executable's source tree.
 #[derive(Clone, Debug)]
