@@ -339,7 +339,7 @@ fn pi3_image_boots_on_qemu_virt_too() {
 
 // --- Raspberry Pi 5: the trixie-backports kernel, EEPROM boot ---
 
-const PI5_STEM: &str = "pi5-worker";
+const PI5_STEM: &str = "pi5-controller+worker";
 
 /// One pi5 build shared by the pi5 tests (its kernel comes from trixie-backports).
 fn pi5_built() -> &'static Built {
@@ -349,7 +349,7 @@ fn pi5_built() -> &'static Built {
         let out = build_with_node(
             dir.path(),
             "hostname = \"pi5-test-1\"\n[time]\nntp = []\n",
-            &["--board", "pi5", "--role", "worker", "--no-xz"],
+            &["--board", "pi5", "--role", "controller+worker", "--no-xz"],
         );
         Built { _dir: dir, out }
     })
@@ -436,15 +436,16 @@ fn pi5_image_is_an_eeprom_boot_card_with_the_pi5_device_trees() {
     for arg in [
         format!("edgeimg.root=PARTUUID={label_id}-02"),
         format!("edgeimg.data=PARTUUID={label_id}-03"),
-        "console=ttyAMA10,115200".to_string(),
     ] {
         assert!(
             cmdline.split_whitespace().any(|a| a == arg),
             "cmdline.txt lacks {arg}: {cmdline}"
         );
     }
-    // The device tree, read by dtc: a Pi 5, its console the PL011 the cmdline names
-    // (alias serial10 -> ttyAMA10), and the SD controller sdhci-brcmstb drives.
+    // No console= (the kernel follows the DTB's stdout-path, see boards/pi5.toml).
+    assert!(!cmdline.contains("console="), "{cmdline}");
+    // The device tree, read by dtc: a Pi 5, its console the PL011 of the debug UART
+    // (stdout-path serial10 -> ttyAMA10), and the SD controller sdhci-brcmstb drives.
     let dtb = pi5_built().out.join("pi5.dtb");
     mcopy_out(&img, "bcm2712-rpi-5-b.dtb", &dtb);
     let dts = tool_ok(
@@ -602,7 +603,7 @@ fn pi5_image_boots_on_qemu_virt_to_the_ready_line() {
             "root=/dev/vda2".into(),
             "mounted read-only through dm-verity".into(),
         ],
-        ..smoke_options("worker", "pi5-test-1")
+        ..smoke_options("controller+worker", "pi5-test-1")
     };
     let r = qemu::smoke(&pi5_image(), &spec, &opts, &Silent).expect("pi5 image on -M virt");
     eprintln!("pi5 image on virt: ready after {:.1} s", r.boot_seconds);
