@@ -45,6 +45,26 @@ pub enum AirgapSource {
     },
 }
 
+/// Packages whose names match `pattern` (`*` matches any characters) come from `suite`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SuitePin {
+    pub pattern: String,
+    pub suite: String,
+    /// Who asked: `boards/pi5.toml kernel_suite`, `--kernel-suite`, `profiles/base.toml [suites]`.
+    pub from: String,
+}
+
+/// The packages of a Debian kernel that a kernel suite covers: the kernel package itself and,
+/// in its closure, the versioned image and the split packages of newer kernels (`linux-base-*`
+/// with the config and device trees, `linux-binary-*` with the image, `linux-modules-*`).
+/// `linux-base` itself (Debian's kernel helper scripts, no dash after it) is not matched.
+pub const KERNEL_PACKAGE_PATTERNS: &[&str] = &[
+    "linux-image-*",
+    "linux-base-*",
+    "linux-binary-*",
+    "linux-modules-*",
+];
+
 /// Choices the user makes on the command line, before resolution.
 #[derive(Clone, Debug, Default)]
 pub struct Request {
@@ -53,6 +73,8 @@ pub struct Request {
     pub node: Option<NodeConfig>,
     pub mirror: Option<String>,
     pub suite: Option<String>,
+    /// `--kernel-suite`: the suite the kernel comes from (the board's `kernel_suite` otherwise).
+    pub kernel_suite: Option<String>,
     pub k0s_version: Option<String>,
     pub k0s_url: Option<String>,
     pub k0s_sha256: Option<String>,
@@ -76,6 +98,10 @@ pub struct Plan {
     pub role_profile: RoleProfile,
     pub mirror: String,
     pub suite: String,
+    /// Packages taken from other suites of the same archive, first match wins; empty (and
+    /// left out of the hash) when everything comes from `suite`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub package_suites: Vec<SuitePin>,
     pub k0s_version: String,
     pub k0s: K0sInput,
     /// Absent from the plan (and its hash) without `--airgap-bundle`.
@@ -115,6 +141,13 @@ impl Plan {
              an APT source on this host (/etc/apt/sources.list.d/*.sources or /etc/apt/sources.list)",
         )?;
         let suite = req.suite.unwrap_or_else(|| base.suite.clone());
+        let package_suites = package_suites(
+            &suite,
+            &board,
+            &base,
+            &role_profile,
+            req.kernel_suite.as_deref(),
+        )?;
         let k0s_version = req.k0s_version.unwrap_or_else(|| base.k0s.version.clone());
         let k0s = k0s_input(
             &base,
@@ -147,6 +180,7 @@ impl Plan {
             role_profile,
             mirror: mirror.trim_end_matches('/').to_string(),
             suite,
+            package_suites,
             k0s_version,
             k0s,
             airgap,
@@ -180,6 +214,29 @@ impl Plan {
                 .expect("plan serializes")
                 .as_bytes(),
         )
+    }
+
+    /// The suite the package `name` comes from.
+    pub fn suite_of(&self, name: &str) -> &str {
+        self.package_suites
+            .iter()
+            .find(|p| crate::util::text::glob_match(&p.pattern, name))
+            .map_or(self.suite.as_str(), |p| p.suite.as_str())
+    }
+
+    /// Every suite the packages come from: `suite` first, then the others in name order.
+    pub fn suites(&self) -> Vec<String> {
+        let mut v = vec![self.suite.clone()];
+        let mut others: Vec<String> = self
+            .package_suites
+            .iter()
+            .map(|p| p.suite.clone())
+            .filter(|s| *s != self.suite)
+            .collect();
+        others.sort();
+        others.dedup();
+        v.extend(others);
+        v
     }
 
     /// The Debian packages to install, before dependency resolution.
@@ -223,6 +280,62 @@ impl Plan {
         }
         v
     }
+}
+
+/// The pins of `[suites]` (role, board, base: the more specific first), then the kernel's.
+fn package_suites(
+    suite: &str,
+    board: &Board,
+    base: &BaseProfile,
+    role: &RoleProfile,
+    kernel_suite: Option<&str>,
+) -> Result<Vec<SuitePin>> {
+    let mut pins = Vec::new();
+    let role_file = format!("profiles/{}.toml", role.role);
+    let board_file = format!("boards/{}.toml", board.name);
+    for (file, table) in [
+        (&role_file, &role.suites),
+        (&board_file, &board.suites),
+        (&"profiles/base.toml".to_string(), &base.suites),
+    ] {
+        for (s, patterns) in table {
+            for pattern in patterns {
+                pins.push(SuitePin {
+                    pattern: pattern.clone(),
+                    suite: s.clone(),
+                    from: format!("{file} [suites] {s}"),
+                });
+            }
+        }
+    }
+    let kernel = match kernel_suite {
+        Some(k) => {
+            crate::profile::check::suite_name(k)
+                .map_err(|what| anyhow::anyhow!("--kernel-suite {k:?}: {what}"))?;
+            Some((k.to_string(), "--kernel-suite".to_string()))
+        }
+        None => board
+            .kernel_suite
+            .clone()
+            .map(|k| (k, format!("{board_file} kernel_suite"))),
+    };
+    if let Some((k, from)) = kernel {
+        let mut patterns = vec![board.kernel_package.clone()];
+        patterns.extend(KERNEL_PACKAGE_PATTERNS.iter().map(|p| p.to_string()));
+        for pattern in patterns {
+            pins.push(SuitePin {
+                pattern,
+                suite: k.clone(),
+                from: from.clone(),
+            });
+        }
+    }
+    // Pins that all name the main suite change nothing: leaving them out keeps such a plan's
+    // hash equal to the plan without them.
+    if pins.iter().all(|p| p.suite == suite) {
+        pins.clear();
+    }
+    Ok(pins)
 }
 
 fn k0s_input(

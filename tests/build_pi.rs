@@ -607,3 +607,275 @@ fn pi3_sbom_and_root_dpkg_status_agree_for_scanners() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+// --- Raspberry Pi 5: the trixie-backports kernel, EEPROM boot ---
+
+const PI5_STEM: &str = "pi5-controller+worker";
+
+/// One pi5 build shared by the pi5 tests (its kernel comes from trixie-backports).
+fn pi5_built() -> &'static Built {
+    static B: OnceLock<Built> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = build_with_node(
+            dir.path(),
+            "hostname = \"pi5-test-1\"\n[time]\nntp = []\n",
+            &["--board", "pi5", "--role", "controller+worker", "--no-xz"],
+        );
+        Built { _dir: dir, out }
+    })
+}
+
+fn pi5_image() -> PathBuf {
+    pi5_built().out.join(format!("{PI5_STEM}.img"))
+}
+
+/// `file` of the boot partition copied out with mtools.
+fn mcopy_out(image: &Path, file: &str, to: &Path) {
+    let spec = format!("{}@@1M", image.display());
+    tool_ok(
+        "mcopy",
+        &[
+            "-n",
+            "-i",
+            &spec,
+            &format!("::/{file}"),
+            to.to_str().unwrap(),
+        ],
+    );
+}
+
+#[test]
+fn pi5_image_is_an_eeprom_boot_card_with_the_pi5_device_trees() {
+    let img = pi5_image();
+    let dump = tool_ok("sfdisk", &["-d", img.to_str().unwrap()]);
+    assert!(dump.contains("label: dos"), "{dump}");
+    let label_id = dump
+        .lines()
+        .find_map(|l| l.strip_prefix("label-id: 0x"))
+        .expect("disk signature")
+        .to_string();
+    let parts = sfdisk_parts(&dump);
+    assert_eq!(parts.len(), 3, "{dump}");
+    assert!(
+        parts[0].2.contains("type=c") && parts[0].2.contains("bootable"),
+        "{dump}"
+    );
+    let fat = pi5_built().out.join("boot.fat");
+    extract(&img, parts[0].0 * 512, parts[0].1 * 512, &fat);
+    tool_ok("fsck.fat", &["-n", fat.to_str().unwrap()]);
+    std::fs::remove_file(&fat).unwrap();
+    let spec = format!("{}@@1M", img.display());
+    let listing = tool_ok("mdir", &["-b", "-i", &spec, "::/"]);
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.trim().trim_start_matches("::/"))
+        .collect();
+    for f in [
+        "bcm2712-rpi-5-b.dtb",
+        "bcm2712-d-rpi-5-b.dtb",
+        "config.txt",
+        "cmdline.txt",
+        "vmlinuz",
+        "initrd.img",
+    ] {
+        assert!(
+            names.contains(&f),
+            "{f} missing from the boot partition:\n{listing}"
+        );
+    }
+    // The Pi 5 boots from its EEPROM: no GPU firmware on the card.
+    for n in &names {
+        let firmware = (n.starts_with("start") && n.ends_with(".elf"))
+            || n.starts_with("fixup")
+            || *n == "bootcode.bin";
+        assert!(!firmware, "{n} on a Pi 5 card:\n{listing}");
+    }
+    let config = mtype(&img, "config.txt");
+    for line in [
+        "arm_64bit=1",
+        "kernel=vmlinuz",
+        "initramfs initrd.img followkernel",
+    ] {
+        assert!(
+            config.lines().any(|l| l.trim() == line),
+            "config.txt lacks {line:?}:\n{config}"
+        );
+    }
+    let cmdline = mtype(&img, "cmdline.txt");
+    assert_eq!(cmdline.trim_end().lines().count(), 1, "{cmdline:?}");
+    for arg in [
+        format!("edgeimg.root=PARTUUID={label_id}-02"),
+        format!("edgeimg.data=PARTUUID={label_id}-03"),
+    ] {
+        assert!(
+            cmdline.split_whitespace().any(|a| a == arg),
+            "cmdline.txt lacks {arg}: {cmdline}"
+        );
+    }
+    // No console= (the kernel follows the DTB's stdout-path, see boards/pi5.toml).
+    assert!(!cmdline.contains("console="), "{cmdline}");
+    // The device tree, read by dtc: a Pi 5, its console the PL011 of the debug UART
+    // (stdout-path serial10 -> ttyAMA10), and the SD controller sdhci-brcmstb drives.
+    let dtb = pi5_built().out.join("pi5.dtb");
+    mcopy_out(&img, "bcm2712-rpi-5-b.dtb", &dtb);
+    let dts = tool_ok(
+        "dtc",
+        &["-q", "-I", "dtb", "-O", "dts", dtb.to_str().unwrap()],
+    );
+    std::fs::remove_file(&dtb).unwrap();
+    for needle in [
+        "model = \"Raspberry Pi 5\";",
+        "stdout-path = \"serial10:115200n8\";",
+        "serial10 = \"/soc@107c000000/serial@7d001000\";",
+        "brcm,bcm2712-sdhci",
+        "raspberrypi,rp1-gem",
+    ] {
+        assert!(dts.contains(needle), "bcm2712-rpi-5-b.dtb lacks {needle}");
+    }
+}
+
+#[test]
+fn pi5_kernel_comes_from_backports_with_the_pi5_modules() {
+    let out = &pi5_built().out;
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let inputs = manifest["inputs"].as_array().unwrap();
+    let suite_of = |name: &str| -> String {
+        let i = inputs
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not among the inputs"));
+        i["suite"].as_str().unwrap_or("").to_string()
+    };
+    assert_eq!(suite_of("linux-image-arm64"), "trixie-backports");
+    assert_eq!(suite_of("busybox-static"), "trixie");
+    assert_eq!(suite_of("kmod"), "trixie", "kmod is not a kernel package");
+    let kver = manifest["kernel_version"].as_str().unwrap().to_string();
+    for prefix in ["linux-base-", "linux-binary-", "linux-modules-"] {
+        let name = format!("{prefix}{kver}");
+        assert_eq!(suite_of(&name), "trixie-backports", "{name}");
+    }
+    assert!(!kver.starts_with("6.12"), "still trixie's kernel: {kver}");
+    let sbom = std::fs::read_to_string(out.join("sbom.spdx.json")).unwrap();
+    assert!(sbom.contains("from Debian suite trixie-backports"));
+
+    let img = pi5_image();
+    let dump = tool_ok("sfdisk", &["-d", img.to_str().unwrap()]);
+    let parts = sfdisk_parts(&dump);
+    let root = out.join("root.sqfs");
+    extract(&img, parts[1].0 * 512, parts[1].1 * 512, &root);
+    let list = tool_ok("unsquashfs", &["-lln", root.to_str().unwrap()]);
+    std::fs::remove_file(&root).unwrap();
+    for needle in [
+        "/usr/local/bin/k0s".to_string(),
+        format!("/usr/lib/modules/{kver}/config"),
+        format!("/usr/lib/modules/{kver}/modules.dep"),
+        "/sdhci-brcmstb.ko".into(),
+        "/nvme.ko".into(),
+        "/rp1_pci.ko".into(),
+        "/pinctrl-rp1.ko".into(),
+        "/clk-rp1.ko".into(),
+        "/macb.ko".into(),
+        "/dwc3.ko".into(),
+        "/xhci-plat-hcd.ko".into(),
+        "/bcm2835_wdt.ko".into(),
+        "/brcmfmac.ko".into(),
+    ] {
+        assert!(
+            list.lines().any(|l| l.contains(&needle)),
+            "root lacks {needle}"
+        );
+    }
+    assert!(
+        !list.lines().any(|l| l.contains("/vmlinuz")),
+        "the kernel image belongs on the boot partition only"
+    );
+
+    // The initramfs (zstd newc cpio, read by cpio) loads the SD, NVMe and USB drivers.
+    let initrd = out.join("initrd.img.copy");
+    mcopy_out(&img, "initrd.img", &initrd);
+    let listing = {
+        need("zstd");
+        need("cpio");
+        let o = std::process::Command::new("sh")
+            .args(["-c", "zstd -dc < \"$0\" | cpio -it --quiet"])
+            .arg(&initrd)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    std::fs::remove_file(&initrd).unwrap();
+    for m in [
+        "sdhci-brcmstb.ko",
+        "nvme.ko",
+        "usb-storage.ko",
+        "rp1_pci.ko",
+        "virtio_blk.ko",
+    ] {
+        assert!(
+            listing.lines().any(|l| l.contains(m)),
+            "initramfs lacks {m}"
+        );
+    }
+}
+
+#[test]
+fn pi5_bmap_copies_to_the_same_bytes_and_imager_entry_is_for_the_pi5() {
+    let img = pi5_image();
+    let out = &pi5_built().out;
+    let bmap = out.join(format!("{PI5_STEM}.bmap"));
+    let copy = out.join("copy.img");
+    tool_ok(
+        "bmaptool",
+        &[
+            "copy",
+            "--bmap",
+            bmap.to_str().unwrap(),
+            img.to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ],
+    );
+    tool_ok("cmp", &[img.to_str().unwrap(), copy.to_str().unwrap()]);
+    std::fs::remove_file(&copy).unwrap();
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join(format!("{PI5_STEM}.os_list.json"))).unwrap(),
+    )
+    .unwrap();
+    let e = &json["os_list"][0];
+    let sum = tool_ok("sha256sum", &[img.to_str().unwrap()]);
+    assert_eq!(
+        e["extract_sha256"],
+        sum.split_whitespace().next().unwrap(),
+        "{e}"
+    );
+    assert_eq!(e["devices"][0], "pi5-64bit", "{e}");
+}
+
+/// QEMU has no Pi 5: the pi5 image's own kernel (trixie-backports), initramfs and root boot
+/// on `-M virt` (cortex-a72, kernel-direct, virtio disk) to the ready line, with the Pi 5
+/// drivers loaded by the initramfs on the way.
+#[test]
+fn pi5_image_boots_on_qemu_virt_to_the_ready_line() {
+    let spec = board_qemu("pi5");
+    need(&spec.system);
+    let kver = {
+        let m: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(pi5_built().out.join("manifest.json")).unwrap(),
+        )
+        .unwrap();
+        m["kernel_version"].as_str().unwrap().to_string()
+    };
+    let opts = SmokeOptions {
+        timeout: Duration::from_secs(300),
+        extra_console_checks: vec![
+            format!("Linux version {kver}"),
+            "root=/dev/vda2".into(),
+            "mounted read-only through dm-verity".into(),
+        ],
+        ..smoke_options("controller+worker", "pi5-test-1")
+    };
+    let r = qemu::smoke(&pi5_image(), &spec, &opts, &Silent).expect("pi5 image on -M virt");
+    eprintln!("pi5 image on virt: ready after {:.1} s", r.boot_seconds);
+}

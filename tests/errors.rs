@@ -220,6 +220,34 @@ fn root_too_big_for_its_partition_names_the_board_field() {
     );
 }
 
+/// A board that takes a package from a second suite where it is not: the error names the
+/// package and that suite (the main suite's copy is not taken instead).
+#[test]
+fn package_absent_from_its_suite_names_package_and_suite() {
+    let d = tempfile::tempdir().unwrap();
+    let data = copy_project_data(d.path());
+    let board = data.join("boards/x86-64.toml");
+    let text = std::fs::read_to_string(&board).unwrap();
+    let text = text.replacen(
+        "kernel_package = ",
+        "suites = { \"trixie-backports\" = [\"e2fsprogs-l10n-absent\"] }\n\
+         kernel_package = ",
+        1,
+    );
+    let text = text.replacen("packages = [", "packages = [\"e2fsprogs-l10n-absent\", ", 1);
+    assert!(
+        text.contains("e2fsprogs-l10n-absent\", "),
+        "x86-64.toml has no packages list"
+    );
+    std::fs::write(&board, text).unwrap();
+    let out = d.path().join("out");
+    fails_with(
+        &out,
+        &["--data-dir", data.to_str().unwrap(), "--role", "worker"],
+        &["e2fsprogs-l10n-absent is not in the archive's trixie-backports suite"],
+    );
+}
+
 /// A copy of boards/, profiles/ and overlays/ to break on purpose.
 fn copy_project_data(dir: &Path) -> std::path::PathBuf {
     let data = dir.join("data");

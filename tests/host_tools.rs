@@ -53,6 +53,7 @@ const TOOLS: &[(&str, Source<'static>)] = &[
     ("diff", Essential("diffutils")),
     ("dirname", Essential("coreutils")),
     ("dpkg", Essential("dpkg")),
+    ("dtc", Apt("device-tree-compiler")),
     ("dpkg-deb", Essential("dpkg")),
     ("dpkg-query", Essential("dpkg")),
     ("dumpe2fs", Apt("e2fsprogs")),

@@ -312,7 +312,8 @@ fn fetch(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Inputs>
     components.dedup();
     rep.step(&format!(
         "Debian {} ({arch}) from {}",
-        plan.suite, plan.mirror
+        plan.suites().join(" + "),
+        plan.mirror
     ));
     // The index of the whole suite is large; only the closure outlives this call.
     let packages = crate::cache::closure::resolve_packages(
@@ -449,6 +450,7 @@ pub(crate) fn input_records(inputs: &Inputs, plan: &Plan) -> Vec<InputRecord> {
             source: format!("{}/{}", plan.mirror, d.package.filename),
             sha256: d.package.sha256.clone(),
             architecture: d.package.architecture.clone(),
+            suite: Some(d.package.suite.clone()).filter(|s| !s.is_empty()),
         })
         .collect();
     v.push(InputRecord {
@@ -457,6 +459,7 @@ pub(crate) fn input_records(inputs: &Inputs, plan: &Plan) -> Vec<InputRecord> {
         source: inputs.k0s.url.clone(),
         sha256: inputs.k0s.sha256.clone(),
         architecture: plan.board.arch.k0s().into(),
+        suite: None,
     });
     if let Some(a) = &inputs.airgap {
         v.push(InputRecord {
@@ -465,6 +468,7 @@ pub(crate) fn input_records(inputs: &Inputs, plan: &Plan) -> Vec<InputRecord> {
             source: a.source.clone(),
             sha256: a.sha256.clone(),
             architecture: plan.board.arch.k0s().into(),
+            suite: None,
         });
     }
     v

@@ -140,6 +140,10 @@ pub struct BuildArgs {
     /// Debian suite.
     #[arg(long)]
     pub suite: Option<String>,
+    /// Suite of the same archive the kernel comes from (`trixie-backports` for a newer
+    /// kernel); default: the board's `kernel_suite`, else `--suite`.
+    #[arg(long, value_name = "SUITE")]
+    pub kernel_suite: Option<String>,
     /// Never use the network; fail if an input is not in the cache.
     #[arg(long)]
     pub offline: bool,

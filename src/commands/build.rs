@@ -52,6 +52,7 @@ pub(crate) fn build(out: Out, data: &DataDir, args: &BuildArgs, rep: &dyn Report
         node: Some(node),
         mirror: args.mirror.clone(),
         suite: args.suite.clone(),
+        kernel_suite: args.kernel_suite.clone(),
         k0s_version: args.k0s_version.clone(),
         k0s_url: args.k0s_url.clone(),
         k0s_sha256: args.k0s_sha256.clone(),

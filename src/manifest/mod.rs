@@ -34,6 +34,9 @@ pub struct InputRecord {
     pub source: String,
     pub sha256: String,
     pub architecture: String,
+    /// The Debian suite a package came from (`trixie`, `trixie-backports`); none for k0s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite: Option<String>,
 }
 
 /// One published file, with its digest.

@@ -238,6 +238,9 @@ pub fn document(input: &SbomInput) -> Value {
             ));
         }
         packages.push(with_source_info(pkg, &d.source));
+        if let (Some(suite), Some(last)) = (&d.suite, packages.last_mut()) {
+            last["comment"] = Value::String(format!("from Debian suite {suite}"));
+        }
         relationships.push(relationship(&os_id, "CONTAINS", &id));
     }
 
@@ -393,6 +396,7 @@ mod tests {
             source: source.into(),
             sha256: "ab".repeat(32),
             architecture: "amd64".into(),
+            suite: None,
         }
     }
 

@@ -76,6 +76,34 @@ fn sysctl(v: &str) -> Result<(), &'static str> {
     }
 }
 
+/// A Debian suite or codename (`trixie`, `trixie-backports`, `stable-updates`).
+pub fn suite_name(v: &str) -> Result<(), &'static str> {
+    let ok = (2..=64).contains(&v.len())
+        && v.starts_with(|c: char| c.is_ascii_lowercase())
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err("not a Debian suite name (lower-case letters, digits, '-', '.'; 2 to 64 characters)")
+    }
+}
+
+/// A package name in which `*` matches any characters.
+fn package_pattern(v: &str) -> Result<(), &'static str> {
+    package_name(&v.replace('*', "x"))
+        .map_err(|_| "not a Debian package name or pattern (a name, `*` matching any characters)")
+}
+
+/// `[suites]` of a board or profile: suite -> package patterns.
+fn suites(file: &Path, s: &crate::profile::SuitePackages) -> Result<()> {
+    for (suite, pkgs) in s {
+        one(file, "suites", suite, suite_name)?;
+        each(file, &format!("suites.{suite}"), pkgs, package_pattern)?;
+    }
+    Ok(())
+}
+
 /// A path inside the image tree: relative or absolute, never climbing out with `..`.
 fn tree_path(v: &str) -> Result<(), &'static str> {
     if v.is_empty() || v.len() > MAX_PATH || v.contains('\0') {
@@ -153,6 +181,8 @@ fn users(file: &Path, users: &[UserSpec]) -> Result<()> {
 pub fn base(p: &BaseProfile, file: &Path) -> Result<()> {
     each(file, "packages", &p.packages, package_name)?;
     each(file, "provided", &p.provided, package_name)?;
+    one(file, "suite", &p.suite, suite_name)?;
+    suites(file, &p.suites)?;
     each(file, "drop_paths", &p.drop_paths, tree_path)?;
     each(file, "busybox_applets", &p.busybox_applets, tree_path)?;
     each(
@@ -182,6 +212,7 @@ pub fn base(p: &BaseProfile, file: &Path) -> Result<()> {
 pub fn role(p: &RoleProfile, file: &Path) -> Result<()> {
     each(file, "packages", &p.packages, package_name)?;
     each(file, "root_modules", &p.root_modules, module_name)?;
+    suites(file, &p.suites)?;
     users(file, &p.users)
 }
 
@@ -189,6 +220,10 @@ pub fn role(p: &RoleProfile, file: &Path) -> Result<()> {
 pub fn board(b: &Board) -> Result<()> {
     let file = b.file.as_path();
     one(file, "kernel_package", &b.kernel_package, package_name)?;
+    if let Some(k) = &b.kernel_suite {
+        one(file, "kernel_suite", k, suite_name)?;
+    }
+    suites(file, &b.suites)?;
     each(file, "packages", &b.packages, package_name)?;
     each(file, "initramfs_modules", &b.initramfs_modules, module_name)?;
     each(file, "root_modules", &b.root_modules, module_name)?;

@@ -19,6 +19,10 @@ pub use board::*;
 pub use os::*;
 pub use role::*;
 
+/// Packages a board or profile takes from another suite of the same archive: suite name ->
+/// package names, each possibly with `*` wildcards.
+pub type SuitePackages = std::collections::BTreeMap<String, Vec<String>>;
+
 /// Where boards, profiles and overlays come from. The built-in data is embedded in the binary
 /// ([`builtin`]); boards and profiles in `$XDG_CONFIG_HOME/edgeimg/{boards,profiles}` (default
 /// `~/.config/edgeimg`) add to it or replace a built-in file of the same name, and so do those

@@ -43,6 +43,9 @@ pub struct BaseProfile {
     /// Debian suite (codename).
     pub suite: String,
     pub components: Vec<String>,
+    /// Packages from other suites of the archive (see `Board::suites`).
+    #[serde(default, skip_serializing_if = "super::SuitePackages::is_empty")]
+    pub suites: super::SuitePackages,
     /// A mirror URL; the host's APT sources are used when absent.
     #[serde(default)]
     pub mirror: Option<String>,

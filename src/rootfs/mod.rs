@@ -37,8 +37,9 @@ pub struct Unpacked {
     pub spill: Option<crate::tree::spill::Spill>,
 }
 
-/// Unpacks every package: kernel packages (`linux-image-*`) into their own tree, so that only
-/// the modules a node needs reach the root; everything else into the root, minus docs.
+/// Unpacks every package: the kernel's packages (see [`kernel_packages`]) into their own tree,
+/// so that only the modules a node needs reach the root; everything else into the root, minus
+/// docs.
 /// Large files go to a scratch directory in `scratch` (see `crate::tree::spill`), not memory.
 pub fn unpack(
     plan: &Plan,
@@ -58,10 +59,11 @@ pub fn unpack(
         "usr/share/locale/",
         "usr/share/lintian/",
     ];
+    let kernel_names = kernel_packages(&plan.board.kernel_package, debs);
     let mut task = rep.count_task("unpacking packages", debs.len() as u64);
     let mut installed = Vec::new();
     for deb in debs {
-        let is_kernel = deb.package.name.starts_with("linux-image-");
+        let is_kernel = kernel_names.contains(deb.package.name.as_str());
         let target = if is_kernel { &mut kernel } else { &mut root };
         let mut paths = Vec::new();
         let mut keep = |p: &TreePath| {
@@ -92,6 +94,44 @@ pub fn unpack(
     })
 }
 
+/// The packages of the kernel: `kernel_package` and the `linux-*` packages of its dependency
+/// closure among `debs`. Trixie's kernel is one `linux-image-<kver>` package behind the
+/// metapackage; newer ones (trixie-backports) split it into `linux-base-<kver>` (config,
+/// device trees, module lists), `linux-binary-<kver>` (the image) and `linux-modules-<kver>`.
+/// Dependencies outside the kernel (`kmod`) go to the root like any package.
+pub fn kernel_packages<'a>(
+    kernel_package: &str,
+    debs: &'a [FetchedDeb],
+) -> std::collections::BTreeSet<&'a str> {
+    let mut out = std::collections::BTreeSet::new();
+    let by_name = |n: &str| debs.iter().find(|d| d.package.name == n);
+    let providers = |n: &str| {
+        debs.iter()
+            .filter(|d| d.package.provides.iter().any(|(v, _)| v == n))
+            .collect::<Vec<_>>()
+    };
+    let mut todo: Vec<&'a FetchedDeb> = by_name(kernel_package).into_iter().collect();
+    while let Some(d) = todo.pop() {
+        if !out.insert(d.package.name.as_str()) {
+            continue;
+        }
+        for group in d.package.pre_depends.iter().chain(&d.package.depends) {
+            for dep in group {
+                let found: Vec<&'a FetchedDeb> = match by_name(&dep.name) {
+                    Some(p) => vec![p],
+                    None => providers(&dep.name),
+                };
+                todo.extend(
+                    found
+                        .into_iter()
+                        .filter(|p| p.package.name.starts_with("linux-")),
+                );
+            }
+        }
+    }
+    out
+}
+
 /// Values the overlay templates and generated files see.
 pub fn template_context(plan: &Plan, kver: &str) -> minijinja::Value {
     minijinja::context! {
@@ -120,10 +160,8 @@ pub fn build_root(
     u.modules.install(&u.kernel, &mut root, &modules)?;
     // k0s reads the kernel config from here (Debian kernels have no IKCONFIG); /boot is the
     // boot partition's mount point on the device.
-    let config = u
-        .kernel
-        .read(&format!("boot/config-{}", u.kver))
-        .context("the kernel package has no config file")?;
+    let config = crate::kmod::kernel_file(&u.kernel, &u.kver, "config")
+        .context("the kernel packages have no config file")?;
     root.add_file(
         &format!("usr/lib/modules/{}/config", u.kver),
         config.to_vec(),

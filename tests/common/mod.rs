@@ -122,6 +122,7 @@ pub fn debian_package(tool: &str) -> &'static str {
         "qemu-system-x86_64" => "qemu-system-x86",
         "qemu-system-aarch64" | "qemu-system-arm" => "qemu-system-arm",
         "cmp" => "diffutils",
+        "dtc" => "device-tree-compiler",
         "sh" => "dash",
         "time" => "time",
         "openssl" => "openssl",

@@ -250,6 +250,9 @@ pub struct Package {
     pub priority: Option<String>,
     pub multi_arch: Option<String>,
     pub section: Option<String>,
+    /// The suite whose index listed it (set when an [`super::Archive`] is made).
+    #[serde(default)]
+    pub suite: String,
 }
 
 impl Package {
@@ -337,6 +340,7 @@ impl Package {
             priority: st.get("Priority").map(str::to_string),
             multi_arch: st.get("Multi-Arch").map(str::to_string),
             section: st.get("Section").map(str::to_string),
+            suite: String::new(),
             sha256,
             name,
         })
