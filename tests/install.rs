@@ -340,7 +340,28 @@ fn man_pages_render_with_man_and_groff() {
 
 #[test]
 fn json_outputs_without_a_build_match_their_schemas() {
-    let o = edgeimg(&["boards", "--json"]);
+    // Every built-in board is offered now; a user's board marked `unsupported` shows the
+    // other case (a board listed, not offered, and why).
+    let xdg = tempfile::tempdir().unwrap();
+    let boards_dir = xdg.path().join("edgeimg/boards");
+    std::fs::create_dir_all(&boards_dir).unwrap();
+    let pi4 =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("boards/pi4.toml"))
+            .unwrap()
+            .replace(
+                "name = \"pi4\"",
+                "name = \"pi9\"\nunsupported = \"no such board yet\"",
+            );
+    assert!(
+        pi4.contains("pi9"),
+        "boards/pi4.toml has no name line to replace"
+    );
+    std::fs::write(boards_dir.join("pi9.toml"), pi4).unwrap();
+    let o = Command::new(bin())
+        .args(["boards", "--json"])
+        .env("XDG_CONFIG_HOME", xdg.path())
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", stderr(&o));
     check_json("boards.schema.json", &o.stdout);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
