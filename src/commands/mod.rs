@@ -191,6 +191,7 @@ pub(crate) mod tests {
         ("boards", "boards.schema.json"),
         ("build", "build-report.schema.json"),
         ("build --dry-run", "plan.schema.json"),
+        ("cluster init|status|revoke|k0sctl", "cluster.schema.json"),
         ("configure", "configure-report.schema.json"),
         ("encode-squashfs", "encode-squashfs.schema.json"),
         ("flash", "flash.schema.json"),
