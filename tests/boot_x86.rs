@@ -351,9 +351,20 @@ fn smoke_fails_on_a_sysinfo_error_naming_the_kernel_option() {
         &image_arg,
         "--timeout",
         "420",
+        "--json",
     ]);
     let err = stderr(&o);
     assert!(!o.status.success(), "smoke passed:\n{}", stdout(&o));
+    // Under --json the failure is error.schema.json's object on stdout, naming the option too.
+    check_json("error.schema.json", &o.stdout);
+    let e: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        e["error"]
+            .as_str()
+            .unwrap()
+            .contains("CONFIG_NETFILTER_XT_TARGET_REDIRECT"),
+        "{e}"
+    );
     assert!(
         err.contains("edgeimg: FAILED: sysinfo: CONFIG_NETFILTER_XT_TARGET_REDIRECT (REDIRECT target support) is a module, but this image lacks xt_REDIRECT: add \"xt_REDIRECT\" to [kubernetes] modules in profiles/base.toml"),
         "{err}"

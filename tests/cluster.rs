@@ -108,9 +108,14 @@ fn a_cluster_is_issued_card_by_card() {
             "shop1",
             "--k0s-version",
             "v1.34.10+k0s.0",
+            "--json",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    check_json("cluster.schema.json", &o.stdout);
+    let init: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(init["name"], "shop1", "{init}");
+    assert_eq!(init["k0s_version"], "v1.34.10+k0s.0", "{init}");
     let state = dir.join("shop1/cluster.toml");
     assert_eq!(
         std::fs::metadata(dir.join("shop1"))
@@ -243,9 +248,15 @@ fn a_cluster_is_issued_card_by_card() {
             "fleet.toml",
             "--node-name",
             "pi-08",
+            "--json",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    // Its report names what configure wrote (the token as written, never its value).
+    check_json("flash.schema.json", &o.stdout);
+    let flashed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(flashed["configured"]["token"], true, "{flashed}");
+    assert!(!stdout(&o).contains("H4sI"), "{flashed}");
     assert_eq!(digest(&src), src_before, "flash changed its source image");
     assert!(!listing(&src).to_ascii_lowercase().contains("edgeimg/token"));
     assert!(mtype(&card, "edgeimg/token").starts_with("H4sI"));
@@ -256,10 +267,27 @@ fn a_cluster_is_issued_card_by_card() {
             .any(|l| l.contains("pi-08") && l.contains("issued")),
         "{status}"
     );
+    let o = edgeimg_in(dir, &["cluster", "status", "shop1", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    check_json("cluster.schema.json", &o.stdout);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let row = |n: &str| {
+        st["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["node"] == n)
+            .cloned()
+            .unwrap_or_else(|| panic!("{n} not in {st}"))
+    };
+    assert_eq!(row("pi-08")["state"], "issued", "{st}");
+    assert_eq!(row("pi-07")["token_id"], id.as_str(), "{st}");
+    assert!(!stdout(&o).contains("token_secret"), "{st}");
 
     // Revoke and k0sctl.
-    let o = edgeimg_in(dir, &["cluster", "revoke", "shop1", "pi-07"]);
+    let o = edgeimg_in(dir, &["cluster", "revoke", "shop1", "pi-07", "--json"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    check_json("cluster.schema.json", &o.stdout);
     assert!(
         stdout(&o).contains(&format!("delete secret bootstrap-token-{id}")),
         "{}",
@@ -267,9 +295,19 @@ fn a_cluster_is_issued_card_by_card() {
     );
     let o = edgeimg_in(
         dir,
-        &["cluster", "k0sctl", "shop1", "--inventory", "fleet.toml"],
+        &[
+            "cluster",
+            "k0sctl",
+            "shop1",
+            "--inventory",
+            "fleet.toml",
+            "--json",
+        ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    check_json("cluster.schema.json", &o.stdout);
+    let k: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(k["hosts"], 3, "{k}");
     let y = std::fs::read_to_string(dir.join("shop1/k0sctl.yaml")).unwrap();
     assert_eq!(y.matches("- role: ").count(), 3, "{y}");
     assert!(y.contains("address: 10.0.0.8"), "{y}");

@@ -392,3 +392,82 @@ fn json_outputs_without_a_build_match_their_schemas() {
     check_json("error.schema.json", &o.stdout);
     assert!(stdout(&o).contains("unknown board 'pi9'"));
 }
+
+/// `serve --json`'s listening line (read as a client would: one line, then the address
+/// used) and the hidden `encode-squashfs`'s report (its image read back by unsquashfs).
+#[test]
+fn serve_and_encode_squashfs_print_what_their_schemas_say() {
+    use std::io::{BufRead, Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/hostname"), "n1\n").unwrap();
+    std::fs::write(tree.join("hello.txt"), "hello over http\n").unwrap();
+
+    /// The server, stopped however the test ends.
+    struct Stopped(std::process::Child);
+    impl Drop for Stopped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = Stopped(
+        Command::new(bin())
+            .args([
+                "serve",
+                tree.to_str().unwrap(),
+                "--listen",
+                "127.0.0.1:0",
+                "--json",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut line = String::new();
+    std::io::BufReader::new(server.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    check_json("serve.schema.json", line.as_bytes());
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["dir"], tree.to_str().unwrap(), "{v}");
+    let addr = v["listen"].as_str().unwrap();
+    assert!(!addr.ends_with(":0"), "{addr}");
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    c.write_all(b"GET /hello.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut served = String::new();
+    c.read_to_string(&mut served).unwrap();
+    drop(server);
+    assert!(
+        served.starts_with("HTTP/1.1 200") && served.ends_with("hello over http\n"),
+        "{served}"
+    );
+
+    need("unsquashfs");
+    let img = dir.path().join("root.sqfs");
+    let o = edgeimg(&[
+        "encode-squashfs",
+        tree.to_str().unwrap(),
+        "--out",
+        img.to_str().unwrap(),
+        "--threads",
+        "1",
+        "--level",
+        "3",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    check_json("encode-squashfs.schema.json", &o.stdout);
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["bytes"], std::fs::metadata(&img).unwrap().len(), "{r}");
+    assert_eq!(r["threads"], 1, "{r}");
+    let l = run_tool("unsquashfs", &["-l", "-d", "", img.to_str().unwrap()]);
+    assert!(l.status.success(), "unsquashfs: {}", stderr(&l));
+    let listed = stdout(&l);
+    assert!(
+        listed.lines().any(|p| p == "/etc/hostname") && listed.lines().any(|p| p == "/hello.txt"),
+        "{listed}"
+    );
+}

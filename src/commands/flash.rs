@@ -16,13 +16,7 @@ pub(crate) fn flash(out: Out, a: &FlashArgs, rep: &dyn Reporter) -> Result<()> {
         (None, None) => {
             let list = crate::flash::device::candidates(&a.sys_root)?;
             if out.json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "format_version": super::FORMAT_VERSION,
-                        "candidates": list,
-                    })
-                );
+                super::print_json_line(&serde_json::json!({ "candidates": list }))?;
             } else if list.is_empty() {
                 println!("no removable, unmounted disk found: insert a card or USB stick (or name a fixed disk with --device DEV --force)");
             } else {
