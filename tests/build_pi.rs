@@ -620,7 +620,15 @@ fn pi5_built() -> &'static Built {
         let out = build_with_node(
             dir.path(),
             "hostname = \"pi5-test-1\"\n[time]\nntp = []\n",
-            &["--board", "pi5", "--role", "controller+worker", "--no-xz"],
+            &[
+                "--board",
+                "pi5",
+                "--role",
+                "controller+worker",
+                "--no-xz",
+                "--imager-url-base",
+                URL_BASE,
+            ],
         );
         Built { _dir: dir, out }
     })
@@ -839,10 +847,9 @@ fn pi5_bmap_copies_to_the_same_bytes_and_imager_entry_is_for_the_pi5() {
     );
     tool_ok("cmp", &[img.to_str().unwrap(), copy.to_str().unwrap()]);
     std::fs::remove_file(&copy).unwrap();
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join(format!("{PI5_STEM}.os_list.json"))).unwrap(),
-    )
-    .unwrap();
+    // The folder's Imager repository file lists the pi5 image, for Imager's Pi 5 device.
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("os_list.json")).unwrap()).unwrap();
     let e = &json["os_list"][0];
     let sum = tool_ok("sha256sum", &[img.to_str().unwrap()]);
     assert_eq!(
@@ -851,6 +858,11 @@ fn pi5_bmap_copies_to_the_same_bytes_and_imager_entry_is_for_the_pi5() {
         "{e}"
     );
     assert_eq!(e["devices"][0], "pi5-64bit", "{e}");
+    assert_eq!(e["url"], format!("{URL_BASE}{PI5_STEM}.img"), "{e}");
+    let devices = json["imager"]["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 1, "{json}");
+    assert_eq!(devices[0]["name"], "Raspberry Pi 5", "{json}");
+    assert_eq!(devices[0]["tags"][0], "pi5-64bit", "{json}");
 }
 
 /// QEMU has no Pi 5: the pi5 image's own kernel (trixie-backports), initramfs and root boot
