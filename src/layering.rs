@@ -22,6 +22,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["rootfs"],
     &["fs"],
     &["disk"],
+    &["efi"],
     &["boot"],
     &["cache"],
     &["manifest"],

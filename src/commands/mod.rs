@@ -10,6 +10,7 @@ mod console;
 mod encode_squashfs;
 mod flash;
 mod inspect;
+mod keys;
 mod node_args;
 mod serve;
 mod smoke;
@@ -69,6 +70,7 @@ fn run(cli: &Cli, rep: &dyn Reporter) -> anyhow::Result<()> {
     // Commands that need no project data.
     match &cli.command {
         Command::Serve(args) => return serve::serve(out, args),
+        Command::Keys(k) => return keys::keys(out, k),
         Command::EncodeSquashfs(args) => return encode_squashfs::encode(args),
         Command::Configure(a) => return configure::configure(out, a, rep),
         Command::Inspect(a) => return inspect::inspect(out, a),
@@ -82,6 +84,7 @@ fn run(cli: &Cli, rep: &dyn Reporter) -> anyhow::Result<()> {
         Command::Smoke(args) => smoke::smoke(out, &data, args, rep),
         Command::Run(args) => smoke::run(&data, args),
         Command::Serve(_)
+        | Command::Keys(_)
         | Command::EncodeSquashfs(_)
         | Command::Configure(_)
         | Command::Inspect(_)
