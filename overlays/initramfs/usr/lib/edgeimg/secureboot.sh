@@ -21,6 +21,8 @@ secureboot_line() {
 	local sys="$SYS" vars sb sm state setup lock
 	[ -d "$sys/firmware/efi" ] || return 0
 	vars="$sys/firmware/efi/efivars"
+	# Debian builds efivarfs as a module (the board's initramfs_modules carry it).
+	[ -e "$vars/SecureBoot-$EFI_GLOBAL_GUID" ] || modprobe efivarfs 2>/dev/null
 	[ -e "$vars/SecureBoot-$EFI_GLOBAL_GUID" ] ||
 		mount -t efivarfs -o ro,nosuid,nodev,noexec efivarfs "$vars" 2>/dev/null
 	sb=$(efivar_byte "$vars/SecureBoot-$EFI_GLOBAL_GUID")
