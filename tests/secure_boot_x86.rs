@@ -137,30 +137,68 @@ fn secure_spec(vars: &Path) -> QemuSpec {
     spec
 }
 
+/// Who refuses an image under Secure Boot, and the line it prints (read from the sources).
+#[derive(Clone, Copy)]
+enum Refuser {
+    /// OVMF's BdsDxe (MdeModulePkg BmBoot.c) when LoadImage of the boot option (systemd-boot)
+    /// fails: `BdsDxe: failed to load Boot0002 "UEFI Misc Device" from ...: Access Denied`.
+    Firmware,
+    /// systemd-boot (src/boot/boot.c image_start) when the firmware's LoadImage refuses the
+    /// UKI: `Error loading \EFI\Linux\edgeimg.efi: Access denied`.
+    Loader,
+}
+
+impl Refuser {
+    fn marker(self) -> &'static str {
+        match self {
+            Refuser::Firmware => ": Access Denied",
+            Refuser::Loader => "Error loading \\EFI\\Linux\\edgeimg.efi: Access denied",
+        }
+    }
+}
+
 /// Boots `image` until the firmware or systemd-boot refuses the loader or the UKI; returns
-/// the console. Fails if the kernel starts.
-fn refused(image: &Path, spec: &QemuSpec, what: &str) -> Vec<String> {
+/// the console. Fails if the kernel starts, or if the other one refused.
+fn refused(image: &Path, spec: &QemuSpec, what: &str, by: Refuser) -> Vec<String> {
     let mut opts = smoke_options("worker", "sb-1");
     opts.timeout = Duration::from_secs(240);
     let t = Instant::now();
-    let r = qemu::smoke_until(image, spec, &opts, REFUSED, &Silent)
+    let r = qemu::smoke_until(image, spec, &opts, by.marker(), &Silent)
         .unwrap_or_else(|e| panic!("{what}: no refusal seen: {e:#}"));
     eprintln!(
         "{what}: refused after {:.1} s: {}",
         t.elapsed().as_secs_f64(),
         r.ready_line
     );
+    let console = r.console.join("\n");
     assert!(
         !r.console.iter().any(|l| l.contains("edgeimg: initramfs:")),
-        "{what}: the kernel ran:\n{}",
-        r.console.join("\n")
+        "{what}: the kernel ran:\n{console}"
     );
+    // systemd-boot started (the firmware trusted it) exactly when it is the one refusing.
+    let loader_started = r
+        .console
+        .iter()
+        .any(|l| l.contains("BdsDxe: starting Boot") && l.contains("UEFI Misc Device"));
+    match by {
+        Refuser::Firmware => {
+            assert!(
+                r.ready_line.contains("BdsDxe: failed to load Boot")
+                    && r.ready_line.contains("UEFI Misc Device"),
+                "{what}: not the firmware refusing the disk's loader: {}",
+                r.ready_line
+            );
+            assert!(!loader_started, "{what}: systemd-boot ran:\n{console}");
+        }
+        Refuser::Loader => {
+            assert!(
+                loader_started,
+                "{what}: systemd-boot did not run:\n{console}"
+            );
+        }
+    }
     r.console
 }
-
-/// What OVMF ("BdsDxe: failed to load Boot0001 ...: Access Denied") and systemd-boot
-/// ("... Access denied") print when LoadImage refuses an image under Secure Boot.
-const REFUSED: &str = "Access";
 
 #[test]
 fn signed_uki_boots_under_secure_boot_and_changed_or_foreign_images_are_refused() {
@@ -314,8 +352,15 @@ fn signed_uki_boots_under_secure_boot_and_changed_or_foreign_images_are_refused(
 
     // One byte of the UKI's .cmdline (the root hash) changed: systemd-boot is trusted, the
     // UKI is not.
-    let tampered = dir.path().join("tampered.img");
+    // (Next to a copy of the manifest, which says where the ESP starts.)
+    std::fs::create_dir(dir.path().join("tampered")).unwrap();
+    let tampered = dir.path().join("tampered").join("x86-64-worker.img");
     sparse_copy(&signed, &tampered);
+    std::fs::copy(
+        signed.with_file_name("manifest.json"),
+        tampered.with_file_name("manifest.json"),
+    )
+    .unwrap();
     let mut bytes = std::fs::read(&uki).unwrap();
     let at = bytes
         .windows(root_hash.len())
@@ -324,9 +369,18 @@ fn signed_uki_boots_under_secure_boot_and_changed_or_foreign_images_are_refused(
     bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
     let changed = dir.path().join("changed.efi");
     std::fs::write(&changed, &bytes).unwrap();
+    assert!(
+        !sbverify(&mine.join("db.crt"), &changed).status.success(),
+        "sbverify accepts the changed UKI"
+    );
     copy_in(&tampered, &changed, UKI);
-    refused(&tampered, &spec, "changed .cmdline");
+    refused(&tampered, &spec, "changed .cmdline", Refuser::Loader);
 
-    refused(&foreign, &spec, "signed with another key");
-    refused(&unsigned, &spec, "unsigned");
+    refused(
+        &foreign,
+        &spec,
+        "signed with another key",
+        Refuser::Firmware,
+    );
+    refused(&unsigned, &spec, "unsigned", Refuser::Firmware);
 }
