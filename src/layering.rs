@@ -15,6 +15,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["util", "progress"],
     &["tree"],
     &["node"],
+    &["cluster"],
     &["profile"],
     &["plan"],
     &["source"],

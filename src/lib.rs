@@ -32,6 +32,7 @@ pub mod boot;
 pub mod build;
 pub mod cache;
 pub mod cli;
+pub mod cluster;
 pub mod commands;
 pub mod disk;
 pub mod efi;

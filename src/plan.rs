@@ -20,6 +20,51 @@ pub enum K0sInput {
     LocalFile { path: PathBuf },
 }
 
+/// Where the k0s release publishes its airgap bundle; `{version}` and `{arch}` are filled in.
+pub const DEFAULT_AIRGAP_URL_TEMPLATE: &str = "https://github.com/k0sproject/k0s/releases/download/{version}/k0s-airgap-bundle-{version}-linux-{arch}.tar";
+
+pub use crate::node::contract::AIRGAP_DIR;
+
+/// The airgap bundle (`--airgap-bundle`): an OCI image layout tarball shipped in the root.
+#[derive(Clone, Debug, Serialize)]
+pub struct AirgapInput {
+    /// Its name in [`AIRGAP_DIR`] and `<data-dir>/images`.
+    pub file_name: String,
+    pub source: AirgapSource,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AirgapSource {
+    /// A URL (template already expanded) checked against `--airgap-sha256`.
+    Url { url: String, sha256: String },
+    /// A local file: checked against `--airgap-sha256` when given, else hashed and recorded.
+    LocalFile {
+        path: PathBuf,
+        sha256: Option<String>,
+    },
+}
+
+/// Packages whose names match `pattern` (`*` matches any characters) come from `suite`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SuitePin {
+    pub pattern: String,
+    pub suite: String,
+    /// Who asked: `boards/pi5.toml kernel_suite`, `--kernel-suite`, `profiles/base.toml [suites]`.
+    pub from: String,
+}
+
+/// The packages of a Debian kernel that a kernel suite covers: the kernel package itself and,
+/// in its closure, the versioned image and the split packages of newer kernels (`linux-base-*`
+/// with the config and device trees, `linux-binary-*` with the image, `linux-modules-*`).
+/// `linux-base` itself (Debian's kernel helper scripts, no dash after it) is not matched.
+pub const KERNEL_PACKAGE_PATTERNS: &[&str] = &[
+    "linux-image-*",
+    "linux-base-*",
+    "linux-binary-*",
+    "linux-modules-*",
+];
+
 /// Choices the user makes on the command line, before resolution.
 #[derive(Clone, Debug, Default)]
 pub struct Request {
@@ -28,10 +73,16 @@ pub struct Request {
     pub node: Option<NodeConfig>,
     pub mirror: Option<String>,
     pub suite: Option<String>,
+    /// `--kernel-suite`: the suite the kernel comes from (the board's `kernel_suite` otherwise).
+    pub kernel_suite: Option<String>,
     pub k0s_version: Option<String>,
     pub k0s_url: Option<String>,
     pub k0s_sha256: Option<String>,
     pub k0s_binary: Option<PathBuf>,
+    /// `--airgap-bundle`: `Some(None)` is the k0s release's bundle, `Some(Some(x))` a file or a
+    /// URL template.
+    pub airgap_bundle: Option<Option<String>>,
+    pub airgap_sha256: Option<String>,
     pub source_date_epoch: Option<u64>,
     /// Write a dm-verity hash tree for the root (`--no-verity` turns it off).
     pub verity: bool,
@@ -66,8 +117,15 @@ pub struct Plan {
     pub role_profile: RoleProfile,
     pub mirror: String,
     pub suite: String,
+    /// Packages taken from other suites of the same archive, first match wins; empty (and
+    /// left out of the hash) when everything comes from `suite`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub package_suites: Vec<SuitePin>,
     pub k0s_version: String,
     pub k0s: K0sInput,
+    /// Absent from the plan (and its hash) without `--airgap-bundle`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub airgap: Option<AirgapInput>,
     pub source_date_epoch: u64,
     /// dm-verity hash tree after the root squashfs, root hash on the kernel command line.
     pub verity: bool,
@@ -105,6 +163,13 @@ impl Plan {
              an APT source on this host (/etc/apt/sources.list.d/*.sources or /etc/apt/sources.list)",
         )?;
         let suite = req.suite.unwrap_or_else(|| base.suite.clone());
+        let package_suites = package_suites(
+            &suite,
+            &board,
+            &base,
+            &role_profile,
+            req.kernel_suite.as_deref(),
+        )?;
         let k0s_version = req.k0s_version.unwrap_or_else(|| base.k0s.version.clone());
         let k0s = k0s_input(
             &base,
@@ -113,6 +178,13 @@ impl Plan {
             req.k0s_url,
             req.k0s_sha256,
             req.k0s_binary,
+        )?;
+        let airgap = airgap_input(
+            role,
+            &board,
+            &k0s_version,
+            req.airgap_bundle,
+            req.airgap_sha256,
         )?;
         let source_date_epoch = req
             .source_date_epoch
@@ -130,8 +202,10 @@ impl Plan {
             role_profile,
             mirror: mirror.trim_end_matches('/').to_string(),
             suite,
+            package_suites,
             k0s_version,
             k0s,
+            airgap,
             source_date_epoch,
             verity: req.verity,
             secure_boot: req.secure_boot,
@@ -165,6 +239,29 @@ impl Plan {
         )
     }
 
+    /// The suite the package `name` comes from.
+    pub fn suite_of(&self, name: &str) -> &str {
+        self.package_suites
+            .iter()
+            .find(|p| crate::util::text::glob_match(&p.pattern, name))
+            .map_or(self.suite.as_str(), |p| p.suite.as_str())
+    }
+
+    /// Every suite the packages come from: `suite` first, then the others in name order.
+    pub fn suites(&self) -> Vec<String> {
+        let mut v = vec![self.suite.clone()];
+        let mut others: Vec<String> = self
+            .package_suites
+            .iter()
+            .map(|p| p.suite.clone())
+            .filter(|s| *s != self.suite)
+            .collect();
+        others.sort();
+        others.dedup();
+        v.extend(others);
+        v
+    }
+
     /// The Debian packages to install, before dependency resolution.
     pub fn wanted_packages(&self) -> Vec<String> {
         let mut v: Vec<String> = self.base.packages.clone();
@@ -178,7 +275,7 @@ impl Plan {
 
     /// Modules the root carries (dependencies are added later).
     pub fn root_modules(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.base.root_modules.clone();
+        let mut v: Vec<String> = self.base.kubernetes.modules.clone();
         v.extend(self.board.root_modules.iter().cloned());
         v.extend(self.role_profile.root_modules.iter().cloned());
         // The root can load whatever the initramfs loaded.
@@ -206,6 +303,62 @@ impl Plan {
         }
         v
     }
+}
+
+/// The pins of `[suites]` (role, board, base: the more specific first), then the kernel's.
+fn package_suites(
+    suite: &str,
+    board: &Board,
+    base: &BaseProfile,
+    role: &RoleProfile,
+    kernel_suite: Option<&str>,
+) -> Result<Vec<SuitePin>> {
+    let mut pins = Vec::new();
+    let role_file = format!("profiles/{}.toml", role.role);
+    let board_file = format!("boards/{}.toml", board.name);
+    for (file, table) in [
+        (&role_file, &role.suites),
+        (&board_file, &board.suites),
+        (&"profiles/base.toml".to_string(), &base.suites),
+    ] {
+        for (s, patterns) in table {
+            for pattern in patterns {
+                pins.push(SuitePin {
+                    pattern: pattern.clone(),
+                    suite: s.clone(),
+                    from: format!("{file} [suites] {s}"),
+                });
+            }
+        }
+    }
+    let kernel = match kernel_suite {
+        Some(k) => {
+            crate::profile::check::suite_name(k)
+                .map_err(|what| anyhow::anyhow!("--kernel-suite {k:?}: {what}"))?;
+            Some((k.to_string(), "--kernel-suite".to_string()))
+        }
+        None => board
+            .kernel_suite
+            .clone()
+            .map(|k| (k, format!("{board_file} kernel_suite"))),
+    };
+    if let Some((k, from)) = kernel {
+        let mut patterns = vec![board.kernel_package.clone()];
+        patterns.extend(KERNEL_PACKAGE_PATTERNS.iter().map(|p| p.to_string()));
+        for pattern in patterns {
+            pins.push(SuitePin {
+                pattern,
+                suite: k.clone(),
+                from: from.clone(),
+            });
+        }
+    }
+    // Pins that all name the main suite change nothing: leaving them out keeps such a plan's
+    // hash equal to the plan without them.
+    if pins.iter().all(|p| p.suite == suite) {
+        pins.clear();
+    }
+    Ok(pins)
 }
 
 fn k0s_input(
@@ -249,6 +402,134 @@ fn k0s_input(
     })
 }
 
+fn airgap_input(
+    role: Role,
+    board: &Board,
+    version: &str,
+    bundle: Option<Option<String>>,
+    sha256: Option<String>,
+) -> Result<Option<AirgapInput>> {
+    let Some(bundle) = bundle else {
+        if sha256.is_some() {
+            bail!(
+                "--airgap-sha256 without --airgap-bundle: add --airgap-bundle FILE|URL or drop it"
+            );
+        }
+        return Ok(None);
+    };
+    if !role.runs_worker() {
+        bail!(
+            "--airgap-bundle: a {role} runs no worker and imports no images; drop the flag or \
+             build --role controller+worker, single or worker"
+        );
+    }
+    let sha256 = match sha256 {
+        Some(s) => {
+            let d = s.trim().to_ascii_lowercase();
+            if d.len() != 64 || !d.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!("--airgap-sha256 '{s}' is not 64 hex digits");
+            }
+            Some(d)
+        }
+        None => None,
+    };
+    let template = bundle.unwrap_or_else(|| DEFAULT_AIRGAP_URL_TEMPLATE.to_string());
+    let (source, name) = if template.contains("://") {
+        let url = template
+            .replace("{version}", &version.replace('+', "%2B"))
+            .replace("{arch}", board.arch.k0s());
+        let sha256 = sha256.with_context(|| {
+            format!(
+                "--airgap-bundle {url}: no sha256 to check it against: pass --airgap-sha256 with \
+                 the digest from the release's sha256sums.txt"
+            )
+        })?;
+        let name = url
+            .split(['?', '#'])
+            .next()
+            .unwrap_or("")
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .replace("%2B", "+")
+            .replace("%2b", "+");
+        (AirgapSource::Url { url, sha256 }, name)
+    } else {
+        let path = PathBuf::from(&template);
+        if !path.is_file() {
+            bail!("--airgap-bundle {}: no such file", path.display());
+        }
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (AirgapSource::LocalFile { path, sha256 }, name)
+    };
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b));
+    if !ok {
+        bail!(
+            "--airgap-bundle {template}: the file name {name:?} is not a plain name (letters, \
+             digits, . _ + -): rename the file or give a URL ending in one"
+        );
+    }
+    Ok(Some(AirgapInput {
+        file_name: name,
+        source,
+    }))
+}
+
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap() {
+            let e = e.unwrap();
+            let target = to.join(e.file_name());
+            if e.file_type().unwrap().is_dir() {
+                copy_tree(&e.path(), &target);
+            } else {
+                std::fs::copy(e.path(), &target).unwrap();
+                // Another umask: group-writable.
+                let mode = std::fs::metadata(&target).unwrap().permissions().mode() | 0o020;
+                std::fs::set_permissions(&target, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+        }
+    }
+
+    /// The same data built in or from a `--data-dir` (other modes) resolves to the same plan.
+    #[test]
+    fn the_plan_hash_does_not_depend_on_where_the_data_came_from() {
+        let builtin = DataDir::builtin().unwrap();
+        let copy = tempfile::tempdir().unwrap();
+        for sub in ["boards", "profiles", "overlays"] {
+            copy_tree(&builtin.root.join(sub), &copy.path().join(sub));
+        }
+        let from_dir = DataDir::locate(Some(copy.path())).unwrap();
+        assert_eq!(from_dir.root, copy.path());
+        for board in ["x86-64", "pi4"] {
+            let req = || Request {
+                board: board.into(),
+                role: Some(Role::Worker),
+                verity: true,
+                ..Default::default()
+            };
+            let mirror = Some("http://127.0.0.1:9/debian".to_string());
+            let a = Plan::resolve(&builtin, req(), mirror.clone()).unwrap();
+            let b = Plan::resolve(&from_dir, req(), mirror).unwrap();
+            assert_ne!(a.data, b.data);
+            assert_eq!(a.hash(), b.hash(), "{board}");
+            assert_eq!(a.image_hash(), b.image_hash(), "{board}");
+        }
+    }
 }

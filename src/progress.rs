@@ -8,8 +8,12 @@ use std::sync::Arc;
 pub trait Reporter: Send + Sync {
     /// A one-line note about what is happening now ("resolving 42 packages").
     fn step(&self, message: &str);
-    /// Starts a measured task of `total` units (bytes unless said otherwise).
+    /// Starts a measured task of `total` bytes.
     fn task(&self, label: &str, total: u64) -> Box<dyn Task>;
+    /// Starts a measured task of `total` things (packages, files), shown as counts.
+    fn count_task(&self, label: &str, total: u64) -> Box<dyn Task> {
+        self.task(label, total)
+    }
     /// Something the user should know that does not stop the work.
     fn warn(&self, message: &str);
 }

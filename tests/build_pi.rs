@@ -12,14 +12,9 @@ use common::*;
 use edgeimg::progress::Silent;
 use edgeimg::qemu::{self, SmokeOptions};
 
+// No hostname, SSH key or Wi-Fi here: the boots get them from Raspberry Pi Imager's
+// rpi-preseed.toml ([`PRESEED`]) on the boot partition.
 const NODE: &str = r#"
-hostname = "pi-test-1"
-
-[wifi]
-ssid = "edge-lab"
-psk = "correct horse battery"
-country = "DE"
-
 [boot]
 kernel_args = ["edgeimg.test=node-arg"]
 config_txt = ["dtparam=audio=off"]
@@ -29,6 +24,50 @@ ntp = []
 "#;
 
 const STEM: &str = "pi3-controller+worker";
+
+/// Where the Imager list says the images are served from.
+const URL_BASE: &str = "https://images.example.org/edge/";
+
+/// An SSH key for the preseed file.
+const PRESEED_KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK0wmN/Cr3JXqmLW7u+g9pTh+wyqDHpSQEIQczXkVx9q imager@laptop";
+
+/// rpi-preseed.toml as Raspberry Pi Imager 2.x writes it for hostname, user, SSH key, Wi-Fi
+/// (its encrypted PSK: the 64-hex PBKDF2 of the passphrase), locale (its
+/// `CustomisationGenerator::generateRpiPreseedToml`, src/customization_generator.cpp).
+fn preseed_toml() -> String {
+    format!(
+        r#"config_version = "1.0"
+
+[system]
+hostname = "pi-test-1"
+
+[user]
+name = "pi"
+password = "$y$j9T$Y0zk3Pr5kvZ1$abcdefghijklmnopqrstuvwxyz0123456789ABCDEF"
+password_encrypted = true
+groups = ["sudo"]
+
+[ssh]
+enabled = true
+password_authentication = false
+authorized_keys = [
+  "{PRESEED_KEY}",
+]
+
+[wlan]
+ssid = "edge-lab"
+password = "5a1e2b0b6b5f0c3f0f1d3b7a4c4a0e6d9b8c7a6f5e4d3c2b1a0f9e8d7c6b5a49"
+password_encrypted = true
+hidden = false
+country = "DE"
+
+[locale]
+keymap = "de"
+timezone = "Europe/Berlin"
+"#
+    )
+}
 
 struct Built {
     _dir: tempfile::TempDir,
@@ -43,7 +82,15 @@ fn built() -> &'static Built {
         let out = build_with_node(
             dir.path(),
             NODE,
-            &["--board", "pi3", "--role", "controller+worker", "--no-xz"],
+            &[
+                "--board",
+                "pi3",
+                "--role",
+                "controller+worker",
+                "--no-xz",
+                "--imager-url-base",
+                URL_BASE,
+            ],
         );
         Built { _dir: dir, out }
     })
@@ -51,6 +98,26 @@ fn built() -> &'static Built {
 
 fn image() -> PathBuf {
     built().out.join(format!("{STEM}.img"))
+}
+
+/// A copy of the image with [`preseed_toml`] written onto its boot partition by mtools, as
+/// Imager leaves a card it customised.
+fn preseeded_image() -> PathBuf {
+    static P: OnceLock<PathBuf> = OnceLock::new();
+    P.get_or_init(|| {
+        let copy = built().out.join("preseeded.img");
+        sparse_copy(&image(), &copy);
+        let toml = built().out.join("rpi-preseed.toml");
+        std::fs::write(&toml, preseed_toml()).unwrap();
+        let spec = format!("{}@@1M", copy.display());
+        tool_ok(
+            "mcopy",
+            &["-i", &spec, toml.to_str().unwrap(), "::/rpi-preseed.toml"],
+        );
+        assert_eq!(mtype(&copy, "rpi-preseed.toml"), preseed_toml());
+        copy
+    })
+    .clone()
 }
 
 fn tool_ok(cmd: &str, args: &[&str]) -> String {
@@ -205,6 +272,8 @@ fn pi3_root_has_k0s_the_board_modules_and_no_firmware() {
     }
     let firmware: Vec<&str> = list
         .lines()
+        // The dpkg database names the package (raspi-firmware.list): that is no firmware.
+        .filter(|l| !l.contains("/var/lib/dpkg/"))
         .filter(|l| l.contains("raspi-firmware") || l.contains("/bootcode.bin"))
         .collect();
     assert!(
@@ -232,10 +301,9 @@ fn pi3_bmap_copies_to_the_same_bytes_and_imager_entry_matches() {
     tool_ok("cmp", &[img.to_str().unwrap(), copy.to_str().unwrap()]);
     std::fs::remove_file(&copy).unwrap();
 
-    let json: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(built().out.join(format!("{STEM}.os_list.json"))).unwrap(),
-    )
-    .unwrap();
+    let list_path = built().out.join("os_list.json");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&list_path).unwrap()).unwrap();
     let e = &json["os_list"][0];
     let sum = tool_ok("sha256sum", &[img.to_str().unwrap()]);
     let sha = sum.split_whitespace().next().unwrap();
@@ -245,12 +313,61 @@ fn pi3_bmap_copies_to_the_same_bytes_and_imager_entry_matches() {
     // Without --no-xz the download is the .img.xz; here it is the raw image.
     assert_eq!(e["image_download_sha256"], sha, "{e}");
     assert_eq!(e["image_download_size"], size, "{e}");
-    assert_eq!(e["url"], format!("{STEM}.img"), "{e}");
+    assert_eq!(e["url"], format!("{URL_BASE}{STEM}.img"), "{e}");
+    assert_eq!(e["bmap_url"], format!("{URL_BASE}{STEM}.bmap"), "{e}");
     assert_eq!(e["devices"][0], "pi3-64bit", "{e}");
+    assert_eq!(e["architecture"], "armv8", "{e}");
+    assert_eq!(e["init_format"], "rpi-preseed", "{e}");
     assert!(e["release_date"].as_str().unwrap().len() == 10, "{e}");
+    // Imager 2.x's device step lists imager.devices; the entry's tags match one of them.
+    let devices = json["imager"]["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 1, "{json}");
+    assert_eq!(devices[0]["name"], "Raspberry Pi 3");
+    assert_eq!(devices[0]["tags"][0], "pi3-64bit");
+    // Imager's own schema (vendored from rpi-imager) accepts the file.
+    let schema =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rpi-imager-os-list-schema.json");
+    let v = run_tool(
+        "python3",
+        &[
+            "-c",
+            "import json, sys, jsonschema\n\
+             s = json.load(open(sys.argv[1])); d = json.load(open(sys.argv[2]))\n\
+             jsonschema.validators.validator_for(s).check_schema(s)\n\
+             jsonschema.validate(d, s)\n\
+             print('valid')",
+            schema.to_str().unwrap(),
+            list_path.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        v.status.success() && String::from_utf8_lossy(&v.stdout).contains("valid"),
+        "Imager's schema rejects os_list.json:\n{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    // The schema's own checks can fail: an entry without `icon` is refused.
+    let mut broken = json.clone();
+    broken["os_list"][0].as_object_mut().unwrap().remove("icon");
+    let broken_path = built().out.join("broken.json");
+    std::fs::write(&broken_path, broken.to_string()).unwrap();
+    let v = run_tool(
+        "python3",
+        &[
+            "-c",
+            "import json, sys, jsonschema\n\
+             jsonschema.validate(json.load(open(sys.argv[2])), json.load(open(sys.argv[1])))",
+            schema.to_str().unwrap(),
+            broken_path.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !v.status.success(),
+        "the schema accepted an entry without icon"
+    );
     // SHA256SUMS covers the Imager entry.
     let sums = std::fs::read_to_string(built().out.join("SHA256SUMS")).unwrap();
-    assert!(sums.contains(&format!("{STEM}.os_list.json")), "{sums}");
+    assert!(sums.contains("  os_list.json\n"), "{sums}");
 }
 
 #[test]
@@ -268,17 +385,26 @@ fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
             "k0s-stand-in: controller".into(),
             // The arm64 initramfs runs its own copy of Debian's dmsetup (aarch64 libraries).
             "mounted read-only through dm-verity".into(),
-            "wifi: SSID configured, but no wireless interface (wlan0) appeared".into(),
+            // Imager's rpi-preseed.toml: hostname (the ready line), key, Wi-Fi and time
+            // zone taken; its user account is not (root with keys only).
+            "config: rpi-preseed.toml (Raspberry Pi Imager): hostname=pi-test-1 wlan=edge-lab country=DE timezone=Europe/Berlin ssh-keys=1; not applied: [user]".into(),
+            "wifi: SSID edge-lab (country DE) configured, but no wireless interface (wlan0) appeared".into(),
+            "ssh: dropbear on port 22, 1 key(s)".into(),
+            "time: time zone Europe/Berlin".into(),
         ],
         ..smoke_options("controller+worker", "pi-test-1")
     };
-    let r = qemu::smoke(&image(), &spec, &opts, &Silent).expect("pi3 smoke on raspi3b");
+    let r = qemu::smoke(&preseeded_image(), &spec, &opts, &Silent).expect("pi3 smoke on raspi3b");
     assert!(
         r.console
             .iter()
             .any(|l| l.contains("edgeimg.test=node-arg")),
         "the kernel did not get cmdline.txt's arguments"
     );
+    // k0s's pre-flight checks for a controller+worker on the Pi's kernel: no error.
+    let sysinfo = r.sysinfo.as_ref().expect("a sysinfo line");
+    assert_eq!(sysinfo.errors, 0, "{}", sysinfo.text);
+    eprintln!("pi3 on raspi3b: {}", sysinfo.text);
     eprintln!("pi3 on raspi3b: ready after {:.1} s", r.boot_seconds);
 }
 
@@ -333,6 +459,423 @@ fn pi3_image_boots_on_qemu_virt_too() {
         extra_console_checks: vec!["root=/dev/vda2".into()],
         ..smoke_options("controller+worker", "pi-test-1")
     };
-    let r = qemu::smoke(&image(), &spec, &opts, &Silent).expect("pi3 image on -M virt");
+    let r = qemu::smoke(&preseeded_image(), &spec, &opts, &Silent).expect("pi3 image on -M virt");
     eprintln!("pi3 image on virt: ready after {:.1} s", r.boot_seconds);
+}
+
+/// What vulnerability scanners read, judged by their own tools: the SBOM by the SPDX
+/// validator, its purls by `packageurl-python` (the purl specification's reference parser),
+/// and the root's dpkg database by `dpkg-query --admindir`: the same packages and versions
+/// as the SBOM, each with its files, and Debian's os-release.
+#[test]
+fn pi3_sbom_and_root_dpkg_status_agree_for_scanners() {
+    let out = &built().out;
+    let sbom_path = out.join("sbom.spdx.json");
+    let v = run_tool("pyspdxtools", &["-i", sbom_path.to_str().unwrap()]);
+    assert!(
+        v.status.success(),
+        "pyspdxtools rejects the SBOM:\n{}{}",
+        String::from_utf8_lossy(&v.stdout),
+        String::from_utf8_lossy(&v.stderr)
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sbom_path).unwrap()).unwrap();
+    let pkgs = d["packages"].as_array().unwrap();
+    let os = pkgs
+        .iter()
+        .find(|p| p["primaryPackagePurpose"] == "OPERATING-SYSTEM")
+        .expect("an OPERATING-SYSTEM package");
+    assert_eq!(os["name"], "debian");
+    assert_eq!(os["versionInfo"], "13");
+
+    // Every purl parses and is in canonical form (what the parser prints back).
+    let purls: Vec<&str> = pkgs
+        .iter()
+        .filter_map(|p| p["externalRefs"][0]["referenceLocator"].as_str())
+        .collect();
+    let list = out.join("purls.txt");
+    std::fs::write(&list, purls.join("\n") + "\n").unwrap();
+    let check = run_tool(
+        "python3",
+        &[
+            "-c",
+            "import sys\n\
+             from packageurl import PackageURL\n\
+             bad = 0\n\
+             for line in open(sys.argv[1]):\n\
+             \x20   s = line.strip()\n\
+             \x20   p = PackageURL.from_string(s)\n\
+             \x20   if p.to_string() != s:\n\
+             \x20       print('not canonical:', s, '->', p.to_string()); bad += 1\n\
+             \x20   if p.type == 'deb':\n\
+             \x20       print('deb', p.name, p.version, p.qualifiers['arch'], p.qualifiers['distro'], p.qualifiers.get('upstream', '-'))\n\
+             \x20   else:\n\
+             \x20       print(p.type, p.namespace, p.name, p.version)\n\
+             sys.exit(1 if bad else 0)",
+            list.to_str().unwrap(),
+        ],
+    );
+    let parsed = String::from_utf8_lossy(&check.stdout).to_string();
+    assert!(
+        check.status.success(),
+        "packageurl refuses the purls:\n{parsed}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        parsed
+            .lines()
+            .any(|l| l.starts_with("github k0sproject k0s ")),
+        "{parsed}"
+    );
+    let debs: std::collections::BTreeSet<String> = parsed
+        .lines()
+        .filter_map(|l| l.strip_prefix("deb "))
+        .map(|l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            assert_eq!(w[3], "debian-13", "{l}");
+            format!("{} {} {}", w[0], w[1], w[2])
+        })
+        .collect();
+    // Advisories are keyed by source package: packages built from another source say so.
+    assert!(
+        parsed
+            .lines()
+            .any(|l| l.starts_with("deb libc6 ") && l.ends_with(" glibc")),
+        "{parsed}"
+    );
+    assert!(debs.iter().any(|d| d.starts_with("base-files ")));
+
+    // The root's dpkg database, read by dpkg itself.
+    let img = image();
+    let dump = tool_ok("sfdisk", &["-d", img.to_str().unwrap()]);
+    let parts = sfdisk_parts(&dump);
+    let root = out.join("root-dpkg.sqfs");
+    extract(&img, parts[1].0 * 512, parts[1].1 * 512, &root);
+    let dir = out.join("root-dpkg");
+    tool_ok(
+        "unsquashfs",
+        &[
+            "-q",
+            "-no-xattrs",
+            "-d",
+            dir.to_str().unwrap(),
+            root.to_str().unwrap(),
+            "var/lib/dpkg",
+            "usr/lib/os-release",
+            "etc/os-release",
+        ],
+    );
+    std::fs::remove_file(&root).unwrap();
+    let admindir = dir.join("var/lib/dpkg");
+    let admin = format!("--admindir={}", admindir.display());
+    let w = tool_ok(
+        "dpkg-query",
+        &[
+            &admin,
+            "-W",
+            "-f",
+            "${Package} ${Version} ${Architecture} ${db:Status-Abbrev}\n",
+        ],
+    );
+    let mut installed = std::collections::BTreeSet::new();
+    for l in w.lines() {
+        // db:Status-Abbrev is three characters: "ii " for an installed package.
+        let (pkg, status) = l.trim_end().rsplit_once(' ').unwrap();
+        assert_eq!(status.trim(), "ii", "{l}");
+        installed.insert(pkg.to_string());
+    }
+    assert_eq!(
+        installed, debs,
+        "dpkg-query and the SBOM list different packages"
+    );
+    let files = tool_ok("dpkg-query", &[&admin, "-L", "busybox-static"]);
+    assert!(files.lines().any(|l| l == "/usr/bin/busybox"), "{files}");
+    let owner = tool_ok("dpkg-query", &[&admin, "-S", "/usr/lib/os-release"]);
+    // On an amd64 host dpkg names the arm64 package with its architecture.
+    assert!(
+        owner.starts_with("base-files: ") || owner.starts_with("base-files:arm64: "),
+        "{owner}"
+    );
+    let osr = std::fs::read_to_string(dir.join("usr/lib/os-release")).unwrap();
+    assert!(
+        osr.lines().any(|l| l == "ID=debian") && osr.lines().any(|l| l == "VERSION_ID=\"13\""),
+        "{osr}"
+    );
+    assert_eq!(
+        std::fs::read_link(dir.join("etc/os-release")).unwrap(),
+        Path::new("../usr/lib/os-release")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// --- Raspberry Pi 5: the trixie-backports kernel, EEPROM boot ---
+
+const PI5_STEM: &str = "pi5-controller+worker";
+
+/// One pi5 build shared by the pi5 tests (its kernel comes from trixie-backports).
+fn pi5_built() -> &'static Built {
+    static B: OnceLock<Built> = OnceLock::new();
+    B.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = build_with_node(
+            dir.path(),
+            "hostname = \"pi5-test-1\"\n[time]\nntp = []\n",
+            &["--board", "pi5", "--role", "controller+worker", "--no-xz"],
+        );
+        Built { _dir: dir, out }
+    })
+}
+
+fn pi5_image() -> PathBuf {
+    pi5_built().out.join(format!("{PI5_STEM}.img"))
+}
+
+/// `file` of the boot partition copied out with mtools.
+fn mcopy_out(image: &Path, file: &str, to: &Path) {
+    let spec = format!("{}@@1M", image.display());
+    tool_ok(
+        "mcopy",
+        &[
+            "-n",
+            "-i",
+            &spec,
+            &format!("::/{file}"),
+            to.to_str().unwrap(),
+        ],
+    );
+}
+
+#[test]
+fn pi5_image_is_an_eeprom_boot_card_with_the_pi5_device_trees() {
+    let img = pi5_image();
+    let dump = tool_ok("sfdisk", &["-d", img.to_str().unwrap()]);
+    assert!(dump.contains("label: dos"), "{dump}");
+    let label_id = dump
+        .lines()
+        .find_map(|l| l.strip_prefix("label-id: 0x"))
+        .expect("disk signature")
+        .to_string();
+    let parts = sfdisk_parts(&dump);
+    assert_eq!(parts.len(), 3, "{dump}");
+    assert!(
+        parts[0].2.contains("type=c") && parts[0].2.contains("bootable"),
+        "{dump}"
+    );
+    let fat = pi5_built().out.join("boot.fat");
+    extract(&img, parts[0].0 * 512, parts[0].1 * 512, &fat);
+    tool_ok("fsck.fat", &["-n", fat.to_str().unwrap()]);
+    std::fs::remove_file(&fat).unwrap();
+    let spec = format!("{}@@1M", img.display());
+    let listing = tool_ok("mdir", &["-b", "-i", &spec, "::/"]);
+    let names: Vec<&str> = listing
+        .lines()
+        .map(|l| l.trim().trim_start_matches("::/"))
+        .collect();
+    for f in [
+        "bcm2712-rpi-5-b.dtb",
+        "bcm2712-d-rpi-5-b.dtb",
+        "config.txt",
+        "cmdline.txt",
+        "vmlinuz",
+        "initrd.img",
+    ] {
+        assert!(
+            names.contains(&f),
+            "{f} missing from the boot partition:\n{listing}"
+        );
+    }
+    // The Pi 5 boots from its EEPROM: no GPU firmware on the card.
+    for n in &names {
+        let firmware = (n.starts_with("start") && n.ends_with(".elf"))
+            || n.starts_with("fixup")
+            || *n == "bootcode.bin";
+        assert!(!firmware, "{n} on a Pi 5 card:\n{listing}");
+    }
+    let config = mtype(&img, "config.txt");
+    for line in [
+        "arm_64bit=1",
+        "kernel=vmlinuz",
+        "initramfs initrd.img followkernel",
+    ] {
+        assert!(
+            config.lines().any(|l| l.trim() == line),
+            "config.txt lacks {line:?}:\n{config}"
+        );
+    }
+    let cmdline = mtype(&img, "cmdline.txt");
+    assert_eq!(cmdline.trim_end().lines().count(), 1, "{cmdline:?}");
+    for arg in [
+        format!("edgeimg.root=PARTUUID={label_id}-02"),
+        format!("edgeimg.data=PARTUUID={label_id}-03"),
+    ] {
+        assert!(
+            cmdline.split_whitespace().any(|a| a == arg),
+            "cmdline.txt lacks {arg}: {cmdline}"
+        );
+    }
+    // No console= (the kernel follows the DTB's stdout-path, see boards/pi5.toml).
+    assert!(!cmdline.contains("console="), "{cmdline}");
+    // The device tree, read by dtc: a Pi 5, its console the PL011 of the debug UART
+    // (stdout-path serial10 -> ttyAMA10), and the SD controller sdhci-brcmstb drives.
+    let dtb = pi5_built().out.join("pi5.dtb");
+    mcopy_out(&img, "bcm2712-rpi-5-b.dtb", &dtb);
+    let dts = tool_ok(
+        "dtc",
+        &["-q", "-I", "dtb", "-O", "dts", dtb.to_str().unwrap()],
+    );
+    std::fs::remove_file(&dtb).unwrap();
+    for needle in [
+        "model = \"Raspberry Pi 5\";",
+        "stdout-path = \"serial10:115200n8\";",
+        "serial10 = \"/soc@107c000000/serial@7d001000\";",
+        "brcm,bcm2712-sdhci",
+        "raspberrypi,rp1-gem",
+    ] {
+        assert!(dts.contains(needle), "bcm2712-rpi-5-b.dtb lacks {needle}");
+    }
+}
+
+#[test]
+fn pi5_kernel_comes_from_backports_with_the_pi5_modules() {
+    let out = &pi5_built().out;
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap();
+    let inputs = manifest["inputs"].as_array().unwrap();
+    let suite_of = |name: &str| -> String {
+        let i = inputs
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not among the inputs"));
+        i["suite"].as_str().unwrap_or("").to_string()
+    };
+    assert_eq!(suite_of("linux-image-arm64"), "trixie-backports");
+    assert_eq!(suite_of("busybox-static"), "trixie");
+    assert_eq!(suite_of("kmod"), "trixie", "kmod is not a kernel package");
+    let kver = manifest["kernel_version"].as_str().unwrap().to_string();
+    for prefix in ["linux-base-", "linux-binary-", "linux-modules-"] {
+        let name = format!("{prefix}{kver}");
+        assert_eq!(suite_of(&name), "trixie-backports", "{name}");
+    }
+    assert!(!kver.starts_with("6.12"), "still trixie's kernel: {kver}");
+    let sbom = std::fs::read_to_string(out.join("sbom.spdx.json")).unwrap();
+    assert!(sbom.contains("from Debian suite trixie-backports"));
+
+    let img = pi5_image();
+    let dump = tool_ok("sfdisk", &["-d", img.to_str().unwrap()]);
+    let parts = sfdisk_parts(&dump);
+    let root = out.join("root.sqfs");
+    extract(&img, parts[1].0 * 512, parts[1].1 * 512, &root);
+    let list = tool_ok("unsquashfs", &["-lln", root.to_str().unwrap()]);
+    std::fs::remove_file(&root).unwrap();
+    for needle in [
+        "/usr/local/bin/k0s".to_string(),
+        format!("/usr/lib/modules/{kver}/config"),
+        format!("/usr/lib/modules/{kver}/modules.dep"),
+        "/sdhci-brcmstb.ko".into(),
+        "/nvme.ko".into(),
+        "/rp1_pci.ko".into(),
+        "/pinctrl-rp1.ko".into(),
+        "/clk-rp1.ko".into(),
+        "/macb.ko".into(),
+        "/dwc3.ko".into(),
+        "/xhci-plat-hcd.ko".into(),
+        "/bcm2835_wdt.ko".into(),
+        "/brcmfmac.ko".into(),
+    ] {
+        assert!(
+            list.lines().any(|l| l.contains(&needle)),
+            "root lacks {needle}"
+        );
+    }
+    assert!(
+        !list.lines().any(|l| l.contains("/vmlinuz")),
+        "the kernel image belongs on the boot partition only"
+    );
+
+    // The initramfs (zstd newc cpio, read by cpio) loads the SD, NVMe and USB drivers.
+    let initrd = out.join("initrd.img.copy");
+    mcopy_out(&img, "initrd.img", &initrd);
+    let listing = {
+        need("zstd");
+        need("cpio");
+        let o = std::process::Command::new("sh")
+            .args(["-c", "zstd -dc < \"$0\" | cpio -it --quiet"])
+            .arg(&initrd)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    std::fs::remove_file(&initrd).unwrap();
+    for m in [
+        "sdhci-brcmstb.ko",
+        "nvme.ko",
+        "usb-storage.ko",
+        "rp1_pci.ko",
+        "virtio_blk.ko",
+    ] {
+        assert!(
+            listing.lines().any(|l| l.contains(m)),
+            "initramfs lacks {m}"
+        );
+    }
+}
+
+#[test]
+fn pi5_bmap_copies_to_the_same_bytes_and_imager_entry_is_for_the_pi5() {
+    let img = pi5_image();
+    let out = &pi5_built().out;
+    let bmap = out.join(format!("{PI5_STEM}.bmap"));
+    let copy = out.join("copy.img");
+    tool_ok(
+        "bmaptool",
+        &[
+            "copy",
+            "--bmap",
+            bmap.to_str().unwrap(),
+            img.to_str().unwrap(),
+            copy.to_str().unwrap(),
+        ],
+    );
+    tool_ok("cmp", &[img.to_str().unwrap(), copy.to_str().unwrap()]);
+    std::fs::remove_file(&copy).unwrap();
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join(format!("{PI5_STEM}.os_list.json"))).unwrap(),
+    )
+    .unwrap();
+    let e = &json["os_list"][0];
+    let sum = tool_ok("sha256sum", &[img.to_str().unwrap()]);
+    assert_eq!(
+        e["extract_sha256"],
+        sum.split_whitespace().next().unwrap(),
+        "{e}"
+    );
+    assert_eq!(e["devices"][0], "pi5-64bit", "{e}");
+}
+
+/// QEMU has no Pi 5: the pi5 image's own kernel (trixie-backports), initramfs and root boot
+/// on `-M virt` (cortex-a72, kernel-direct, virtio disk) to the ready line, with the Pi 5
+/// drivers loaded by the initramfs on the way.
+#[test]
+fn pi5_image_boots_on_qemu_virt_to_the_ready_line() {
+    let spec = board_qemu("pi5");
+    need(&spec.system);
+    let kver = {
+        let m: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(pi5_built().out.join("manifest.json")).unwrap(),
+        )
+        .unwrap();
+        m["kernel_version"].as_str().unwrap().to_string()
+    };
+    let opts = SmokeOptions {
+        timeout: Duration::from_secs(300),
+        extra_console_checks: vec![
+            format!("Linux version {kver}"),
+            "root=/dev/vda2".into(),
+            "mounted read-only through dm-verity".into(),
+        ],
+        ..smoke_options("controller+worker", "pi5-test-1")
+    };
+    let r = qemu::smoke(&pi5_image(), &spec, &opts, &Silent).expect("pi5 image on -M virt");
+    eprintln!("pi5 image on virt: ready after {:.1} s", r.boot_seconds);
 }

@@ -10,7 +10,9 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{disk_image, edgeimg, edgeimg_in, need, noise, run_tool, sha256_hex, stderr, stdout};
+use common::{
+    check_json, disk_image, edgeimg, edgeimg_in, need, noise, run_tool, sha256_hex, stderr, stdout,
+};
 
 fn sum(p: &Path) -> String {
     sha256_hex(&std::fs::read(p).unwrap())
@@ -199,12 +201,13 @@ fn a_configured_image_with_its_build_bmap_is_refused_before_writing() {
         "a half image was left in kept.img"
     );
 
-    // What the message advises works: --no-bmap, or a fresh bmap.
+    // What the message advises works: --no-bmap, or a fresh bmap (its report under --json
+    // checked against flash.schema.json, and what it says against what was done).
     let fresh = dir.path().join("fresh.bmap");
     bmap(&img, &fresh);
     for (from, extra) in [
         (&img, vec!["--no-bmap"]),
-        (&img, vec!["--bmap", s(&fresh)]),
+        (&img, vec!["--bmap", s(&fresh), "--json"]),
         (&img_xz, vec!["--bmap", s(&fresh)]),
         (&img_xz, vec!["--no-bmap"]),
     ] {
@@ -212,6 +215,19 @@ fn a_configured_image_with_its_build_bmap_is_refused_before_writing() {
         let o = flash_to(from, &out, &extra);
         assert!(o.status.success(), "{extra:?}: {}", stderr(&o));
         assert!(stdout(&o).contains("verified"), "{}", stdout(&o));
+        if extra.contains(&"--json") {
+            check_json("flash.schema.json", &o.stdout);
+            let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            assert_eq!(r["target"], s(&out), "{r}");
+            assert_eq!(r["bmap"], s(&fresh), "{r}");
+            assert_eq!(r["verified"], true, "{r}");
+            assert_eq!(r["device"], serde_json::Value::Null, "{r}");
+            assert_eq!(
+                r["image_size"],
+                std::fs::metadata(&img).unwrap().len(),
+                "{r}"
+            );
+        }
         let c = run_tool("cmp", &[s(&img), s(&out)]);
         assert!(c.status.success(), "{extra:?}: {}", stdout(&c));
         std::fs::remove_file(&out).unwrap();

@@ -524,6 +524,19 @@ fn flash_lists_candidates_and_refuses_unsafe_devices() {
         "{list}"
     );
     assert!(!list.contains("sda") && !list.contains("sdc"), "{list}");
+    // The same list under --json, as its schema describes it.
+    let o = flash(&["--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    check_json("flash.schema.json", &o.stdout);
+    let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = listed["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["/dev/sdb"], "{listed}");
+    assert_eq!(listed["candidates"][0]["serial"], "CARD42", "{listed}");
     for (dev, force, why) in [
         ("/dev/sda", true, "running system"),
         ("/dev/sdc", false, "mounted at /media/stick"),

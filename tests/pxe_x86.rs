@@ -145,6 +145,7 @@ fn pxe_files_are_complete_and_consistent() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", stdout(&o));
+    assert_published_modes(&dir);
     let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
     for f in [
         "vmlinuz",
@@ -156,12 +157,38 @@ fn pxe_files_are_complete_and_consistent() {
         "node/default/token",
         "node/default/index",
         "dnsmasq-edgeimg.conf",
+        "sbom.spdx.json",
     ] {
         assert!(
             sums.lines().any(|l| l.ends_with(&format!("  {f}"))),
             "{f} not in SHA256SUMS"
         );
     }
+    // The network boot set has its SBOM too, describing the root the nodes fetch.
+    let sbom = dir.join("sbom.spdx.json");
+    let v = run_tool("pyspdxtools", &["-i", sbom.to_str().unwrap()]);
+    assert!(
+        v.status.success(),
+        "pyspdxtools: {}{}",
+        stdout(&v),
+        stderr(&v)
+    );
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sbom).unwrap()).unwrap();
+    let described = d["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "rootfs.squashfs")
+        .expect("the root package");
+    let root_sum = run_tool(
+        "sha256sum",
+        &[dir.join("rootfs.squashfs").to_str().unwrap()],
+    );
+    assert_eq!(
+        described["checksums"][0]["checksumValue"].as_str().unwrap(),
+        stdout(&root_sum).split_whitespace().next().unwrap()
+    );
 
     // The root is a squashfs unsquashfs reads, and the one in the image's root partition.
     let o = run_tool(
@@ -200,6 +227,19 @@ fn pxe_files_are_complete_and_consistent() {
         .map(|a| a.as_str().unwrap())
         .collect();
     assert!(args.contains(&format!("edgeimg.root_sha256={root_sha}").as_str()));
+    // Matchbox renders `kernel {{.Kernel}}{{range $arg := .Args}} {{$arg}}{{end}}` (its
+    // http/ipxe.go) and adds no `initrd=`: the line it serves must be boot.ipxe's, which the
+    // EFI stub needs `initrd=initrd.img` in.
+    assert_eq!(
+        format!(
+            "kernel {} {}",
+            p["boot"]["kernel"].as_str().unwrap(),
+            args.join(" ")
+        ),
+        kernel.trim_end_matches(" || goto failed"),
+        "Matchbox would serve another kernel line than boot.ipxe"
+    );
+    assert!(args.contains(&"initrd=initrd.img"), "{args:?}");
     let g: serde_json::Value = serde_json::from_slice(
         &std::fs::read(dir.join("matchbox/groups/edgeimg-x86-64-worker-default.json")).unwrap(),
     )
@@ -207,6 +247,10 @@ fn pxe_files_are_complete_and_consistent() {
     assert_eq!(g["profile"], p["id"]);
 
     // manifest.json: the root digest and every output.
+    check_json(
+        "manifest.schema.json",
+        &std::fs::read(dir.join("manifest.json")).unwrap(),
+    );
     let m: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["root_sha256"], root_sha.as_str());

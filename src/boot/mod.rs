@@ -108,9 +108,13 @@ pub fn partition_types(board: &Board) -> PartitionTypes {
     }
 }
 
-/// The kernel image of the unpacked kernel package (`boot/vmlinuz-<kver>`).
+/// The kernel image of the unpacked kernel packages (`boot/vmlinuz-<kver>`, or
+/// `usr/lib/modules/<kver>/vmlinuz` in the split packages of newer kernels).
 pub fn kernel_image(u: &Unpacked) -> Result<std::sync::Arc<[u8]>> {
-    u.kernel
-        .read(&format!("boot/vmlinuz-{}", u.kver))
-        .with_context(|| format!("the kernel package has no boot/vmlinuz-{}", u.kver))
+    crate::kmod::kernel_file(&u.kernel, &u.kver, "vmlinuz").with_context(|| {
+        format!(
+            "the kernel packages have neither boot/vmlinuz-{0} nor usr/lib/modules/{0}/vmlinuz",
+            u.kver
+        )
+    })
 }

@@ -76,11 +76,10 @@ pub fn ipxe_script(plan: &Plan, kver: &str, base: &str, cmdline: &str) -> String
 
 /// Matchbox profile (one per role): the same kernel, initrd and arguments as `boot.ipxe`.
 pub fn matchbox_profile(plan: &Plan, base: &str, cmdline: &str) -> serde_json::Value {
-    // Matchbox puts `initrd=` in itself for EFI; keep the rest of the arguments.
-    let args: Vec<&str> = cmdline
-        .split(' ')
-        .filter(|a| !a.starts_with("initrd="))
-        .collect();
+    // Matchbox's iPXE template is `kernel {{.Kernel}}{{range $arg := .Args}} {{$arg}}{{end}}`
+    // then one `initrd` line per entry: it adds no `initrd=` of its own, and the kernel's EFI
+    // stub needs it to find the initrd, so the arguments are boot.ipxe's, `initrd=` included.
+    let args: Vec<&str> = cmdline.split(' ').collect();
     serde_json::json!({
         "id": format!("edgeimg-{}-{}", plan.board.name, plan.role),
         "name": format!("edgeimg {} {}", plan.board.name, plan.role),

@@ -18,36 +18,20 @@ use crate::tree::{Kind, Tree, TreePath};
 /// File names matched by a DTB pattern among the kernel tree's files.
 fn match_dtbs(kernel: &Tree, pattern: &str) -> Result<Vec<TreePath>> {
     let (dir, name) = pattern.rsplit_once('/').unwrap_or(("", pattern));
-    let dir_path = TreePath::new(dir)?;
+    // Newer kernels keep the device trees under usr/lib/modules/<kver>/dtb, with
+    // usr/lib/linux-image-<kver> a link to it: follow links inside the tree.
+    let dir_path = kernel.resolve_all(&TreePath::new(dir)?)?;
     if kernel.get_path(&dir_path).is_none() {
         bail!("the kernel package has no directory {dir}");
     }
     let found: Vec<TreePath> = kernel
         .children(&dir_path)
-        .filter(|(p, e)| matches!(e.kind, Kind::File(_)) && glob_match(name, p.file_name()))
+        .filter(|(p, e)| {
+            matches!(e.kind, Kind::File(_)) && crate::util::text::glob_match(name, p.file_name())
+        })
         .map(|(p, _)| p.clone())
         .collect();
     Ok(found)
-}
-
-/// `*` matches any run of characters; everything else matches itself.
-fn glob_match(pattern: &str, name: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == name;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
-        return false;
-    }
-    let mut rest = &name[first.len()..name.len() - last.len()];
-    for mid in &parts[1..parts.len() - 1] {
-        match rest.find(mid) {
-            Some(i) => rest = &rest[i + mid.len()..],
-            None => return false,
-        }
-    }
-    true
 }
 
 /// `[boot] method = "rpi"` of a board.
@@ -156,6 +140,7 @@ fn render(path: &Path, ctx: &minijinja::Value) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::text::glob_match;
 
     #[test]
     fn globs_match_file_names() {

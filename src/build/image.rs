@@ -127,11 +127,24 @@ pub fn write(
         });
     }
     let input_records = super::input_records(inputs, plan);
-    let sbom_path = write_sbom(plan, &stem, &input_records, &records, dir)?;
+    let image_file = format!("{stem}.img");
+    let image_sha256 = records
+        .iter()
+        .find(|o| o.file == image_file)
+        .map(|o| o.sha256.clone())
+        .ok_or_else(|| anyhow::anyhow!("the image is missing from the outputs"))?;
+    let sbom_path = super::write_sbom(plan, inputs, &image_file, &image_sha256, dir)?;
     records.push(OutputRecord::of_file(&sbom_path)?);
     outputs.push(sbom_path);
-    let imager =
-        crate::manifest::imager::write_imager(plan, method.imager_devices(), dir, &stem, &records)?;
+    let imager = crate::manifest::imager::write_imager(
+        plan,
+        method.imager_devices(),
+        opts.imager_url_base.as_deref(),
+        dir,
+        &opts.out_dir,
+        &stem,
+        &records,
+    )?;
     let manifest = Manifest::image(ImageManifest {
         edgeimg_version: plan.edgeimg_version.clone(),
         board: plan.board.name.clone(),
@@ -319,36 +332,4 @@ fn encode_boot(
 pub fn add_node_files(boot: &mut Tree, node: &NodeConfig) -> Result<()> {
     boot.overlay(&node.render()?.into_tree()?)?;
     Ok(())
-}
-
-/// `sbom.spdx.json` beside the image (see `crate::manifest::sbom`).
-fn write_sbom(
-    plan: &Plan,
-    stem: &str,
-    inputs: &[crate::manifest::InputRecord],
-    outputs: &[OutputRecord],
-    out_dir: &Path,
-) -> Result<PathBuf> {
-    let image_file = format!("{stem}.img");
-    let image = outputs
-        .iter()
-        .find(|o| o.file == image_file)
-        .ok_or_else(|| anyhow::anyhow!("the image is missing from the outputs"))?;
-    let (k0s, debs) = inputs
-        .split_last()
-        .ok_or_else(|| anyhow::anyhow!("no inputs recorded"))?;
-    let text = crate::manifest::sbom::render(&crate::manifest::sbom::SbomInput {
-        stem,
-        image_file: &image_file,
-        image_sha256: &image.sha256,
-        plan_hash: &plan.hash(),
-        edgeimg_version: &plan.edgeimg_version,
-        source_date_epoch: plan.source_date_epoch,
-        suite: &plan.suite,
-        debs,
-        k0s,
-    });
-    let path = out_dir.join("sbom.spdx.json");
-    crate::util::atomic::write_atomic(&path, text.as_bytes())?;
-    Ok(path)
 }

@@ -19,7 +19,7 @@ pub mod publish;
 pub mod repro;
 pub mod verity;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -32,6 +32,7 @@ use crate::plan::{K0sInput, Plan};
 use crate::profile::Arch;
 use crate::progress::Reporter;
 use crate::rootfs::{self, Unpacked};
+use crate::source::airgap::{fetch_airgap, AirgapBundle};
 use crate::source::cache::Cache;
 use crate::source::debian::{fetch_debs, FetchedDeb};
 use crate::source::k0s::{fetch_k0s, K0sArch, K0sBinary, K0sSource, K0sSpec};
@@ -89,6 +90,9 @@ pub struct BuildOptions {
     pub format: OutputFormat,
     /// `--base-url` for network boot files (checked by `boot::pxe::check_base_url`).
     pub base_url: String,
+    /// `--imager-url-base` (checked by `manifest::imager::check_url_base`): where the Pi
+    /// images will be served from; without it no Imager repository is written.
+    pub imager_url_base: Option<String>,
     /// Reuse and store results of earlier builds under `<cache>/artifacts` (`--no-artifact-cache`
     /// turns it off; see `crate::cache`).
     pub artifact_cache: bool,
@@ -136,6 +140,8 @@ impl Laps {
 pub struct Inputs {
     pub debs: Vec<FetchedDeb>,
     pub k0s: K0sBinary,
+    /// `--airgap-bundle`, verified.
+    pub airgap: Option<AirgapBundle>,
 }
 
 /// The trees of step 2: the unpacked packages, the root tree (absent when the encoded root
@@ -292,15 +298,22 @@ fn names_in(files: &[PathBuf], set: &std::path::Path) -> Result<Vec<String>> {
         .collect()
 }
 
-/// Step 1: the Debian package closure and the k0s binary, each verified.
+/// Step 1: the airgap bundle (if any), the Debian package closure and the k0s binary, each
+/// verified.
 fn fetch(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Inputs> {
+    // The airgap bundle first: a wrong digest fails before any package is fetched.
+    let airgap = match &plan.airgap {
+        Some(a) => Some(fetch_airgap(&opts.cache, a, rep)?),
+        None => None,
+    };
     let arch = plan.board.arch.debian();
     let mut components: Vec<&str> = plan.base.components.iter().map(String::as_str).collect();
     components.extend(plan.board.components.iter().map(String::as_str));
     components.dedup();
     rep.step(&format!(
         "Debian {} ({arch}) from {}",
-        plan.suite, plan.mirror
+        plan.suites().join(" + "),
+        plan.mirror
     ));
     // The index of the whole suite is large; only the closure outlives this call.
     let packages = crate::cache::closure::resolve_packages(
@@ -314,7 +327,7 @@ fn fetch(plan: &Plan, opts: &BuildOptions, rep: &dyn Reporter) -> Result<Inputs>
     rep.step(&format!("{} packages in the closure", packages.len()));
     let debs = fetch_debs(&opts.cache, &plan.mirror, &packages, rep)?;
     let k0s = fetch_k0s(&opts.cache, &k0s_spec(plan), rep)?;
-    Ok(Inputs { debs, k0s })
+    Ok(Inputs { debs, k0s, airgap })
 }
 
 /// Step 2: the root and initramfs trees, or the cached root artifact of an earlier build with
@@ -333,6 +346,7 @@ fn assemble(
             false,
             &inputs.debs,
             &inputs.k0s,
+            inputs.airgap.as_ref().map(|a| a.sha256.as_str()),
         )?)
     } else {
         None
@@ -362,7 +376,7 @@ fn assemble(
         });
     }
     let unpacked = rootfs::unpack(plan, &inputs.debs, scratch, rep)?;
-    let root = rootfs::build_root(plan, &unpacked, &inputs.k0s, rep)?;
+    let root = rootfs::build_root(plan, &unpacked, &inputs.k0s, inputs.airgap.as_ref(), rep)?;
     let extra_modules = if opts.format.pxe() {
         crate::boot::pxe::initramfs_modules(plan)
     } else {
@@ -425,7 +439,7 @@ pub(crate) fn squashfs_options(plan: &Plan) -> Result<SquashfsOptions> {
 }
 
 /// Every input of the build as the manifest and the SBOM record it: the Debian packages, then
-/// k0s.
+/// k0s, then the airgap bundle if there is one.
 pub(crate) fn input_records(inputs: &Inputs, plan: &Plan) -> Vec<InputRecord> {
     let mut v: Vec<InputRecord> = inputs
         .debs
@@ -436,6 +450,7 @@ pub(crate) fn input_records(inputs: &Inputs, plan: &Plan) -> Vec<InputRecord> {
             source: format!("{}/{}", plan.mirror, d.package.filename),
             sha256: d.package.sha256.clone(),
             architecture: d.package.architecture.clone(),
+            suite: Some(d.package.suite.clone()).filter(|s| !s.is_empty()),
         })
         .collect();
     v.push(InputRecord {
@@ -444,8 +459,64 @@ pub(crate) fn input_records(inputs: &Inputs, plan: &Plan) -> Vec<InputRecord> {
         source: inputs.k0s.url.clone(),
         sha256: inputs.k0s.sha256.clone(),
         architecture: plan.board.arch.k0s().into(),
+        suite: None,
     });
+    if let Some(a) = &inputs.airgap {
+        v.push(InputRecord {
+            name: AIRGAP_INPUT.into(),
+            version: inputs.k0s.version.clone(),
+            source: a.source.clone(),
+            sha256: a.sha256.clone(),
+            architecture: plan.board.arch.k0s().into(),
+            suite: None,
+        });
+    }
     v
+}
+
+/// The name of the airgap bundle among the inputs (after k0s, the last one).
+pub const AIRGAP_INPUT: &str = "k0s-airgap-bundle";
+
+/// Writes `sbom.spdx.json` into `dir`, describing `file` (the image, or the network boot
+/// root) with its digest.
+pub(crate) fn write_sbom(
+    plan: &Plan,
+    inputs: &Inputs,
+    file: &str,
+    sha256: &str,
+    dir: &Path,
+) -> Result<PathBuf> {
+    let mut records = input_records(inputs, plan);
+    // input_records lists the debs, then k0s, then the airgap bundle when there is one.
+    let airgap = match records.last() {
+        Some(r) if r.name == AIRGAP_INPUT => records.pop(),
+        _ => None,
+    };
+    let k0s = records.pop().context("no inputs recorded")?;
+    let debs: Vec<crate::manifest::sbom::SbomDeb> = records
+        .into_iter()
+        .zip(&inputs.debs)
+        .map(|(record, d)| crate::manifest::sbom::SbomDeb {
+            record,
+            source: d.package.source.clone(),
+            source_version: d.package.source_version.clone(),
+        })
+        .collect();
+    let text = crate::manifest::sbom::render(&crate::manifest::sbom::SbomInput {
+        stem: &plan.stem(),
+        image_file: file,
+        image_sha256: sha256,
+        plan_hash: &plan.hash(),
+        edgeimg_version: &plan.edgeimg_version,
+        source_date_epoch: plan.source_date_epoch,
+        suite: &plan.suite,
+        debs: &debs,
+        k0s: &k0s,
+        airgap: airgap.as_ref(),
+    });
+    let path = dir.join(crate::manifest::sbom::SBOM_FILE);
+    crate::util::atomic::write_atomic(&path, text.as_bytes())?;
+    Ok(path)
 }
 
 fn threads() -> u32 {

@@ -115,6 +115,10 @@ pub fn write(
         pxe::dnsmasq_snippet(base).as_bytes(),
     )?;
 
+    // The SBOM describes the root the nodes fetch.
+    super::write_sbom(plan, inputs, ROOT_FILE, &root_sha256, dir)?;
+    names.push(crate::manifest::sbom::SBOM_FILE.to_string());
+
     names.sort();
     let mut records = Vec::new();
     for name in &names {

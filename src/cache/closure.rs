@@ -16,10 +16,10 @@ use anyhow::Result;
 
 use crate::plan::{sha256_hex, Plan};
 use crate::progress::Reporter;
-use crate::source::debian::{Archive, IndexFile, Package};
+use crate::source::debian::{Archive, Package, SuiteIndexes};
 use crate::source::Cache;
 
-const HEADER: &str = "edgeimg closure v2 ";
+const HEADER: &str = "edgeimg closure v3 ";
 
 /// The closure of `plan`'s packages from the suite's verified indexes of `components`, reused
 /// from the artifact cache when `use_cache` and the same inputs were resolved before.
@@ -31,18 +31,32 @@ pub fn resolve_packages(
     rep: &dyn Reporter,
 ) -> Result<Vec<Package>> {
     let arch = plan.board.arch.debian();
-    let (signed_by, indexes) =
-        Archive::fetch_indexes(cache, &plan.mirror, &plan.suite, arch, components, rep)?;
+    // Each suite's InRelease is verified on its own, like the main one.
+    let mut suites = Vec::new();
+    for suite in plan.suites() {
+        let (signed_by, indexes) =
+            Archive::fetch_indexes(cache, &plan.mirror, &suite, arch, components, rep)?;
+        suites.push(SuiteIndexes {
+            suite,
+            signed_by,
+            indexes,
+        });
+    }
     let wanted = plan.wanted_packages();
     let provided = &plan.base.provided;
-    let key = use_cache.then(|| key(plan, &indexes, &wanted, provided));
+    let key = use_cache.then(|| key(plan, &suites, &wanted, provided));
     if let Some(k) = &key {
         if let Some(pkgs) = load(&path(cache.root(), k)) {
             rep.step("package closure reused from the artifact cache");
             return Ok(pkgs);
         }
     }
-    let archive = Archive::from_indexes(&plan.mirror, &plan.suite, arch, signed_by, &indexes, rep)?;
+    let pins: Vec<(String, String)> = plan
+        .package_suites
+        .iter()
+        .map(|p| (p.pattern.clone(), p.suite.clone()))
+        .collect();
+    let archive = Archive::from_suites(&plan.mirror, &plan.suite, arch, &suites, &pins, rep)?;
     let packages = archive.resolve(&wanted, provided)?;
     drop(archive);
     if let Some(k) = &key {
@@ -55,7 +69,7 @@ fn path(cache_root: &Path, key: &str) -> PathBuf {
     crate::cache::dir(cache_root).join("closure").join(key)
 }
 
-fn key(plan: &Plan, indexes: &[IndexFile], wanted: &[String], provided: &[String]) -> String {
+fn key(plan: &Plan, suites: &[SuiteIndexes], wanted: &[String], provided: &[String]) -> String {
     let mut parts: Vec<String> = vec![
         "edgeimg closure key v1".into(),
         crate::cache::root::exe_digest_hex(),
@@ -63,8 +77,13 @@ fn key(plan: &Plan, indexes: &[IndexFile], wanted: &[String], provided: &[String
         plan.suite.clone(),
         plan.board.arch.debian().to_string(),
     ];
-    for i in indexes {
-        parts.push(format!("index {} {}", i.rel_path, i.sha256));
+    for s in suites {
+        for i in &s.indexes {
+            parts.push(format!("index {} {} {}", s.suite, i.rel_path, i.sha256));
+        }
+    }
+    for p in &plan.package_suites {
+        parts.push(format!("pin {} {}", p.pattern, p.suite));
     }
     parts.extend(wanted.iter().map(|w| format!("wanted {w}")));
     parts.extend(provided.iter().map(|p| format!("provided {p}")));

@@ -79,7 +79,13 @@ fn entry_dir(cache_root: &Path, key: &str) -> PathBuf {
 
 /// The key of the root artifact of `plan` built from `debs` and `k0s`. `pxe` is whether the
 /// initramfs is the network-boot one.
-pub fn key(plan: &Plan, pxe: bool, debs: &[FetchedDeb], k0s: &K0sBinary) -> Result<String> {
+pub fn key(
+    plan: &Plan,
+    pxe: bool,
+    debs: &[FetchedDeb],
+    k0s: &K0sBinary,
+    airgap_sha256: Option<&str>,
+) -> Result<String> {
     let mut h = Sha256::new();
     h.update(b"edgeimg root artifact v1\0");
     h.update(exe_digest()?);
@@ -103,6 +109,12 @@ pub fn key(plan: &Plan, pxe: bool, debs: &[FetchedDeb], k0s: &K0sBinary) -> Resu
     h.update(b"k0s\0");
     h.update(k0s.sha256.as_bytes());
     h.update([0]);
+    // Absent, the key is what it was before airgap bundles existed.
+    if let Some(a) = airgap_sha256 {
+        h.update(b"airgap\0");
+        h.update(a.as_bytes());
+        h.update([0]);
+    }
     hash_dir(&mut h, &plan.data.join("overlays"))?;
     Ok(hex::encode(h.finalize()))
 }
@@ -126,7 +138,7 @@ fn exe_digest() -> Result<[u8; 32]> {
     Ok(*DIGEST.get_or_init(|| d))
 }
 
-/// Feeds every entry under `dir` (path, type, permission bits, content or link target), in
+/// Feeds every entry under `dir` (path, type, executable bit, content or link target), in
 /// path order, to `h`.
 fn hash_dir(h: &mut Sha256, dir: &Path) -> Result<()> {
     let mut stack = vec![PathBuf::new()];
@@ -142,7 +154,9 @@ fn hash_dir(h: &mut Sha256, dir: &Path) -> Result<()> {
         };
         h.update(rel.to_string_lossy().as_bytes());
         h.update([0]);
-        h.update(md.permissions().mode().to_le_bytes());
+        // What the overlays' loader keeps of the mode: executable or not. A copy made under
+        // another umask (a `--data-dir`) has the same key as the built-in data.
+        h.update([(md.permissions().mode() & 0o111 != 0) as u8]);
         if md.file_type().is_symlink() {
             let target = std::fs::read_link(&full)
                 .with_context(|| format!("reading the link {}", full.display()))?;
@@ -565,7 +579,7 @@ mod tests {
         };
         let base = plan_with(d.path(), "node-1", &["console=ttyS0"]);
         let key = |p: &Plan, deb_sha: char, k0s_sha: &str| {
-            super::key(p, false, &[deb(deb_sha)], &k0s(k0s_sha)).unwrap()
+            super::key(p, false, &[deb(deb_sha)], &k0s(k0s_sha), None).unwrap()
         };
         let k = key(&base, '1', "k");
         assert_eq!(k, key(&base, '1', "k"), "stable");
@@ -589,7 +603,7 @@ mod tests {
         assert_ne!(k, key(&modules, '1', "k"), "the module selection");
         assert_ne!(
             k,
-            super::key(&base, true, &[deb('1')], &k0s("k")).unwrap(),
+            super::key(&base, true, &[deb('1')], &k0s("k"), None).unwrap(),
             "the network-boot initramfs"
         );
     }
@@ -622,7 +636,14 @@ mod tests {
             std::fs::Permissions::from_mode(0o755),
         )
         .unwrap();
-        assert_ne!(second, digest(), "mode");
+        let third = digest();
+        assert_ne!(second, third, "mode");
+        std::fs::set_permissions(
+            d.path().join("a/b/f"),
+            std::fs::Permissions::from_mode(0o775),
+        )
+        .unwrap();
+        assert_eq!(third, digest(), "group write is not kept by the loader");
         let mut h = Sha256::new();
         hash_dir(&mut h, &d.path().join("missing")).unwrap();
     }

@@ -24,14 +24,17 @@ pub struct Cli {
     /// Print the result as one JSON object on stdout.
     #[arg(long, global = true)]
     pub json: bool,
-    /// Project directory holding boards/, profiles/ and overlays/ (default: found automatically).
+    /// Folder whose boards/ and profiles/ add to or replace the built-in ones (file by file),
+    /// and whose overlays/, if present, replaces the built-in overlays. Boards and profiles
+    /// in $XDG_CONFIG_HOME/edgeimg/ are read too, below this folder. Default:
+    /// $EDGEIMG_DATA_DIR.
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// List the boards edgeimg can build for.
+    /// List the boards: built in and the user's, with those not offered yet and why.
     Boards,
     /// Fetch, verify and assemble an image for a board and role.
     Build(Box<BuildArgs>),
@@ -50,6 +53,13 @@ pub enum Command {
     /// Make and manage the Secure Boot keys images are signed with.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Make a cluster's secrets before the first boot; see what was issued; revoke a node.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completions(CompletionsArgs),
+    /// Write the manual pages (edgeimg.1, edgeimg-build.1, ...) into a folder.
+    Manpages(ManpagesArgs),
     /// Encode a folder as squashfs with the build's encoder and time it (for scripts/bench).
     #[command(hide = true)]
     EncodeSquashfs(EncodeSquashfsArgs),
@@ -70,6 +80,26 @@ pub struct KeysGenerateArgs {
     pub name: String,
 }
 
+/// The shells `completions` writes scripts for.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Shell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionsArgs {
+    /// The shell: bash, zsh or fish.
+    pub shell: Shell,
+}
+
+#[derive(Args, Debug)]
+pub struct ManpagesArgs {
+    /// The folder to write the pages into (made if missing), e.g. ~/.local/share/man/man1.
+    pub dir: PathBuf,
+}
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// The folder to serve.
@@ -85,7 +115,7 @@ pub struct ServeArgs {
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// Board name (a file in boards/): see `edgeimg boards`.
+    /// Board name (built in, or a boards/NAME.toml of your own): see `edgeimg boards`.
     #[arg(long, default_value = "x86-64")]
     pub board: String,
     /// Node role: controller, worker, controller+worker or single.
@@ -115,12 +145,23 @@ pub struct BuildArgs {
     /// Expected sha256 of the k0s binary (for versions or URLs not pinned in the profile).
     #[arg(long, value_name = "HEX")]
     pub k0s_sha256: Option<String>,
+    /// k0s airgap bundle (OCI image layout tarball) to ship for the worker: a file, or a URL
+    /// template with {version} and {arch}; alone, the k0s release's bundle.
+    #[arg(long, value_name = "FILE|URL", num_args = 0..=1)]
+    pub airgap_bundle: Option<Option<String>>,
+    /// Expected sha256 of the airgap bundle (needed for a URL; checked for a file).
+    #[arg(long, value_name = "HEX")]
+    pub airgap_sha256: Option<String>,
     /// Debian mirror URL (default: the profile's, else this host's APT sources).
     #[arg(long, value_name = "URL")]
     pub mirror: Option<String>,
     /// Debian suite.
     #[arg(long)]
     pub suite: Option<String>,
+    /// Suite of the same archive the kernel comes from (`trixie-backports` for a newer
+    /// kernel); default: the board's `kernel_suite`, else `--suite`.
+    #[arg(long, value_name = "SUITE")]
+    pub kernel_suite: Option<String>,
     /// Never use the network; fail if an input is not in the cache.
     #[arg(long)]
     pub offline: bool,
@@ -150,6 +191,10 @@ pub struct BuildArgs {
     /// Let systemd-boot enroll the keys by itself on a machine in Secure Boot setup mode.
     #[arg(long, requires = "secure_boot")]
     pub secure_boot_enroll: bool,
+    /// Absolute URL of the folder the Raspberry Pi images will be served from (https://...,
+    /// or file:///PATH/): writes the Imager repository os_list.json naming them there.
+    #[arg(long, value_name = "URL")]
+    pub imager_url_base: Option<String>,
     /// Leave out the dm-verity hash tree of the root partition.
     #[arg(long)]
     pub no_verity: bool,
@@ -218,6 +263,64 @@ pub enum Format {
     All,
 }
 
+/// `edgeimg cluster ...`.
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Make a cluster folder: CAs, service-account keys and cluster.toml (mode 0700).
+    Init(ClusterInitArgs),
+    /// Show the cluster's API address and which node was issued which token.
+    Status(ClusterDirArg),
+    /// Revoke one node's token: writes the commands that remove it on a controller.
+    Revoke(ClusterRevokeArgs),
+    /// Write a k0sctl.yaml for the fleet (hosts, roles and SSH addresses from an inventory).
+    K0sctl(ClusterK0sctlArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterInitArgs {
+    /// The cluster folder to create (its name is the cluster's name).
+    pub dir: PathBuf,
+    /// Address (IP or DNS name) nodes reach the API at; without it, the first controller's
+    /// static address.
+    #[arg(long, value_name = "ADDR")]
+    pub api_address: Option<String>,
+    /// Further name or address for the API certificate (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub san: Vec<String>,
+    /// How many controllers the cluster may have.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub controllers: u32,
+    /// k0s version recorded for the cluster (default: the one profiles/base.toml pins).
+    #[arg(long, value_name = "VERSION")]
+    pub k0s_version: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterDirArg {
+    /// The cluster folder.
+    pub dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterRevokeArgs {
+    /// The cluster folder.
+    pub dir: PathBuf,
+    /// The node whose token to revoke.
+    pub node: String,
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterK0sctlArgs {
+    /// The cluster folder.
+    pub dir: PathBuf,
+    /// The fleet's inventory.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: PathBuf,
+    /// Where to write k0sctl.yaml (default: k0sctl.yaml in the cluster folder).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
 /// Where the node config comes from: a file and/or flags (shared by `configure` and `flash`).
 #[derive(Args, Debug, Default, Clone)]
 pub struct NodeArgs {
@@ -234,6 +337,10 @@ pub struct NodeArgs {
     /// device picks its own by MAC at boot.
     #[arg(long, requires = "inventory", conflicts_with_all = ["node_name", "hostname", "address"])]
     pub all_nodes: bool,
+    /// Cluster folder (`edgeimg cluster init`): issues this node its token, or the PKI when
+    /// it is the first controller. The node is named by --node-name or --hostname.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["all_nodes", "token_file"])]
+    pub cluster: Option<PathBuf>,
     /// Hostname of the node.
     #[arg(long)]
     pub hostname: Option<String>,

@@ -26,7 +26,8 @@ pub(crate) fn format(f: Format) -> OutputFormat {
 
 pub(crate) fn build(out: Out, data: &DataDir, args: &BuildArgs, rep: &dyn Reporter) -> Result<()> {
     let mut node = match &args.node {
-        Some(p) => NodeConfig::from_toml_file(p)?,
+        // The same reader as configure and flash: TOML or #cloud-config.
+        Some(p) => NodeConfig::from_file(p)?,
         None => NodeConfig::default(),
     };
     let overrides = NodeOverrides {
@@ -51,10 +52,13 @@ pub(crate) fn build(out: Out, data: &DataDir, args: &BuildArgs, rep: &dyn Report
         node: Some(node),
         mirror: args.mirror.clone(),
         suite: args.suite.clone(),
+        kernel_suite: args.kernel_suite.clone(),
         k0s_version: args.k0s_version.clone(),
         k0s_url: args.k0s_url.clone(),
         k0s_sha256: args.k0s_sha256.clone(),
         k0s_binary: args.k0s_binary.clone(),
+        airgap_bundle: args.airgap_bundle.clone(),
+        airgap_sha256: args.airgap_sha256.clone(),
         source_date_epoch: None,
         verity: !args.no_verity,
         secure_boot: match &args.secure_boot {
@@ -107,7 +111,22 @@ pub(crate) fn build(out: Out, data: &DataDir, args: &BuildArgs, rep: &dyn Report
         artifact_cache: !args.no_artifact_cache,
         format: fmt,
         base_url: crate::boot::pxe::check_base_url(base_url)?,
+        imager_url_base: args
+            .imager_url_base
+            .as_deref()
+            .map(crate::manifest::imager::check_url_base)
+            .transpose()?,
     };
+    if opts.imager_url_base.is_none()
+        && !out.quiet
+        && crate::boot::method(&plan.board).imager_devices().is_some()
+        && fmt.image()
+    {
+        eprintln!(
+            "note: no --imager-url-base: no Raspberry Pi Imager repository (os_list.json) is \
+             written; give the URL the images will be served from to get one"
+        );
+    }
     let report = run_build(&plan, &opts, rep)?;
     if args.check_reproducible {
         check_reproducible(out, &report, &args.out, &cache_dir, rep)?;

@@ -12,7 +12,10 @@ pub(crate) fn configure(out: Out, a: &ConfigureArgs, rep: &dyn Reporter) -> Resu
     if node_args::is_empty(&a.node) {
         bail!("configure needs a node config: --node FILE, --inventory FILE --node-name NAME, or flags such as --hostname");
     }
-    let set = node_args::resolve(&a.node, rep)?;
+    let (set, issued) = node_args::resolve_issued(&a.node, rep)?;
+    if let Some(i) = &issued {
+        i.record(rep)?;
+    }
     let report = run_configure(&a.target, &set)?;
     print_report(out, &report)
 }

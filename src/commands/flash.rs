@@ -16,7 +16,7 @@ pub(crate) fn flash(out: Out, a: &FlashArgs, rep: &dyn Reporter) -> Result<()> {
         (None, None) => {
             let list = crate::flash::device::candidates(&a.sys_root)?;
             if out.json {
-                println!("{}", serde_json::json!({ "candidates": list }));
+                super::print_json_line(&serde_json::json!({ "candidates": list }))?;
             } else if list.is_empty() {
                 println!("no removable, unmounted disk found: insert a card or USB stick (or name a fixed disk with --device DEV --force)");
             } else {
@@ -39,10 +39,11 @@ pub(crate) fn flash(out: Out, a: &FlashArgs, rep: &dyn Reporter) -> Result<()> {
             Target::File(f.clone())
         }
     };
-    let node = if node_args::is_empty(&a.node) {
-        None
+    let (node, issued) = if node_args::is_empty(&a.node) {
+        (None, None)
     } else {
-        Some(node_args::resolve(&a.node, rep)?)
+        let (set, issued) = node_args::resolve_issued(&a.node, rep)?;
+        (Some(set), issued)
     };
     let bmap = if a.no_bmap {
         None
@@ -57,6 +58,9 @@ pub(crate) fn flash(out: Out, a: &FlashArgs, rep: &dyn Reporter) -> Result<()> {
         if !a.yes {
             confirm(d)?;
         }
+    }
+    if let Some(i) = &issued {
+        i.record(rep)?;
     }
     let report = run_flash(prepared, &target, !a.no_verify, node.as_ref(), rep)?;
     if out.json {

@@ -16,6 +16,7 @@ use crate::util::text::shown;
 /// Whether any node setting was given.
 pub(crate) fn is_empty(a: &NodeArgs) -> bool {
     a.node.is_none()
+        && a.cluster.is_none()
         && a.inventory.is_none()
         && a.hostname.is_none()
         && a.role.is_none()
@@ -66,6 +67,105 @@ pub(crate) fn resolve(a: &NodeArgs, rep: &dyn Reporter) -> Result<NodeSet> {
         default: Some(single(a, rep)?),
         per_mac: Vec::new(),
     })
+}
+
+/// A node's cluster share, issued in memory: [`Issued::record`] writes it into the cluster's
+/// `cluster.toml` just before the card is written (a token recorded but never used is
+/// harmless; one used but not recorded could not be revoked).
+pub(crate) struct Issued {
+    cluster: crate::cluster::Cluster,
+    pub node: String,
+    pub share: crate::cluster::Share,
+}
+
+impl Issued {
+    pub(crate) fn record(&self, rep: &dyn Reporter) -> Result<()> {
+        self.cluster.save()?;
+        let c = &self.cluster.state;
+        let r = &c.nodes[&self.node];
+        let what = if r.first_controller {
+            format!(
+                "first controller: PKI, k0s.yaml (api {}) and {} token Secret(s){}",
+                c.api_address.as_deref().unwrap_or("?"),
+                self.share.secrets_for.len(),
+                if self.share.secrets_for.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", self.share.secrets_for.join(", "))
+                }
+            )
+        } else {
+            format!(
+                "{} join token {}",
+                crate::cluster::Kind::for_role(r.role).as_str(),
+                r.token_id.as_deref().unwrap_or("?")
+            )
+        };
+        rep.step(&format!("cluster {}: node {}: {what}", c.name, self.node));
+        if let Some(p) = &self.share.pending {
+            rep.warn(&format!(
+                "the first controller's card was issued before node {}: its token Secret is in {}; \
+                 apply it on the controller (`k0s kubectl apply -f`) or copy it to \
+                 /var/lib/k0s/manifests/{}/",
+                self.node,
+                p.display(),
+                crate::cluster::TOKENS_STACK
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// [`resolve`], then, with `--cluster`, the node's share issued into its config.
+pub(crate) fn resolve_issued(
+    a: &NodeArgs,
+    rep: &dyn Reporter,
+) -> Result<(NodeSet, Option<Issued>)> {
+    let mut set = resolve(a, rep)?;
+    let Some(dir) = &a.cluster else {
+        return Ok((set, None));
+    };
+    let mut cluster = crate::cluster::Cluster::open(dir)?;
+    let cfg = set
+        .default
+        .as_mut()
+        .expect("--cluster conflicts with --all-nodes");
+    let node = match (&a.node_name, &cfg.hostname) {
+        (Some(n), _) => n.clone(),
+        (None, Some(h)) => h.clone(),
+        (None, None) => bail!(
+            "--cluster needs the node's name, one token per name: --inventory FILE --node-name \
+             NAME, or --hostname NAME"
+        ),
+    };
+    let Some(role) = cfg.role() else {
+        bail!(
+            "--cluster: node {}: no role: set `role` for it in the inventory or node file, or \
+             pass --role",
+            shown(&node, 80)
+        );
+    };
+    let mut others = Vec::new();
+    if let Some(inv) = &a.inventory {
+        let inv = crate::node::inventory::Inventory::from_file(inv)?;
+        for name in inv.names() {
+            if let Some(r) = inv.node(&name)?.0.role() {
+                others.push((name, r));
+            }
+        }
+    }
+    let share = cluster.issue(&node, role, cfg.network.address.as_deref(), &others)?;
+    cfg.secrets = share.secrets.clone();
+    // The token and config files are read (and checked) as the card's would be.
+    cfg.render()?;
+    Ok((
+        set,
+        Some(Issued {
+            cluster,
+            node,
+            share,
+        }),
+    ))
 }
 
 fn single(a: &NodeArgs, rep: &dyn Reporter) -> Result<NodeConfig> {
@@ -131,7 +231,6 @@ pub(crate) fn apply_flags(a: &NodeArgs, cfg: &mut NodeConfig) -> Result<()> {
     Ok(())
 }
 
-/// Reads a node file: `#cloud-config` YAML or TOML.
 /// `[boot]` settings are baked into the boot files when the image is built (the root hash
 /// shares the kernel command line with them); configure writes the node files only, so it says
 /// that it leaves them as built rather than appearing to apply them.
@@ -153,12 +252,9 @@ fn build_time_only(cfg: &NodeConfig) -> Option<String> {
     ))
 }
 
+/// Reads a node file: `#cloud-config` YAML or TOML.
 pub(crate) fn read_node_file(path: &Path) -> Result<NodeConfig> {
-    let text = crate::node::read_node_text(path)?;
-    if crate::node::cloud_config::is_cloud_config(&text) {
-        return crate::node::cloud_config::from_cloud_config(&text, path);
-    }
-    Ok(NodeConfig::from_toml_str(&text, path)?)
+    Ok(NodeConfig::from_file(path)?)
 }
 
 /// `--ssh-key` takes a key line or a file holding key lines. A private key (`id_ed25519`

@@ -12,10 +12,10 @@ pub(crate) fn serve(out: Out, args: &ServeArgs) -> Result<()> {
     }
     let addr = server.local_addr()?;
     if out.json {
-        println!(
-            "{}",
-            serde_json::json!({ "listen": addr.to_string(), "dir": args.dir })
-        );
+        super::print_json_line(&serde_json::json!({
+            "listen": addr.to_string(),
+            "dir": args.dir,
+        }))?;
     } else if !out.quiet {
         println!(
             "serving {} on http://{addr}/ (read-only; Ctrl-C stops)",

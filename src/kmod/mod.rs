@@ -111,6 +111,22 @@ pub fn kernel_version(tree: &Tree) -> Result<String> {
     }
 }
 
+/// A per-kernel file of the kernel packages, `vmlinuz` or `config`: Debian's kernels up to
+/// trixie put it at `boot/<name>-<kver>`; the split packages of newer ones (trixie-backports)
+/// at `usr/lib/modules/<kver>/<name>`. The first found is returned.
+pub fn kernel_file(tree: &Tree, kver: &str, name: &str) -> Option<std::sync::Arc<[u8]>> {
+    tree.read(&format!("boot/{name}-{kver}")).or_else(|| {
+        [MODULES_ROOT, LEGACY_MODULES_ROOT]
+            .iter()
+            .find_map(|r| tree.read(&format!("{r}/{kver}/{name}")))
+    })
+}
+
+/// Modules renamed upstream, (old, new): a list naming the old one gets the new one in the
+/// kernels that have only it. Linux 6.15 made `crc32c_generic` (the crypto API's crc32c,
+/// which jbd2 asks for with `softdep: pre: crypto-crc32c`) `crc32c_cryptoapi`.
+const RENAMED: &[(&str, &str)] = &[("crc32c_generic", "crc32c_cryptoapi")];
+
 /// `usr/lib/modules`, or `lib/modules` in a tree without merged /usr.
 fn find_modules_root(tree: &Tree) -> Option<TreePath> {
     [MODULES_ROOT, LEGACY_MODULES_ROOT].iter().find_map(|r| {
@@ -238,9 +254,13 @@ impl ModuleIndex {
         if self.builtin.contains(&n) || self.builtin_aliases.contains(&n) {
             return Lookup::Builtin;
         }
-        match self.resolve_alias(name) {
-            Some(m) => Lookup::Module(m),
-            None => Lookup::Unknown,
+        if let Some(m) = self.resolve_alias(name) {
+            return Lookup::Module(m);
+        }
+        // A module the kernel renamed: the profiles name it as the older kernels do.
+        match RENAMED.iter().find(|(old, _)| *old == n) {
+            Some((_, new)) if self.modules.contains_key(*new) => Lookup::Module(new.to_string()),
+            _ => Lookup::Unknown,
         }
     }
 

@@ -2,8 +2,10 @@
 //! output kind, read back by `smoke` and `inspect` through the same types that wrote it),
 //! `SHA256SUMS`, the SPDX SBOM, and the Raspberry Pi Imager repository list.
 //!
-//! Every manifest starts with `manifest_version`; readers refuse a version they do not know
-//! instead of guessing at fields. The body is either an image's or a network boot folder's:
+//! Every manifest starts with `format_version` (the name every `--json` output uses too;
+//! manifests before it said `manifest_version`, still read); readers refuse a version they do
+//! not know instead of guessing at fields. `schema/manifest.schema.json` describes the file,
+//! and the tests check built manifests against it with python's `jsonschema`. The body is either an image's or a network boot folder's:
 //! the two differ in what they describe (partitions and verity, or a base URL and the root's
 //! digest), so they are two structs, told apart by the netboot body's `format` field.
 
@@ -32,6 +34,9 @@ pub struct InputRecord {
     pub source: String,
     pub sha256: String,
     pub architecture: String,
+    /// The Debian suite a package came from (`trixie`, `trixie-backports`); none for k0s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suite: Option<String>,
 }
 
 /// One published file, with its digest.
@@ -58,6 +63,7 @@ impl OutputRecord {
 /// `manifest.json`.
 #[derive(Debug, Serialize, Deserialize, Clone)]
 pub struct Manifest {
+    #[serde(rename = "format_version", alias = "manifest_version")]
     pub manifest_version: u32,
     #[serde(flatten)]
     pub body: Body,
@@ -219,15 +225,19 @@ impl Manifest {
     pub fn parse(text: &str, path: &Path) -> Result<Manifest> {
         let v: serde_json::Value =
             serde_json::from_str(text).with_context(|| format!("parsing {}", path.display()))?;
-        match v.get("manifest_version").and_then(|v| v.as_u64()) {
+        let version = v
+            .get("format_version")
+            .or_else(|| v.get("manifest_version"))
+            .and_then(|v| v.as_u64());
+        match version {
             Some(n) if n == u64::from(MANIFEST_VERSION) => {}
             Some(n) => bail!(
-                "{}: manifest_version {n} is not one this edgeimg reads (it reads \
+                "{}: format_version {n} is not one this edgeimg reads (it reads \
                  {MANIFEST_VERSION}): use the edgeimg that built it, or rebuild",
                 path.display()
             ),
             None => bail!(
-                "{}: no manifest_version: it was written by an older edgeimg; rebuild the image",
+                "{}: no format_version: it was written by an older edgeimg; rebuild the image",
                 path.display()
             ),
         }
@@ -382,10 +392,7 @@ mod tests {
             .filter(|l| l.starts_with("  \""))
             .map(|l| l.trim().split('"').nth(1).unwrap())
             .collect();
-        assert_eq!(
-            &keys[..3],
-            ["manifest_version", "format", "edgeimg_version"]
-        );
+        assert_eq!(&keys[..3], ["format_version", "format", "edgeimg_version"]);
     }
 
     #[test]
@@ -395,13 +402,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            old.contains("no manifest_version") && old.contains("rebuild"),
+            old.contains("no format_version") && old.contains("rebuild"),
             "{old}"
         );
-        let future = Manifest::parse("{\"manifest_version\":99}", p)
+        let future = Manifest::parse("{\"format_version\":99}", p)
             .unwrap_err()
             .to_string();
         assert!(future.contains("99"), "{future}");
+        // Manifests written before the field was renamed still read.
+        let mut renamed: serde_json::Value =
+            serde_json::from_str(&Manifest::netboot(netboot_manifest()).to_json().unwrap())
+                .unwrap();
+        let o = renamed.as_object_mut().unwrap();
+        let n = o.remove("format_version").unwrap();
+        o.insert("manifest_version".into(), n);
+        Manifest::parse(&renamed.to_string(), p).unwrap();
         let junk = format!(
             "{:#}",
             Manifest::parse("{\"manifest_version\":1,\"board\":3}", p).unwrap_err()

@@ -1,7 +1,14 @@
 //! `sbom.spdx.json`: an SPDX 2.3 JSON software bill of materials for one image.
 //!
-//! The document describes the image (a package whose checksum is the image's), which CONTAINS
-//! every Debian package of the closure and the k0s binary; edgeimg itself is its BUILD_TOOL_OF.
+//! The document describes the image (a package whose checksum is the image's, or the root
+//! squashfs's for network boot), which CONTAINS the operating system (an OPERATING-SYSTEM
+//! package `debian`, version from the suite, as trivy wants it) and the k0s binary
+//! (`pkg:github/k0sproject/k0s@<version>`, the purl scanners match k0s advisories by); the
+//! operating system CONTAINS every Debian package of the closure, each with the purl syft
+//! writes for an installed Debian package: `pkg:deb/debian/<name>@<version>?arch=<arch>&
+//! distro=debian-<release>[&upstream=<source>[@<source version>]]` (grype keys advisories by
+//! the source package). edgeimg itself is the image's BUILD_TOOL_OF. Purls are written in the
+//! purl specification's canonical form (what `packageurl-python` prints back).
 //! Everything comes from the plan and the verified inputs: the creation time is the plan's
 //! `SOURCE_DATE_EPOCH` and the document namespace is derived from the plan hash, so that two
 //! builds of one plan write the same bytes.
@@ -26,12 +33,66 @@ pub struct SbomInput<'a> {
     /// Debian suite, for the package URLs (`distro=`).
     pub suite: &'a str,
     /// Every Debian package in the image.
-    pub debs: &'a [InputRecord],
+    pub debs: &'a [SbomDeb],
     /// The k0s binary.
     pub k0s: &'a InputRecord,
+    /// The k0s airgap bundle (`--airgap-bundle`), if the image ships one.
+    pub airgap: Option<&'a InputRecord>,
+}
+
+/// The SBOM's file name in an output folder.
+pub const SBOM_FILE: &str = "sbom.spdx.json";
+
+/// A Debian package with its source package.
+pub struct SbomDeb {
+    pub record: InputRecord,
+    /// The source package's name and version.
+    pub source: String,
+    pub source_version: String,
 }
 
 const NOASSERTION: &str = "NOASSERTION";
+
+/// Debian's release number of a suite's code name (`trixie`: 13), for `distro=debian-13`;
+/// `-backports`, `-updates` and `-security` suites are their release's. Other suites (sid)
+/// keep their name.
+pub fn debian_release(suite: &str) -> String {
+    let base = suite.split('-').next().unwrap_or(suite);
+    match base {
+        "buster" => "10",
+        "bullseye" => "11",
+        "bookworm" => "12",
+        "trixie" => "13",
+        "forky" => "14",
+        "duke" => "15",
+        other => other,
+    }
+    .to_string()
+}
+
+/// The purl of a Debian binary package (`upstream=` names the source when it differs from the
+/// package, with its version when that differs too).
+pub fn deb_purl(d: &SbomDeb, suite: &str) -> String {
+    let r = &d.record;
+    let mut q = format!(
+        "arch={}&distro={}",
+        purl_escape(&r.architecture),
+        purl_escape(&format!("debian-{}", debian_release(suite)))
+    );
+    if d.source != r.name || d.source_version != r.version {
+        let upstream = if d.source_version != r.version {
+            format!("{}@{}", d.source, d.source_version)
+        } else {
+            d.source.clone()
+        };
+        q.push_str(&format!("&upstream={}", purl_escape(&upstream)));
+    }
+    format!(
+        "pkg:deb/debian/{}@{}?{q}",
+        purl_escape(&r.name),
+        purl_escape(&r.version)
+    )
+}
 
 /// The SPDX document as pretty-printed JSON, ending in a newline.
 pub fn render(input: &SbomInput) -> String {
@@ -46,6 +107,8 @@ pub fn document(input: &SbomInput) -> Value {
     let image_id = unique_id(&mut ids, "image", input.stem);
     let tool_id = unique_id(&mut ids, "tool", "edgeimg");
     let k0s_id = unique_id(&mut ids, "bin", "k0s");
+    let os_id = unique_id(&mut ids, "os", "debian");
+    let release = debian_release(input.suite);
 
     let mut packages = vec![
         json!({
@@ -57,7 +120,7 @@ pub fn document(input: &SbomInput) -> Value {
             "downloadLocation": "NONE",
             "filesAnalyzed": false,
             "checksums": [sha256(input.image_sha256)],
-            "primaryPackagePurpose": "OPERATING-SYSTEM",
+            "primaryPackagePurpose": "FILE",
             "licenseConcluded": NOASSERTION,
             "licenseDeclared": NOASSERTION,
             "copyrightText": NOASSERTION,
@@ -92,55 +155,93 @@ pub fn document(input: &SbomInput) -> Value {
                     "referenceCategory": "PACKAGE-MANAGER",
                     "referenceType": "purl",
                     "referenceLocator": format!(
-                        "pkg:generic/k0s@{}?arch={}",
-                        purl_escape(&input.k0s.version),
-                        purl_escape(&input.k0s.architecture)
+                        "pkg:github/k0sproject/k0s@{}",
+                        purl_escape(&input.k0s.version)
                     ),
                 }],
             }),
             &input.k0s.source,
         ),
+        json!({
+            "SPDXID": os_id,
+            "name": "debian",
+            "versionInfo": release,
+            "supplier": "Organization: Debian",
+            "downloadLocation": NOASSERTION,
+            "filesAnalyzed": false,
+            "primaryPackagePurpose": "OPERATING-SYSTEM",
+            "licenseConcluded": NOASSERTION,
+            "licenseDeclared": NOASSERTION,
+            "copyrightText": NOASSERTION,
+            "comment": format!("Debian {} ({}): the packages below, as listed in the root's /var/lib/dpkg/status", release, input.suite),
+        }),
     ];
     let mut relationships = vec![
         relationship("SPDXRef-DOCUMENT", "DESCRIBES", &image_id),
         relationship(&tool_id, "BUILD_TOOL_OF", &image_id),
         relationship(&image_id, "CONTAINS", &k0s_id),
+        relationship(&image_id, "CONTAINS", &os_id),
     ];
-
-    let mut debs: Vec<&InputRecord> = input.debs.iter().collect();
-    debs.sort_by(|a, b| {
-        (&a.name, &a.architecture, &a.version).cmp(&(&b.name, &b.architecture, &b.version))
-    });
-    for d in debs {
-        let id = unique_id(&mut ids, "deb", &format!("{}-{}", d.name, d.architecture));
+    if let Some(a) = input.airgap {
+        let id = unique_id(&mut ids, "bundle", &a.name);
         packages.push(with_source_info(
             json!({
                 "SPDXID": id,
-                "name": d.name,
-                "versionInfo": d.version,
-                "packageFileName": d.source.rsplit('/').next().unwrap_or(&d.source),
-                "supplier": "Organization: Debian",
-                "downloadLocation": download_location(&d.source),
+                "name": a.name,
+                "versionInfo": a.version,
+                "packageFileName": a.source.rsplit('/').next().unwrap_or(&a.source),
+                "supplier": NOASSERTION,
+                "downloadLocation": download_location(&a.source),
                 "filesAnalyzed": false,
-                "checksums": [sha256(&d.sha256)],
+                "checksums": [sha256(&a.sha256)],
+                "primaryPackagePurpose": "CONTAINER",
                 "licenseConcluded": NOASSERTION,
                 "licenseDeclared": NOASSERTION,
                 "copyrightText": NOASSERTION,
-                "externalRefs": [{
-                    "referenceCategory": "PACKAGE-MANAGER",
-                    "referenceType": "purl",
-                    "referenceLocator": format!(
-                        "pkg:deb/debian/{}@{}?arch={}&distro={}",
-                        purl_escape(&d.name),
-                        purl_escape(&d.version),
-                        purl_escape(&d.architecture),
-                        purl_escape(input.suite)
-                    ),
-                }],
+                "comment": "OCI image layout tarball imported by the k0s worker",
             }),
-            &d.source,
+            &a.source,
         ));
         relationships.push(relationship(&image_id, "CONTAINS", &id));
+    }
+
+    let mut debs: Vec<&SbomDeb> = input.debs.iter().collect();
+    debs.sort_by(|a, b| {
+        let (a, b) = (&a.record, &b.record);
+        (&a.name, &a.architecture, &a.version).cmp(&(&b.name, &b.architecture, &b.version))
+    });
+    for deb in debs {
+        let d = &deb.record;
+        let id = unique_id(&mut ids, "deb", &format!("{}-{}", d.name, d.architecture));
+        let mut pkg = json!({
+            "SPDXID": id,
+            "name": d.name,
+            "versionInfo": d.version,
+            "packageFileName": d.source.rsplit('/').next().unwrap_or(&d.source),
+            "supplier": "Organization: Debian",
+            "downloadLocation": download_location(&d.source),
+            "filesAnalyzed": false,
+            "checksums": [sha256(&d.sha256)],
+            "licenseConcluded": NOASSERTION,
+            "licenseDeclared": NOASSERTION,
+            "copyrightText": NOASSERTION,
+            "externalRefs": [{
+                "referenceCategory": "PACKAGE-MANAGER",
+                "referenceType": "purl",
+                "referenceLocator": deb_purl(deb, input.suite),
+            }],
+        });
+        if deb.source != d.name || deb.source_version != d.version {
+            pkg["sourceInfo"] = Value::String(format!(
+                "built package from: {} {}",
+                deb.source, deb.source_version
+            ));
+        }
+        packages.push(with_source_info(pkg, &d.source));
+        if let (Some(suite), Some(last)) = (&d.suite, packages.last_mut()) {
+            last["comment"] = Value::String(format!("from Debian suite {suite}"));
+        }
+        relationships.push(relationship(&os_id, "CONTAINS", &id));
     }
 
     json!({
@@ -189,7 +290,11 @@ fn download_location(source: &str) -> &str {
 /// Adds `sourceInfo` naming the source when `downloadLocation` cannot.
 fn with_source_info(mut pkg: Value, source: &str) -> Value {
     if !spdx_url(source) {
-        pkg["sourceInfo"] = Value::String(format!("retrieved from {source}"));
+        let retrieved = format!("retrieved from {source}");
+        pkg["sourceInfo"] = Value::String(match pkg.get("sourceInfo").and_then(Value::as_str) {
+            Some(built) => format!("{built}; {retrieved}"),
+            None => retrieved,
+        });
     }
     pkg
 }
@@ -243,12 +348,13 @@ fn unique_id(used: &mut BTreeSet<String>, kind: &str, name: &str) -> String {
     id
 }
 
-/// Percent-encodes what a purl component may not hold as is.
+/// Percent-encodes what a purl component may not hold as is (the purl specification: every
+/// byte but unreserved characters and `:`, which its canonical form leaves unencoded).
 fn purl_escape(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
         match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'~' => {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'~' | b':' => {
                 out.push(b as char)
             }
             _ => out.push_str(&format!("%{b:02X}")),
@@ -290,10 +396,84 @@ mod tests {
             source: source.into(),
             sha256: "ab".repeat(32),
             architecture: "amd64".into(),
+            suite: None,
         }
     }
 
+    #[test]
+    fn an_airgap_bundle_is_a_contained_container_package_with_its_digest() {
+        let k0s = rec("k0s", "v1", "http://k/k0s");
+        let bundle = InputRecord {
+            sha256: "ef".repeat(32),
+            ..rec(
+                "k0s-airgap-bundle",
+                "v1",
+                "/tmp/k0s-airgap-bundle-v1-linux-amd64.tar",
+            )
+        };
+        let d = document(&SbomInput {
+            stem: "x86-64-worker",
+            image_file: "x86-64-worker.img",
+            image_sha256: &"cd".repeat(32),
+            plan_hash: &"0f".repeat(32),
+            edgeimg_version: "0.1.0",
+            source_date_epoch: 1_700_000_000,
+            suite: "bookworm",
+            debs: &[],
+            k0s: &k0s,
+            airgap: Some(&bundle),
+        });
+        if let Ok(p) = std::env::var("EDGEIMG_SBOM_SAMPLE") {
+            std::fs::write(p, serde_json::to_string_pretty(&d).unwrap()).unwrap();
+        }
+        let pkgs = d["packages"].as_array().unwrap();
+        let b = pkgs
+            .iter()
+            .find(|p| p["name"] == "k0s-airgap-bundle")
+            .unwrap();
+        assert_eq!(b["checksums"][0]["checksumValue"], "ef".repeat(32));
+        assert_eq!(b["primaryPackagePurpose"], "CONTAINER");
+        assert_eq!(b["packageFileName"], "k0s-airgap-bundle-v1-linux-amd64.tar");
+        let image = pkgs[0]["SPDXID"].as_str().unwrap();
+        assert!(d["relationships"].as_array().unwrap().iter().any(|r| {
+            r["spdxElementId"] == image
+                && r["relationshipType"] == "CONTAINS"
+                && r["relatedSpdxElement"] == b["SPDXID"]
+        }));
+        // Without one, the document is what it was.
+        assert!(!sample(&[], &k0s).to_string().contains("airgap"));
+    }
+
+    fn deb(record: InputRecord, source: &str, source_version: &str) -> SbomDeb {
+        SbomDeb {
+            record,
+            source: source.into(),
+            source_version: source_version.into(),
+        }
+    }
+
+    fn same_source(records: &[InputRecord]) -> Vec<SbomDeb> {
+        records
+            .iter()
+            .map(|r| deb(r.clone(), &r.name, &r.version))
+            .collect()
+    }
+
     fn sample(debs: &[InputRecord], k0s: &InputRecord) -> Value {
+        let mut sources = same_source(debs);
+        for d in &mut sources {
+            if d.record.name == "libstdc++6" {
+                d.source = "gcc-12".into();
+            }
+            if d.record.name == "busybox-static" {
+                d.source = "busybox".into();
+                d.source_version = "1:1.35.0-4".into();
+            }
+        }
+        sample_with(&sources, k0s)
+    }
+
+    fn sample_with(debs: &[SbomDeb], k0s: &InputRecord) -> Value {
         document(&SbomInput {
             stem: "x86-64-worker",
             image_file: "x86-64-worker.img",
@@ -304,6 +484,7 @@ mod tests {
             suite: "bookworm",
             debs,
             k0s,
+            airgap: None,
         })
     }
 
@@ -338,9 +519,9 @@ mod tests {
             .unwrap()
             .ends_with(&"0f".repeat(32)));
         let pkgs = d["packages"].as_array().unwrap();
-        assert_eq!(pkgs.len(), 5);
+        assert_eq!(pkgs.len(), 6);
         let ids: BTreeSet<&str> = pkgs.iter().map(|p| p["SPDXID"].as_str().unwrap()).collect();
-        assert_eq!(ids.len(), 5, "SPDX ids are unique");
+        assert_eq!(ids.len(), 6, "SPDX ids are unique");
         for id in &ids {
             assert!(
                 id[8..]
@@ -354,22 +535,44 @@ mod tests {
         assert_eq!(bb["checksums"][0]["algorithm"], "SHA256");
         assert_eq!(
             bb["externalRefs"][0]["referenceLocator"],
-            "pkg:deb/debian/busybox-static@1%3A1.35.0-4%2Bb3?arch=amd64&distro=bookworm"
+            "pkg:deb/debian/busybox-static@1:1.35.0-4%2Bb3?arch=amd64&distro=debian-12&upstream=busybox%401:1.35.0-4"
         );
+        assert_eq!(bb["sourceInfo"], "built package from: busybox 1:1.35.0-4");
+        let lib = pkgs.iter().find(|p| p["name"] == "libstdc++6").unwrap();
+        assert_eq!(
+            lib["externalRefs"][0]["referenceLocator"],
+            "pkg:deb/debian/libstdc%2B%2B6@12.2.0-14?arch=amd64&distro=debian-12&upstream=gcc-12"
+        );
+        let os = pkgs.iter().find(|p| p["name"] == "debian").unwrap();
+        assert_eq!(os["primaryPackagePurpose"], "OPERATING-SYSTEM");
+        assert_eq!(os["versionInfo"], "12");
         assert!(bb["downloadLocation"]
             .as_str()
             .unwrap()
             .starts_with("http://deb.example.org/"));
         let k = pkgs.iter().find(|p| p["name"] == "k0s").unwrap();
         assert_eq!(k["downloadLocation"], NOASSERTION, "a local path is no URL");
+        assert_eq!(
+            k["externalRefs"][0]["referenceLocator"],
+            "pkg:github/k0sproject/k0s@v1.31.2%2Bk0s.0"
+        );
         let rels = d["relationships"].as_array().unwrap();
         let image_id = pkgs[0]["SPDXID"].as_str().unwrap();
         assert!(rels.iter().any(|r| r["spdxElementId"] == "SPDXRef-DOCUMENT"
             && r["relationshipType"] == "DESCRIBES"
             && r["relatedSpdxElement"] == image_id));
+        let os_id = os["SPDXID"].as_str().unwrap();
         for p in &pkgs[2..] {
+            let parent = if p["externalRefs"][0]["referenceLocator"]
+                .as_str()
+                .is_some_and(|l| l.starts_with("pkg:deb/"))
+            {
+                os_id
+            } else {
+                image_id
+            };
             assert!(
-                rels.iter().any(|r| r["spdxElementId"] == image_id
+                rels.iter().any(|r| r["spdxElementId"] == parent
                     && r["relationshipType"] == "CONTAINS"
                     && r["relatedSpdxElement"] == p["SPDXID"]),
                 "{} not contained",
@@ -412,6 +615,14 @@ mod tests {
         assert!(with_source_info(json!({}), "http://a.example.org/k")
             .get("sourceInfo")
             .is_none());
+    }
+
+    #[test]
+    fn releases_come_from_the_suite() {
+        assert_eq!(debian_release("trixie"), "13");
+        assert_eq!(debian_release("bookworm-backports"), "12");
+        assert_eq!(debian_release("forky"), "14");
+        assert_eq!(debian_release("sid"), "sid");
     }
 
     #[test]

@@ -432,7 +432,7 @@ fn check_files(cfg: &NodeConfig, r: &mut Report) {
     for (i, f) in cfg.files.iter().enumerate() {
         if let Err(m) = file_path(&f.path) {
             r.problem(format!("files[{i}].path"), m);
-        } else if !seen.insert(f.path.as_str()) {
+        } else if !seen.insert(f.path.as_str()) && !f.append {
             r.problem(
                 format!("files[{i}].path"),
                 format!(
@@ -441,15 +441,47 @@ fn check_files(cfg: &NodeConfig, r: &mut Report) {
                 ),
             );
         }
-        if f.content.len() > MAX_FILE_BYTES {
-            r.problem(
+        match f.bytes() {
+            Err(m) => r.problem(format!("files[{i}].content"), m),
+            Ok(b) if b.len() > MAX_FILE_BYTES => r.problem(
                 format!("files[{i}].content"),
                 format!("is longer than {MAX_FILE_BYTES} bytes"),
-            );
+            ),
+            Ok(_) => {}
+        }
+        if let Some(o) = &f.owner {
+            if let Err(m) = owner(o) {
+                r.problem(format!("files[{i}].owner"), m);
+            }
         }
         if f.mode.0 > 0o7777 {
             r.problem(format!("files[{i}].mode"), "must be at most 0o7777");
         }
+    }
+}
+
+/// `user`, `user:group` or `:group`: names as `useradd` takes them (or numeric ids), so that
+/// the device's `chown` gets one argument it cannot read as an option.
+pub fn owner(o: &str) -> Result<(), String> {
+    let name = |n: &str| {
+        !n.is_empty()
+            && n.len() <= 32
+            && !n.starts_with('-')
+            && n.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    let ok = match o.split_once(':') {
+        Some(("", g)) => name(g),
+        Some((u, g)) => name(u) && name(g),
+        None => name(o),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} is not `user`, `user:group` or `:group` (letters, digits, _ - .)",
+            q(o)
+        ))
     }
 }
 

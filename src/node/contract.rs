@@ -7,10 +7,11 @@
 //! - kernel arguments `edgeimg.<name>=` ([`KernelArg`]);
 //! - where the node files live on the boot partition ([`BOOT_DIR`], [`NODES_DIR`]) and the
 //!   variable names of `node.env` ([`NODE_ENV_VARS`]);
-//! - the console protocol smoke tests wait on ([`SAY`], [`READY`], [`FAILED`]);
-//! - the Kubernetes modules and sysctls the node sets up before k0s starts
-//!   ([`K8S_MODULES`], [`K8S_SYSCTLS`]); the modules must be among the profile's
-//!   `root_modules` ([`missing_modules`]), so the two lists cannot drift apart.
+//! - the console protocol smoke tests wait on ([`SAY`], [`READY`], [`FAILED`]).
+//!
+//! The Kubernetes modules and sysctls the node sets up are not here: they are the profile's
+//! `[kubernetes]` lists (profiles/base.toml), written into the image's build.env, so the
+//! modules the node loads are the modules the root carries.
 
 use std::fmt::Display;
 
@@ -20,6 +21,10 @@ pub const CONTRACT_PATH: &str = "usr/lib/edgeimg/contract.sh";
 
 /// The folder of the node files on the boot partition (`edgeimg/node.env`, ...).
 pub const BOOT_DIR: &str = "edgeimg";
+
+/// Where the root holds airgap bundles (`build --airgap-bundle`, under dm-verity); the boot
+/// script links each into `<data-dir>/images`, where a k0s worker imports them.
+pub const AIRGAP_DIR: &str = "usr/share/edgeimg/airgap";
 
 /// Per-MAC node configs on the boot partition: `edgeimg/nodes/<mac>/...`.
 pub const NODES_DIR: &str = "edgeimg/nodes";
@@ -36,6 +41,11 @@ pub const NODE_FILES: &[&str] = &[
     "boot_cmd.sh",
 ];
 
+/// The folder (under a node's folder) of files for k0s's data dir, by their path under it:
+/// `k0s-data/pki/ca.crt` becomes `/var/lib/k0s/pki/ca.crt` on the first boot, mode 0600,
+/// and is erased from the boot partition (a cluster's PKI and token Secrets).
+pub const K0S_DATA_FILES: &str = "k0s-data";
+
 /// Whether `rel` (a path under [`BOOT_DIR`], `/`-separated) is something edgeimg renders
 /// there: a node file, `files/<n>`, per-MAC folders `nodes/<mac>/` with the same, or one of
 /// the folders holding them (`is_dir`). Compared case-insensitively, as FAT names are.
@@ -46,6 +56,9 @@ pub fn is_node_path(rel: &str, is_dir: bool) -> bool {
         ([name], false) => NODE_FILES.contains(name),
         (["files"], true) => true,
         (["files", n], false) => !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()),
+        ([K0S_DATA_FILES, rest @ ..], _) => rest.iter().all(|p| {
+            !p.is_empty() && *p != "." && *p != ".." && p.bytes().all(|b| b.is_ascii_graphic())
+        }),
         _ => false,
     };
     let is_mac_dir = |d: &str| {
@@ -70,6 +83,13 @@ pub const FAILED: &str = "FAILED:";
 
 /// The start of the ready line: `edgeimg: ready role=... hostname=...`.
 pub const READY_LINE: &str = "edgeimg: ready ";
+
+/// What follows [`SAY`] on the one line of k0s's pre-flight checks (sysinfo.sh):
+/// `edgeimg: sysinfo: N passed, W warnings (...), E errors (...)`.
+pub const SYSINFO: &str = "sysinfo:";
+
+/// The start of the pre-flight checks' line.
+pub const SYSINFO_LINE: &str = "edgeimg: sysinfo: ";
 
 /// The start of a failed step's line: `edgeimg: FAILED: <what>`.
 pub const FAILED_LINE: &str = "edgeimg: FAILED:";
@@ -150,64 +170,9 @@ impl KernelArg {
     }
 }
 
-/// The Kubernetes modules every node loads before k0s starts (kube-proxy, kube-router,
-/// containerd's overlay snapshotter). Missing ones are reported, not fatal.
-pub const K8S_MODULES: &[&str] = &[
-    "overlay",
-    "nf_conntrack",
-    "br_netfilter",
-    "bridge",
-    "veth",
-    "vxlan",
-    "ip_tables",
-    "ip6_tables",
-    "iptable_filter",
-    "iptable_nat",
-    "iptable_mangle",
-    "iptable_raw",
-    "ip6table_filter",
-    "ip6table_nat",
-    "ip6table_mangle",
-    "nf_nat",
-    "xt_conntrack",
-    "xt_MASQUERADE",
-    "xt_addrtype",
-    "xt_comment",
-    "xt_mark",
-    "xt_multiport",
-    "xt_nat",
-    "xt_set",
-    "xt_statistic",
-    "ip_set",
-    "ip_set_hash_ip",
-    "ip_set_hash_net",
-    "ip_set_hash_ipport",
-    "ip_set_hash_ipportnet",
-    "ip_set_bitmap_port",
-    "ip_vs",
-    "ip_vs_rr",
-    "ip_vs_wrr",
-    "ip_vs_sh",
-    "nf_tables",
-    "nft_compat",
-    "nft_chain_nat",
-];
-
-/// sysctl settings for Kubernetes (kubelet, kube-proxy, containerd), as `key=value`.
-pub const K8S_SYSCTLS: &[&str] = &[
-    "net.ipv4.ip_forward=1",
-    "net.ipv6.conf.all.forwarding=1",
-    "net.bridge.bridge-nf-call-iptables=1",
-    "net.bridge.bridge-nf-call-ip6tables=1",
-    "fs.inotify.max_user_instances=8192",
-    "fs.inotify.max_user_watches=524288",
-    "vm.overcommit_memory=1",
-    "kernel.panic=10",
-    "kernel.panic_on_oops=1",
-];
-
 /// The variables of `node.env` (see `render.rs`), besides `FILE_<n>_PATH` and
-/// `FILE_<n>_MODE`, one pair per `[[files]]` entry.
+/// `FILE_<n>_MODE`, one pair per `[[files]]` entry, and `FILE_<n>_OWNER`, `FILE_<n>_APPEND`
+/// and `FILE_<n>_DEFER` (`1`), written only for the entries that set them.
 pub const NODE_ENV_VARS: &[&str] = &[
     "NODE_HOSTNAME",
     "NODE_ROLE",
@@ -237,30 +202,21 @@ pub const NODE_ENV_VARS: &[&str] = &[
 /// their value, by everything that reads node.env back (`inspect`).
 pub const SECRET_ENV_VARS: &[&str] = &["WIFI_PSK"];
 
-/// The modules of [`K8S_MODULES`] that `root_modules` (the profile's list of what the root
-/// carries) lacks: each would be reported missing on every boot.
-pub fn missing_modules(root_modules: &[String]) -> Vec<&'static str> {
-    K8S_MODULES
-        .iter()
-        .copied()
-        .filter(|m| !root_modules.iter().any(|r| r == m))
-        .collect()
-}
-
 /// `contract.sh`: the contract as shell assignments.
 pub fn render_shell() -> String {
     let words = |v: &[&str]| v.join(" ");
     let kargs: Vec<&str> = KernelArg::ALL.iter().map(|a| a.name()).collect();
-    let vars: [(&str, String); 9] = [
+    let vars: [(&str, String); 10] = [
         ("EDGEIMG_KARGS", words(&kargs)),
         ("EDGEIMG_BOOT_DIR", BOOT_DIR.into()),
         ("EDGEIMG_NODES_DIR", NODES_DIR.into()),
+        ("EDGEIMG_K0S_DATA_FILES", K0S_DATA_FILES.into()),
         ("EDGEIMG_SAY", SAY.into()),
         ("EDGEIMG_FAILED", FAILED.into()),
         ("EDGEIMG_READY", READY.into()),
-        ("EDGEIMG_K8S_MODULES", words(K8S_MODULES)),
-        ("EDGEIMG_K8S_SYSCTLS", words(K8S_SYSCTLS)),
+        ("EDGEIMG_SYSINFO", SYSINFO.into()),
         ("EDGEIMG_NODE_ENV_VARS", words(NODE_ENV_VARS)),
+        ("EDGEIMG_AIRGAP_DIR", format!("/{AIRGAP_DIR}")),
     ];
     let mut out = String::from(
         "# edgeimg device contract: generated by the build from src/node/contract.rs; do not edit.\n",
@@ -291,6 +247,7 @@ mod tests {
     fn console_lines_are_made_of_the_markers() {
         assert_eq!(READY_LINE, format!("{SAY} {READY} "));
         assert_eq!(FAILED_LINE, format!("{SAY} {FAILED}"));
+        assert_eq!(SYSINFO_LINE, format!("{SAY} {SYSINFO} "));
     }
 
     #[test]
@@ -326,25 +283,5 @@ mod tests {
             "{} differs from the contract the build writes: run EDGEIMG_BLESS=1 cargo test contract",
             fixture.display()
         );
-    }
-
-    #[test]
-    fn the_kubernetes_modules_are_in_the_base_profile() {
-        let base: toml::Value = toml::from_str(
-            &std::fs::read_to_string(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("profiles/base.toml"),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        let root: Vec<String> = base["root_modules"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_str().unwrap().to_string())
-            .collect();
-        assert_eq!(missing_modules(&root), Vec::<&str>::new());
-        let fewer: Vec<String> = root.into_iter().filter(|m| m != "vxlan").collect();
-        assert_eq!(missing_modules(&fewer), ["vxlan"]);
     }
 }

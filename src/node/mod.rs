@@ -29,8 +29,8 @@ use crate::util::text::{q, shown};
 pub use check::looks_like_private_key;
 pub use render::{parse_node_env, shell_quote, RenderedNode};
 pub use schema::{
-    BootConfig, FileMode, FileSpec, InstallConfig, K0sConfig, Labels, NetMode, NetworkConfig,
-    SshConfig, StorageConfig, TimeConfig, WifiConfig,
+    BootConfig, ContentEncoding, FileMode, FileSpec, InstallConfig, K0sConfig, Labels, NetMode,
+    NetworkConfig, SshConfig, StorageConfig, TimeConfig, WifiConfig,
 };
 pub use wifi::{is_raw_key, wifi_pmk};
 
@@ -93,6 +93,12 @@ impl Role {
     /// join an existing cluster) but starts a new cluster without it.
     pub fn needs_token(&self) -> bool {
         matches!(self, Role::Worker)
+    }
+
+    /// Whether the node runs a kubelet (and so imports airgap bundles): all but a plain
+    /// controller.
+    pub fn runs_worker(&self) -> bool {
+        !matches!(self, Role::Controller)
     }
 }
 
@@ -206,6 +212,28 @@ pub struct NodeConfig {
     /// Where the config came from (for messages); not part of the config.
     #[serde(skip)]
     origin: PathBuf,
+    /// A cluster's share for this node (`--cluster`): made on the host, never in node.toml.
+    #[serde(skip)]
+    pub secrets: NodeSecrets,
+}
+
+/// What a cluster folder issues one node (`edgeimg ... --cluster DIR`). Everything here is
+/// secret but `k0s_yaml`; the device moves it off the boot partition on the first boot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeSecrets {
+    /// The join token, instead of `k0s.token_file`.
+    pub token: Option<String>,
+    /// The k0s config, instead of `k0s.config_file`.
+    pub k0s_yaml: Option<Vec<u8>>,
+    /// Files for k0s's data dir by path under it (`pki/ca.crt`,
+    /// `manifests/edgeimg-tokens/...`), rendered under [`contract::K0S_DATA_FILES`].
+    pub data_files: Vec<(String, Vec<u8>)>,
+}
+
+impl NodeSecrets {
+    pub fn is_empty(&self) -> bool {
+        self.token.is_none() && self.k0s_yaml.is_none() && self.data_files.is_empty()
+    }
 }
 
 /// Values given on the command line that win over the node file.
@@ -235,6 +263,17 @@ impl NodeConfig {
     /// `config_file`) are taken relative to the file's directory.
     pub fn from_toml_file(path: &Path) -> Result<NodeConfig, NodeError> {
         let text = read_node_text(path)?;
+        Self::from_toml_str(&text, path)
+    }
+
+    /// Reads a node file of either kind: `#cloud-config` YAML (see [`cloud_config`]) or
+    /// TOML. Every command that takes `--node` reads it through here, so they all accept the
+    /// same files.
+    pub fn from_file(path: &Path) -> Result<NodeConfig, NodeError> {
+        let text = read_node_text(path)?;
+        if cloud_config::is_cloud_config(&text) {
+            return cloud_config::from_cloud_config(&text, path);
+        }
         Self::from_toml_str(&text, path)
     }
 
@@ -310,6 +349,12 @@ impl NodeConfig {
     /// The join token from `k0s.token_file`, trimmed and checked for the shape of a k0s
     /// join token (see [`token::check`]); `None` when no token file is set.
     pub fn token(&self) -> Result<Option<String>, NodeError> {
+        if let Some(t) = &self.secrets.token {
+            if self.k0s.token_file.is_some() {
+                return Err(self.cluster_conflict("k0s.token_file", "a join token"));
+            }
+            return Ok(Some(t.clone()));
+        }
         let Some(path) = &self.k0s.token_file else {
             return Ok(None);
         };
@@ -325,12 +370,33 @@ impl NodeConfig {
 
     /// The k0s config file's content, when `k0s.config_file` is set.
     pub fn k0s_config(&self) -> Result<Option<Vec<u8>>, NodeError> {
+        if let Some(y) = &self.secrets.k0s_yaml {
+            if self.k0s.config_file.is_some() {
+                return Err(self.cluster_conflict("k0s.config_file", "the k0s config"));
+            }
+            return Ok(Some(y.clone()));
+        }
         let Some(path) = &self.k0s.config_file else {
             return Ok(None);
         };
         let data = bounded::read_file(path, limits::K0S_CONFIG, "k0s config file")
             .map_err(NodeError::ReadReferenced)?;
         Ok(Some(data))
+    }
+}
+
+impl NodeConfig {
+    fn cluster_conflict(&self, key: &str, what: &str) -> NodeError {
+        NodeError::Invalid {
+            origin: self.origin.clone(),
+            problems: vec![Problem {
+                key: key.into(),
+                message: format!(
+                    "--cluster issues this node {what}: drop `{key}` (or --token-file/--k0s-config), \
+                     or do not use --cluster"
+                ),
+            }],
+        }
     }
 }
 

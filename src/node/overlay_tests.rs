@@ -492,3 +492,73 @@ fn wifi_conf_of_a_rendered_node_is_what_wpa_supplicant_reads() {
         assert!(read.contains("Added interface lo"), "{read}");
     }
 }
+
+/// A cluster's files move from the boot partition into k0s's data dir (certificates 0644,
+/// keys and Secrets 0600, folders 0700) and are gone from the FAT afterwards.
+#[test]
+fn cluster_files_move_off_the_boot_partition() {
+    let mut cfg = NodeConfig::from_toml_str(
+        "[k0s]\nrole = \"controller\"\n",
+        Path::new("/nonexistent/node.toml"),
+    )
+    .unwrap();
+    cfg.secrets.data_files = vec![
+        ("pki/ca.crt".into(), b"CERT\n".to_vec()),
+        ("pki/ca.key".into(), b"KEY\n".to_vec()),
+        ("pki/etcd/ca.key".into(), b"EKEY\n".to_vec()),
+        (
+            "manifests/edgeimg-tokens/bootstrap-token-abcdef.yaml".into(),
+            b"kind: Secret\n".to_vec(),
+        ),
+    ];
+    let r = cfg.render().unwrap();
+    assert!(r.get("edgeimg/k0s-data/pki/ca.key").is_some());
+    for (p, _) in &r.files {
+        let rel = p.strip_prefix("edgeimg/").unwrap();
+        assert!(
+            crate::node::contract::is_node_path(rel, false),
+            "{rel} is not a node path: configure would not replace it"
+        );
+    }
+    let out = lib(
+        &r,
+        "",
+        "n=$(move_data_files) || exit 1; echo moved=$n; \
+         cd \"$K0S_DATA\" && find . -type f | sort | while read -r f; do \
+         echo \"$(stat -c %a \"$f\") $f $(cat \"$f\")\"; done; \
+         echo dirs $(stat -c %a pki pki/etcd manifests/edgeimg-tokens); \
+         [ -e \"$EDGEIMG_BOOT/k0s-data\" ] && echo still-on-fat; \
+         ls \"$EDGEIMG_BOOT\"; echo again=$(move_data_files)",
+    );
+    assert!(out.contains("moved=4"), "{out}");
+    assert!(out.contains("644 ./pki/ca.crt CERT"), "{out}");
+    assert!(out.contains("600 ./pki/ca.key KEY"), "{out}");
+    assert!(out.contains("600 ./pki/etcd/ca.key EKEY"), "{out}");
+    assert!(
+        out.contains("600 ./manifests/edgeimg-tokens/bootstrap-token-abcdef.yaml kind: Secret"),
+        "{out}"
+    );
+    assert!(out.contains("dirs 700 700 700"), "{out}");
+    assert!(
+        !out.contains("still-on-fat") && !out.contains("k0s-data"),
+        "{out}"
+    );
+    assert!(out.contains("again=0"), "{out}");
+    assert!(!out.contains("edgeimg-tmp"), "{out}");
+}
+
+/// k0s restarts in a row back off to a minute and print on the 1st, 2nd, 4th, 8th...
+#[test]
+fn k0s_restarts_back_off_without_filling_the_console() {
+    let r = NodeConfig::default().render().unwrap();
+    let out = lib(
+        &r,
+        "",
+        "for n in 1 2 3 4 5 6 7 8 9 16 100; do printf '%s:%s:' $n $(restart_delay $n); \
+         if restart_says $n; then echo say; else echo quiet; fi; done",
+    );
+    assert_eq!(
+        out.trim(),
+        "1:5:say\n2:10:say\n3:20:quiet\n4:40:say\n5:60:quiet\n6:60:quiet\n7:60:quiet\n8:60:say\n9:60:quiet\n16:60:say\n100:60:quiet"
+    );
+}

@@ -63,11 +63,15 @@ impl NodeConfig {
             files.insert(format!("{BOOT_DIR}/{name}"), data);
         };
         for (i, f) in self.files.iter().enumerate() {
-            put(
-                &mut files,
-                &format!("files/{i}"),
-                f.content.clone().into_bytes(),
-            );
+            // `check` above refused content that does not decode.
+            let bytes = f.bytes().map_err(|message| NodeError::Invalid {
+                origin: self.origin().to_path_buf(),
+                problems: vec![super::Problem {
+                    key: format!("files[{i}].content"),
+                    message,
+                }],
+            })?;
+            put(&mut files, &format!("files/{i}"), bytes);
         }
         if !self.ssh.authorized_keys.is_empty() {
             put(
@@ -108,6 +112,14 @@ impl NodeConfig {
         put(&mut files, "node.toml", self.boot_toml()?.into_bytes());
         if let Some(t) = token {
             put(&mut files, "token", format!("{t}\n").into_bytes());
+        }
+        // Like the token, left out of the generation: the device moves them off the FAT.
+        for (rel, data) in &self.secrets.data_files {
+            put(
+                &mut files,
+                &format!("{}/{rel}", super::contract::K0S_DATA_FILES),
+                data.clone(),
+            );
         }
 
         let rendered = RenderedNode {
@@ -183,6 +195,17 @@ impl NodeConfig {
         for (i, f) in self.files.iter().enumerate() {
             vars.push((format!("FILE_{i}_PATH"), f.path.clone()));
             vars.push((format!("FILE_{i}_MODE"), f.mode.to_string()));
+            // Only when set, so that node.env (and its generation) of a config without them
+            // stays as it was.
+            if let Some(o) = &f.owner {
+                vars.push((format!("FILE_{i}_OWNER"), o.clone()));
+            }
+            if f.append {
+                vars.push((format!("FILE_{i}_APPEND"), "1".into()));
+            }
+            if f.defer {
+                vars.push((format!("FILE_{i}_DEFER"), "1".into()));
+            }
         }
         vars.push(("CONTENT_SHA256".into(), content_digest.to_string()));
 

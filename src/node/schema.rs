@@ -272,8 +272,65 @@ pub struct FileSpec {
     pub path: String,
     #[serde(default)]
     pub content: String,
+    /// How `content` is written: absent = the text itself; `base64` = the base64 of the
+    /// file's bytes (binary files; cloud-config's `b64`/`gzip` contents are decoded to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<ContentEncoding>,
     #[serde(default)]
     pub mode: FileMode,
+    /// `user`, `user:group` or `:group` given to the file with `chown` on the device;
+    /// absent = root (a user the root file system lacks is reported on the console).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    /// Add `content` at the end of the file instead of replacing it: once per node-config
+    /// generation, or on every boot when an earlier entry rewrites the same file.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub append: bool,
+    /// Write the file late in the boot (after the join token and k0s.yaml are in place, just
+    /// before `run_cmd`), as cloud-init's `defer` writes it after users and packages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub defer: bool,
+}
+
+impl FileSpec {
+    /// A file of `path` holding `content` (mode 0644, root's), the rest default.
+    pub fn new(path: &str, content: &str) -> FileSpec {
+        FileSpec {
+            path: path.to_string(),
+            content: content.to_string(),
+            encoding: None,
+            mode: FileMode::default(),
+            owner: None,
+            append: false,
+            defer: false,
+        }
+    }
+
+    /// The bytes the device writes: `content`, or what its base64 decodes to.
+    pub fn bytes(&self) -> Result<Vec<u8>, String> {
+        match self.encoding {
+            None => Ok(self.content.clone().into_bytes()),
+            Some(ContentEncoding::Base64) => {
+                let compact: String = self
+                    .content
+                    .chars()
+                    .filter(|c| !c.is_ascii_whitespace())
+                    .collect();
+                if compact.is_empty() {
+                    return Ok(Vec::new());
+                }
+                super::check::base64_decode(&compact)
+                    .ok_or_else(|| "is not valid base64 (A-Z a-z 0-9 + /, padded with =)".into())
+            }
+        }
+    }
+}
+
+/// `[[files]] encoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContentEncoding {
+    Base64,
 }
 
 /// Permission bits of a written file: `"0644"` (octal string) or an integer (`0o644`).
@@ -317,7 +374,7 @@ impl FileMode {
     /// (`mode = 644`) is a mistake: it would set the sticky bit and odd permissions. Refuse
     /// it with the fix. (`420`, which is `0o644`, cannot be told from a typo, hence the
     /// advice to write modes as strings.)
-    fn from_int(v: i64) -> Result<FileMode, String> {
+    pub fn from_int(v: i64) -> Result<FileMode, String> {
         let looks_octal = v.to_string().chars().all(|c| ('0'..='7').contains(&c));
         if v > 0o777 && v <= 777 && looks_octal {
             return Err(format!(

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::qemu::QemuSpec;
+use super::SuitePackages;
 
 /// The CPU architecture of a board, in the spellings each ecosystem uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +95,15 @@ pub struct Board {
     pub components: Vec<String>,
     /// The Debian kernel package (a metapackage is fine).
     pub kernel_package: String,
+    /// The suite of the same archive the kernel comes from (`trixie-backports`), when not the
+    /// profile's: the kernel package and the `linux-{image,base,binary,modules}-*` packages of
+    /// its closure are taken from it (`--kernel-suite` overrides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_suite: Option<String>,
+    /// Packages taken from another suite of the same archive: suite -> package names (`*`
+    /// matches any characters). A name that matches nothing here comes from the profile's suite.
+    #[serde(default, skip_serializing_if = "SuitePackages::is_empty")]
+    pub suites: SuitePackages,
     /// Extra Debian packages this board needs (bootloader, firmware).
     #[serde(default)]
     pub packages: Vec<String>,

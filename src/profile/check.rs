@@ -54,6 +54,56 @@ fn module_name(v: &str) -> Result<(), &'static str> {
     }
 }
 
+/// A sysctl setting `key=value`: the key dotted words (it becomes a path under /proc/sys),
+/// the value one word (the node's shell splits the list on spaces).
+fn sysctl(v: &str) -> Result<(), &'static str> {
+    let ok = v.split_once('=').is_some_and(|(k, val)| {
+        !k.is_empty()
+            && k.split('.').all(|w| {
+                !w.is_empty()
+                    && w.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            })
+            && !val.is_empty()
+            && val
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.:,/".contains(c))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err("not a sysctl setting `key=value` (key: dotted words of letters, digits, '_', '-'; value: one word)")
+    }
+}
+
+/// A Debian suite or codename (`trixie`, `trixie-backports`, `stable-updates`).
+pub fn suite_name(v: &str) -> Result<(), &'static str> {
+    let ok = (2..=64).contains(&v.len())
+        && v.starts_with(|c: char| c.is_ascii_lowercase())
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err("not a Debian suite name (lower-case letters, digits, '-', '.'; 2 to 64 characters)")
+    }
+}
+
+/// A package name in which `*` matches any characters.
+fn package_pattern(v: &str) -> Result<(), &'static str> {
+    package_name(&v.replace('*', "x"))
+        .map_err(|_| "not a Debian package name or pattern (a name, `*` matching any characters)")
+}
+
+/// `[suites]` of a board or profile: suite -> package patterns.
+fn suites(file: &Path, s: &crate::profile::SuitePackages) -> Result<()> {
+    for (suite, pkgs) in s {
+        one(file, "suites", suite, suite_name)?;
+        each(file, &format!("suites.{suite}"), pkgs, package_pattern)?;
+    }
+    Ok(())
+}
+
 /// A path inside the image tree: relative or absolute, never climbing out with `..`.
 fn tree_path(v: &str) -> Result<(), &'static str> {
     if v.is_empty() || v.len() > MAX_PATH || v.contains('\0') {
@@ -131,18 +181,17 @@ fn users(file: &Path, users: &[UserSpec]) -> Result<()> {
 pub fn base(p: &BaseProfile, file: &Path) -> Result<()> {
     each(file, "packages", &p.packages, package_name)?;
     each(file, "provided", &p.provided, package_name)?;
+    one(file, "suite", &p.suite, suite_name)?;
+    suites(file, &p.suites)?;
     each(file, "drop_paths", &p.drop_paths, tree_path)?;
     each(file, "busybox_applets", &p.busybox_applets, tree_path)?;
-    each(file, "root_modules", &p.root_modules, module_name)?;
-    let missing = crate::node::contract::missing_modules(&p.root_modules);
-    if !missing.is_empty() {
-        bail!(
-            "{}: root_modules lacks {}, which every node loads before k0s starts \
-             (K8S_MODULES in src/node/contract.rs): add them to root_modules, or drop them there",
-            file.display(),
-            missing.join(", ")
-        );
-    }
+    each(
+        file,
+        "kubernetes.modules",
+        &p.kubernetes.modules,
+        module_name,
+    )?;
+    each(file, "kubernetes.sysctls", &p.kubernetes.sysctls, sysctl)?;
     each(file, "initramfs_modules", &p.initramfs_modules, module_name)?;
     each(file, "verity.modules", &p.verity.modules, module_name)?;
     each(file, "verity.programs", &p.verity.programs, tree_path)?;
@@ -163,6 +212,7 @@ pub fn base(p: &BaseProfile, file: &Path) -> Result<()> {
 pub fn role(p: &RoleProfile, file: &Path) -> Result<()> {
     each(file, "packages", &p.packages, package_name)?;
     each(file, "root_modules", &p.root_modules, module_name)?;
+    suites(file, &p.suites)?;
     users(file, &p.users)
 }
 
@@ -170,6 +220,10 @@ pub fn role(p: &RoleProfile, file: &Path) -> Result<()> {
 pub fn board(b: &Board) -> Result<()> {
     let file = b.file.as_path();
     one(file, "kernel_package", &b.kernel_package, package_name)?;
+    if let Some(k) = &b.kernel_suite {
+        one(file, "kernel_suite", k, suite_name)?;
+    }
+    suites(file, &b.suites)?;
     each(file, "packages", &b.packages, package_name)?;
     each(file, "initramfs_modules", &b.initramfs_modules, module_name)?;
     each(file, "root_modules", &b.root_modules, module_name)?;
@@ -260,14 +314,18 @@ mod tests {
         p.squashfs.block_size = 1000;
         assert!(base(&p, Path::new("b.toml")).is_err());
 
-        // The modules the node loads at boot must be ones the root carries.
+        // The node writes the sysctls into /proc/sys: only `key=value` of plain words.
         let mut p = data().base().unwrap();
-        p.root_modules.retain(|m| m != "br_netfilter");
+        p.kubernetes.sysctls.push("net.ipv4.ip_forward 1".into());
         let err = base(&p, Path::new("b.toml")).unwrap_err().to_string();
-        assert!(
-            err.contains("root_modules lacks br_netfilter") && err.contains("K8S_MODULES"),
-            "{err}"
-        );
+        assert!(err.contains("kubernetes.sysctls["), "{err}");
+        let mut p = data().base().unwrap();
+        p.kubernetes.sysctls.push("../../x=1".into());
+        assert!(base(&p, Path::new("b.toml")).is_err());
+        let mut p = data().base().unwrap();
+        p.kubernetes.modules.push("a b".into());
+        let err = base(&p, Path::new("b.toml")).unwrap_err().to_string();
+        assert!(err.contains("kubernetes.modules["), "{err}");
     }
 
     #[test]

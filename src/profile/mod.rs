@@ -3,6 +3,7 @@
 //! is adding a TOML file.
 
 pub mod board;
+pub mod builtin;
 pub mod check;
 pub mod os;
 pub mod qemu;
@@ -18,85 +19,170 @@ pub use board::*;
 pub use os::*;
 pub use role::*;
 
-/// Where boards, profiles and overlays live: the project directory, found from
-/// `EDGEIMG_DATA_DIR`, the current directory, or next to the executable's source tree.
+/// Packages a board or profile takes from another suite of the same archive: suite name ->
+/// package names, each possibly with `*` wildcards.
+pub type SuitePackages = std::collections::BTreeMap<String, Vec<String>>;
+
+/// Where boards, profiles and overlays come from. The built-in data is embedded in the binary
+/// ([`builtin`]); boards and profiles in `$XDG_CONFIG_HOME/edgeimg/{boards,profiles}` (default
+/// `~/.config/edgeimg`) add to it or replace a built-in file of the same name, and so do those
+/// of `--data-dir DIR` (or `EDGEIMG_DATA_DIR`), over both. `DIR/overlays`, when present,
+/// replaces the built-in overlays whole. A file is taken whole from the highest layer that has
+/// it: nothing is merged across layers, so what a build reads depends on the files' content
+/// only, not on where they came from.
 #[derive(Clone, Debug)]
 pub struct DataDir {
+    /// The folder whose `overlays/` the build reads.
     pub root: PathBuf,
+    /// Folders that may hold `boards/` and `profiles/`, lowest precedence first.
+    layers: Vec<Layer>,
+    /// Keeps the extracted built-in data alive as long as any clone.
+    _builtin: Option<std::sync::Arc<builtin::Builtin>>,
+}
+
+#[derive(Clone, Debug)]
+struct Layer {
+    dir: PathBuf,
+    /// False for the built-in data.
+    user: bool,
+}
+
+/// Where a board or profile file was found.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "path")]
+pub enum Origin {
+    /// Embedded in the binary.
+    BuiltIn,
+    /// A user's file (`$XDG_CONFIG_HOME/edgeimg` or `--data-dir`).
+    File(PathBuf),
 }
 
 impl DataDir {
+    /// The built-in data, the user's config folder, then `explicit` (`--data-dir`) or
+    /// `EDGEIMG_DATA_DIR`.
     pub fn locate(explicit: Option<&Path>) -> Result<DataDir> {
-        let mut candidates: Vec<PathBuf> = Vec::new();
-        if let Some(p) = explicit {
-            candidates.push(p.to_path_buf());
+        let env = std::env::var_os("EDGEIMG_DATA_DIR").map(PathBuf::from);
+        let extra = explicit.map(Path::to_path_buf).or(env);
+        DataDir::with_layers(user_config_dir(), extra.as_deref())
+    }
+
+    /// The built-in data only (tests; what a host with no user files sees).
+    pub fn builtin() -> Result<DataDir> {
+        DataDir::with_layers(None, None)
+    }
+
+    fn with_layers(config: Option<PathBuf>, extra: Option<&Path>) -> Result<DataDir> {
+        let b = builtin::Builtin::extract()?;
+        let mut root = b.root().to_path_buf();
+        let mut layers = vec![Layer {
+            dir: root.clone(),
+            user: false,
+        }];
+        if let Some(c) = config {
+            layers.push(Layer { dir: c, user: true });
         }
-        if let Some(p) = std::env::var_os("EDGEIMG_DATA_DIR") {
-            candidates.push(PathBuf::from(p));
-        }
-        if let Ok(cwd) = std::env::current_dir() {
-            candidates.push(cwd);
-        }
-        candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")));
-        if let Ok(exe) = std::env::current_exe() {
-            if let Some(dir) = exe.parent() {
-                candidates.push(dir.join("../share/edgeimg"));
+        if let Some(d) = extra {
+            let has = |s: &str| d.join(s).is_dir();
+            if !has("boards") && !has("profiles") && !has("overlays") {
+                bail!(
+                    "--data-dir {}: holds none of boards/, profiles/, overlays/ (it adds to or \
+                     replaces edgeimg's built-in ones)",
+                    d.display()
+                );
             }
-        }
-        for c in &candidates {
-            if c.join("boards").is_dir() && c.join("profiles").is_dir() {
-                return Ok(DataDir { root: c.clone() });
+            if has("overlays") {
+                root = d.to_path_buf();
             }
+            layers.push(Layer {
+                dir: d.to_path_buf(),
+                user: true,
+            });
         }
-        bail!(
-            "cannot find edgeimg's boards/ and profiles/ (looked in {}); run from the project \
-             directory or set EDGEIMG_DATA_DIR",
-            candidates
-                .iter()
-                .map(|c| c.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
+        Ok(DataDir {
+            root,
+            layers,
+            _builtin: Some(std::sync::Arc::new(b)),
+        })
     }
 
-    pub fn boards_dir(&self) -> PathBuf {
-        self.root.join("boards")
+    /// The highest layer's `sub/name`, with where it came from.
+    fn find(&self, sub: &str, name: &str) -> Option<(PathBuf, Origin)> {
+        self.layers.iter().rev().find_map(|l| {
+            let p = l.dir.join(sub).join(name);
+            p.is_file().then(|| {
+                let origin = if l.user {
+                    Origin::File(p.clone())
+                } else {
+                    Origin::BuiltIn
+                };
+                (p, origin)
+            })
+        })
     }
 
-    pub fn profiles_dir(&self) -> PathBuf {
-        self.root.join("profiles")
+    /// Where board `name` comes from, if it exists.
+    pub fn board_origin(&self, name: &str) -> Option<Origin> {
+        valid_name(name)
+            .then(|| self.find("boards", &format!("{name}.toml")))
+            .flatten()
+            .map(|(_, o)| o)
     }
 
-    pub fn overlays_dir(&self) -> PathBuf {
-        self.root.join("overlays")
+    /// Where the user's boards and profiles are looked for, for messages.
+    fn user_places(&self) -> String {
+        let places: Vec<String> = self
+            .layers
+            .iter()
+            .filter(|l| l.user)
+            .map(|l| l.dir.display().to_string())
+            .collect();
+        if places.is_empty() {
+            "$XDG_CONFIG_HOME/edgeimg or --data-dir DIR".to_string()
+        } else {
+            places.join(" and ")
+        }
     }
 
-    /// Every board, sorted by name.
+    /// Every board, sorted by name: the built-in ones and the user's (a user's file replaces
+    /// the built-in board of the same name).
     pub fn boards(&self) -> Result<Vec<Board>> {
-        let dir = self.boards_dir();
+        let mut names = std::collections::BTreeSet::new();
+        for l in &self.layers {
+            let dir = l.dir.join("boards");
+            if !dir.is_dir() {
+                continue;
+            }
+            for entry in crate::util::host_dir::read_dir_sorted(&dir)? {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+                        names.insert(stem.to_string());
+                    }
+                }
+            }
+        }
         let mut boards = Vec::new();
-        for entry in
-            std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?
-        {
-            let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "toml") {
+        for name in names {
+            if let Some((path, _)) = self.find("boards", &format!("{name}.toml")) {
                 boards.push(load_board(&path)?);
             }
         }
-        boards.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(boards)
     }
 
     pub fn board(&self, name: &str) -> Result<Board> {
-        let path = self.boards_dir().join(format!("{name}.toml"));
-        if !valid_name(name) || !path.is_file() {
+        let found = valid_name(name)
+            .then(|| self.find("boards", &format!("{name}.toml")))
+            .flatten();
+        let Some((path, _)) = found else {
             let known: Vec<String> = self.boards()?.into_iter().map(|b| b.name).collect();
             bail!(
-                "unknown board '{name}': known boards are {} (each is a file in {})",
+                "unknown board '{name}': known boards are {} (built in, or a file \
+                 boards/{name}.toml in {})",
                 known.join(", "),
-                self.boards_dir().display()
+                self.user_places()
             );
-        }
+        };
         let board = load_board(&path)?;
         if let Some(why) = &board.unsupported {
             bail!("board '{name}' cannot be built: {why}");
@@ -105,17 +191,21 @@ impl DataDir {
     }
 
     pub fn base(&self) -> Result<BaseProfile> {
-        let path = self.profiles_dir().join("base.toml");
+        let (path, _) = self
+            .find("profiles", "base.toml")
+            .context("no profiles/base.toml, built in or given")?;
         let base: BaseProfile = read_toml(&path)?;
         crate::profile::check::base(&base, &path)?;
         Ok(base)
     }
 
     pub fn role(&self, role: Role) -> Result<RoleProfile> {
-        let path = self.profiles_dir().join(format!("{role}.toml"));
-        if !path.is_file() {
-            bail!("no profile for role '{role}': expected {}", path.display());
-        }
+        let Some((path, _)) = self.find("profiles", &format!("{role}.toml")) else {
+            bail!(
+                "no profile for role '{role}': expected profiles/{role}.toml in {}",
+                self.user_places()
+            );
+        };
         let profile: RoleProfile = read_toml(&path)?;
         if profile.role != role {
             bail!(
@@ -127,6 +217,16 @@ impl DataDir {
         crate::profile::check::role(&profile, &path)?;
         Ok(profile)
     }
+}
+
+/// `$XDG_CONFIG_HOME/edgeimg` (default `~/.config/edgeimg`), when it exists.
+fn user_config_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+    let dir = base.join("edgeimg");
+    dir.is_dir().then_some(dir)
 }
 
 fn valid_name(name: &str) -> bool {
@@ -202,7 +302,10 @@ mod tests {
 
     #[test]
     fn every_board_and_role_file_parses() {
-        let d = data();
+        every_board_and_role_file_parses_in(&data());
+    }
+
+    fn every_board_and_role_file_parses_in(d: &DataDir) {
         let boards = d.boards().unwrap();
         assert!(boards.iter().any(|b| b.name == "x86-64"));
         d.base().unwrap();
@@ -221,6 +324,93 @@ mod tests {
         let e = data().board("pi9").unwrap_err().to_string();
         assert!(
             e.contains("unknown board 'pi9'") && e.contains("x86-64"),
+            "{e}"
+        );
+    }
+
+    /// A user folder with `boards/x86-64.toml` (described otherwise) and a new board.
+    fn user_folder() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("boards")).unwrap();
+        let builtin = DataDir::builtin().unwrap();
+        let text =
+            std::fs::read_to_string(builtin.find("boards", "x86-64.toml").unwrap().0).unwrap();
+        let (first, rest) = text.split_once("description = ").unwrap();
+        let rest = rest.split_once('\n').unwrap().1;
+        let mine = format!("{first}description = \"my own x86\"\n{rest}");
+        std::fs::write(d.path().join("boards/x86-64.toml"), &mine).unwrap();
+        let lab = mine.replace("name = \"x86-64\"", "name = \"lab-x86\"");
+        assert_ne!(lab, mine, "no name line in x86-64.toml");
+        std::fs::write(d.path().join("boards/lab-x86.toml"), lab).unwrap();
+        d
+    }
+
+    #[test]
+    fn built_in_data_needs_no_source_tree() {
+        let d = DataDir::builtin().unwrap();
+        assert!(!d.root.starts_with(env!("CARGO_MANIFEST_DIR")));
+        assert!(d.root.join("overlays/initramfs/init").is_file());
+        assert_eq!(d.board_origin("x86-64"), Some(Origin::BuiltIn));
+        every_board_and_role_file_parses_in(&d);
+    }
+
+    #[test]
+    fn user_boards_add_to_and_replace_the_built_in_ones() {
+        let user = user_folder();
+        for d in [
+            // $XDG_CONFIG_HOME/edgeimg
+            DataDir::with_layers(Some(user.path().to_path_buf()), None).unwrap(),
+            // --data-dir
+            DataDir::with_layers(None, Some(user.path())).unwrap(),
+        ] {
+            let boards = d.boards().unwrap();
+            let x86 = boards.iter().find(|b| b.name == "x86-64").unwrap();
+            assert_eq!(x86.description, "my own x86");
+            assert!(boards.iter().any(|b| b.name == "lab-x86"));
+            assert!(
+                boards.iter().any(|b| b.name == "pi4"),
+                "built-in boards stay"
+            );
+            assert_eq!(
+                d.board_origin("lab-x86"),
+                Some(Origin::File(user.path().join("boards/lab-x86.toml")))
+            );
+            assert_eq!(d.board("lab-x86").unwrap().arch, x86.arch);
+            // No overlays/ in the folder: the built-in overlays are used.
+            assert!(d.root.join("overlays/initramfs/init").is_file());
+            d.base().unwrap();
+        }
+        // --data-dir is above $XDG_CONFIG_HOME.
+        let other = tempfile::tempdir().unwrap();
+        std::fs::create_dir(other.path().join("boards")).unwrap();
+        let text = std::fs::read_to_string(user.path().join("boards/x86-64.toml")).unwrap();
+        std::fs::write(
+            other.path().join("boards/x86-64.toml"),
+            text.replace("my own x86", "from --data-dir"),
+        )
+        .unwrap();
+        let d = DataDir::with_layers(Some(user.path().to_path_buf()), Some(other.path())).unwrap();
+        assert_eq!(d.board("x86-64").unwrap().description, "from --data-dir");
+        assert_eq!(d.board("lab-x86").unwrap().description, "my own x86");
+    }
+
+    #[test]
+    fn a_data_dir_with_nothing_of_ours_is_refused() {
+        let empty = tempfile::tempdir().unwrap();
+        let e = DataDir::with_layers(None, Some(empty.path()))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--data-dir") && e.contains("boards/"), "{e}");
+    }
+
+    #[test]
+    fn a_broken_user_board_is_named_by_its_file() {
+        let user = user_folder();
+        std::fs::write(user.path().join("boards/x86-64.toml"), "name = 3\n").unwrap();
+        let d = DataDir::with_layers(None, Some(user.path())).unwrap();
+        let e = d.board("x86-64").unwrap_err().to_string();
+        assert!(
+            e.contains(&user.path().join("boards/x86-64.toml").display().to_string()),
             "{e}"
         );
     }

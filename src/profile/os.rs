@@ -43,6 +43,9 @@ pub struct BaseProfile {
     /// Debian suite (codename).
     pub suite: String,
     pub components: Vec<String>,
+    /// Packages from other suites of the archive (see `Board::suites`).
+    #[serde(default, skip_serializing_if = "super::SuitePackages::is_empty")]
+    pub suites: super::SuitePackages,
     /// A mirror URL; the host's APT sources are used when absent.
     #[serde(default)]
     pub mirror: Option<String>,
@@ -54,17 +57,28 @@ pub struct BaseProfile {
     pub drop_paths: Vec<String>,
     /// busybox applets installed as links, by path (`usr/bin/sh`).
     pub busybox_applets: Vec<String>,
-    /// Modules every node's root carries (Kubernetes networking).
-    pub root_modules: Vec<String>,
     /// Modules every initramfs carries (filesystems), after the board's.
     pub initramfs_modules: Vec<String>,
     #[serde(default)]
     pub users: Vec<UserSpec>,
     /// Timestamp of every file when SOURCE_DATE_EPOCH is not set.
     pub source_date_epoch: u64,
+    pub kubernetes: KubernetesSpec,
     pub k0s: K0sPin,
     pub squashfs: SquashfsSpec,
     pub verity: VeritySpec,
+}
+
+/// What every node sets up for Kubernetes before k0s starts (`[kubernetes]`): the one list
+/// of it. The root carries the modules, the build writes both lists into build.env
+/// (`EDGEIMG_K8S_MODULES`, `EDGEIMG_K8S_SYSCTLS`) and the node's boot script applies them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSpec {
+    /// Modules loaded before k0s starts (they and their dependencies go into the root).
+    pub modules: Vec<String>,
+    /// sysctl settings as `key=value` (`net.ipv4.ip_forward=1`).
+    pub sysctls: Vec<String>,
 }
 
 /// What the initramfs needs to open the root through dm-verity (left out with `--no-verity`).

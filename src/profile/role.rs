@@ -15,6 +15,9 @@ pub struct RoleProfile {
     pub packages: Vec<String>,
     #[serde(default)]
     pub root_modules: Vec<String>,
+    /// Packages from other suites of the archive (see `Board::suites`).
+    #[serde(default, skip_serializing_if = "super::SuitePackages::is_empty")]
+    pub suites: super::SuitePackages,
     #[serde(default)]
     pub users: Vec<UserSpec>,
 }

@@ -13,6 +13,8 @@ use super::Expectations;
 pub use crate::node::contract::FAILED_LINE as FAILED_MARKER;
 /// The console line a node prints once it is up (the device contract).
 pub use crate::node::contract::READY_LINE as READY_MARKER;
+/// The one line of k0s's pre-flight checks, printed before k0s starts.
+pub use crate::node::contract::SYSINFO_LINE as SYSINFO_MARKER;
 /// What the kernel prints when it panics.
 const KERNEL_PANIC: &str = "Kernel panic - not syncing";
 /// What every line of edgeimg's initramfs starts with: a panic before the first one is the
@@ -56,6 +58,58 @@ pub fn parse_ready_line(line: &str) -> Option<ReadyLine> {
         }
     }
     Some(r)
+}
+
+/// The counts of the pre-flight checks' line
+/// `edgeimg: sysinfo: N passed, W warnings (...), E errors (...)`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SysinfoLine {
+    pub passed: u32,
+    pub warnings: u32,
+    pub errors: u32,
+    /// The line from `edgeimg: sysinfo:` on.
+    pub text: String,
+}
+
+/// Finds and parses the pre-flight checks' line in a console line; None when it is not one
+/// or its counts do not read.
+pub fn parse_sysinfo_line(line: &str) -> Option<SysinfoLine> {
+    let at = line.find(SYSINFO_MARKER)?;
+    let text = line[at..].trim_end().to_string();
+    let rest = &text[SYSINFO_MARKER.len()..];
+    // Counts are the number before each word; the lists in parentheses may hold anything
+    // but never these words after a ", " at their own level.
+    let count = |word: &str| -> Option<u32> {
+        let mut depth = 0usize;
+        let mut start = 0usize;
+        for (i, c) in rest.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth = depth.saturating_sub(1),
+                ',' if depth == 0 => {
+                    if let Some(n) = field(&rest[start..i], word) {
+                        return Some(n);
+                    }
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        field(&rest[start..], word)
+    };
+    Some(SysinfoLine {
+        passed: count("passed")?,
+        warnings: count("warnings")?,
+        errors: count("errors")?,
+        text,
+    })
+}
+
+/// `N WORD (...)` -> N.
+fn field(part: &str, word: &str) -> Option<u32> {
+    let mut words = part.split_whitespace();
+    let n = words.next()?.parse().ok()?;
+    (words.next()? == word).then_some(n)
 }
 
 /// A console line without its line ending, carriage returns and terminal escape sequences
@@ -115,6 +169,10 @@ pub(super) enum Failure {
         /// When it showed.
         seconds: f64,
     },
+    #[error("k0s's pre-flight checks found errors: {0}")]
+    Sysinfo(String),
+    #[error("the node printed its ready line without k0s's pre-flight checks before it (no `{}` line)", SYSINFO_MARKER.trim_end())]
+    NoSysinfo,
     #[error("the node came up, but the console never showed: {}", .0.join(", "))]
     NeverShowed(Vec<String>),
     #[error("timed out after {} s", .0.as_secs())]
@@ -223,9 +281,18 @@ impl<'a> Watch<'a> {
         if self.ready.is_some() {
             return Event::Pending;
         }
+        if let Some(sysinfo) = parse_sysinfo_line(line) {
+            if sysinfo.errors > 0 {
+                return Event::End(Err(Failure::Sysinfo(sysinfo.text)));
+            }
+            return Event::Pending;
+        }
         let Some(ready) = parse_ready_line(line) else {
             return Event::Pending;
         };
+        if !self.console.iter().any(|l| parse_sysinfo_line(l).is_some()) {
+            return Event::End(Err(Failure::NoSysinfo));
+        }
         let mismatches = expect.mismatches(&ready);
         if !mismatches.is_empty() {
             return Event::End(Err(Failure::ReadyDiffers {
@@ -287,6 +354,8 @@ mod tests {
 
     const READY: &str =
         "[   12.3] edgeimg: ready role=worker hostname=n1 root=ro k0s=v1.34.10+k0s.0";
+    const SYSINFO: &str =
+        "edgeimg: sysinfo: 52 passed, 1 warnings (memory 480 MiB < 500 MiB), 0 errors";
     const TIMEOUT: Duration = Duration::from_secs(20);
 
     fn expect() -> Expectations {
@@ -323,14 +392,7 @@ mod tests {
             TIMEOUT,
         );
         assert_eq!(w.wake_at(), TIMEOUT);
-        let ev = transcript(
-            &mut w,
-            &[
-                "BdsDxe: loading",
-                "edgeimg: init: modules",
-                &format!("{READY}\r"),
-            ],
-        );
+        let ev = transcript(&mut w, &["BdsDxe: loading", SYSINFO, &format!("{READY}\r")]);
         assert_eq!(ev, Event::Ready { seconds: 3.0 });
         assert_eq!(ev.ready_after(), Some(3.0));
         assert_eq!(w.wake_at(), secs(8.0));
@@ -356,6 +418,7 @@ mod tests {
             },
             TIMEOUT,
         );
+        w.feed(SYSINFO.into(), secs(17.0));
         w.feed(READY.into(), secs(18.0));
         assert_eq!(w.wake_at(), TIMEOUT);
     }
@@ -371,12 +434,12 @@ mod tests {
             },
             TIMEOUT,
         );
-        let ev = transcript(&mut w, &["k0s-stand-in: worker (early)", READY]);
-        assert_eq!(ev, Event::Ready { seconds: 2.0 });
+        let ev = transcript(&mut w, &["k0s-stand-in: worker (early)", SYSINFO, READY]);
+        assert_eq!(ev, Event::Ready { seconds: 3.0 });
         assert_eq!(w.wake_at(), TIMEOUT, "waits on for `late`");
         assert_eq!(w.feed("late step".into(), secs(9.0)), Event::Pending);
-        assert_eq!(w.wake_at(), secs(7.0), "due at once");
-        assert_eq!(w.time_up().unwrap().seconds, 2.0);
+        assert_eq!(w.wake_at(), secs(8.0), "due at once");
+        assert_eq!(w.time_up().unwrap().seconds, 3.0);
 
         let mut w = Watch::new(
             Stop::Ready {
@@ -385,7 +448,7 @@ mod tests {
             },
             TIMEOUT,
         );
-        transcript(&mut w, &[READY]);
+        transcript(&mut w, &[SYSINFO, READY]);
         assert_eq!(
             w.time_up().unwrap_err().to_string(),
             "the node came up, but the console never showed: k0s-stand-in: worker, late"
@@ -461,11 +524,14 @@ mod tests {
         );
         let ev = transcript(
             &mut w,
-            &["edgeimg: ready role=controller hostname=n1 root=rw k0s=v1.34.10+k0s.0"],
+            &[
+                SYSINFO,
+                "edgeimg: ready role=controller hostname=n1 root=rw k0s=v1.34.10+k0s.0",
+            ],
         );
         assert_eq!(
             ev.ready_after(),
-            Some(1.0),
+            Some(2.0),
             "reported as ready, then failed"
         );
         let Event::End(Err(f)) = ev else {
@@ -498,8 +564,8 @@ mod tests {
         );
         // Exiting after the ready line is the end of a good boot.
         let mut w = Watch::new(stop, TIMEOUT);
-        transcript(&mut w, &[READY]);
-        assert_eq!(w.closed().unwrap().seconds, 1.0);
+        transcript(&mut w, &[SYSINFO, READY]);
+        assert_eq!(w.closed().unwrap().seconds, 2.0);
     }
 
     #[test]
@@ -524,6 +590,42 @@ mod tests {
         let mut w = Watch::new(Stop::At("never"), TIMEOUT);
         transcript(&mut w, &["edgeimg: boot: found"]);
         assert_eq!(w.time_up(), Err(Failure::Timeout(TIMEOUT)));
+    }
+
+    #[test]
+    fn the_ready_line_needs_clean_pre_flight_checks_before_it() {
+        let e = expect();
+        let stop = Stop::Ready {
+            expect: &e,
+            checks: &[],
+        };
+        let mut w = Watch::new(stop, TIMEOUT);
+        let ev = transcript(&mut w, &["edgeimg: boot: system ready", READY]);
+        assert_eq!(ev, Event::End(Err(Failure::NoSysinfo)));
+        assert!(Failure::NoSysinfo
+            .to_string()
+            .contains("no `edgeimg: sysinfo:` line"));
+        let mut w = Watch::new(stop, TIMEOUT);
+        let bad = "edgeimg: sysinfo: 50 passed, 0 warnings, 1 errors (CONFIG_NETFILTER_XT_TARGET_REDIRECT)";
+        assert_eq!(
+            transcript(&mut w, &[bad]),
+            Event::End(Err(Failure::Sysinfo(bad.into())))
+        );
+    }
+
+    #[test]
+    fn sysinfo_lines_are_parsed() {
+        let l = parse_sysinfo_line(&format!("[ 9.1] {SYSINFO}\r")).unwrap();
+        assert_eq!((l.passed, l.warnings, l.errors), (52, 1, 0));
+        assert_eq!(l.text, SYSINFO);
+        // Lists may hold commas and the words themselves.
+        let l = parse_sysinfo_line(
+            "edgeimg: sysinfo: 3 passed, 2 warnings (a, 9 errors; b), 2 errors (x, 1 passed; y)",
+        )
+        .unwrap();
+        assert_eq!((l.passed, l.warnings, l.errors), (3, 2, 2));
+        assert_eq!(parse_sysinfo_line("edgeimg: sysinfo: broken"), None);
+        assert_eq!(parse_sysinfo_line("edgeimg: ready role=worker"), None);
     }
 
     #[test]

@@ -35,7 +35,10 @@ use disk_copy::{copy_size, sparse_copy, work_dir};
 use firmware::{host_check, Host};
 
 pub use crate::profile::qemu::{DirectSpec, DiskInterface, FirmwareSpec, QemuSpec};
-pub use console::{parse_ready_line, ReadyLine, FAILED_MARKER, READY_MARKER};
+pub use console::{
+    parse_ready_line, parse_sysinfo_line, ReadyLine, SysinfoLine, FAILED_MARKER, READY_MARKER,
+    SYSINFO_MARKER,
+};
 
 /// What the ready line must say.
 #[derive(Clone, Debug, PartialEq)]
@@ -105,6 +108,8 @@ pub struct SmokeReport {
     pub boot_seconds: f64,
     /// Every console line, in order.
     pub console: Vec<String>,
+    /// k0s's pre-flight checks as the node ran them (the last such line on the console).
+    pub sysinfo: Option<SysinfoLine>,
     /// The disk that was booted, when kept.
     pub disk_copy: Option<PathBuf>,
 }

@@ -93,7 +93,7 @@ fn an_early_kernel_panic_boots_again_but_a_late_one_fails() {
         &script,
         format!(
             "#!/bin/sh\nif [ ! -e {m} ]; then : > {m}; echo '[ 2.5] Kernel panic - not syncing: Fatal exception in interrupt'; exec sleep 30; fi\n\
-             echo 'edgeimg: init: modules'\necho 'edgeimg: ready role=worker hostname=n1 root=ro k0s=v1.34.10+k0s.0'\nexec sleep 30\n",
+             echo 'edgeimg: init: modules'\necho 'edgeimg: sysinfo: 3 passed, 0 warnings, 0 errors'\necho 'edgeimg: ready role=worker hostname=n1 root=ro k0s=v1.34.10+k0s.0'\nexec sleep 30\n",
             m = marker.display()
         ),
     )
@@ -130,7 +130,7 @@ fn image(dir: &Path) -> PathBuf {
 #[test]
 fn smoke_reads_the_ready_line_and_leaves_the_image_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = fake_qemu(dir.path(), "BdsDxe: loading\nedgeimg: init: modules\nedgeimg: ready role=worker hostname=n1 root=ro k0s=v1.34.10+k0s.0\nk0s-stand-in: worker");
+    let spec = fake_qemu(dir.path(), "BdsDxe: loading\nedgeimg: init: modules\nedgeimg: sysinfo: 3 passed, 0 warnings, 0 errors\nedgeimg: ready role=worker hostname=n1 root=ro k0s=v1.34.10+k0s.0\nk0s-stand-in: worker");
     let img = image(dir.path());
     let mut o = opts(20);
     o.keep = true;
@@ -146,7 +146,11 @@ fn smoke_reads_the_ready_line_and_leaves_the_image_alone() {
         "edgeimg: ready role=worker hostname=n1 root=ro k0s=v1.34.10+k0s.0"
     );
     assert!(r.boot_seconds > 0.0 && r.boot_seconds < 10.0);
-    assert_eq!(r.console.len(), 4);
+    assert_eq!(r.console.len(), 5);
+    assert_eq!(
+        r.sysinfo.as_ref().map(|s| (s.passed, s.warnings, s.errors)),
+        Some((3, 0, 0))
+    );
     let disk = r.disk_copy.unwrap();
     assert_eq!(std::fs::metadata(&disk).unwrap().len(), 64 << 20);
     assert_eq!(std::fs::read(&img).unwrap(), vec![7u8; 4096]);
@@ -170,7 +174,7 @@ fn smoke_fails_fast_on_failure_and_on_a_wrong_ready_line() {
     );
     let spec = fake_qemu(
         dir.path(),
-        "edgeimg: ready role=worker hostname=other root=ro k0s=v1.34.10+k0s.0",
+        "edgeimg: sysinfo: 3 passed, 0 warnings, 0 errors\nedgeimg: ready role=worker hostname=other root=ro k0s=v1.34.10+k0s.0",
     );
     let err = format!("{:#}", smoke(&img, &spec, &opts(20), &Silent).unwrap_err());
     assert!(
@@ -179,7 +183,7 @@ fn smoke_fails_fast_on_failure_and_on_a_wrong_ready_line() {
     );
     let spec = fake_qemu(
         dir.path(),
-        "edgeimg: ready role=worker hostname=n1 root=ro k0s=v1.34.10+k0s.0",
+        "edgeimg: sysinfo: 3 passed, 0 warnings, 0 errors\nedgeimg: ready role=worker hostname=n1 root=ro k0s=v1.34.10+k0s.0",
     );
     let mut o = opts(8);
     o.extra_console_checks = vec!["never-printed".into()];
@@ -191,7 +195,7 @@ fn smoke_fails_fast_on_failure_and_on_a_wrong_ready_line() {
 fn power_cut_stops_at_the_marker_and_keeps_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path());
-    let spec = fake_qemu(dir.path(), "edgeimg: boot: found\nedgeimg: data: growing\nedgeimg: ready role=worker hostname=n1 root=ro k0s=v1.34.10+k0s.0");
+    let spec = fake_qemu(dir.path(), "edgeimg: boot: found\nedgeimg: data: growing\nedgeimg: sysinfo: 3 passed, 0 warnings, 0 errors\nedgeimg: ready role=worker hostname=n1 root=ro k0s=v1.34.10+k0s.0");
     let mut o = opts(20);
     o.keep = true;
     let r = smoke_until(&img, &spec, &o, "edgeimg: data:", &Silent).unwrap();
@@ -237,7 +241,7 @@ fn netboot_hands_qemu_a_network_boot_and_needs_the_rom() {
     let spec = fake_qemu(dir.path(), "unused");
     std::fs::write(
         &spec.system,
-        "#!/bin/sh\necho \"args: $*\"\necho 'edgeimg: ready role=worker hostname=n1 root=ro k0s=v1.34.10+k0s.0'\nexec sleep 30\n",
+        "#!/bin/sh\necho \"args: $*\"\necho 'edgeimg: sysinfo: 3 passed, 0 warnings, 0 errors'\necho 'edgeimg: ready role=worker hostname=n1 root=ro k0s=v1.34.10+k0s.0'\nexec sleep 30\n",
     )
     .unwrap();
     let (tftp, rom, data) = (

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use super::console::{strip_escapes, Event, Failure, Stop, Watch};
+use super::console::{parse_sysinfo_line, strip_escapes, Event, Failure, Stop, Watch};
 use super::SmokeReport;
 use crate::progress::Reporter;
 
@@ -132,6 +132,7 @@ fn watch_once(
         Ok(reached) => Ok(SmokeReport {
             ready_line: reached.line,
             boot_seconds: reached.seconds,
+            sysinfo: console.iter().rev().find_map(|l| parse_sysinfo_line(l)),
             console,
             disk_copy: None,
         }),

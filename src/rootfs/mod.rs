@@ -1,6 +1,7 @@
 //! Assembles the three trees of an image from verified inputs: the root filesystem, the
 //! initramfs and the boot partition. Nothing here touches the network or the disk layout.
 
+pub mod dpkg;
 pub mod elf_deps;
 pub mod overlay;
 pub mod overlay_guard;
@@ -14,6 +15,7 @@ use crate::kmod::ModuleIndex;
 use crate::node::contract;
 use crate::plan::Plan;
 use crate::progress::Reporter;
+use crate::source::airgap::AirgapBundle;
 use crate::source::debian::{unpack_deb_spilling, FetchedDeb};
 use crate::source::k0s::K0sBinary;
 use crate::tree::{Content, Entry, Tree, TreePath};
@@ -35,8 +37,9 @@ pub struct Unpacked {
     pub spill: Option<crate::tree::spill::Spill>,
 }
 
-/// Unpacks every package: kernel packages (`linux-image-*`) into their own tree, so that only
-/// the modules a node needs reach the root; everything else into the root, minus docs.
+/// Unpacks every package: the kernel's packages (see [`kernel_packages`]) into their own tree,
+/// so that only the modules a node needs reach the root; everything else into the root, minus
+/// docs.
 /// Large files go to a scratch directory in `scratch` (see `crate::tree::spill`), not memory.
 pub fn unpack(
     plan: &Plan,
@@ -56,15 +59,28 @@ pub fn unpack(
         "usr/share/locale/",
         "usr/share/lintian/",
     ];
-    let mut task = rep.task("unpacking packages", debs.len() as u64);
+    let kernel_names = kernel_packages(&plan.board.kernel_package, debs);
+    let mut task = rep.count_task("unpacking packages", debs.len() as u64);
+    let mut installed = Vec::new();
     for deb in debs {
-        let is_kernel = deb.package.name.starts_with("linux-image-");
+        let is_kernel = kernel_names.contains(deb.package.name.as_str());
         let target = if is_kernel { &mut kernel } else { &mut root };
-        let mut keep = |p: &TreePath| !docs.iter().any(|d| p.as_str().starts_with(d));
-        unpack_deb_spilling(&deb.path, target, &mut keep, &spill)
+        let mut paths = Vec::new();
+        let mut keep = |p: &TreePath| {
+            let k = !docs.iter().any(|d| p.as_str().starts_with(d));
+            if k {
+                paths.push(p.clone());
+            }
+            k
+        };
+        let info = unpack_deb_spilling(&deb.path, target, &mut keep, &spill)
             .with_context(|| format!("unpacking {} {}", deb.package.name, deb.package.version))?;
+        installed.push(dpkg::installed(&info, &paths)?);
         task.advance(1);
     }
+    // Every package is recorded as installed, the kernel's too (its modules are in the root,
+    // its kernel on the boot partition).
+    dpkg::write(&mut root, &mut installed)?;
     task.finish(&format!("{} packages unpacked", debs.len()));
     let kver = crate::kmod::kernel_version(&kernel)?;
     rep.step(&format!("indexing kernel modules of linux {kver}"));
@@ -76,6 +92,44 @@ pub fn unpack(
         modules,
         spill: Some(spill),
     })
+}
+
+/// The packages of the kernel: `kernel_package` and the `linux-*` packages of its dependency
+/// closure among `debs`. Trixie's kernel is one `linux-image-<kver>` package behind the
+/// metapackage; newer ones (trixie-backports) split it into `linux-base-<kver>` (config,
+/// device trees, module lists), `linux-binary-<kver>` (the image) and `linux-modules-<kver>`.
+/// Dependencies outside the kernel (`kmod`) go to the root like any package.
+pub fn kernel_packages<'a>(
+    kernel_package: &str,
+    debs: &'a [FetchedDeb],
+) -> std::collections::BTreeSet<&'a str> {
+    let mut out = std::collections::BTreeSet::new();
+    let by_name = |n: &str| debs.iter().find(|d| d.package.name == n);
+    let providers = |n: &str| {
+        debs.iter()
+            .filter(|d| d.package.provides.iter().any(|(v, _)| v == n))
+            .collect::<Vec<_>>()
+    };
+    let mut todo: Vec<&'a FetchedDeb> = by_name(kernel_package).into_iter().collect();
+    while let Some(d) = todo.pop() {
+        if !out.insert(d.package.name.as_str()) {
+            continue;
+        }
+        for group in d.package.pre_depends.iter().chain(&d.package.depends) {
+            for dep in group {
+                let found: Vec<&'a FetchedDeb> = match by_name(&dep.name) {
+                    Some(p) => vec![p],
+                    None => providers(&dep.name),
+                };
+                todo.extend(
+                    found
+                        .into_iter()
+                        .filter(|p| p.package.name.starts_with("linux-")),
+                );
+            }
+        }
+    }
+    out
 }
 
 /// Values the overlay templates and generated files see.
@@ -90,7 +144,13 @@ pub fn template_context(plan: &Plan, kver: &str) -> minijinja::Value {
 }
 
 /// The read-only root filesystem.
-pub fn build_root(plan: &Plan, u: &Unpacked, k0s: &K0sBinary, rep: &dyn Reporter) -> Result<Tree> {
+pub fn build_root(
+    plan: &Plan,
+    u: &Unpacked,
+    k0s: &K0sBinary,
+    airgap: Option<&AirgapBundle>,
+    rep: &dyn Reporter,
+) -> Result<Tree> {
     let mut root = u.root.clone();
     for p in &plan.base.drop_paths {
         root.remove(p);
@@ -100,10 +160,8 @@ pub fn build_root(plan: &Plan, u: &Unpacked, k0s: &K0sBinary, rep: &dyn Reporter
     u.modules.install(&u.kernel, &mut root, &modules)?;
     // k0s reads the kernel config from here (Debian kernels have no IKCONFIG); /boot is the
     // boot partition's mount point on the device.
-    let config = u
-        .kernel
-        .read(&format!("boot/config-{}", u.kver))
-        .context("the kernel package has no config file")?;
+    let config = crate::kmod::kernel_file(&u.kernel, &u.kver, "config")
+        .context("the kernel packages have no config file")?;
     root.add_file(
         &format!("usr/lib/modules/{}/config", u.kver),
         config.to_vec(),
@@ -145,6 +203,7 @@ pub fn build_root(plan: &Plan, u: &Unpacked, k0s: &K0sBinary, rep: &dyn Reporter
         &plan.data.join("overlays/rootfs.replaces"),
     )?;
     root.overlay(&overlay)?;
+    dpkg::prune_lists(&mut root)?;
     root.add_file("etc/edgeimg/build.env", build_env(plan, &u.kver), 0o644)?;
     root.add_file(contract::CONTRACT_PATH, contract::render_shell(), 0o644)?;
     root.insert(
@@ -157,14 +216,36 @@ pub fn build_root(plan: &Plan, u: &Unpacked, k0s: &K0sBinary, rep: &dyn Reporter
             0o755,
         ),
     )?;
+    // The airgap bundle stays in the verified root; the boot script links it into
+    // <data-dir>/images, so the data partition holds no second copy.
+    if let Some(a) = airgap {
+        root.insert(
+            &TreePath::new(&format!("{}/{}", crate::plan::AIRGAP_DIR, a.file_name))?,
+            Entry::file(
+                Content::HostFile {
+                    path: a.path.clone(),
+                    size: std::fs::metadata(&a.path)?.len(),
+                },
+                0o644,
+            ),
+        )?;
+    }
     root.set_all_mtimes(plan.source_date_epoch);
     Ok(root)
 }
 
+/// `/etc/edgeimg/build.env`: the image's facts, and the Kubernetes modules and sysctls of
+/// the profile (`[kubernetes]`) that the node's boot script applies.
 fn build_env(plan: &Plan, kver: &str) -> String {
     format!(
-        "EDGEIMG_BOARD='{}'\nEDGEIMG_ROLE='{}'\nK0S_VERSION='{}'\nKVER='{}'\nEDGEIMG_VERSION='{}'\nROOT_MODE='ro'\n",
-        plan.board.name, plan.role, plan.k0s_version, kver, plan.edgeimg_version
+        "EDGEIMG_BOARD='{}'\nEDGEIMG_ROLE='{}'\nK0S_VERSION='{}'\nKVER='{}'\nEDGEIMG_VERSION='{}'\nROOT_MODE='ro'\nEDGEIMG_K8S_MODULES='{}'\nEDGEIMG_K8S_SYSCTLS='{}'\n",
+        plan.board.name,
+        plan.role,
+        plan.k0s_version,
+        kver,
+        plan.edgeimg_version,
+        plan.base.kubernetes.modules.join(" "),
+        plan.base.kubernetes.sysctls.join(" "),
     )
 }
 

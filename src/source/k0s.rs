@@ -116,7 +116,12 @@ pub fn fetch_k0s(cache: &Cache, spec: &K0sSpec, rep: &dyn Reporter) -> Result<K0
                         "{label} from {url}: sha256 is {actual}, expected {expected} \
                          (pinned in profiles/base.toml or --k0s-sha256)"
                     ),
-                    _ => e,
+                    _ => e.context(format!(
+                        "{label} could not be fetched from {url}: give a copy you have with \
+                         --k0s-binary FILE (hashed and recorded in the manifest), or a mirror \
+                         with --k0s-url URL ({{version}} and {{arch}} are filled in; the pinned \
+                         sha256 still applies, --k0s-sha256 gives another)"
+                    )),
                 })?;
             Ok(K0sBinary {
                 path,

@@ -6,6 +6,26 @@
 use std::borrow::Cow;
 use std::fmt::Write;
 
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
 /// Characters a terminal acts on or that reorder the text around them: C0 and C1 controls,
 /// DEL, and the bidirectional marks, embeddings, overrides and isolates.
 pub fn is_unsafe(c: char) -> bool {

@@ -16,23 +16,52 @@ pub const K0S_VERSION: &str = "v1.34.10+k0s.0";
 
 /// The k0s TEST DOUBLE. The real k0s cannot be downloaded here; this stand-in answers
 /// `k0s version`, records every call on the data partition and on the console, and stays
-/// running like the real controller or worker would.
+/// running like the real controller or worker would. Like them it becomes healthy a few
+/// seconds after it started ([`STAND_IN_HEALTHY_AFTER`]): it serves kubelet's
+/// `http://127.0.0.1:10248/healthz` (busybox httpd) and answers `k0s kubectl get --raw
+/// /readyz` with `ok`. A node whose config writes `/etc/k0s-stand-in/never-healthy` gets a
+/// k0s that never becomes healthy; after 20 s it prints [`STAND_IN_NEVER_HEALTHY`].
 pub fn k0s_stand_in() -> Vec<u8> {
     format!(
         r#"#!/bin/sh
 # k0s stand-in (test double built by edgeimg's tests; not the real k0s)
 if [ "$1" = version ]; then echo "{K0S_VERSION}"; exit 0; fi
+state=/run/k0s-stand-in
+if [ "$1" = kubectl ]; then
+  [ "$*" = "kubectl get --raw /readyz" ] && [ -e $state/healthy ] && echo ok && exit 0
+  echo "The connection to the server localhost:6443 was refused" >&2
+  exit 1
+fi
 mkdir -p /var/lib/k0s
 echo "$*" >> /var/lib/k0s/stand-in.calls
 echo "k0s-stand-in: $*" > /dev/console
 case "$1" in
-  controller|worker) while :; do sleep 3600; done ;;
+  controller|worker)
+    (
+      if [ -e /etc/k0s-stand-in/never-healthy ]; then
+        sleep 20
+        echo "{STAND_IN_NEVER_HEALTHY}" > /dev/console
+      else
+        sleep {STAND_IN_HEALTHY_AFTER}
+        mkdir -p $state/www
+        echo ok > $state/www/healthz
+        busybox httpd -p 127.0.0.1:10248 -h $state/www
+        : > $state/healthy
+      fi
+    ) &
+    while :; do sleep 3600; done ;;
 esac
 exit 0
 "#
     )
     .into_bytes()
 }
+
+/// Seconds after its start when the stand-in's kubelet and API server answer ok.
+pub const STAND_IN_HEALTHY_AFTER: u32 = 4;
+
+/// What a never-healthy stand-in prints 20 s after it started.
+pub const STAND_IN_NEVER_HEALTHY: &str = "k0s-stand-in: still not healthy after 20 s";
 
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
@@ -93,13 +122,16 @@ pub fn debian_package(tool: &str) -> &'static str {
         "qemu-system-x86_64" => "qemu-system-x86",
         "qemu-system-aarch64" | "qemu-system-arm" => "qemu-system-arm",
         "cmp" => "diffutils",
+        "dtc" => "device-tree-compiler",
         "sh" => "dash",
         "time" => "time",
+        "openssl" => "openssl",
+        "kubectl" => "kubernetes-client",
         "pyspdxtools" => "spdx-tools (pip)",
         "objdump" | "objcopy" => "binutils",
         "sbverify" => "sbsigntool",
-        "openssl" => "openssl",
         "virt-fw-vars" => "virt-firmware (pip)",
+        "dpkg-query" => "dpkg",
         _ => "coreutils",
     }
 }
@@ -401,4 +433,69 @@ pub fn disk_image(path: &Path) {
     let f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
     f.write_all_at(&noise(200_000, 7), DATA_START * 512)
         .unwrap();
+}
+
+/// Validates `json` against `src/manifest/schema/<schema>` with python's `jsonschema` (the
+/// schema itself checked against its draft first); panics with the validator's message.
+pub fn check_json(schema: &str, json: &[u8]) {
+    need("python3");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("src/manifest/schema")
+        .join(schema);
+    let script = "import json, sys\n\
+        import jsonschema\n\
+        schema = json.load(open(sys.argv[1]))\n\
+        cls = jsonschema.validators.validator_for(schema)\n\
+        cls.check_schema(schema)\n\
+        errors = sorted(cls(schema).iter_errors(json.load(sys.stdin)), key=lambda e: list(e.path))\n\
+        for e in errors:\n    print('/'.join(map(str, e.path)) + ': ' + e.message)\n\
+        sys.exit(1 if errors else 0)\n";
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .arg(&path)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running python3");
+    child.stdin.take().unwrap().write_all(json).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(
+        o.status.success(),
+        "{} does not validate against {schema} (python3 jsonschema; pip install jsonschema or \
+         apt-get install python3-jsonschema):\n{}{}\n{}",
+        "output",
+        stdout(&o),
+        stderr(&o),
+        String::from_utf8_lossy(&json[..json.len().min(4000)])
+    );
+}
+
+/// The process umask (read and put back at once).
+pub fn umask() -> u32 {
+    // SAFETY: umask only swaps a process-wide integer; it is put back at once.
+    unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m as u32
+    }
+}
+
+/// Every published file of an output folder (what SHA256SUMS lists, and SHA256SUMS itself;
+/// links followed) has mode 0644 less the umask: readable by the web server or user that
+/// serves or copies it, never a private 0600.
+pub fn assert_published_modes(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let want = 0o644 & !umask();
+    let sums = std::fs::read_to_string(dir.join("SHA256SUMS")).unwrap();
+    let mut names: Vec<&str> = sums
+        .lines()
+        .filter_map(|l| l.split_once("  ").map(|(_, n)| n))
+        .collect();
+    names.push("SHA256SUMS");
+    assert!(names.contains(&"manifest.json"), "{names:?}");
+    for n in names {
+        let mode = std::fs::metadata(dir.join(n)).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, want, "{n} has mode {mode:04o}, expected {want:04o}");
+    }
 }

@@ -243,10 +243,16 @@ pub struct Package {
     pub provides: Vec<(String, Option<String>)>,
     /// The source package name (the package's own name when the field is absent).
     pub source: String,
+    /// The source package's version: `Source: name (version)` when given (binNMUs, packages
+    /// whose version differs from their source's), else the package's own version.
+    pub source_version: String,
     pub essential: bool,
     pub priority: Option<String>,
     pub multi_arch: Option<String>,
     pub section: Option<String>,
+    /// The suite whose index listed it (set when an [`super::Archive`] is made).
+    #[serde(default)]
+    pub suite: String,
 }
 
 impl Package {
@@ -297,11 +303,11 @@ impl Package {
                 (d.name, version)
             })
             .collect();
+        let version = st
+            .get("Version")
+            .ok_or_else(|| missing("Version"))?
+            .to_string();
         Ok(Package {
-            version: st
-                .get("Version")
-                .ok_or_else(|| missing("Version"))?
-                .to_string(),
             architecture: st
                 .get("Architecture")
                 .ok_or_else(|| missing("Architecture"))?
@@ -320,12 +326,21 @@ impl Package {
                 .and_then(|s| s.split_whitespace().next())
                 .unwrap_or(&name)
                 .to_string(),
+            source_version: st
+                .get("Source")
+                .and_then(|s| s.split_once('('))
+                .and_then(|(_, v)| v.split_once(')'))
+                .map(|(v, _)| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| version.clone()),
+            version,
             essential: st
                 .get("Essential")
                 .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
             priority: st.get("Priority").map(str::to_string),
             multi_arch: st.get("Multi-Arch").map(str::to_string),
             section: st.get("Section").map(str::to_string),
+            suite: String::new(),
             sha256,
             name,
         })

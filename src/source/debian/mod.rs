@@ -39,6 +39,16 @@ pub struct Archive {
     packages: BTreeMap<String, Vec<Package>>,
     /// Virtual name -> (package, package version, provided version).
     providers: BTreeMap<String, Vec<(String, String, Option<String>)>>,
+    /// (pattern, suite): packages matching a pattern (first match) come from that suite.
+    pins: Vec<(String, String)>,
+}
+
+/// One suite's verified indexes, and who signed its `InRelease`.
+#[derive(Debug, Clone)]
+pub struct SuiteIndexes {
+    pub suite: String,
+    pub signed_by: Vec<String>,
+    pub indexes: Vec<IndexFile>,
 }
 
 /// A `.deb` in the cache, verified against its `Packages` entry.
@@ -80,6 +90,65 @@ impl Archive {
         let mut archive = Archive::from_packages(mirror, suite, arch, all);
         archive.signed_by = signed_by;
         Ok(archive)
+    }
+
+    /// One archive over several suites of one mirror: a package comes from the suite the first
+    /// matching `pins` entry (pattern, suite) names, or from `main` when none matches; the
+    /// other suites' packages of that name are left out, whatever their versions (an explicit
+    /// choice, not "newest wins"). `suites` holds `main`'s indexes and those of each pinned
+    /// suite.
+    pub fn from_suites(
+        mirror: &str,
+        main: &str,
+        arch: &str,
+        suites: &[SuiteIndexes],
+        pins: &[(String, String)],
+        rep: &dyn Reporter,
+    ) -> Result<Archive> {
+        let mut parsed = Vec::new();
+        let mut signed_by = Vec::new();
+        for s in suites {
+            let mut pkgs = Vec::new();
+            for index in &s.indexes {
+                pkgs.extend(index.parse(rep)?);
+            }
+            parsed.push((s.suite.clone(), pkgs));
+            for who in &s.signed_by {
+                if !signed_by.contains(who) {
+                    signed_by.push(who.clone());
+                }
+            }
+        }
+        let mut archive = Archive::from_suite_packages(mirror, main, arch, parsed, pins);
+        archive.signed_by = signed_by;
+        Ok(archive)
+    }
+
+    /// [`Archive::from_suites`] from packages already read: (suite, its packages).
+    pub fn from_suite_packages(
+        mirror: &str,
+        main: &str,
+        arch: &str,
+        suites: Vec<(String, Vec<Package>)>,
+        pins: &[(String, String)],
+    ) -> Archive {
+        let mut all = Vec::new();
+        for (suite, pkgs) in suites {
+            all.extend(pkgs.into_iter().filter_map(|mut p| {
+                (suite_of(pins, main, &p.name) == suite).then(|| {
+                    p.suite = suite.clone();
+                    p
+                })
+            }));
+        }
+        let mut archive = Archive::from_packages(mirror, main, arch, all);
+        archive.pins = pins.to_vec();
+        archive
+    }
+
+    /// The suite the package `name` is taken from.
+    pub fn suite_of(&self, name: &str) -> &str {
+        suite_of(&self.pins, &self.suite, name)
     }
 
     /// The verified `Packages` index files of `components` (not yet read), and who signed
@@ -138,10 +207,13 @@ impl Archive {
     /// Packages of other architectures than `arch` and `all` are left out.
     pub fn from_packages(mirror: &str, suite: &str, arch: &str, pkgs: Vec<Package>) -> Archive {
         let mut packages: BTreeMap<String, Vec<Package>> = BTreeMap::new();
-        for p in pkgs
+        for mut p in pkgs
             .into_iter()
             .filter(|p| p.architecture == arch || p.architecture == "all")
         {
+            if p.suite.is_empty() {
+                p.suite = suite.to_string();
+            }
             // Nearly every name has one version: a default Vec would reserve room for four
             // packages per name, tens of MiB over a whole suite.
             packages
@@ -173,6 +245,7 @@ impl Archive {
             signed_by: Vec::new(),
             packages,
             providers,
+            pins: Vec::new(),
         }
     }
 
@@ -210,6 +283,13 @@ impl Archive {
     ) -> Result<Vec<Package>, resolve::ResolveError> {
         resolve::Resolver::new(self, provided).run(wanted)
     }
+}
+
+/// The suite of `pins` (pattern, suite) whose pattern first matches `name`, else `main`.
+fn suite_of<'a>(pins: &'a [(String, String)], main: &'a str, name: &str) -> &'a str {
+    pins.iter()
+        .find(|(pattern, _)| crate::util::text::glob_match(pattern, name))
+        .map_or(main, |(_, s)| s.as_str())
 }
 
 /// One component's `Packages` index, in the cache, checked against the signed `InRelease`.

@@ -185,7 +185,11 @@ impl<'a> Resolver<'a> {
             return Ok(p);
         }
         if versions.is_empty() && archive.providers_of(&dep.name).is_empty() {
-            return Err(format!("{} is not in the archive", dep.name));
+            return Err(format!(
+                "{} is not in the archive's {} suite",
+                dep.name,
+                archive.suite_of(&dep.name)
+            ));
         }
         let have: Vec<&str> = versions.iter().map(|p| p.version.as_str()).collect();
         match have.is_empty() {
@@ -325,7 +329,10 @@ Package: perl-base\nVersion: 5";
             "cannot satisfy foo (>= 2), needed by bar <- k0s-node (wanted): only foo 1.0 available"
         );
         let err = a.resolve(&s(&["nope"]), &[]).unwrap_err().to_string();
-        assert!(err.contains("nope is not in the archive"), "{err}");
+        assert!(
+            err.contains("nope is not in the archive's trixie suite"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -343,5 +350,72 @@ Package: perl-base\nVersion: 5";
         let one = names(&a.resolve(&s(&["app", "docs"]), &[]).unwrap());
         let two = names(&a.resolve(&s(&["docs", "app"]), &[]).unwrap());
         assert_eq!(one, two);
+    }
+
+    fn stanzas(text: &str, first: usize) -> Vec<Package> {
+        let mut out = String::new();
+        for (i, st) in text.split("\n\n").enumerate() {
+            out.push_str(st.trim());
+            out.push_str(&format!(
+                "\nArchitecture: amd64\nFilename: pool/{}.deb\nSize: 1\nSHA256: {:064x}\n\n",
+                first + i,
+                first + i
+            ));
+        }
+        parse_packages(&out, "test").unwrap()
+    }
+
+    /// Two suites: a pinned name comes from its suite even when the main suite has a newer
+    /// version, an unpinned one from the main suite even when the other has a newer one; each
+    /// package says where it came from, and a pinned name absent from its suite is an error
+    /// naming package and suite.
+    #[test]
+    fn pinned_packages_come_from_their_suite() {
+        let main = stanzas(
+            "Package: linux-image-amd64\nVersion: 9\nDepends: linux-image-9-amd64\n\n\
+             Package: linux-image-9-amd64\nVersion: 9\nDepends: kmod\n\n\
+             Package: kmod\nVersion: 30",
+            0,
+        );
+        let bpo = stanzas(
+            "Package: linux-image-amd64\nVersion: 7\nDepends: linux-image-7-amd64, linux-modules-7-amd64\n\n\
+             Package: linux-image-7-amd64\nVersion: 7\nDepends: kmod\n\n\
+             Package: linux-modules-7-amd64\nVersion: 7\n\n\
+             Package: kmod\nVersion: 99",
+            10,
+        );
+        let pins: Vec<(String, String)> = ["linux-image-*", "linux-modules-*"]
+            .iter()
+            .map(|p| (p.to_string(), "trixie-backports".to_string()))
+            .collect();
+        let a = Archive::from_suite_packages(
+            "http://mirror.example/debian",
+            "trixie",
+            "amd64",
+            vec![("trixie".into(), main), ("trixie-backports".into(), bpo)],
+            &pins,
+        );
+        let r = a.resolve(&s(&["linux-image-amd64"]), &[]).unwrap();
+        let got: Vec<(&str, &str, &str)> = r
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_str(), p.suite.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("kmod", "30", "trixie"),
+                ("linux-image-7-amd64", "7", "trixie-backports"),
+                ("linux-image-amd64", "7", "trixie-backports"),
+                ("linux-modules-7-amd64", "7", "trixie-backports"),
+            ]
+        );
+        let err = a
+            .resolve(&s(&["linux-image-9-amd64"]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("linux-image-9-amd64 is not in the archive's trixie-backports suite"),
+            "{err}"
+        );
     }
 }

@@ -18,6 +18,7 @@ EDGEIMG_BUILD_ENV=${EDGEIMG_BUILD_ENV:-/etc/edgeimg/build.env}
 K0S_DATA=${K0S_DATA:-/var/lib/k0s}
 K0S_CONFIG=${K0S_CONFIG:-/etc/k0s/k0s.yaml}
 K0S_TOKEN="$K0S_DATA/join-token"
+EDGEIMG_AIRGAP=${EDGEIMG_AIRGAP:-$EDGEIMG_AIRGAP_DIR}
 
 # say WORDS: one console line `edgeimg: WORDS`.
 say() {
@@ -98,7 +99,7 @@ save_runtime_env() {
 	mkdir -p "$EDGEIMG_RUN"
 	{
 		for _k in ROLE HOSTNAME_EFFECTIVE K0S_ARGS K0S_LABELS K0S_TAINTS K0S_VERSION NET_MODE \
-			NET_DNS CONFIG_GENERATION EDGEIMG_VERSION; do
+			NET_DNS CONFIG_GENERATION EDGEIMG_VERSION EDGEIMG_BOARD; do
 			eval "_v=\${$_k-}"
 			# shellcheck disable=SC2154
 			echo "$_k=$(q "$_v")"
@@ -163,6 +164,70 @@ k0s_command() {
 	K0S_CMD="$K0S_CMD $K0S_ARGS"
 }
 
+# restart_delay N: seconds to wait before the Nth restart in a row of k0s: 5, 10, 20, 40,
+# then 60 (a worker whose controller is not up yet exits after its retries, again and again).
+restart_delay() {
+	_d=5
+	_i=1
+	while [ "$_i" -lt "$1" ] && [ "$_d" -lt 60 ]; do
+		_d=$((_d * 2))
+		_i=$((_i + 1))
+	done
+	[ "$_d" -le 60 ] || _d=60
+	echo "$_d"
+}
+
+# restart_says N: whether the Nth restart in a row prints a line (1, 2, 4, 8, ...: a node that
+# waits a day for its controller prints a few dozen lines, not thousands).
+restart_says() {
+	_p=1
+	while [ "$_p" -lt "$1" ]; do
+		_p=$((_p * 2))
+	done
+	[ "$_p" -eq "$1" ]
+}
+
+# move_data_files: a cluster's files for k0s's data dir (`edgeimg flash --cluster`: the CA
+# keys, the token Secrets), in $EDGEIMG_BOOT/$EDGEIMG_K0S_DATA_FILES/ by their path under
+# it, move to $K0S_DATA: all copied first (folders 0700, certificates 0644 as k0s writes
+# them, everything else 0600), then each copy on the FAT overwritten with zeros and the
+# folder deleted. Prints the number of files moved; returns 1, leaving the FAT as it was,
+# when one cannot be copied.
+move_data_files() {
+	_src="$EDGEIMG_BOOT/$EDGEIMG_K0S_DATA_FILES"
+	[ -d "$_src" ] || {
+		echo 0
+		return 0
+	}
+	# The build allows only visible ASCII in these names: word splitting is safe.
+	_list=$(cd "$_src" && find . -type f | sed 's|^\./||' | sort)
+	_n=0
+	for _f in $_list; do
+		_dst="$K0S_DATA/$_f"
+		case "$_f" in
+		*.crt | *.pub) _mode=0644 ;;
+		*) _mode=0600 ;;
+		esac
+		(umask 077 && mkdir -p "${_dst%/*}" && cp "$_src/$_f" "$_dst.edgeimg-tmp" &&
+			chmod "$_mode" "$_dst.edgeimg-tmp") || return 1
+		_n=$((_n + 1))
+	done
+	sync
+	for _f in $_list; do
+		mv "$K0S_DATA/$_f.edgeimg-tmp" "$K0S_DATA/$_f" || return 1
+	done
+	sync
+	for _f in $_list; do
+		_size=$(wc -c <"$_src/$_f")
+		[ "$_size" -eq 0 ] ||
+			dd if=/dev/zero of="$_src/$_f" bs="$_size" count=1 conv=notrunc 2>/dev/null
+	done
+	sync
+	rm -rf "$_src"
+	sync
+	echo "$_n"
+}
+
 # root_mode: ro or rw, as / is mounted now.
 root_mode() {
 	awk '$2 == "/" { m = $4 } END { split(m, o, ","); print o[1] }' /proc/mounts
@@ -176,4 +241,90 @@ save_clock() {
 	_saved=$(cat "$EDGEIMG_STATE/clock" 2>/dev/null || echo 0)
 	[ "$_now" -gt "${_saved:-0}" ] 2>/dev/null || return 0
 	echo "$_now" >"$EDGEIMG_STATE/clock.tmp" && mv "$EDGEIMG_STATE/clock.tmp" "$EDGEIMG_STATE/clock"
+}
+
+# write_node_files now|deferred: the [[files]] of node.env (FILE_<n>_PATH, _MODE, _OWNER,
+# _APPEND, _DEFER; content in $EDGEIMG_BOOT/files/<n>) whose DEFER is unset (now) or 1
+# (deferred), in their order. Each is written atomically (a temporary file beside it, then
+# mv) with its mode and owner. An APPEND entry adds its content at the end of the file: once
+# per CONFIG_GENERATION (like cloud-init's write_files, once per instance), or on every boot
+# when an earlier entry rewrote the same path in this boot. Sets FILES_WROTE (entries
+# written) and FILES_FAILED (their paths). Paths are below EDGEIMG_TARGET (empty on the
+# device; host tests point it at a folder).
+# shellcheck disable=SC2154
+write_node_files() {
+	if [ "$1" = now ]; then
+		FILES_REWRITTEN=""
+		FILES_APPEND_DONE=$(cat "$EDGEIMG_STATE/files_append.generation" 2>/dev/null)
+	fi
+	FILES_WROTE=0 FILES_FAILED=""
+	_n=0
+	_appends=0
+	while [ "$_n" -lt "${FILES_COUNT:-0}" ]; do
+		eval "_path=\${FILE_${_n}_PATH} _mode=\${FILE_${_n}_MODE} _owner=\${FILE_${_n}_OWNER-}" \
+			"_append=\${FILE_${_n}_APPEND-} _defer=\${FILE_${_n}_DEFER-}"
+		_src="$EDGEIMG_BOOT/files/$_n"
+		_n=$((_n + 1))
+		case "$1:$_defer" in now:1 | deferred:) continue ;; esac
+		_t="${EDGEIMG_TARGET-}$_path"
+		_tmp="$_t.edgeimg-tmp"
+		if [ "$_append" = 1 ]; then
+			_appends=$((_appends + 1))
+			case "
+$FILES_REWRITTEN
+" in
+			*"
+$_path
+"*) ;;
+			*) [ "$FILES_APPEND_DONE" = "$CONFIG_GENERATION" ] && continue ;;
+			esac
+		fi
+		if mkdir -p "${_t%/*}" &&
+			if [ "$_append" = 1 ] && [ -e "$_t" ]; then
+				cp "$_t" "$_tmp" && cat "$_src" >>"$_tmp"
+			else
+				cp "$_src" "$_tmp"
+			fi &&
+			chmod "$_mode" "$_tmp" &&
+			{ [ -z "$_owner" ] || chown "$_owner" "$_tmp"; } &&
+			mv "$_tmp" "$_t"; then
+			FILES_WROTE=$((FILES_WROTE + 1))
+			[ "$_append" = 1 ] || FILES_REWRITTEN="$FILES_REWRITTEN
+$_path"
+		else
+			rm -f "$_tmp"
+			FILES_FAILED="$FILES_FAILED $_path"
+		fi
+	done
+	if [ "$_appends" -gt 0 ]; then
+		mkdir -p "$EDGEIMG_STATE"
+		echo "$CONFIG_GENERATION" >"$EDGEIMG_STATE/files_append.generation"
+	fi
+}
+
+# link_airgap: every airgap bundle the image ships (EDGEIMG_AIRGAP, in the verified root) gets
+# a symlink in $K0S_DATA/images, where a k0s worker imports each file (it stats and opens the
+# path, so a link is followed); the data partition holds no copy. Links to bundles a previous
+# image shipped and this one does not are removed. Prints one line when there is a bundle.
+link_airgap() {
+	_img="$K0S_DATA/images"
+	for _l in "$_img"/*; do
+		[ -L "$_l" ] || continue
+		case "$(readlink "$_l")" in
+		"$EDGEIMG_AIRGAP"/*) [ -e "$_l" ] || rm -f "$_l" ;;
+		esac
+	done
+	[ -d "$EDGEIMG_AIRGAP" ] || return 0
+	_n=0
+	for _b in "$EDGEIMG_AIRGAP"/*; do
+		[ -f "$_b" ] || continue
+		mkdir -p "$_img" || return 1
+		_l="$_img/${_b##*/}"
+		if [ "$(readlink "$_l" 2>/dev/null)" != "$_b" ]; then
+			rm -f "$_l" && ln -s "$_b" "$_l" || return 1
+		fi
+		_n=$((_n + 1))
+	done
+	[ "$_n" -gt 0 ] && say "airgap: $_n bundle(s) linked into $_img"
+	return 0
 }

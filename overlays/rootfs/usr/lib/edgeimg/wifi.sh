@@ -40,7 +40,7 @@ wifi_up() {
 		_w=$((_w + 1))
 	done
 	if [ ! -e /sys/class/net/wlan0 ]; then
-		say "wifi: SSID configured, but no wireless interface (wlan0) appeared"
+		say "wifi: SSID $WIFI_SSID${WIFI_COUNTRY:+ (country $WIFI_COUNTRY)} configured, but no wireless interface (wlan0) appeared"
 		return 0
 	fi
 	mkdir -p "$WIFI_RUN" /run/wpa_supplicant
