@@ -265,6 +265,7 @@ fn signed_uki_boots_under_secure_boot_and_changed_or_foreign_images_are_refused(
     assert!(cmdline.contains("lockdown=integrity"), "{cmdline}");
     // The manifest and inspect name the signer: the db certificate's subject and sha256.
     let db_sha = sha256_hex(&std::fs::read(mine.join("db.cer")).unwrap());
+    check_json("manifest.schema.json", m.to_string().as_bytes());
     assert_eq!(m["uki"]["signed"], true);
     assert_eq!(m["uki"]["signer"]["sha256"], db_sha.as_str());
     assert_eq!(m["uki"]["signer"]["subject"], "CN=edgeimg-test db");
@@ -275,6 +276,11 @@ fn signed_uki_boots_under_secure_boot_and_changed_or_foreign_images_are_refused(
         "{}",
         stdout(&o)
     );
+    let o = edgeimg(&["inspect", "--json", signed.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    check_json("inspect.schema.json", &o.stdout);
+    let i: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(i["boot"]["uki"]["signer"]["sha256"], db_sha.as_str());
     // The ESP carries the enrollment files; loader.conf does not enroll unless asked.
     for f in ["PK", "KEK", "db"] {
         let o = run_tool(
@@ -315,7 +321,10 @@ fn signed_uki_boots_under_secure_boot_and_changed_or_foreign_images_are_refused(
         "{}",
         stderr(&o)
     );
-    assert_eq!(manifest(&unsigned)["uki"]["signed"], false);
+    let mu = manifest(&unsigned);
+    check_json("manifest.schema.json", mu.to_string().as_bytes());
+    assert_eq!(mu["uki"]["signed"], false);
+    assert!(mu["uki"].get("signer").is_none(), "{}", mu["uki"]);
     let (foreign, _) = build_image(
         dir.path(),
         "foreign",
