@@ -23,6 +23,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["rootfs"],
     &["fs"],
     &["disk"],
+    &["efi"],
     &["boot"],
     &["cache"],
     &["manifest"],

@@ -17,6 +17,7 @@
 //!   maintainer scripts would have done.
 //! - `fs`: encoders from a tree (squashfs, cpio, FAT, dm-verity).
 //! - `disk`: partition tables, sparse images, xz, bmap, checksums.
+//! - `efi`: PE images (Unified Kernel Images, Authenticode), Secure Boot keys.
 //! - `boot`: one module per boot method (UEFI, Raspberry Pi firmware, network boot).
 //! - `cache`: artifacts reused across builds (package closure, root and initramfs).
 //! - `manifest`: the typed manifest every output folder carries, the SBOM, the Imager list.
@@ -34,6 +35,7 @@ pub mod cli;
 pub mod cluster;
 pub mod commands;
 pub mod disk;
+pub mod efi;
 pub mod flash;
 pub mod fs;
 pub mod image;

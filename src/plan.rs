@@ -86,6 +86,25 @@ pub struct Request {
     pub source_date_epoch: Option<u64>,
     /// Write a dm-verity hash tree for the root (`--no-verity` turns it off).
     pub verity: bool,
+    /// Sign the UEFI boot chain with the user's keys (`--secure-boot DIR`).
+    pub secure_boot: Option<SecureBoot>,
+}
+
+/// `build --secure-boot DIR`: the db certificate that signs systemd-boot and the UKI. The
+/// plan names the certificate (so its hash changes with the keys), never the key folder's
+/// place or the private key.
+#[derive(Clone, Debug, Serialize)]
+pub struct SecureBoot {
+    /// The key folder (`edgeimg keys generate DIR`).
+    #[serde(skip)]
+    pub dir: PathBuf,
+    /// Subject of the db certificate.
+    pub db_subject: String,
+    /// SHA-256 of the db certificate (DER), hex.
+    pub db_sha256: String,
+    /// Put `secure-boot-enroll force` in loader.conf: systemd-boot enrolls the keys of
+    /// `loader/keys/auto/` on a machine in setup mode (`--secure-boot-enroll`).
+    pub enroll: bool,
 }
 
 /// The resolved plan.
@@ -110,6 +129,9 @@ pub struct Plan {
     pub source_date_epoch: u64,
     /// dm-verity hash tree after the root squashfs, root hash on the kernel command line.
     pub verity: bool,
+    /// Signing with the user's Secure Boot keys; None: the boot chain is unsigned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<SecureBoot>,
     /// The node config rendered onto the boot partition (the token is not part of the plan).
     pub node: NodeConfig,
     #[serde(skip)]
@@ -186,6 +208,7 @@ impl Plan {
             airgap,
             source_date_epoch,
             verity: req.verity,
+            secure_boot: req.secure_boot,
             node,
             data: data.root.clone(),
         })

@@ -120,7 +120,7 @@ fn gpt_is_valid_and_matches_the_manifest() {
 }
 
 #[test]
-fn esp_passes_fsck_and_holds_systemd_boot_kernel_initrd_and_node_config() {
+fn esp_passes_fsck_and_holds_systemd_boot_the_uki_and_node_config() {
     let (off, len) = part(0);
     let dir = tempfile::tempdir().unwrap();
     let esp = dir.path().join("esp.img");
@@ -136,10 +136,8 @@ fn esp_passes_fsck_and_holds_systemd_boot_kernel_initrd_and_node_config() {
     let listing = stdout(&run_tool("mdir", &["-i", &spec, "-/", "-b", "::"]));
     for want in [
         "::/EFI/BOOT/BOOTX64.EFI",
+        "::/EFI/Linux/edgeimg.efi",
         "::/loader/loader.conf",
-        "::/loader/entries/edgeimg.conf",
-        "::/vmlinuz",
-        "::/initrd.img",
         "::/edgeimg/node.env",
         "::/edgeimg/token",
     ] {
@@ -148,18 +146,59 @@ fn esp_passes_fsck_and_holds_systemd_boot_kernel_initrd_and_node_config() {
             "{want} missing from ESP:\n{listing}"
         );
     }
+    // Nothing on the FAT but the UKI decides what runs: no loader entry, kernel or initrd.
+    for gone in ["loader/entries", "::/vmlinuz", "::/initrd.img"] {
+        assert!(
+            !listing.to_lowercase().contains(gone),
+            "{gone} is on the ESP:\n{listing}"
+        );
+    }
     let efi = run_tool("mcopy", &["-i", &spec, "::/EFI/BOOT/BOOTX64.EFI", "-"]).stdout;
     assert_eq!(&efi[..2], b"MZ", "BOOTX64.EFI is not a PE binary");
-    let entry = stdout(&run_tool(
+    let conf = stdout(&run_tool(
         "mcopy",
-        &["-i", &spec, "::/loader/entries/edgeimg.conf", "-"],
+        &["-i", &spec, "::/loader/loader.conf", "-"],
     ));
-    assert!(
-        entry.contains("linux /vmlinuz")
-            && entry.contains("initrd /initrd.img")
-            && entry.contains("edgeimg.root=PARTUUID="),
-        "{entry}"
+    assert!(conf.contains("default edgeimg.efi"), "{conf}");
+    // objdump reads the UKI's sections, in ukify's order after the stub's.
+    let uki = dir.path().join("uki.efi");
+    std::fs::write(
+        &uki,
+        run_tool("mcopy", &["-i", &spec, "::/EFI/Linux/edgeimg.efi", "-"]).stdout,
+    )
+    .unwrap();
+    let o = run_tool("objdump", &["-h", uki.to_str().unwrap()]);
+    assert!(o.status.success(), "objdump -h: {}", stderr(&o));
+    let names: Vec<String> = stdout(&o)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 7 && f[0].parse::<u32>().is_ok()).then(|| f[1].to_string())
+        })
+        .collect();
+    let added: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .skip_while(|n| *n != ".osrel")
+        .collect();
+    assert_eq!(
+        added,
+        [".osrel", ".cmdline", ".uname", ".initrd", ".linux"],
+        "{names:?}"
     );
+    assert!(names.iter().any(|n| n == ".sbat"), "{names:?}");
+    let cmdline = String::from_utf8(uki_section(&uki, ".cmdline")).unwrap();
+    assert!(cmdline.contains("edgeimg.root=PARTUUID="), "{cmdline}");
+    assert!(
+        !cmdline.contains("lockdown="),
+        "an unsigned UKI is not locked down: {cmdline}"
+    );
+    let sbat = String::from_utf8(uki_section(&uki, ".sbat")).unwrap();
+    assert!(
+        sbat.contains("\nsystemd-stub,") && sbat.contains("\nuki,1,UKI,"),
+        "{sbat}"
+    );
+    assert_eq!(manifest()["uki"]["signed"], false);
     let env = stdout(&run_tool(
         "mcopy",
         &["-i", &spec, "::/edgeimg/node.env", "-"],
@@ -250,11 +289,17 @@ fn initramfs_is_a_newc_cpio_with_init_busybox_and_modules() {
     let dir = tempfile::tempdir().unwrap();
     let esp = dir.path().join("esp.img");
     extract(&image(), off, len, &esp);
-    let initrd = run_tool(
-        "mcopy",
-        &["-i", esp.to_str().unwrap(), "::/initrd.img", "-"],
+    let uki = dir.path().join("uki.efi");
+    std::fs::write(
+        &uki,
+        run_tool(
+            "mcopy",
+            &["-i", esp.to_str().unwrap(), "::/EFI/Linux/edgeimg.efi", "-"],
+        )
+        .stdout,
     )
-    .stdout;
+    .unwrap();
+    let initrd = uki_section(&uki, ".initrd");
     std::fs::write(dir.path().join("initrd.zst"), &initrd).unwrap();
     let d = run_tool(
         "zstd",
@@ -426,17 +471,27 @@ fn veritysetup_verifies_the_root_partition_and_the_cmdline_carries_the_root_hash
         .as_str()
         .unwrap()
         .contains(&format!("edgeimg.verity={root_hash}")));
-    // The boot partition's loader entry carries it too.
+    // The UKI's .cmdline carries it too (read back by objcopy).
     let (boff, _) = part(0);
-    let entry = run_tool(
-        "mtype",
+    let uki_dir = tempfile::tempdir().unwrap();
+    let uki = uki_dir.path().join("uki.efi");
+    let o = run_tool(
+        "mcopy",
         &[
+            "-n",
             "-i",
             &format!("{}@@{boff}", image().display()),
-            "::/loader/entries/edgeimg.conf",
+            "::/EFI/Linux/edgeimg.efi",
+            uki.to_str().unwrap(),
         ],
     );
-    assert!(stdout(&entry).contains(&format!("edgeimg.verity={root_hash}")));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let cmdline = String::from_utf8(uki_section(&uki, ".cmdline")).unwrap();
+    assert!(
+        cmdline.contains(&format!("edgeimg.verity={root_hash}")),
+        "{cmdline}"
+    );
+    assert_eq!(m["uki"]["cmdline"].as_str().unwrap(), cmdline.trim());
 
     let (off, len) = part(data_part as usize - 1);
     // Only what verity covers (data and tree), not the whole partition.

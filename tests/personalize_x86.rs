@@ -192,11 +192,8 @@ fn configure_changes_only_the_node_files_and_inspect_shows_them() {
         "{} bytes changed in the boot partition",
         diff.len()
     );
-    let esp_before = mtype(&before, boot_off, "loader/entries/edgeimg.conf");
-    assert_eq!(
-        esp_before,
-        mtype(&img, boot_off, "loader/entries/edgeimg.conf")
-    );
+    let esp_before = mtype(&before, boot_off, "loader/loader.conf");
+    assert_eq!(esp_before, mtype(&img, boot_off, "loader/loader.conf"));
 
     // inspect round-trips what configure wrote and never shows the token.
     let o = edgeimg(&["inspect", "--json", img.to_str().unwrap()]);

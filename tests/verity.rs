@@ -191,7 +191,7 @@ fn a_flipped_root_byte_stops_the_boot_at_dm_verity() {
 
     // The untouched image's initramfs maps the root through dm-verity (the boot tests in
     // boot_x86.rs take the same image on to the ready line).
-    let cmdline = mtype_loader_entry(&image, &manifest);
+    let cmdline = uki_cmdline(&image, &manifest);
     assert!(
         cmdline.contains(&format!(
             "edgeimg.verity={}",
@@ -262,44 +262,31 @@ fn esp_spec(image: &std::path::Path, manifest: &serde_json::Value) -> String {
     format!("{}@@{start}", image.display())
 }
 
-fn mtype_loader_entry(image: &std::path::Path, manifest: &serde_json::Value) -> String {
-    let o = run_tool(
-        "mtype",
-        &[
-            "-i",
-            &esp_spec(image, manifest),
-            "::/loader/entries/edgeimg.conf",
-        ],
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
-    stdout(&o)
+/// The kernel command line the UKI carries (the manifest records its `.cmdline`).
+fn uki_cmdline(_image: &std::path::Path, manifest: &serde_json::Value) -> String {
+    manifest["uki"]["cmdline"].as_str().unwrap().to_string()
 }
 
-/// Appends `arg` to the `options` line of the systemd-boot entry, with mtools.
+/// Boots the UKI with `arg` added to its command line: a loader entry that starts the UKI
+/// with options of its own, made the default, with mtools. systemd-stub takes the loader's
+/// options over its `.cmdline` only without Secure Boot: on an unsigned image anyone with
+/// the disk can do this, which is what tests/secure_boot_x86.rs shows signing prevents.
 fn add_kernel_arg(image: &std::path::Path, manifest: &serde_json::Value, arg: &str) {
-    let entry = mtype_loader_entry(image, manifest);
-    let edited: String = entry
-        .lines()
-        .map(|l| {
-            if l.starts_with("options ") {
-                format!("{l} {arg}\n")
-            } else {
-                format!("{l}\n")
-            }
-        })
-        .collect();
-    assert!(edited.contains(arg));
+    let cmdline = uki_cmdline(image, manifest);
+    let entry =
+        format!("title edgeimg test\nefi /EFI/Linux/edgeimg.efi\noptions {cmdline} {arg}\n");
     let tmp = image.with_extension("entry");
-    std::fs::write(&tmp, edited).unwrap();
-    let o = run_tool(
-        "mcopy",
-        &[
-            "-o",
-            "-i",
-            &esp_spec(image, manifest),
-            tmp.to_str().unwrap(),
-            "::/loader/entries/edgeimg.conf",
-        ],
-    );
+    let conf = image.with_extension("conf");
+    std::fs::write(&tmp, entry).unwrap();
+    std::fs::write(&conf, "default edgeimg-test.conf\ntimeout 0\neditor no\n").unwrap();
+    let spec = esp_spec(image, manifest);
+    let o = run_tool("mmd", &["-i", &spec, "::/loader/entries"]);
     assert!(o.status.success(), "{}", stderr(&o));
+    for (from, to) in [
+        (&tmp, "::/loader/entries/edgeimg-test.conf"),
+        (&conf, "::/loader/loader.conf"),
+    ] {
+        let o = run_tool("mcopy", &["-o", "-i", &spec, from.to_str().unwrap(), to]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
 }

@@ -6,7 +6,8 @@
 //! partition types the table gets. Network boot ([`pxe`]) is a further output a method can
 //! offer, not a changed plan.
 //!
-//! - [`uefi`]: systemd-boot on the ESP, a loader entry with the kernel command line.
+//! - [`uefi`]: systemd-boot on the ESP and a Unified Kernel Image holding the kernel command
+//!   line, signed with the user's Secure Boot keys when given.
 //! - [`rpi`]: the Raspberry Pi firmware reading `config.txt` and `cmdline.txt` from the FAT.
 
 pub mod pxe;
@@ -62,12 +63,25 @@ pub fn method(board: &Board) -> Box<dyn BootMethod + '_> {
         BootSpec::Uefi {
             efi_binary,
             efi_path,
+            uki_stub,
         } => Box::new(uefi::Uefi {
             efi_binary,
             efi_path,
+            uki_stub: uki_stub.as_deref(),
         }),
         BootSpec::Rpi(spec) => Box::new(rpi::Rpi { spec }),
     }
+}
+
+/// Whether the board's boot chain is one `--secure-boot` signs (UEFI with a UKI).
+pub fn signs_with_secure_boot(board: &Board) -> bool {
+    matches!(
+        &board.boot,
+        BootSpec::Uefi {
+            uki_stub: Some(_),
+            ..
+        }
+    )
 }
 
 /// The partition types for a board: the ESP and the Discoverable Partitions root type of the

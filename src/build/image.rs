@@ -75,6 +75,13 @@ pub fn write(
     // partition only: never into the manifest or the plan.
     let mut boot = method.boot_tree(plan, &trees.unpacked, &trees.initrd, &cmdline)?;
     let token_included = plan.node.token()?.is_some();
+    let uki = match boot.read(crate::boot::uefi::UKI) {
+        Some(bytes) => Some(crate::manifest::UkiInfo::of(
+            crate::boot::uefi::UKI,
+            &bytes,
+        )?),
+        None => None,
+    };
     add_node_files(&mut boot, &plan.node)?;
     boot.set_all_mtimes(plan.source_date_epoch);
     encode_boot(plan, &layout, &boot, &mut image)?;
@@ -160,6 +167,7 @@ pub fn write(
         initramfs_size: trees.initrd.len() as u64,
         outputs: records.clone(),
         verity,
+        uki,
     });
     let manifest_path = manifest.write(dir)?;
     outputs.push(manifest_path.clone());

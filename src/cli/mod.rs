@@ -50,6 +50,9 @@ pub enum Command {
     Flash(Box<FlashArgs>),
     /// Serve a folder (the output of `build --format pxe`) read-only over plain HTTP.
     Serve(ServeArgs),
+    /// Make and manage the Secure Boot keys images are signed with.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Make a cluster's secrets before the first boot; see what was issued; revoke a node.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -60,6 +63,21 @@ pub enum Command {
     /// Encode a folder as squashfs with the build's encoder and time it (for scripts/bench).
     #[command(hide = true)]
     EncodeSquashfs(EncodeSquashfsArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Make a PK, KEK and db key pair with certificates, and the signed lists that enroll them.
+    Generate(KeysGenerateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeysGenerateArgs {
+    /// The folder to write the keys into (made if missing; existing keys are never overwritten).
+    pub dir: PathBuf,
+    /// Who owns the keys: the certificates are named "<NAME> PK", "<NAME> KEK", "<NAME> db".
+    #[arg(long, default_value = "edgeimg", value_name = "NAME")]
+    pub name: String,
 }
 
 /// The shells `completions` writes scripts for.
@@ -166,6 +184,13 @@ pub struct BuildArgs {
     /// http://10.0.2.100:8080, the guestfwd address QEMU tests use.
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
+    /// Sign systemd-boot and the kernel image with the db key of this folder (made by
+    /// `edgeimg keys generate`) and put the key enrollment files on the ESP.
+    #[arg(long, value_name = "DIR")]
+    pub secure_boot: Option<PathBuf>,
+    /// Let systemd-boot enroll the keys by itself on a machine in Secure Boot setup mode.
+    #[arg(long, requires = "secure_boot")]
+    pub secure_boot_enroll: bool,
     /// Absolute URL of the folder the Raspberry Pi images will be served from (https://...,
     /// or file:///PATH/): writes the Imager repository os_list.json naming them there.
     #[arg(long, value_name = "URL")]

@@ -61,8 +61,20 @@ pub(crate) fn build(out: Out, data: &DataDir, args: &BuildArgs, rep: &dyn Report
         airgap_sha256: args.airgap_sha256.clone(),
         source_date_epoch: None,
         verity: !args.no_verity,
+        secure_boot: match &args.secure_boot {
+            Some(dir) => Some(secure_boot(dir, args.secure_boot_enroll)?),
+            None => None,
+        },
     };
     let plan = Plan::resolve(data, req, host_mirror)?;
+    if plan.secure_boot.is_none() && crate::boot::signs_with_secure_boot(&plan.board) && !out.quiet
+    {
+        eprintln!(
+            "warning: no --secure-boot DIR: the kernel image is not signed, so Secure Boot will \
+             not protect it (its command line, root hash included, can be changed by anyone \
+             holding the disk); make keys with `edgeimg keys generate DIR`"
+        );
+    }
     if args.dry_run {
         // The plan carries the node config as given: its secrets are shown as present only.
         let mut shown = serde_json::to_value(&plan)?;
@@ -126,6 +138,18 @@ pub(crate) fn build(out: Out, data: &DataDir, args: &BuildArgs, rep: &dyn Report
         summary(&report, fmt);
     }
     Ok(())
+}
+
+/// `--secure-boot DIR`: the keys are read now, so that a bad folder fails before any work.
+fn secure_boot(dir: &Path, enroll: bool) -> Result<crate::plan::SecureBoot> {
+    let keys = crate::efi::keys::load(dir)?;
+    let (db_subject, db_sha256) = crate::efi::keys::describe_cert(&keys.db.cert_der)?;
+    Ok(crate::plan::SecureBoot {
+        dir: dir.to_path_buf(),
+        db_subject,
+        db_sha256,
+        enroll,
+    })
 }
 
 fn summary(report: &BuildReport, fmt: OutputFormat) {

@@ -73,6 +73,22 @@ fn write_text(o: &mut String, i: &Inspection) -> std::fmt::Result {
     for (p, s) in &i.boot.files {
         writeln!(o, "  {} ({s} bytes)", e(p))?;
     }
+    if let Some(u) = &i.boot.uki {
+        match &u.signer {
+            Some(sg) => writeln!(
+                o,
+                "  uki: {} signed by {} (sha256 {})",
+                e(&u.path),
+                e(&sg.subject),
+                sg.sha256
+            )?,
+            None => writeln!(
+                o,
+                "  uki: {} not signed: Secure Boot will not boot it",
+                e(&u.path)
+            )?,
+        }
+    }
     if let Some(c) = &i.boot.cmdline {
         writeln!(o, "  cmdline: {}", e(c))?;
     }

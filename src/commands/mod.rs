@@ -11,6 +11,7 @@ mod console;
 mod encode_squashfs;
 mod flash;
 mod inspect;
+mod keys;
 mod manual;
 mod node_args;
 mod serve;
@@ -104,6 +105,7 @@ fn run(cli: &Cli, rep: &dyn Reporter) -> anyhow::Result<()> {
     // Commands that need no project data.
     match &cli.command {
         Command::Serve(args) => return serve::serve(out, args),
+        Command::Keys(k) => return keys::keys(out, k),
         Command::EncodeSquashfs(args) => return encode_squashfs::encode(args),
         Command::Configure(a) => return configure::configure(out, a, rep),
         Command::Inspect(a) => return inspect::inspect(out, a),
@@ -120,6 +122,7 @@ fn run(cli: &Cli, rep: &dyn Reporter) -> anyhow::Result<()> {
         Command::Smoke(args) => smoke::smoke(out, &data, args, rep),
         Command::Run(args) => smoke::run(&data, args),
         Command::Serve(_)
+        | Command::Keys(_)
         | Command::EncodeSquashfs(_)
         | Command::Configure(_)
         | Command::Inspect(_)
@@ -213,6 +216,7 @@ pub(crate) mod tests {
         ("encode_squashfs.rs", include_str!("encode_squashfs.rs")),
         ("flash.rs", include_str!("flash.rs")),
         ("inspect.rs", include_str!("inspect.rs")),
+        ("keys.rs", include_str!("keys.rs")),
         ("manual.rs", include_str!("manual.rs")),
         ("node_args.rs", include_str!("node_args.rs")),
         ("serve.rs", include_str!("serve.rs")),

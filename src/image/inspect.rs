@@ -62,8 +62,10 @@ pub struct BootInfo {
     pub clusters_free: u32,
     /// Every file except the node config's, with its size.
     pub files: Vec<(String, u64)>,
-    /// The kernel command line from the loader entry or cmdline.txt.
+    /// The kernel command line from the UKI's `.cmdline`, the loader entry or cmdline.txt.
     pub cmdline: Option<String>,
+    /// The Unified Kernel Image (`EFI/Linux/edgeimg.efi`): signed or not, and by whom.
+    pub uki: Option<crate::manifest::UkiInfo>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -140,6 +142,20 @@ pub fn inspect_file(path: &Path, shown_as: &Path) -> Result<Inspection> {
             }
         }
     }
+    let uki_path = crate::boot::uefi::UKI;
+    let uki = match files.iter().find(|(p, _)| p.eq_ignore_ascii_case(uki_path)) {
+        Some((p, _)) => {
+            let data = vol
+                .read_file(p)
+                .with_context(|| format!("{what}: reading {p}"))?
+                .with_context(|| format!("{what}: {p} is listed but cannot be read"))?;
+            Some(crate::manifest::UkiInfo::of(uki_path, &data).with_context(|| what.clone())?)
+        }
+        None => None,
+    };
+    if let Some(u) = &uki {
+        cmdline = Some(u.cmdline.clone());
+    }
     let boot = BootInfo {
         label: vol.label().to_string(),
         volume_id: format!(
@@ -152,6 +168,7 @@ pub fn inspect_file(path: &Path, shown_as: &Path) -> Result<Inspection> {
         clusters_free: vol.clusters_free(),
         files,
         cmdline,
+        uki,
     };
     let node = node_info(&mut vol, NODE_DIR)?;
     let mut per_mac = BTreeMap::new();

@@ -245,9 +245,13 @@ fn check_boot_partition<F: Read + Write + Seek>(
     if !vol.label().eq_ignore_ascii_case(BOOT_LABEL) {
         foreign.push(format!("its label is {:?}, not {BOOT_LABEL}", vol.label()));
     }
-    if !exists(crate::boot::uefi::ENTRY, false) && !exists("cmdline.txt", false) {
+    if !exists(crate::boot::uefi::ENTRY, false)
+        && !exists(crate::boot::uefi::UKI, false)
+        && !exists("cmdline.txt", false)
+    {
         foreign.push(format!(
-            "it has no boot files ({} or cmdline.txt)",
+            "it has no boot files ({}, {} or cmdline.txt)",
+            crate::boot::uefi::UKI,
             crate::boot::uefi::ENTRY
         ));
     }

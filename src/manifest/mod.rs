@@ -106,6 +106,63 @@ pub struct ImageManifest {
     pub outputs: Vec<OutputRecord>,
     /// The dm-verity hash tree of the root partition (null with `--no-verity`).
     pub verity: Option<VerityInfo>,
+    /// The Unified Kernel Image on the boot partition (UEFI boards), signed or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uki: Option<UkiInfo>,
+}
+
+/// A Unified Kernel Image: where it is, its command line, and who signed it.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
+pub struct UkiInfo {
+    /// Path on the boot partition (`EFI/Linux/edgeimg.efi`) or in the netboot folder.
+    pub path: String,
+    pub sha256: String,
+    /// Its `.cmdline` section: what the kernel runs with (the root hash included).
+    pub cmdline: String,
+    /// Whether it carries an Authenticode signature.
+    pub signed: bool,
+    /// The signer's certificate, when signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<SignerInfo>,
+}
+
+/// A signing certificate.
+#[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
+pub struct SignerInfo {
+    pub subject: String,
+    /// SHA-256 of the certificate (DER), hex.
+    pub sha256: String,
+}
+
+impl UkiInfo {
+    /// Reads what a UKI's bytes say of it.
+    pub fn of(path: &str, bytes: &[u8]) -> anyhow::Result<UkiInfo> {
+        use anyhow::Context;
+        let pe = crate::efi::pe::Pe::parse(bytes).with_context(|| format!("reading {path}"))?;
+        let cmdline = pe
+            .section_data(bytes, ".cmdline")
+            .with_context(|| format!("{path} has no .cmdline section: not a UKI"))?;
+        let cmdline = String::from_utf8_lossy(cmdline)
+            .trim_end_matches('\0')
+            .trim()
+            .to_string();
+        let signer = match crate::efi::pe::signature(bytes)? {
+            Some(sig) => {
+                let cert = crate::efi::keys::signer_certificate(sig)
+                    .with_context(|| format!("reading the signature of {path}"))?;
+                let (subject, sha256) = crate::efi::keys::describe_cert(&cert)?;
+                Some(SignerInfo { subject, sha256 })
+            }
+            None => None,
+        };
+        Ok(UkiInfo {
+            path: path.to_string(),
+            sha256: crate::plan::sha256_hex(bytes),
+            cmdline,
+            signed: signer.is_some(),
+            signer,
+        })
+    }
 }
 
 /// The manifest of a network boot folder.
@@ -277,6 +334,7 @@ mod tests {
             inputs: vec![],
             partitions: PartitionPlan::new(TableKind::Gpt, &specs, b"seed").unwrap(),
             kernel_cmdline: "x".into(),
+            uki: None,
             root_size: 2,
             initramfs_size: 3,
             outputs: vec![OutputRecord {

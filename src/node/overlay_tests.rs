@@ -198,7 +198,14 @@ fn shell_tests_of_the_initramfs_libraries_pass() {
         .filter(|p| p.to_string_lossy().ends_with(".test.sh"))
         .collect();
     for lib in [
-        "cmdline", "parts", "verity", "data", "netroot", "install", "init",
+        "cmdline",
+        "parts",
+        "verity",
+        "data",
+        "netroot",
+        "install",
+        "init",
+        "secureboot",
     ] {
         assert!(
             tests.iter().any(|t| t.ends_with(format!("{lib}.test.sh"))),

@@ -61,6 +61,10 @@ pub enum BootSpec {
         efi_binary: String,
         /// Where the firmware looks for it on the ESP.
         efi_path: String,
+        /// systemd-stub inside the package tree: the image boots one Unified Kernel Image
+        /// built from it (kernel, initramfs and command line in one signable PE file).
+        #[serde(default)]
+        uki_stub: Option<String>,
     },
     /// The Raspberry Pi's own firmware (no U-Boot) reading `config.txt` from the FAT.
     Rpi(RpiBoot),

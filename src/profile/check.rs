@@ -231,10 +231,14 @@ pub fn board(b: &Board) -> Result<()> {
     if let BootSpec::Uefi {
         efi_binary,
         efi_path,
+        uki_stub,
     } = &b.boot
     {
         one(file, "boot.efi_binary", efi_binary, tree_path)?;
         one(file, "boot.efi_path", efi_path, tree_path)?;
+        if let Some(stub) = uki_stub {
+            one(file, "boot.uki_stub", stub, tree_path)?;
+        }
     }
     Ok(())
 }

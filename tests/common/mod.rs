@@ -128,6 +128,9 @@ pub fn debian_package(tool: &str) -> &'static str {
         "openssl" => "openssl",
         "kubectl" => "kubernetes-client",
         "pyspdxtools" => "spdx-tools (pip)",
+        "objdump" | "objcopy" => "binutils",
+        "sbverify" => "sbsigntool",
+        "virt-fw-vars" => "virt-firmware (pip)",
         "dpkg-query" => "dpkg",
         _ => "coreutils",
     }
@@ -260,6 +263,25 @@ pub fn build(out: &Path, extra: &[&str]) -> Output {
     args.extend(extra.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(String::as_str).collect();
     edgeimg(&refs)
+}
+
+/// One section of a PE file (a UKI), as binutils' `objcopy` extracts it.
+pub fn uki_section(pe: &Path, section: &str) -> Vec<u8> {
+    let out = pe.with_extension(format!("section{section}"));
+    let o = run_tool(
+        "objcopy",
+        &[
+            "-O",
+            "binary",
+            &format!("--only-section={section}"),
+            pe.to_str().unwrap(),
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(o.status.success(), "objcopy {section}: {}", stderr(&o));
+    let data = std::fs::read(&out).unwrap();
+    std::fs::remove_file(&out).ok();
+    data
 }
 
 /// Copies `len` bytes at `offset` of `image` into a new file (for tools that take no offset).
