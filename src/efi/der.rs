@@ -1,5 +1,7 @@
 //! The few DER encodings PKCS#7 signatures need, written directly: a tag, a length, content.
 
+use crate::util::time::Civil;
+
 /// `tag` with `content` as its value.
 pub fn tlv(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
@@ -77,33 +79,17 @@ pub fn alg(dotted: &str) -> Vec<u8> {
 
 /// UTCTime of a Unix time (1950-2049), as `YYMMDDHHMMSSZ`.
 pub fn utc_time(unix: u64) -> Vec<u8> {
-    let (y, mo, d, h, mi, s) = civil(unix);
-    let text = format!("{:02}{mo:02}{d:02}{h:02}{mi:02}{s:02}Z", y % 100);
+    let c = Civil::from_unix(unix);
+    let text = format!(
+        "{:02}{:02}{:02}{:02}{:02}{:02}Z",
+        c.year % 100,
+        c.month,
+        c.day,
+        c.hour,
+        c.minute,
+        c.second
+    );
     tlv(0x17, text.as_bytes())
-}
-
-/// Year, month, day, hour, minute, second of a Unix time (UTC).
-pub fn civil(unix: u64) -> (u64, u64, u64, u64, u64, u64) {
-    let days = unix / 86400;
-    let rem = unix % 86400;
-    // Howard Hinnant's days-to-civil.
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
-    (
-        y as u64,
-        m as u64,
-        d as u64,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-    )
 }
 
 /// The content bytes of a DER element (without its tag and length).
@@ -159,7 +145,7 @@ mod tests {
         assert_eq!(int(128), vec![2, 2, 0, 128]);
         assert_eq!(tlv(4, &[0; 200])[..3], [4, 0x81, 200]);
         assert_eq!(utc_time(0), tlv(0x17, b"700101000000Z"));
-        assert_eq!(civil(1_700_000_000), (2023, 11, 14, 22, 13, 20));
+        assert_eq!(utc_time(1_700_000_000), tlv(0x17, b"231114221320Z"));
         let s = seq(&[&int(5)]);
         assert_eq!(content(&s), &int(5)[..]);
     }

@@ -68,7 +68,8 @@ pub fn signature_list(cert_der: &[u8], owner: &[u8; 16]) -> Result<Vec<u8>> {
 
 /// `EFI_TIME` of a Unix time.
 fn efi_time(unix: u64) -> [u8; 16] {
-    let (y, mo, d, h, mi, s) = super::der::civil(unix);
+    let c = crate::util::time::Civil::from_unix(unix);
+    let (y, mo, d, h, mi, s) = (c.year, c.month, c.day, c.hour, c.minute, c.second);
     let mut t = [0u8; 16];
     t[..2].copy_from_slice(&(y as u16).to_le_bytes());
     t[2] = mo as u8;

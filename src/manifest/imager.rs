@@ -239,14 +239,13 @@ pub fn os_entry(
     bmap: Option<&str>,
     url_base: &str,
 ) -> Value {
-    let days = (plan.source_date_epoch / 86_400) as i64;
-    let (y, m, d) = crate::fs::fat::dirent::civil_from_days(days);
+    let date = crate::util::time::Civil::from_unix(plan.source_date_epoch);
     let mut e = json!({
         "name": format!("edgeimg {} {} (k0s {})", plan.board.name, plan.role, plan.k0s_version),
         "description": format!("{}: immutable Debian {} node for k0s, role {}", plan.board.description, plan.suite, plan.role),
         "icon": ICON,
         "url": format!("{url_base}{}", download.file),
-        "release_date": format!("{y:04}-{m:02}-{d:02}"),
+        "release_date": format!("{:04}-{:02}-{:02}", date.year, date.month, date.day),
         "extract_size": image.size,
         "extract_sha256": image.sha256,
         "image_download_size": download.size,

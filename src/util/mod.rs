@@ -12,4 +12,5 @@ pub mod memstat;
 #[cfg(test)]
 pub(crate) mod test_tools;
 pub mod text;
+pub mod time;
 pub mod window;

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 
 use super::layout::{le16, le32, put16, put32};
+use crate::util::time::Civil;
 
 pub(crate) const ENTRY_SIZE: usize = 32;
 pub(crate) const ATTR_DIR: u8 = 0x10;
@@ -233,12 +234,9 @@ pub(crate) fn dos_datetime(unix: u64) -> (u16, u16) {
     const MIN: u64 = 315_532_800; // 1980-01-01
     const MAX: u64 = 4_354_819_198; // 2107-12-31 23:59:58
     let t = unix.clamp(MIN, MAX);
-    let (y, m, d) = civil_from_days((t / 86_400) as i64);
-    let secs = t % 86_400;
-    let date = (((y - 1980) as u16) << 9) | ((m as u16) << 5) | d as u16;
-    let time = (((secs / 3600) as u16) << 11)
-        | ((((secs / 60) % 60) as u16) << 5)
-        | ((secs % 60) / 2) as u16;
+    let c = Civil::from_unix(t);
+    let date = (((c.year - 1980) as u16) << 9) | ((c.month as u16) << 5) | c.day as u16;
+    let time = ((c.hour as u16) << 11) | ((c.minute as u16) << 5) | (c.second / 2) as u16;
     (date, time)
 }
 
@@ -247,35 +245,11 @@ pub(crate) fn unix_from_dos(date: u16, time: u16) -> u64 {
     let y = 1980 + i64::from(date >> 9);
     let m = u32::from((date >> 5) & 0xF).clamp(1, 12);
     let d = u32::from(date & 0x1F).max(1);
-    let days = days_from_civil(y, m, d);
+    let days = crate::util::time::days_from_civil(y, m, d);
     let secs = u64::from(time >> 11) * 3600
         + u64::from((time >> 5) & 0x3F) * 60
         + u64::from(time & 0x1F) * 2;
     days.max(0) as u64 * 86_400 + secs
-}
-
-/// Howard Hinnant's algorithm: days since 1970-01-01 to (year, month, day).
-pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = i64::from(if m > 2 { m - 3 } else { m + 9 });
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// One live entry of a directory as read back.
