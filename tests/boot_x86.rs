@@ -490,6 +490,30 @@ fn a_controller_and_two_workers_form_a_cluster_on_a_local_network() {
                 .unwrap()
         );
     }
+    // `cluster revoke` of a lost worker removes the very manifest the running controller
+    // accepted that worker's token from, and deletes that Secret.
+    let joined = ctl
+        .console
+        .iter()
+        .find(|l| l.contains("k0s-stand-in: controller: node pi-08 joined"))
+        .unwrap();
+    let manifest = joined
+        .rsplit_once('(')
+        .and_then(|(_, f)| f.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{joined}"));
+    let o = edgeimg_in(dir, &["cluster", "revoke", "shop1", "pi-08"]);
+    assert!(o.status.success(), "cluster revoke: {}", stderr(&o));
+    let script = std::fs::read_to_string(dir.join("shop1/revoke/pi-08.sh")).unwrap();
+    let id = token_id("pi-08");
+    assert!(
+        script.contains(&format!(
+            "rm -f /var/lib/k0s/manifests/edgeimg-tokens/{manifest}\n"
+        )) && manifest == format!("bootstrap-token-{id}.yaml")
+            && script.contains(&format!(
+                "k0s kubectl -n kube-system delete secret bootstrap-token-{id} "
+            )),
+        "{joined}\n{script}"
+    );
     // No key, Secret or token is left on any boot partition.
     for ((node, _, image, _), r) in nodes.iter().zip(cards.iter()) {
         let disk = by_node[*node].disk_copy.clone().unwrap();
