@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use edgeimg::progress::Silent;
-use edgeimg::qemu::{self, SmokeOptions};
+use edgeimg::qemu::{self, QemuSpec, SmokeOptions};
 
 const NODE: &str = r#"
 hostname = "boot-test-1"
@@ -190,68 +190,20 @@ fn power_cuts_during_the_first_boot_are_survived() {
 fn controller_roles_start_k0s_with_their_arguments() {
     let dir = tempfile::tempdir().unwrap();
     let spec = board_qemu("x86-64");
-    for (role, args) in [
-        ("controller", "k0s-stand-in: controller"),
-        ("controller+worker", "--enable-worker"),
-    ] {
+    // The controller role boots in the cluster test below (a_controller_and_two_workers_...).
+    {
+        let (role, args) = ("controller+worker", "--enable-worker");
         let image = build_role(dir.path(), role, None, false);
         let host = format!("n-{}", role.replace('+', "-"));
-        // The controller is a cluster's first controller (`configure --cluster`): its PKI
-        // moves off the ESP into /var/lib/k0s on the first boot.
-        let cluster = role == "controller";
-        if cluster {
-            let c = dir.path().join("boot-cluster");
-            let o = edgeimg(&[
-                "cluster",
-                "init",
-                c.to_str().unwrap(),
-                "--api-address",
-                "10.0.2.15",
-                "--k0s-version",
-                K0S_VERSION,
-            ]);
-            assert!(o.status.success(), "cluster init: {}", stderr(&o));
-            let o = edgeimg(&[
-                "configure",
-                image.to_str().unwrap(),
-                "--cluster",
-                c.to_str().unwrap(),
-                "--hostname",
-                &host,
-                "--role",
-                "controller",
-                "--no-ntp",
-            ]);
-            assert!(o.status.success(), "configure --cluster: {}", stderr(&o));
-            assert!(esp_has(&image, &image, "edgeimg/k0s-data/pki/ca.key"));
-        }
-        let r = qemu::smoke(&image, &spec, &options(role, &host, cluster), &Silent)
+        let r = qemu::smoke(&image, &spec, &options(role, &host, false), &Silent)
             .unwrap_or_else(|e| panic!("{role} did not come up: {e:#}"));
         assert!(
             console_has(&r, args),
             "{role}: k0s not started with {args}:\n{}",
             r.console.join("\n")
         );
-        if cluster {
-            assert!(
-                console_has(&r, "edgeimg: cluster files: moved 8 to /var/lib/k0s")
-                    && console_has(&r, "--config /etc/k0s/k0s.yaml"),
-                "the cluster's files were not moved, or k0s.yaml not used:\n{}",
-                r.console.join("\n")
-            );
-            let disk = r.disk_copy.clone().expect("kept disk copy");
-            assert!(
-                !esp_has(&image, &disk, "edgeimg/k0s-data"),
-                "the cluster's keys are still on the ESP after the first boot"
-            );
-            std::fs::remove_file(&disk).ok();
-        }
         assert_sysinfo_clean(role, &r);
-        let waits = if role == "controller" {
-            "waiting for the API server (/readyz on 6443) to answer ok"
-        } else {
-            "waiting for the API server (/readyz on 6443) and kubelet (http://127.0.0.1:10248/healthz) to answer ok"
-        };
+        let waits = "waiting for the API server (/readyz on 6443) and kubelet (http://127.0.0.1:10248/healthz) to answer ok";
         assert!(console_has(&r, waits), "{role}:\n{}", r.console.join("\n"));
     }
 
@@ -280,6 +232,304 @@ content = "yes"
     assert_eq!(waiting, 1, "{console}");
     let sysinfo = r.console.iter().find_map(|l| qemu::parse_sysinfo_line(l));
     assert_eq!(sysinfo.map(|s| s.errors), Some(0), "{console}");
+}
+
+/// The fleet of the cluster test: static addresses on one local network, no NTP, no DNS.
+const CLUSTER_FLEET: &str = r#"
+[defaults]
+time = { ntp = [] }
+gateway = "10.0.0.254"
+
+[nodes.ctl-1]
+role = "controller"
+address = "10.0.0.1/24"
+
+[nodes.pi-07]
+role = "worker"
+address = "10.0.0.7/24"
+
+[nodes.pi-08]
+role = "worker"
+address = "10.0.0.8/24"
+"#;
+
+/// A VDE switch (Debian's vde2) on a unix socket in a temporary folder: a network that only
+/// the VMs plugged into it share. Stopped when dropped.
+struct Switch {
+    child: std::process::Child,
+    sock: PathBuf,
+}
+
+impl Switch {
+    fn start(dir: &Path) -> Switch {
+        need("vde_switch");
+        let sock = dir.join("switch");
+        // Its console reads stdin: a pipe kept open keeps it running.
+        let mut child = std::process::Command::new("vde_switch")
+            .arg("-s")
+            .arg(&sock)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("running vde_switch");
+        let ctl = sock.join("ctl");
+        let since = std::time::Instant::now();
+        while !ctl.exists() {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("vde_switch exited with {status}");
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "vde_switch made no {}",
+                ctl.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Switch { child, sock }
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Zero-touch cluster, issue 16's proof: one cluster folder, a controller image and one worker
+/// image; `configure --cluster` personalizes one copy per node of the fleet, and the three
+/// boot together (TCG, 512 MiB each) on a VDE switch with the inventory's static addresses.
+/// The controller's k0s stand-in finds the PKI and the two bootstrap-token Secrets where k0s
+/// reads them and listens on 6443; each worker's decodes its token, checks that its CA is
+/// the ca.crt the controller serves, and joins the address in it with its token, which the
+/// controller accepts against the Secret and logs with the worker's hostname. After the
+/// boots, no key or token is left on any boot partition.
+#[test]
+fn a_controller_and_two_workers_form_a_cluster_on_a_local_network() {
+    let started = std::time::Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let spec = QemuSpec {
+        memory_mib: 512,
+        ..board_qemu("x86-64")
+    };
+    let ctl_image = build_role(dir, "controller", None, false);
+    let worker_image = build_role(dir, "worker", None, false);
+    std::fs::write(dir.join("fleet.toml"), CLUSTER_FLEET).unwrap();
+    let o = edgeimg_in(
+        dir,
+        &["cluster", "init", "shop1", "--k0s-version", K0S_VERSION],
+    );
+    assert!(o.status.success(), "cluster init: {}", stderr(&o));
+
+    let nodes = [
+        ("ctl-1", "controller", &ctl_image, "52:54:00:16:00:01"),
+        ("pi-07", "worker", &worker_image, "52:54:00:16:00:07"),
+        ("pi-08", "worker", &worker_image, "52:54:00:16:00:08"),
+    ];
+    let mut cards = Vec::new();
+    for (node, _, image, _) in nodes {
+        let card = dir.join(format!("{node}.img"));
+        sparse_copy(image, &card);
+        let o = edgeimg_in(
+            dir,
+            &[
+                "configure",
+                card.to_str().unwrap(),
+                "--cluster",
+                "shop1",
+                "--inventory",
+                "fleet.toml",
+                "--node-name",
+                node,
+            ],
+        );
+        assert!(o.status.success(), "configure {node}: {}", stderr(&o));
+        // Written to a 2 GiB disk (as smoke's copies): the first boot grows the data
+        // partition into the rest.
+        let f = std::fs::OpenOptions::new().write(true).open(&card).unwrap();
+        let len = f.metadata().unwrap().len();
+        f.set_len(len.max(2 << 30)).unwrap();
+        cards.push(card);
+    }
+    // The images the cards were made from hold no secret; the cards do.
+    assert!(!esp_has(&ctl_image, &ctl_image, "edgeimg/k0s-data"));
+    assert!(!esp_has(&worker_image, &worker_image, "edgeimg/token"));
+    assert!(esp_has(
+        &ctl_image,
+        &cards[0],
+        "edgeimg/k0s-data/pki/ca.key"
+    ));
+    assert!(esp_has(&worker_image, &cards[1], "edgeimg/token"));
+    let o = edgeimg_in(dir, &["cluster", "status", "shop1", "--json"]);
+    assert!(o.status.success(), "cluster status: {}", stderr(&o));
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(status["api_address"], "10.0.0.1", "{status}");
+    let token_id = |node: &str| -> String {
+        status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["node"] == node)
+            .and_then(|n| n["token_id"].as_str())
+            .unwrap_or_else(|| panic!("no token id for {node}: {status}"))
+            .to_string()
+    };
+
+    let switch = Switch::start(dir);
+    let configured = std::time::Instant::now();
+    let reports: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = nodes
+            .iter()
+            .zip(&cards)
+            .map(|((node, role, _, mac), card)| {
+                let mut opts = options(role, node, true);
+                opts.timeout = Duration::from_secs(720);
+                opts.mac = Some(mac.to_string());
+                opts.switch = Some(switch.sock.clone());
+                opts.extra_console_checks = if *role == "controller" {
+                    ["pi-07", "pi-08"]
+                        .iter()
+                        .map(|w| {
+                            format!(
+                                "k0s-stand-in: controller: node {w} joined with bootstrap token {}",
+                                token_id(w)
+                            )
+                        })
+                        .collect()
+                } else {
+                    vec![format!("{STAND_IN_JOINED}10.0.0.1:6443")]
+                };
+                let spec = &spec;
+                s.spawn(move || {
+                    let r = qemu::boot_disk(card, spec, &opts, None, &Silent);
+                    (node.to_string(), r)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let booted = configured.elapsed();
+    drop(switch);
+    let mut failed = Vec::new();
+    let mut by_node = std::collections::BTreeMap::new();
+    for (node, r) in reports {
+        match r {
+            Ok(r) => {
+                by_node.insert(node, r);
+            }
+            Err(e) => failed.push(format!("{node}: {e:#}")),
+        }
+    }
+    assert!(failed.is_empty(), "{}", failed.join("\n\n"));
+
+    let ctl = &by_node["ctl-1"];
+    let console = ctl.console.join("\n");
+    assert_eq!(
+        ctl.ready_line,
+        format!("edgeimg: ready role=controller hostname=ctl-1 root=ro k0s={K0S_VERSION}")
+    );
+    assert!(
+        console_has(ctl, "network: eth0 static 10.0.0.1/24"),
+        "{console}"
+    );
+    // The PKI (8 files) and the workers' two Secrets left the FAT for /var/lib/k0s; k0s got
+    // the k0s.yaml and found everything where it reads it.
+    assert!(
+        console_has(ctl, "edgeimg: cluster files: moved 10 to /var/lib/k0s")
+            && console_has(ctl, "--config /etc/k0s/k0s.yaml"),
+        "{console}"
+    );
+    assert!(
+        console_has(
+            ctl,
+            "k0s-stand-in: controller: pki complete in /var/lib/k0s/pki (8 files), 2 bootstrap token Secrets in /var/lib/k0s/manifests/edgeimg-tokens"
+        ) && console_has(ctl, "k0s-stand-in: controller: API stand-in listening on :6443"),
+        "{console}"
+    );
+    assert!(
+        !console_has(ctl, "k0s-stand-in: controller: refused"),
+        "{console}"
+    );
+    assert!(
+        console_has(
+            ctl,
+            "waiting for the API server (/readyz on 6443) to answer ok"
+        ),
+        "{console}"
+    );
+    assert_sysinfo_clean("controller", ctl);
+    for w in ["pi-07", "pi-08"] {
+        let r = &by_node[w];
+        let console = r.console.join("\n");
+        assert_eq!(
+            r.ready_line,
+            format!("edgeimg: ready role=worker hostname={w} root=ro k0s={K0S_VERSION}")
+        );
+        let addr = if w == "pi-07" { "10.0.0.7" } else { "10.0.0.8" };
+        assert!(
+            console_has(r, &format!("network: eth0 static {addr}/24")),
+            "{console}"
+        );
+        assert!(
+            console_has(r, "--token-file /var/lib/k0s/join-token")
+                && console_has(
+                    r,
+                    &format!(
+                        "k0s-stand-in: worker: token for https://10.0.0.1:6443 as kubelet-bootstrap (token id {})",
+                        token_id(w)
+                    )
+                ),
+            "{console}"
+        );
+        eprintln!(
+            "{w}: {}",
+            r.console
+                .iter()
+                .find(|l| l.contains(STAND_IN_JOINED))
+                .unwrap()
+        );
+    }
+    // `cluster revoke` of a lost worker removes the very manifest the running controller
+    // accepted that worker's token from, and deletes that Secret.
+    let joined = ctl
+        .console
+        .iter()
+        .find(|l| l.contains("k0s-stand-in: controller: node pi-08 joined"))
+        .unwrap();
+    let manifest = joined
+        .rsplit_once('(')
+        .and_then(|(_, f)| f.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{joined}"));
+    let o = edgeimg_in(dir, &["cluster", "revoke", "shop1", "pi-08"]);
+    assert!(o.status.success(), "cluster revoke: {}", stderr(&o));
+    let script = std::fs::read_to_string(dir.join("shop1/revoke/pi-08.sh")).unwrap();
+    let id = token_id("pi-08");
+    assert!(
+        script.contains(&format!(
+            "rm -f /var/lib/k0s/manifests/edgeimg-tokens/{manifest}\n"
+        )) && manifest == format!("bootstrap-token-{id}.yaml")
+            && script.contains(&format!(
+                "k0s kubectl -n kube-system delete secret bootstrap-token-{id} "
+            )),
+        "{joined}\n{script}"
+    );
+    // No key, Secret or token is left on any boot partition.
+    for ((node, _, image, _), r) in nodes.iter().zip(cards.iter()) {
+        let disk = by_node[*node].disk_copy.clone().unwrap();
+        assert_eq!(&disk, r);
+        for path in ["edgeimg/k0s-data", "edgeimg/token"] {
+            assert!(
+                !esp_has(image, &disk, path),
+                "{node}: {path} is still on the boot partition after the first boot"
+            );
+        }
+    }
+    eprintln!(
+        "cluster test: {:.0} s in all, {:.0} s for the three boots",
+        started.elapsed().as_secs_f64(),
+        booted.as_secs_f64()
+    );
 }
 
 /// Whether the ESP of a disk copy still holds `path`, read with mtools.

@@ -103,6 +103,7 @@ const TOOLS: &[(&str, Source<'static>)] = &[
     ("time", Apt("time")),
     ("tr", Essential("coreutils")),
     ("unsquashfs", Apt("squashfs-tools")),
+    ("vde_switch", Apt("vde2")),
     ("veritysetup", Apt("cryptsetup-bin")),
     ("virt-fw-vars", Pip("virt-firmware")),
     ("xz", Apt("xz-utils")),

@@ -29,6 +29,7 @@ pub(crate) fn smoke(out: Out, data: &DataDir, args: &SmokeArgs, rep: &dyn Report
         extra_console_checks: args.expect.clone(),
         mac: None,
         guestfwd: args.guestfwd.clone(),
+        switch: None,
     };
     rep.step(&format!(
         "booting {} ({}) in QEMU",

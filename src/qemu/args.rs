@@ -50,6 +50,9 @@ pub(super) struct VmConfig<'a> {
     pub mac: Option<&'a str>,
     /// QEMU `guestfwd=` rules.
     pub guestfwd: &'a [String],
+    /// A VDE switch's socket directory to plug the network card into, instead of user-mode
+    /// networking.
+    pub switch: Option<&'a Path>,
     pub console: Console,
 }
 
@@ -68,6 +71,7 @@ impl<'a> VmConfig<'a> {
             kvm: opts.kvm,
             mac: opts.mac.as_deref(),
             guestfwd: &opts.guestfwd,
+            switch: opts.switch.as_deref(),
             console: Console::Pipe,
         }
     }
@@ -86,6 +90,7 @@ impl<'a> VmConfig<'a> {
             kvm,
             mac: None,
             guestfwd: &[],
+            switch: None,
             console: Console::Terminal,
         }
     }
@@ -172,10 +177,17 @@ impl<'a> VmConfig<'a> {
             return vec!["-nic".into(), "none".into()];
         }
         // restrict=on: the guest reaches nothing outside; explicit guestfwd rules still work.
-        let mut netdev = "user,id=n0,restrict=on".to_string();
-        for fwd in self.guestfwd {
-            netdev.push_str(&format!(",guestfwd={fwd}"));
-        }
+        // On a VDE switch the guest reaches only the other VMs plugged into it.
+        let mut netdev = match self.switch {
+            Some(sock) => format!("vde,id=n0,sock={}", qemu_path(sock)),
+            None => {
+                let mut user = "user,id=n0,restrict=on".to_string();
+                for fwd in self.guestfwd {
+                    user.push_str(&format!(",guestfwd={fwd}"));
+                }
+                user
+            }
+        };
         let mut dev = format!("{},netdev=n0", self.spec.net_device);
         if let Some(mac) = self.mac {
             dev.push_str(&format!(",mac={mac}"));
@@ -321,6 +333,18 @@ mod tests {
         ));
         let t = VmConfig::on_terminal(&spec, Some(&fw), boot, true).args();
         assert!(has_seq(&t, &["-accel", "kvm"]) && has_seq(&t, &["-serial", "mon:stdio"]));
+        // On a VDE switch: no user-mode network (nothing outside the switch is reachable).
+        o.switch = Some(PathBuf::from("/tmp/sw,1"));
+        let v = VmConfig::piped(&spec, Some(&fw), boot, &o).args();
+        assert!(
+            has_seq(&v, &["-netdev", "vde,id=n0,sock=/tmp/sw,,1"]),
+            "{v:?}"
+        );
+        assert!(!v.iter().any(|x| x.starts_with("user,")), "{v:?}");
+        assert!(has_seq(
+            &v,
+            &["-device", "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56"]
+        ));
         assert!(!t.contains(&"-monitor".to_string()));
     }
 

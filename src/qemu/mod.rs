@@ -83,6 +83,10 @@ pub struct SmokeOptions {
     pub mac: Option<String>,
     /// QEMU `guestfwd=` rules (`tcp:10.0.2.100:80-tcp:127.0.0.1:8080`).
     pub guestfwd: Vec<String>,
+    /// A VDE switch's socket directory (`vde_switch -s DIR`): the network card is plugged
+    /// into that local-only network instead of QEMU's user-mode network (`guestfwd` then
+    /// has nothing to forward through and must be empty). Give each VM its own `mac`.
+    pub switch: Option<PathBuf>,
 }
 
 impl SmokeOptions {

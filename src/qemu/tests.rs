@@ -46,6 +46,7 @@ pub(super) fn opts(timeout: u64) -> SmokeOptions {
         extra_console_checks: vec![],
         mac: None,
         guestfwd: vec![],
+        switch: None,
     }
 }
 

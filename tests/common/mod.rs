@@ -21,28 +21,156 @@ pub const K0S_VERSION: &str = "v1.34.10+k0s.0";
 /// `http://127.0.0.1:10248/healthz` (busybox httpd) and answers `k0s kubectl get --raw
 /// /readyz` with `ok`. A node whose config writes `/etc/k0s-stand-in/never-healthy` gets a
 /// k0s that never becomes healthy; after 20 s it prints [`STAND_IN_NEVER_HEALTHY`].
+///
+/// Where the cluster test depends on it, it does what k0s does with the files edgeimg
+/// leaves, and says so on the console (lines starting `k0s-stand-in: controller:` or
+/// `k0s-stand-in: worker:`):
+/// - a controller with a CA in `/var/lib/k0s/pki` checks that the 8 files k0s needs there
+///   are present (keys 0600), counts the bootstrap-token Secrets in
+///   `/var/lib/k0s/manifests/edgeimg-tokens/`, and listens on 6443 on every address (plain
+///   HTTP; the real API speaks TLS): `/healthz`, `/readyz`, its `ca.crt`, and a join
+///   endpoint that accepts a node's `id.secret` only when a Secret of that directory holds
+///   that token id and secret, and prints the node's hostname;
+/// - a worker decodes its `--token-file` (base64 of gzip of a kubeconfig, as k0s does),
+///   checks the user is `kubelet-bootstrap`, fetches `ca.crt` from the token's server
+///   (retrying every 3 s until it answers, one line), checks it is the CA in the token, and
+///   joins with the token: [`STAND_IN_JOINED`]`<host:port>` on success. Its kubelet health
+///   does not wait for the join (other tests boot workers whose token names no controller).
 pub fn k0s_stand_in() -> Vec<u8> {
-    format!(
-        r#"#!/bin/sh
+    r#"#!/bin/sh
 # k0s stand-in (test double built by edgeimg's tests; not the real k0s)
-if [ "$1" = version ]; then echo "{K0S_VERSION}"; exit 0; fi
+if [ "$1" = version ]; then echo "@K0S_VERSION@"; exit 0; fi
 state=/run/k0s-stand-in
+data=/var/lib/k0s
 if [ "$1" = kubectl ]; then
   [ "$*" = "kubectl get --raw /readyz" ] && [ -e $state/healthy ] && echo ok && exit 0
   echo "The connection to the server localhost:6443 was refused" >&2
   exit 1
 fi
-mkdir -p /var/lib/k0s
-echo "$*" >> /var/lib/k0s/stand-in.calls
+mkdir -p $data $state
+echo "$*" >> $data/stand-in.calls
 echo "k0s-stand-in: $*" > /dev/console
+say() { echo "k0s-stand-in: $*" > /dev/console; }
+token_file=
+prev=
+for a in "$@"; do
+  [ "$prev" = --token-file ] && token_file=$a
+  prev=$a
+done
+
+# What k0s's controller reads from the data dir; then the API port.
+controller_api() {
+  pki=$data/pki
+  if [ ! -e $pki/ca.crt ]; then
+    say "controller: no CA in $pki (k0s makes its own)"
+    return 0
+  fi
+  bad=
+  for f in ca.crt ca.key sa.key sa.pub etcd/ca.crt etcd/ca.key front-proxy-ca.crt front-proxy-ca.key; do
+    [ -s $pki/$f ] || bad="$bad $f(missing)"
+  done
+  for f in ca.key sa.key etcd/ca.key front-proxy-ca.key; do
+    [ -s $pki/$f ] || continue
+    m=$(stat -c %a $pki/$f)
+    [ "$m" = 600 ] || bad="$bad $f(mode $m)"
+  done
+  if [ -n "$bad" ]; then
+    say "controller: pki in $pki is not usable:$bad"
+    exit 1
+  fi
+  n=$(find $data/manifests/edgeimg-tokens -name "*.yaml" 2>/dev/null | wc -l)
+  say "controller: pki complete in $pki (8 files), $n bootstrap token Secrets in $data/manifests/edgeimg-tokens"
+  api=$state/api
+  mkdir -p $api/cgi-bin
+  echo ok > $api/healthz
+  echo ok > $api/readyz
+  cp $pki/ca.crt $api/ca.crt
+  cat > $api/cgi-bin/join <<'CGI'
+#!/bin/sh
+# The stand-in's bootstrap-token authentication: QUERY_STRING is host=NAME&token=ID.SECRET.
+host=
+token=
+IFS='&'
+for kv in $QUERY_STRING; do
+  case $kv in host=*) host=${kv#host=} ;; token=*) token=${kv#token=} ;; esac
+done
+unset IFS
+case $host in '' | *[!a-z0-9.-]*) host=unnamed ;; esac
+id=${token%%.*}
+secret=${token#*.}
+found=
+for s in /var/lib/k0s/manifests/edgeimg-tokens/*.yaml; do
+  [ -e "$s" ] || continue
+  grep -qx "  token-id: $(printf %s "$id" | base64)" "$s" &&
+    grep -qx "  token-secret: $(printf %s "$secret" | base64)" "$s" &&
+    grep -qx "  usage-bootstrap-authentication: $(printf true | base64)" "$s" && found=$s
+done
+printf 'Content-Type: text/plain\r\n\r\n'
+case $id in '' | *[!a-z0-9]*) id=malformed ;; esac
+if [ -n "$found" ]; then
+  echo "k0s-stand-in: controller: node $host joined with bootstrap token $id (${found##*/})" > /dev/console
+  echo joined
+else
+  echo "k0s-stand-in: controller: refused node $host: no bootstrap token Secret for $id" > /dev/console
+  echo refused
+fi
+CGI
+  chmod 0755 $api/cgi-bin/join
+  busybox httpd -p 0.0.0.0:6443 -h $api
+  say "controller: API stand-in listening on :6443"
+}
+
+# What k0s's worker does with its token: decode it, trust its CA, reach its server.
+worker_join() {
+  if [ -z "$token_file" ] || [ ! -s "$token_file" ]; then
+    say "worker: no token file"
+    return 0
+  fi
+  kc=$state/kubeconfig
+  if ! base64 -d < "$token_file" 2>/dev/null | gunzip > $kc 2>/dev/null; then
+    say "worker: $token_file is not a k0s join token (base64 of gzip)"
+    return 0
+  fi
+  server=$(sed -n 's/^ *server: *//p' $kc | head -n 1)
+  user=$(sed -n 's/^ *user: *\([^ ].*\)$/\1/p' $kc | head -n 1)
+  tok=$(sed -n 's/^ *token: *//p' $kc | head -n 1)
+  sed -n 's/^ *certificate-authority-data: *//p' $kc | head -n 1 | base64 -d > $state/token-ca.crt
+  hostport=${server#https://}
+  hostport=${hostport%%/*}
+  say "worker: token for $server as $user (token id ${tok%%.*})"
+  if [ "$user" != kubelet-bootstrap ]; then
+    say "worker: token user $user is not kubelet-bootstrap"
+    return 0
+  fi
+  tries=0
+  until wget -q -T 5 -O $state/controller-ca.crt "http://$hostport/ca.crt" 2>/dev/null; do
+    [ $tries = 0 ] && say "worker: $hostport does not answer yet, retrying every 3 s"
+    tries=$((tries + 1))
+    sleep 3
+  done
+  if ! cmp -s $state/token-ca.crt $state/controller-ca.crt; then
+    say "worker: the CA in the token is not the ca.crt $hostport serves"
+    return 0
+  fi
+  sum=$(sha256sum < $state/token-ca.crt | cut -c 1-16)
+  answer=$(wget -q -T 5 -O - "http://$hostport/cgi-bin/join?host=$(hostname)&token=$tok" 2>/dev/null)
+  if [ "$answer" = joined ]; then
+    say "worker: joined $hostport after $tries retries (the token's CA is its ca.crt, sha256 $sum...)"
+  else
+    say "worker: $hostport refused the token: $answer"
+  fi
+}
+
 case "$1" in
   controller|worker)
+    [ "$1" = controller ] && controller_api
+    [ "$1" = worker ] && (worker_join) &
     (
       if [ -e /etc/k0s-stand-in/never-healthy ]; then
         sleep 20
-        echo "{STAND_IN_NEVER_HEALTHY}" > /dev/console
+        echo "@NEVER_HEALTHY@" > /dev/console
       else
-        sleep {STAND_IN_HEALTHY_AFTER}
+        sleep @HEALTHY_AFTER@
         mkdir -p $state/www
         echo ok > $state/www/healthz
         busybox httpd -p 127.0.0.1:10248 -h $state/www
@@ -53,9 +181,15 @@ case "$1" in
 esac
 exit 0
 "#
-    )
+    .replace("@K0S_VERSION@", K0S_VERSION)
+    .replace("@NEVER_HEALTHY@", STAND_IN_NEVER_HEALTHY)
+    .replace("@HEALTHY_AFTER@", &STAND_IN_HEALTHY_AFTER.to_string())
     .into_bytes()
 }
+
+/// What a worker's stand-in prints once it joined the controller its token names (followed
+/// by `host:port`).
+pub const STAND_IN_JOINED: &str = "k0s-stand-in: worker: joined ";
 
 /// Seconds after its start when the stand-in's kubelet and API server answer ok.
 pub const STAND_IN_HEALTHY_AFTER: u32 = 4;
@@ -132,6 +266,7 @@ pub fn debian_package(tool: &str) -> &'static str {
         "sbverify" => "sbsigntool",
         "virt-fw-vars" => "virt-firmware (pip)",
         "dpkg-query" => "dpkg",
+        "vde_switch" => "vde2",
         _ => "coreutils",
     }
 }
@@ -352,6 +487,7 @@ pub fn smoke_options(role: &str, hostname: &str) -> edgeimg::qemu::SmokeOptions 
         extra_console_checks: vec![],
         mac: None,
         guestfwd: vec![],
+        switch: None,
     }
 }
 
