@@ -234,25 +234,6 @@ content = "yes"
     assert_eq!(sysinfo.map(|s| s.errors), Some(0), "{console}");
 }
 
-/// The fleet of the cluster test: static addresses on one local network, no NTP, no DNS.
-const CLUSTER_FLEET: &str = r#"
-[defaults]
-time = { ntp = [] }
-gateway = "10.0.0.254"
-
-[nodes.ctl-1]
-role = "controller"
-address = "10.0.0.1/24"
-
-[nodes.pi-07]
-role = "worker"
-address = "10.0.0.7/24"
-
-[nodes.pi-08]
-role = "worker"
-address = "10.0.0.8/24"
-"#;
-
 /// A VDE switch (Debian's vde2) on a unix socket in a temporary folder: a network that only
 /// the VMs plugged into it share. Stopped when dropped.
 struct Switch {

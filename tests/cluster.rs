@@ -11,24 +11,6 @@ use std::path::Path;
 use common::*;
 use sha2::{Digest, Sha256};
 
-const INVENTORY: &str = r#"
-[defaults]
-time = { ntp = [] }
-gateway = "10.0.0.254"
-
-[nodes.ctl-1]
-role = "controller"
-address = "10.0.0.1/24"
-
-[nodes.pi-07]
-role = "worker"
-address = "10.0.0.7/24"
-
-[nodes.pi-08]
-role = "worker"
-address = "10.0.0.8/24"
-"#;
-
 fn digest(p: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
 }
@@ -94,7 +76,7 @@ fn a_cluster_is_issued_card_by_card() {
     need("kubectl");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    std::fs::write(dir.join("fleet.toml"), INVENTORY).unwrap();
+    std::fs::write(dir.join("fleet.toml"), CLUSTER_FLEET).unwrap();
     let ctl = dir.join("ctl.img");
     let w1 = dir.join("w1.img");
     disk_image(&ctl);

@@ -635,3 +635,22 @@ pub fn assert_published_modes(dir: &Path) {
         assert_eq!(mode, want, "{n} has mode {mode:04o}, expected {want:04o}");
     }
 }
+
+/// The fleet of the cluster tests (`cluster.rs`, `boot_x86.rs`): static addresses on one local network, no NTP, no DNS.
+pub const CLUSTER_FLEET: &str = r#"
+[defaults]
+time = { ntp = [] }
+gateway = "10.0.0.254"
+
+[nodes.ctl-1]
+role = "controller"
+address = "10.0.0.1/24"
+
+[nodes.pi-07]
+role = "worker"
+address = "10.0.0.7/24"
+
+[nodes.pi-08]
+role = "worker"
+address = "10.0.0.8/24"
+"#;
