@@ -84,6 +84,8 @@ pub struct Request {
     pub airgap_bundle: Option<Option<String>>,
     pub airgap_sha256: Option<String>,
     pub source_date_epoch: Option<u64>,
+    /// `--image-version`: dotted numbers; derived from the source date epoch otherwise.
+    pub image_version: Option<String>,
     /// Write a dm-verity hash tree for the root (`--no-verity` turns it off).
     pub verity: bool,
     /// Sign the UEFI boot chain with the user's keys (`--secure-boot DIR`).
@@ -127,6 +129,9 @@ pub struct Plan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub airgap: Option<AirgapInput>,
     pub source_date_epoch: u64,
+    /// The image's version (`1`, `2.1`, `2026.1127.104500`): in the manifest, the UKI's
+    /// IMAGE_VERSION, the root's build.env and the update bundle; updates only go forward.
+    pub image_version: String,
     /// dm-verity hash tree after the root squashfs, root hash on the kernel command line.
     pub verity: bool,
     /// Signing with the user's Secure Boot keys; None: the boot chain is unsigned.
@@ -194,6 +199,14 @@ impl Plan {
                     .and_then(|v| v.parse().ok())
             })
             .unwrap_or(base.source_date_epoch);
+        let image_version = match req.image_version {
+            Some(v) => {
+                crate::util::version::ImageVersion::parse(&v)
+                    .map_err(|e| anyhow::anyhow!("--image-version {v:?}: {e}"))?;
+                v
+            }
+            None => crate::util::version::ImageVersion::from_epoch(source_date_epoch).to_string(),
+        };
         Ok(Plan {
             edgeimg_version: env!("CARGO_PKG_VERSION").to_string(),
             board,
@@ -207,6 +220,7 @@ impl Plan {
             k0s,
             airgap,
             source_date_epoch,
+            image_version,
             verity: req.verity,
             secure_boot: req.secure_boot,
             node,

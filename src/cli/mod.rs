@@ -198,6 +198,10 @@ pub struct BuildArgs {
     /// Leave out the dm-verity hash tree of the root partition.
     #[arg(long)]
     pub no_verity: bool,
+    /// The image's version: dotted numbers (`1`, `2.1`); default: the source date epoch as
+    /// YYYY.MMDD.HHMMSS. An update only goes to a newer version unless forced.
+    #[arg(long, value_name = "V")]
+    pub image_version: Option<String>,
     /// Neither reuse nor store build artifacts (root squashfs, initramfs, xz blocks) in the
     /// cache: every step runs.
     #[arg(long)]

@@ -238,12 +238,18 @@ pub fn build_root(
 /// the profile (`[kubernetes]`) that the node's boot script applies.
 fn build_env(plan: &Plan, kver: &str) -> String {
     format!(
-        "EDGEIMG_BOARD='{}'\nEDGEIMG_ROLE='{}'\nK0S_VERSION='{}'\nKVER='{}'\nEDGEIMG_VERSION='{}'\nROOT_MODE='ro'\nEDGEIMG_K8S_MODULES='{}'\nEDGEIMG_K8S_SYSCTLS='{}'\n",
+        "EDGEIMG_BOARD='{}'\nEDGEIMG_ROLE='{}'\nEDGEIMG_ARCH='{}'\nK0S_VERSION='{}'\nKVER='{}'\nEDGEIMG_VERSION='{}'\nIMAGE_VERSION='{}'\nBOOT_METHOD='{}'\nROOT_MODE='ro'\nEDGEIMG_K8S_MODULES='{}'\nEDGEIMG_K8S_SYSCTLS='{}'\n",
         plan.board.name,
         plan.role,
+        plan.board.arch.debian(),
         plan.k0s_version,
         kver,
         plan.edgeimg_version,
+        plan.image_version,
+        match plan.board.boot {
+            crate::profile::BootSpec::Uefi { .. } => "uefi",
+            crate::profile::BootSpec::Rpi(_) => "rpi",
+        },
         plan.base.kubernetes.modules.join(" "),
         plan.base.kubernetes.sysctls.join(" "),
     )
