@@ -23,6 +23,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["rootfs"],
     &["fs"],
     &["disk"],
+    &["bundle"],
     &["efi"],
     &["boot"],
     &["cache"],

@@ -90,7 +90,23 @@ pub struct Request {
     pub verity: bool,
     /// Sign the UEFI boot chain with the user's keys (`--secure-boot DIR`).
     pub secure_boot: Option<SecureBoot>,
+    /// `--signing-key FILE`: sign an update bundle, bake the public key into the root.
+    pub update_key: Option<UpdateKey>,
 }
+
+/// `build --signing-key FILE.key`: the fleet's Ed25519 key. The plan holds the public key
+/// (baked into the root at [`UPDATE_PUB`], so its hash changes with the key), never the
+/// private key or its place.
+#[derive(Clone, Debug, Serialize)]
+pub struct UpdateKey {
+    #[serde(skip)]
+    pub key_file: PathBuf,
+    /// The public key, SPKI PEM.
+    pub public_pem: String,
+}
+
+/// Where the root holds the fleet's public key (inside dm-verity).
+pub const UPDATE_PUB: &str = "usr/share/edgeimg/update.pub";
 
 /// `build --secure-boot DIR`: the db certificate that signs systemd-boot and the UKI. The
 /// plan names the certificate (so its hash changes with the keys), never the key folder's
@@ -137,6 +153,9 @@ pub struct Plan {
     /// Signing with the user's Secure Boot keys; None: the boot chain is unsigned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secure_boot: Option<SecureBoot>,
+    /// The fleet key update bundles are signed with; None: no bundle, no key in the root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_key: Option<UpdateKey>,
     /// The node config rendered onto the boot partition (the token is not part of the plan).
     pub node: NodeConfig,
     #[serde(skip)]
@@ -223,6 +242,7 @@ impl Plan {
             image_version,
             verity: req.verity,
             secure_boot: req.secure_boot,
+            update_key: req.update_key,
             node,
             data: data.root.clone(),
         })
@@ -282,9 +302,24 @@ impl Plan {
         v.extend(self.board.packages.iter().cloned());
         v.extend(self.role_profile.packages.iter().cloned());
         v.push(self.board.kernel_package.clone());
+        // The node verifies update bundles with Debian's openssl.
+        if self.update_key.is_some() {
+            v.push("openssl".into());
+        }
         v.sort();
         v.dedup();
         v
+    }
+
+    /// The profile's `provided` packages, less those the plan installs itself.
+    pub fn provided_packages(&self) -> Vec<String> {
+        let wanted = self.wanted_packages();
+        self.base
+            .provided
+            .iter()
+            .filter(|p| !wanted.contains(p))
+            .cloned()
+            .collect()
     }
 
     /// Modules the root carries (dependencies are added later).

@@ -158,6 +158,46 @@ impl BootMethod for Uefi<'_> {
         Ok(t)
     }
 
+    fn bundle_boot_files(
+        &self,
+        plan: &Plan,
+        u: &Unpacked,
+        initrd: &[u8],
+        boot_a: &Tree,
+        cmdline_b: &str,
+    ) -> Result<Vec<crate::bundle::BootFile>> {
+        use crate::disk::layout::Slot;
+        let Some(stub_path) = self.uki_stub else {
+            anyhow::bail!(
+                "{}: A/B updates need a UKI (boot.uki_stub): build without --signing-key",
+                plan.board.file.display()
+            );
+        };
+        let a = boot_a
+            .read(UKI)
+            .context("the boot tree has no UKI for slot A")?
+            .to_vec();
+        let mut b = build_uki(self, plan, u, initrd, cmdline_b, stub_path)?;
+        if let Some(sb) = &plan.secure_boot {
+            let keys = crate::efi::keys::load(&sb.dir)?;
+            b = crate::efi::sign::sign_image(&b, &keys.db, plan.source_date_epoch)
+                .context("signing slot B's UKI")?;
+        }
+        let path = format!("{UKI_DIR}/edgeimg-{}.efi", crate::bundle::SLOT_MARK);
+        Ok(vec![
+            crate::bundle::BootFile {
+                path: path.clone(),
+                slot: Some(Slot::A),
+                data: a,
+            },
+            crate::bundle::BootFile {
+                path,
+                slot: Some(Slot::B),
+                data: b,
+            },
+        ])
+    }
+
     fn netboot(&self) -> bool {
         true
     }

@@ -87,6 +87,51 @@ pub fn write(
     encode_boot(plan, &layout, &boot, &mut image)?;
     image.commit(&image_path)?;
     laps.lap("fat");
+    let bundle = match &plan.update_key {
+        Some(k) => {
+            let mut cmdline_b = kernel_cmdline(plan, &layout, Slot::B);
+            if let Some(v) = &verity {
+                cmdline_b = super::verity::cmdline(v, &cmdline_b);
+            }
+            let files = method.bundle_boot_files(
+                plan,
+                &trees.unpacked,
+                &trees.initrd,
+                &boot,
+                &cmdline_b,
+            )?;
+            let root_len = match &verity {
+                Some(v) => v.hash_offset + v.hash_size,
+                None => root_size.div_ceil(4096) * 4096,
+            };
+            let path = dir.join(format!("{stem}.update"));
+            let key = crate::bundle::keys::load_signing_key(&k.key_file)?;
+            let file = std::fs::File::open(&image_path)?;
+            crate::bundle::write(
+                &path,
+                &key,
+                crate::bundle::Header {
+                    board: plan.board.name.clone(),
+                    arch: plan.board.arch.debian().to_string(),
+                    role: plan.role.to_string(),
+                    image_version: plan.image_version.clone(),
+                    k0s_version: plan.k0s_version.clone(),
+                    edgeimg_version: plan.edgeimg_version.clone(),
+                    boot_method: method.name().to_string(),
+                    partitions: crate::bundle::BundlePartitions::of(&layout),
+                    verity_root_hash: verity.as_ref().map(|v| v.root_hash.clone()),
+                    mtime: plan.source_date_epoch,
+                },
+                &file,
+                layout.offset(PartRole::Root(Slot::A)),
+                root_len,
+                &files,
+            )?;
+            laps.lap("bundle");
+            Some(path)
+        }
+        None => None,
+    };
     // The trees are encoded: their memory goes back before xz takes its own (network boot
     // copies the root from the image).
     drop(boot);
@@ -114,6 +159,7 @@ pub fn write(
     let bmap_path = dir.join(format!("{stem}.bmap"));
     crate::disk::bmap::write_bmap(&image_path, &bmap_path)?;
     outputs.push(bmap_path);
+    outputs.extend(bundle);
 
     let mut records = Vec::new();
     for o in &outputs {

@@ -69,6 +69,14 @@ pub enum Command {
 pub enum KeysCommand {
     /// Make a PK, KEK and db key pair with certificates, and the signed lists that enroll them.
     Generate(KeysGenerateArgs),
+    /// Make the fleet's Ed25519 update key: OUT.key (PKCS#8 PEM, private) and OUT.pub.
+    Fleet(KeysFleetArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeysFleetArgs {
+    /// Path prefix of the key files: writes OUT.key and OUT.pub (never overwrites them).
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -202,6 +210,10 @@ pub struct BuildArgs {
     /// YYYY.MMDD.HHMMSS. An update only goes to a newer version unless forced.
     #[arg(long, value_name = "V")]
     pub image_version: Option<String>,
+    /// Sign an update bundle (`<stem>.update`) with this fleet key (made by `edgeimg keys
+    /// fleet`) and bake its public key into the root.
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
     /// Neither reuse nor store build artifacts (root squashfs, initramfs, xz blocks) in the
     /// cache: every step runs.
     #[arg(long)]

@@ -66,6 +66,10 @@ pub(crate) fn build(out: Out, data: &DataDir, args: &BuildArgs, rep: &dyn Report
             Some(dir) => Some(secure_boot(dir, args.secure_boot_enroll)?),
             None => None,
         },
+        update_key: match &args.signing_key {
+            Some(f) => Some(crate::bundle::keys::update_key(f)?),
+            None => None,
+        },
     };
     let plan = Plan::resolve(data, req, host_mirror)?;
     if plan.secure_boot.is_none() && crate::boot::signs_with_secure_boot(&plan.board) && !out.quiet
