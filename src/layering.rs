@@ -31,6 +31,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["build"],
     &["image"],
     &["flash"],
+    &["update"],
     &["qemu"],
     &["serve"],
     // clap types only: they import nothing of the crate, and only `commands` uses them.

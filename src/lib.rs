@@ -53,4 +53,5 @@ pub mod rootfs;
 pub mod serve;
 pub mod source;
 pub mod tree;
+pub mod update;
 pub mod util;

@@ -1,7 +1,7 @@
 //! Bundles written and read back, and judged by Debian's openssl (the node's verifier) and
 //! GNU tar.
 
-use std::io::Write;
+use std::io::{Read as _, Write};
 use std::process::Command;
 
 use super::*;
@@ -233,4 +233,67 @@ fn openssl_verifies_the_signature_and_gnu_tar_unpacks_the_bundle() {
     changed[20] ^= 1;
     std::fs::write(out.join("changed.json"), changed).unwrap();
     assert!(!verify(&out.join("changed.json")).status.success());
+}
+
+#[test]
+fn the_nodes_manifest_reader_reads_what_the_writer_wrote() {
+    crate::util::test_tools::require_tool("busybox");
+    let f = fixture();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let lib = f.dir.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    let rootfs = repo.join("overlays/rootfs/usr/lib/edgeimg");
+    for name in ["lib.sh", "slot.sh", "edgeimg-update"] {
+        std::os::unix::fs::symlink(rootfs.join(name), lib.join(name)).unwrap();
+    }
+    std::os::unix::fs::symlink(
+        repo.join("tests/shell/contract.sh"),
+        lib.join("contract.sh"),
+    )
+    .unwrap();
+    let bytes = std::fs::read(&f.bundle).unwrap();
+    let mut ar = tar::Archive::new(&bytes[..]);
+    let mut json = String::new();
+    ar.entries()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .read_to_string(&mut json)
+        .unwrap();
+    let m: BundleManifest = serde_json::from_str(&json).unwrap();
+    let mut child = Command::new("busybox")
+        .args(["sh", "-c", ". \"$0\"; manifest_flat"])
+        .arg(lib.join("edgeimg-update"))
+        .env("EDGEIMG_LIB", &lib)
+        .env("EDGEIMG_UPDATE_SOURCED", "1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(json.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let flat = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        format!("board={}", m.board),
+        format!("image_version={}", m.image_version),
+        format!("partitions.root_b={}", m.partitions.root_b),
+        format!("partitions.slot_size={}", m.partitions.slot_size),
+        format!("root.sha256={}", m.root.sha256),
+        format!("root.size={}", m.root.size),
+        format!("boot.1.member={}", m.boot[1].member),
+        format!("boot.1.sha256={}", m.boot[1].sha256),
+        "boot.0.slot=a".to_string(),
+        "boot.1.path=EFI/Linux/edgeimg-@SLOT@.efi".to_string(),
+    ] {
+        assert!(
+            flat.lines().any(|l| l == want),
+            "{want} missing from:\n{flat}"
+        );
+    }
 }

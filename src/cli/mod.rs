@@ -48,6 +48,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Write an image (.img or .img.xz) to a device, verify it, then personalize it.
     Flash(Box<FlashArgs>),
+    /// Write a signed update bundle into the inactive root slot of an image or card and arm
+    /// it as the next boot's trial.
+    Update(UpdateArgs),
     /// Serve a folder (the output of `build --format pxe`) read-only over plain HTTP.
     Serve(ServeArgs),
     /// Make and manage the Secure Boot keys images are signed with.
@@ -63,6 +66,26 @@ pub enum Command {
     /// Encode a folder as squashfs with the build's encoder and time it (for scripts/bench).
     #[command(hide = true)]
     EncodeSquashfs(EncodeSquashfsArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// The image file (.img) or the card's whole-disk device (/dev/sdX).
+    pub target: PathBuf,
+    /// The bundle (`<stem>.update` of `build --signing-key`).
+    pub bundle: PathBuf,
+    /// Install a version that is not newer than the active one.
+    #[arg(long)]
+    pub force: bool,
+    /// Boots the loader tries the new slot before falling back.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub tries: u32,
+    /// Allow a device that is not removable (never a mounted or system disk).
+    #[arg(long)]
+    pub fixed_disk: bool,
+    /// Root of /sys, /proc and /dev for the device checks (tests).
+    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    pub sys_root: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]

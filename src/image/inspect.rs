@@ -366,6 +366,32 @@ fn squashfs_info(file: &File, offset: u64, partition: u32) -> Result<Option<Squa
     }))
 }
 
+/// A small file (at most `max` bytes) of the squashfs at `offset` of `file`, by absolute path.
+pub fn read_root_file(file: &File, offset: u64, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
+    use backhand::{FilesystemReader, InnerNode};
+    use std::io::Read;
+    let reader = std::io::BufReader::new(file.try_clone().context("reopening the image")?);
+    let fs = FilesystemReader::from_reader_with_offset(reader, offset)
+        .map_err(|e| anyhow::anyhow!("reading the root squashfs: {e}"))?;
+    for node in fs.files() {
+        if node.fullpath != Path::new(path) {
+            continue;
+        }
+        if let InnerNode::File(f) = &node.inner {
+            if f.file_len() as u64 > max {
+                anyhow::bail!("{path} in the root is larger than {max} bytes");
+            }
+            let mut data = Vec::new();
+            fs.file(f)
+                .reader()
+                .read_to_end(&mut data)
+                .with_context(|| format!("reading {path} from the root"))?;
+            return Ok(Some(data));
+        }
+    }
+    Ok(None)
+}
+
 /// Walks the squashfs at `offset` (metadata only, plus build.env).
 fn root_listing(file: &File, offset: u64) -> Result<RootListing> {
     use backhand::{FilesystemReader, InnerNode};

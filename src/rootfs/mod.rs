@@ -206,6 +206,7 @@ pub fn build_root(
     dpkg::prune_lists(&mut root)?;
     root.add_file("etc/edgeimg/build.env", build_env(plan, &u.kver), 0o644)?;
     root.add_file(contract::CONTRACT_PATH, contract::render_shell(), 0o644)?;
+    root.add_symlink("usr/sbin/edgeimg-update", "/usr/lib/edgeimg/edgeimg-update")?;
     // The fleet's update key, inside dm-verity: bundles are checked against it.
     if let Some(k) = &plan.update_key {
         root.add_file(crate::plan::UPDATE_PUB, k.public_pem.clone(), 0o644)?;
