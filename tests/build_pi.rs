@@ -166,7 +166,7 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
         .expect("disk signature")
         .to_string();
     let parts = sfdisk_parts(&dump);
-    assert_eq!(parts.len(), 3, "{dump}");
+    assert_eq!(parts.len(), 4, "boot, root-a, root-b, data: {dump}");
     assert!(
         parts[0].2.contains("type=c") && parts[0].2.contains("bootable"),
         "boot partition must be FAT32 LBA (0x0c) and bootable: {dump}"
@@ -664,7 +664,7 @@ fn pi5_image_is_an_eeprom_boot_card_with_the_pi5_device_trees() {
         .expect("disk signature")
         .to_string();
     let parts = sfdisk_parts(&dump);
-    assert_eq!(parts.len(), 3, "{dump}");
+    assert_eq!(parts.len(), 4, "boot, root-a, root-b, data: {dump}");
     assert!(
         parts[0].2.contains("type=c") && parts[0].2.contains("bootable"),
         "{dump}"

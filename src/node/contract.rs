@@ -200,6 +200,7 @@ pub const NODE_ENV_VARS: &[&str] = &[
     "INSTALL_WIPE",
     "CONTENT_SHA256",
     "CONFIG_GENERATION",
+    "UPDATE_TRIAL_TIMEOUT",
 ];
 
 /// The variables of [`NODE_ENV_VARS`] that hold secrets: shown as present or absent, never

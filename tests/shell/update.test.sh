@@ -28,6 +28,7 @@ node() {
 	case "$1" in a) root=$AUUID ;; *) root=$BUUID ;; esac
 	echo "console=ttyS0 edgeimg.boot=PARTUUID=$BOOTUUID edgeimg.root=PARTUUID=$root edgeimg.data=PARTUUID=$DATAUUID edgeimg.slot=$1" >"$T/cmdline"
 	: >"$T/slot"
+	echo boot-1 >"$T/boot_id"
 }
 
 # bundle NAME VERSION [BOARD] [KEY]: $T/NAME.update for slot files, as src/bundle writes it.
@@ -87,6 +88,7 @@ JSON
 # upd ARGS: edgeimg-update as the node runs it, slot B's partition being $T/slot.
 upd() {
 	env -u EDGEIMG_HOST_TEST EDGEIMG_LIB="$T/lib" EDGEIMG_ESP="$T/esp" EDGEIMG_CMDLINE="$T/cmdline" \
+		EDGEIMG_BOOT="$T/esp/edgeimg" EDGEIMG_BOOT_ID="$T/boot_id" \
 		EDGEIMG_BUILD_ENV="$T/etc/build.env" EDGEIMG_UPDATE_PUB="$T/keys/fleet.pub" \
 		EDGEIMG_RUN="$T/run" UPD_SLOT_DEV="$T/slot" EDGEIMG_UPDATE_ANY_DEV=1 EDGEIMG_UPDATE_NO_WATCH=1 \
 		EDGEIMG_UPDATE_SELF="busybox sh $ROOTFS/edgeimg-update" \
@@ -113,7 +115,10 @@ a_good_bundle_is_written_and_armed_as_a_trial() {
 	cmp "$T/mk-v2/root.img" "$T/slot" || exit 1
 	assert_eq "edgeimg-a.efi edgeimg-b+3.efi " "$(ukis)"
 	assert_eq "UKI B v2" "$(cat "$T/esp/EFI/Linux/edgeimg-b+3.efi")" "slot b's own UKI"
-	assert_eq "b 2 1" "$(cat "$T/esp/edgeimg/update/trial")"
+	assert_eq "b 2 1 boot-1" "$(cat "$T/esp/edgeimg/update/trial")"
+	# The same boot goes on (boot_cmd applied it): nothing failed yet.
+	assert_eq "" "$(upd --boot)" "a trial armed during this boot is not a failed one"
+	assert_eq "edgeimg-a.efi edgeimg-b+3.efi " "$(ukis)"
 	assert_eq "" "$(ls "$T/run")" "the work folder is gone"
 }
 
@@ -184,6 +189,8 @@ a_ready_trial_is_marked_good() {
 	sed -i "s/IMAGE_VERSION='1'/IMAGE_VERSION='2'/" "$T/etc/build.env"
 	out=$(upd --boot)
 	assert_eq "edgeimg: update: v2 on trial in slot b; marked good once ready within 900s" "$out"
+	echo "UPDATE_TRIAL_TIMEOUT='120'" >"$T/esp/edgeimg/node.env"
+	assert_eq "edgeimg: update: v2 on trial in slot b; marked good once ready within 120s" "$(upd --boot)" "[update] trial_timeout"
 	out=$(upd --ready)
 	assert_eq "edgeimg: update: v2 is ready: slot b marked good" "$out"
 	assert_eq "edgeimg-a.efi edgeimg-b.efi " "$(ukis)"
@@ -195,7 +202,7 @@ a_failed_trial_is_reported_once_and_cleaned_up() {
 	local out
 	node a
 	mkdir -p "$T/esp/edgeimg/update"
-	echo "b 3 2" >"$T/esp/edgeimg/update/trial"
+	echo "b 3 2 boot-0" >"$T/esp/edgeimg/update/trial"
 	echo "UKI B v3" >"$T/esp/EFI/Linux/edgeimg-b+0-3.efi"
 	out=$(upd --boot)
 	assert_eq "edgeimg: update: v3 failed (it did not come up), back on v2" "$out"

@@ -30,6 +30,8 @@
 SLOT_ESP=${EDGEIMG_ESP:-/boot}
 SLOT_CMDLINE=${EDGEIMG_CMDLINE:-/proc/cmdline}
 SLOT_STATE="$SLOT_ESP/${EDGEIMG_BOOT_DIR:-edgeimg}/update"
+# Changes on every boot: a trial armed during this boot has not been tried yet.
+SLOT_BOOT_ID=${EDGEIMG_BOOT_ID:-/proc/sys/kernel/random/boot_id}
 # Tries a UEFI trial gets before systemd-boot gives up on it.
 SLOT_TRIES=${SLOT_TRIES:-3}
 
@@ -55,16 +57,18 @@ slot_other() {
 	esac
 }
 
-# slot_trial_info: "SLOT VERSION FROM" of the armed trial, empty when none.
+# slot_trial_info: "SLOT VERSION FROM BOOT_ID" of the armed trial, empty when none.
 slot_trial_info() {
 	cat "$SLOT_STATE/trial" 2>/dev/null
 }
 
-# slot_note_trial S VERSION FROM: remembers the trial on the boot partition.
+# slot_note_trial S VERSION FROM: remembers the trial on the boot partition, with the id of
+# the boot that armed it.
 slot_note_trial() {
 	mkdir -p "$SLOT_STATE" || return 1
 	rm -f "$SLOT_STATE/result"
-	echo "$1 $2 $3" >"$SLOT_STATE/trial.new" && mv "$SLOT_STATE/trial.new" "$SLOT_STATE/trial"
+	echo "$1 $2 ${3:-0} $(cat "$SLOT_BOOT_ID" 2>/dev/null || echo none)" >"$SLOT_STATE/trial.new" &&
+		mv "$SLOT_STATE/trial.new" "$SLOT_STATE/trial"
 }
 
 # slot_note_result REASON: why the running trial gave up.
@@ -98,6 +102,8 @@ slot_check_rollback() {
 	# shellcheck disable=SC2086
 	set -- $info
 	s=$1 v=$2 from=${3:-}
+	# Armed during this boot (edgeimg-update from boot_cmd or a poller): not tried yet.
+	[ -n "${4:-}" ] && [ "$4" = "$(cat "$SLOT_BOOT_ID" 2>/dev/null)" ] && return 0
 	if [ "$s" = "$cur" ]; then
 		# The trial is running (slot_on_trial) or was committed: nothing to report.
 		slot_on_trial && return 0
