@@ -144,7 +144,7 @@ enum Refuser {
     /// fails: `BdsDxe: failed to load Boot0002 "UEFI Misc Device" from ...: Access Denied`.
     Firmware,
     /// systemd-boot (src/boot/boot.c image_start) when the firmware's LoadImage refuses the
-    /// UKI: `Error loading \EFI\Linux\edgeimg.efi: Access denied`.
+    /// UKI: `Error loading \EFI\Linux\edgeimg-a.efi: Access denied`.
     Loader,
 }
 

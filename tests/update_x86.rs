@@ -221,9 +221,20 @@ fn a_node_updates_itself_falls_back_from_a_broken_update_and_takes_offline_updat
     }
     let boot_start = 2048;
 
-    // Boot 1: v1 refuses the bad bundles and arms v2.
-    let b1 =
-        qemu::smoke(&v1.join("x86-64-worker.img"), &spec, &opts, &Silent).expect("boot 1 (v1)");
+    // Boot 0: QEMU killed while the node writes a bundle's root into slot B.
+    let b0 = qemu::smoke_until(
+        &v1.join("x86-64-worker.img"),
+        &spec,
+        &opts,
+        "edgeimg: update: root.img, ",
+        &Silent,
+    )
+    .expect("boot 0 (killed while applying)");
+    let disk = b0.disk_copy.clone().unwrap();
+    eprintln!("boot 0 (killed mid-apply): {:.0}s", b0.boot_seconds);
+
+    // Boot 1: still v1 after the kill; refuses the bad bundles and arms v2.
+    let b1 = qemu::boot_disk(&disk, &spec, &opts, None, &Silent).expect("boot 1 (v1)");
     let log1 = b1.console.join("\n");
     assert!(
         has(&b1, "edgeimg: update: refused: root.img's sha256 is"),

@@ -1,10 +1,10 @@
-//! UEFI boards: systemd-boot at the firmware's removable-media path of the ESP, and one
-//! Unified Kernel Image (`EFI/Linux/edgeimg.efi`) that systemd-boot finds by itself (a
-//! "Type #2" entry, no loader entry file): systemd-stub with the kernel, the initramfs and the
-//! kernel command line (root hash included) in one PE file. With `build --secure-boot DIR`
-//! both are Authenticode-signed with the user's db key and the ESP carries the signed lists
-//! that enroll the keys (`loader/keys/auto/`). The node config stays editable on the FAT;
-//! nothing there decides which code runs.
+//! UEFI boards: systemd-boot at the firmware's removable-media path of the ESP, and one Unified
+//! Kernel Image per root slot (`EFI/Linux/edgeimg-a.efi`, `-b.efi`) that systemd-boot finds by
+//! itself (a "Type #2" entry, no loader entry file): systemd-stub with the kernel, the initramfs
+//! and the kernel command line (root hash included) in one PE file. With `build --secure-boot DIR`
+//! both are Authenticode-signed with the user's db key and the ESP carries the signed lists that
+//! enroll the keys (`loader/keys/auto/`). The node config stays editable on the FAT; nothing there
+//! decides which code runs.
 //!
 //! A board without `boot.uki_stub` keeps the older layout: a loader entry naming `vmlinuz`,
 //! `initrd.img` and the command line as text on the FAT.

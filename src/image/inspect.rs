@@ -70,7 +70,7 @@ pub struct BootInfo {
     pub files: Vec<(String, u64)>,
     /// The kernel command line from the UKI's `.cmdline`, the loader entry or cmdline.txt.
     pub cmdline: Option<String>,
-    /// The Unified Kernel Image (`EFI/Linux/edgeimg.efi`): signed or not, and by whom.
+    /// The active slot's Unified Kernel Image (`EFI/Linux/edgeimg-a.efi`): signed or not, and by whom.
     pub uki: Option<crate::manifest::UkiInfo>,
 }
 

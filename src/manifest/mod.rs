@@ -117,7 +117,7 @@ pub struct ImageManifest {
 /// A Unified Kernel Image: where it is, its command line, and who signed it.
 #[derive(Debug, Serialize, Deserialize, Clone, PartialEq)]
 pub struct UkiInfo {
-    /// Path on the boot partition (`EFI/Linux/edgeimg.efi`) or in the netboot folder.
+    /// Path on the boot partition (`EFI/Linux/edgeimg-a.efi`) or in the netboot folder.
     pub path: String,
     pub sha256: String,
     /// Its `.cmdline` section: what the kernel runs with (the root hash included).
