@@ -51,11 +51,15 @@ pub fn update(o: &Options) -> Result<UpdateReport> {
     let started = std::time::Instant::now();
     ensure!(o.tries >= 1, "--tries takes a number from 1");
     let what = o.target.display().to_string();
-    let meta = std::fs::metadata(o.target).with_context(|| format!("{what}: cannot read it"))?;
     use std::os::unix::fs::FileTypeExt;
-    if meta.file_type().is_block_device() {
+    let is_device = o.target.starts_with("/dev/")
+        || std::fs::metadata(o.target).is_ok_and(|m| m.file_type().is_block_device());
+    if is_device {
+        // flash's checks: a whole disk, not mounted, not the system's, writable.
         crate::flash::device::check_target(o.sys_root, o.target, o.device_force)?;
-    } else if !meta.is_file() {
+    }
+    let meta = std::fs::metadata(o.target).with_context(|| format!("{what}: cannot read it"))?;
+    if !is_device && !meta.is_file() {
         bail!("{what} is neither an image file nor a disk");
     }
     let ins = crate::image::inspect::inspect_file(o.target, o.target)?;
@@ -236,4 +240,39 @@ fn disarm(file: &File, off: u64, size: u64, slot: Slot, what: &str) -> Result<()
     drop(vol);
     file.sync_data().context("flushing the boot partition")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(root: &Path, dev: &str) -> String {
+        let bundle = root.join("x.update");
+        std::fs::write(&bundle, b"").unwrap();
+        let e = update(&Options {
+            target: Path::new(dev),
+            bundle: &bundle,
+            force: false,
+            tries: 3,
+            sys_root: root,
+            device_force: false,
+        })
+        .err()
+        .unwrap();
+        format!("{e:#}")
+    }
+
+    #[test]
+    fn the_system_disk_and_a_mounted_card_are_refused_as_flash_refuses_them() {
+        let d = tempfile::tempdir().unwrap();
+        crate::flash::device::tests::fake_root(d.path());
+        let e = refusal(d.path(), "/dev/sda");
+        assert!(e.contains("holds the running system"), "{e}");
+        let e = refusal(d.path(), "/dev/sdc");
+        assert!(e.contains("is mounted at"), "{e}");
+        let e = refusal(d.path(), "/dev/sdb1");
+        assert!(e.contains("is a partition of /dev/sdb"), "{e}");
+        let e = refusal(d.path(), "/dev/sdd");
+        assert!(e.contains("not a removable disk"), "{e}");
+    }
 }
