@@ -229,7 +229,8 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
     assert_eq!(cmdline.trim_end().lines().count(), 1, "{cmdline:?}");
     for arg in [
         format!("edgeimg.root=PARTUUID={label_id}-02"),
-        format!("edgeimg.data=PARTUUID={label_id}-03"),
+        format!("edgeimg.data=PARTUUID={label_id}-04"),
+        "edgeimg.slot=a".to_string(),
         "console=ttyS1,115200".to_string(),
         "edgeimg.test=node-arg".to_string(),
     ] {
@@ -714,7 +715,7 @@ fn pi5_image_is_an_eeprom_boot_card_with_the_pi5_device_trees() {
     assert_eq!(cmdline.trim_end().lines().count(), 1, "{cmdline:?}");
     for arg in [
         format!("edgeimg.root=PARTUUID={label_id}-02"),
-        format!("edgeimg.data=PARTUUID={label_id}-03"),
+        format!("edgeimg.data=PARTUUID={label_id}-04"),
     ] {
         assert!(
             cmdline.split_whitespace().any(|a| a == arg),
