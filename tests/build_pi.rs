@@ -166,7 +166,7 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
         .expect("disk signature")
         .to_string();
     let parts = sfdisk_parts(&dump);
-    assert_eq!(parts.len(), 3, "{dump}");
+    assert_eq!(parts.len(), 4, "boot, root-a, root-b, data: {dump}");
     assert!(
         parts[0].2.contains("type=c") && parts[0].2.contains("bootable"),
         "boot partition must be FAT32 LBA (0x0c) and bootable: {dump}"
@@ -229,7 +229,8 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
     assert_eq!(cmdline.trim_end().lines().count(), 1, "{cmdline:?}");
     for arg in [
         format!("edgeimg.root=PARTUUID={label_id}-02"),
-        format!("edgeimg.data=PARTUUID={label_id}-03"),
+        format!("edgeimg.data=PARTUUID={label_id}-04"),
+        "edgeimg.slot=a".to_string(),
         "console=ttyS1,115200".to_string(),
         "edgeimg.test=node-arg".to_string(),
     ] {
@@ -664,7 +665,7 @@ fn pi5_image_is_an_eeprom_boot_card_with_the_pi5_device_trees() {
         .expect("disk signature")
         .to_string();
     let parts = sfdisk_parts(&dump);
-    assert_eq!(parts.len(), 3, "{dump}");
+    assert_eq!(parts.len(), 4, "boot, root-a, root-b, data: {dump}");
     assert!(
         parts[0].2.contains("type=c") && parts[0].2.contains("bootable"),
         "{dump}"
@@ -714,7 +715,7 @@ fn pi5_image_is_an_eeprom_boot_card_with_the_pi5_device_trees() {
     assert_eq!(cmdline.trim_end().lines().count(), 1, "{cmdline:?}");
     for arg in [
         format!("edgeimg.root=PARTUUID={label_id}-02"),
-        format!("edgeimg.data=PARTUUID={label_id}-03"),
+        format!("edgeimg.data=PARTUUID={label_id}-04"),
     ] {
         assert!(
             cmdline.split_whitespace().any(|a| a == arg),

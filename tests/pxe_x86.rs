@@ -513,13 +513,13 @@ fn usb_booted_node_installs_to_a_blank_disk_which_then_boots_alone() {
         console.contains("edgeimg: install: writing the edgeimg layout of /dev/sd"),
         "{console}"
     );
-    // sfdisk (not edgeimg) reads the installed table: three partitions, data to the end.
+    // sfdisk (not edgeimg) reads the installed table: boot, two root slots, data to the end.
     let o = run_tool("sfdisk", &["--json", target.to_str().unwrap()]);
     assert!(o.status.success(), "{}", stderr(&o));
     let t: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let parts = t["partitiontable"]["partitions"].as_array().unwrap();
-    assert_eq!(parts.len(), 3);
-    let end = parts[2]["start"].as_u64().unwrap() + parts[2]["size"].as_u64().unwrap();
+    assert_eq!(parts.len(), 4);
+    let end = parts[3]["start"].as_u64().unwrap() + parts[3]["size"].as_u64().unwrap();
     assert!(
         end > (3u64 << 30) / 512 - 4096,
         "data does not fill the disk: {t}"

@@ -30,7 +30,7 @@ pub use check::looks_like_private_key;
 pub use render::{parse_node_env, shell_quote, RenderedNode};
 pub use schema::{
     BootConfig, ContentEncoding, FileMode, FileSpec, InstallConfig, K0sConfig, Labels, NetMode,
-    NetworkConfig, SshConfig, StorageConfig, TimeConfig, WifiConfig,
+    NetworkConfig, SshConfig, StorageConfig, TimeConfig, UpdateConfig, WifiConfig,
 };
 pub use wifi::{is_raw_key, wifi_pmk};
 
@@ -209,6 +209,8 @@ pub struct NodeConfig {
     pub storage: StorageConfig,
     #[serde(default, skip_serializing_if = "InstallConfig::is_default")]
     pub install: InstallConfig,
+    #[serde(default, skip_serializing_if = "UpdateConfig::is_default")]
+    pub update: UpdateConfig,
     /// Where the config came from (for messages); not part of the config.
     #[serde(skip)]
     origin: PathBuf,

@@ -192,6 +192,10 @@ impl NodeConfig {
                 u8::from(self.install.wipe).to_string(),
             ),
         ];
+        // Only when set, so that node.env of a config without it stays as it was.
+        if let Some(t) = self.update.trial_timeout {
+            vars.push(("UPDATE_TRIAL_TIMEOUT".into(), t.to_string()));
+        }
         for (i, f) in self.files.iter().enumerate() {
             vars.push((format!("FILE_{i}_PATH"), f.path.clone()));
             vars.push((format!("FILE_{i}_MODE"), f.mode.to_string()));

@@ -207,6 +207,31 @@ impl InstallConfig {
     }
 }
 
+/// `[update]`: A/B updates on the node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateConfig {
+    /// Seconds a new slot on trial has to print the ready line before the node goes back to
+    /// the previous slot; absent: 900.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial_timeout: Option<u64>,
+}
+
+impl UpdateConfig {
+    pub fn is_default(&self) -> bool {
+        *self == UpdateConfig::default()
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        match self.trial_timeout {
+            Some(t) if !(60..=86_400).contains(&t) => Err(format!(
+                "[update] trial_timeout = {t}: give seconds from 60 to 86400 (a trial must have time to reach ready)"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TimeConfig {

@@ -515,3 +515,21 @@ fn malformed_array_table_header_gives_an_error_not_a_panic() {
         Some("files[0].mode")
     );
 }
+
+#[test]
+fn update_trial_timeout_is_checked_and_reaches_node_env() {
+    let p = problems("[update]\ntrial_timeout = 5\n");
+    assert!(
+        p.iter().any(|p| p
+            .to_string()
+            .contains("trial_timeout = 5: give seconds from 60")),
+        "{p:?}"
+    );
+    let cfg = parse("[update]\ntrial_timeout = 120\n").unwrap();
+    assert_eq!(
+        env_of_rendered(&cfg.render().unwrap())["UPDATE_TRIAL_TIMEOUT"],
+        "120"
+    );
+    let plain = parse("hostname = \"n1\"\n").unwrap();
+    assert!(!env_of_rendered(&plain.render().unwrap()).contains_key("UPDATE_TRIAL_TIMEOUT"));
+}

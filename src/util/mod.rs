@@ -13,4 +13,5 @@ pub mod memstat;
 pub(crate) mod test_tools;
 pub mod text;
 pub mod time;
+pub mod version;
 pub mod window;
