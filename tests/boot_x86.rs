@@ -326,11 +326,11 @@ fn a_controller_and_two_workers_form_a_cluster_on_a_local_network() {
             ],
         );
         assert!(o.status.success(), "configure {node}: {}", stderr(&o));
-        // Written to a 2 GiB disk (as smoke's copies): the first boot grows the data
-        // partition into the rest.
+        // Written to a 4 GiB disk (as smoke's copies): the first boot grows the data
+        // partition into what the two root slots leave.
         let f = std::fs::OpenOptions::new().write(true).open(&card).unwrap();
         let len = f.metadata().unwrap().len();
-        f.set_len(len.max(2 << 30)).unwrap();
+        f.set_len(len.max(4 << 30)).unwrap();
         cards.push(card);
     }
     // The images the cards were made from hold no secret; the cards do.

@@ -263,8 +263,9 @@ pub struct SmokeArgs {
     /// Use KVM instead of TCG emulation.
     #[arg(long)]
     pub kvm: bool,
-    /// Size of the test disk the image is copied onto, in MiB.
-    #[arg(long, default_value_t = 2048)]
+    /// Size of the test disk the image is copied onto, in MiB (a 4 GB card: room for both
+    /// root slots and a data partition k0s is content with).
+    #[arg(long, default_value_t = 4096)]
     pub disk_mib: u64,
     /// QEMU guestfwd rule (`tcp:10.0.2.100:80-tcp:127.0.0.1:8080`), repeatable.
     #[arg(long, value_name = "RULE")]
@@ -284,8 +285,9 @@ pub struct RunArgs {
     /// Use KVM instead of TCG emulation.
     #[arg(long)]
     pub kvm: bool,
-    /// Size of the test disk the image is copied onto, in MiB.
-    #[arg(long, default_value_t = 2048)]
+    /// Size of the test disk the image is copied onto, in MiB (a 4 GB card: room for both
+    /// root slots and a data partition k0s is content with).
+    #[arg(long, default_value_t = 4096)]
     pub disk_mib: u64,
 }
 

@@ -476,7 +476,7 @@ pub fn smoke_options(role: &str, hostname: &str) -> edgeimg::qemu::SmokeOptions 
     edgeimg::qemu::SmokeOptions {
         timeout: std::time::Duration::from_secs(420),
         keep: false,
-        disk_size: 2048 * 1024 * 1024,
+        disk_size: 4096 * 1024 * 1024,
         kvm: false,
         expect: edgeimg::qemu::Expectations {
             role: role.into(),
