@@ -63,8 +63,8 @@ pub(super) fn check(cfg: &NodeConfig) -> Report {
     if let Err(m) = cfg.storage.check() {
         r.problem("storage.device", m);
     }
-    if let Err(m) = cfg.update.check() {
-        r.problem("update.trial_timeout", m);
+    if let Err((field, m)) = cfg.update.check() {
+        r.problem(field, m);
     }
     if let Err(m) = cfg.install.check() {
         r.problem("install.device", m);

@@ -201,6 +201,8 @@ pub const NODE_ENV_VARS: &[&str] = &[
     "CONTENT_SHA256",
     "CONFIG_GENERATION",
     "UPDATE_TRIAL_TIMEOUT",
+    "UPDATE_URL",
+    "UPDATE_CHECK_INTERVAL",
 ];
 
 /// The variables of [`NODE_ENV_VARS`] that hold secrets: shown as present or absent, never

@@ -196,6 +196,12 @@ impl NodeConfig {
         if let Some(t) = self.update.trial_timeout {
             vars.push(("UPDATE_TRIAL_TIMEOUT".into(), t.to_string()));
         }
+        if let Some(u) = &self.update.url {
+            vars.push(("UPDATE_URL".into(), u.clone()));
+        }
+        if let Some(i) = self.update.check_interval {
+            vars.push(("UPDATE_CHECK_INTERVAL".into(), i.to_string()));
+        }
         for (i, f) in self.files.iter().enumerate() {
             vars.push((format!("FILE_{i}_PATH"), f.path.clone()));
             vars.push((format!("FILE_{i}_MODE"), f.mode.to_string()));

@@ -215,6 +215,13 @@ pub struct UpdateConfig {
     /// the previous slot; absent: 900.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trial_timeout: Option<u64>,
+    /// A channel the node polls (`http://` or `https://`, e.g. `edgeimg serve`'s
+    /// `http://HOST:8080/pi4-worker.update`): a newer signed bundle there is applied and booted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Seconds between two looks at `url`; absent: 3600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_interval: Option<u64>,
 }
 
 impl UpdateConfig {
@@ -222,13 +229,45 @@ impl UpdateConfig {
         *self == UpdateConfig::default()
     }
 
-    pub fn check(&self) -> Result<(), String> {
-        match self.trial_timeout {
-            Some(t) if !(60..=86_400).contains(&t) => Err(format!(
-                "[update] trial_timeout = {t}: give seconds from 60 to 86400 (a trial must have time to reach ready)"
-            )),
-            _ => Ok(()),
+    /// The first problem, as (field, message).
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if let Some(t) = self.trial_timeout.filter(|t| !(60..=86_400).contains(t)) {
+            return Err((
+                "update.trial_timeout",
+                format!("[update] trial_timeout = {t}: give seconds from 60 to 86400 (a trial must have time to reach ready)"),
+            ));
         }
+        if let Some(url) = &self.url {
+            let scheme = url.starts_with("http://") || url.starts_with("https://");
+            // The node's busybox wget gets it as one word: no spaces, quotes or controls.
+            let plain = url
+                .chars()
+                .all(|c| c.is_ascii_graphic() && !matches!(c, '\'' | '"' | '\\' | '`' | '$'));
+            if !scheme || !plain || url.len() > 1024 {
+                return Err((
+                    "update.url",
+                    format!("[update] url = {url:?}: give an http:// or https:// URL of a bundle (no spaces or quotes), e.g. http://10.0.0.2:8080/pi4-worker.update"),
+                ));
+            }
+        }
+        if let Some(i) = self.check_interval {
+            if self.url.is_none() {
+                return Err((
+                    "update.check_interval",
+                    "[update] check_interval without url: say where to look (url = \"http://...\")"
+                        .into(),
+                ));
+            }
+            if !(60..=604_800).contains(&i) {
+                return Err((
+                    "update.check_interval",
+                    format!(
+                        "[update] check_interval = {i}: give seconds from 60 to 604800 (a week)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -533,3 +533,43 @@ fn update_trial_timeout_is_checked_and_reaches_node_env() {
     let plain = parse("hostname = \"n1\"\n").unwrap();
     assert!(!env_of_rendered(&plain.render().unwrap()).contains_key("UPDATE_TRIAL_TIMEOUT"));
 }
+
+#[test]
+fn update_channel_is_checked_and_reaches_node_env() {
+    let field = |text: &str| {
+        problems(text)
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let p = field("[update]\nurl = \"ftp://host/x.update\"\n");
+    assert!(
+        p.contains("update.url") && p.contains("give an http:// or https:// URL"),
+        "{p}"
+    );
+    let p = field("[update]\nurl = \"http://host/a b.update\"\n");
+    assert!(p.contains("no spaces or quotes"), "{p}");
+    let p = field("[update]\ncheck_interval = 600\n");
+    assert!(
+        p.contains("update.check_interval") && p.contains("without url"),
+        "{p}"
+    );
+    let p = field("[update]\nurl = \"http://h/x.update\"\ncheck_interval = 5\n");
+    assert!(
+        p.contains("check_interval = 5: give seconds from 60"),
+        "{p}"
+    );
+    let cfg = parse(
+        "[update]\nurl = \"http://10.0.0.2:8080/x86-64-worker.update\"\ncheck_interval = 600\n",
+    )
+    .unwrap();
+    let env = env_of(&cfg);
+    assert_eq!(
+        env["UPDATE_URL"],
+        "http://10.0.0.2:8080/x86-64-worker.update"
+    );
+    assert_eq!(env["UPDATE_CHECK_INTERVAL"], "600");
+    let plain = parse("hostname = \"n1\"\n").unwrap();
+    assert!(!env_of(&plain).contains_key("UPDATE_URL"));
+}

@@ -85,14 +85,32 @@ JSON
 		boot/a/EFI/Linux/edgeimg-a.efi boot/b/EFI/Linux/edgeimg-b.efi)
 }
 
-# upd ARGS: edgeimg-update as the node runs it, slot B's partition being $T/slot.
+# upd ARGS: edgeimg-update as the node runs it, slot B's partition being $T/slot. It runs
+# through a wrapper that records `reboot` in $T/calls and does not sleep: edgeimg-update runs
+# itself again (tar's --to-command, the poller), and functions of this shell do not reach
+# those processes.
 upd() {
+	cat >"$T/upd-wrapper" <<WRAPPER
+reboot() { echo "reboot \$*" >>"$T/calls"; }
+sleep() { :; }
+. "$ROOTFS/edgeimg-update"
+WRAPPER
 	env -u EDGEIMG_HOST_TEST EDGEIMG_LIB="$T/lib" EDGEIMG_ESP="$T/esp" EDGEIMG_CMDLINE="$T/cmdline" \
 		EDGEIMG_BOOT="$T/esp/edgeimg" EDGEIMG_BOOT_ID="$T/boot_id" \
 		EDGEIMG_BUILD_ENV="$T/etc/build.env" EDGEIMG_UPDATE_PUB="$T/keys/fleet.pub" \
-		EDGEIMG_RUN="$T/run" UPD_SLOT_DEV="$T/slot" EDGEIMG_UPDATE_ANY_DEV=1 EDGEIMG_UPDATE_NO_WATCH=1 \
-		EDGEIMG_UPDATE_SELF="busybox sh $ROOTFS/edgeimg-update" \
-		busybox sh "$ROOTFS/edgeimg-update" "$@"
+		EDGEIMG_RUN="$T/run" EDGEIMG_STATE="$T/state" K0S="$T/bin/k0s" \
+		UPD_SLOT_DEV="$T/slot" EDGEIMG_UPDATE_ANY_DEV=1 EDGEIMG_UPDATE_NO_WATCH=1 \
+		EDGEIMG_UPDATE_SELF="busybox sh $T/upd-wrapper" \
+		busybox sh "$T/upd-wrapper" "$@"
+}
+
+# runtime ROLE URL: the node's runtime settings (boot's save_runtime_env) and a k0s that
+# records what it is asked in $T/calls.
+runtime() {
+	mkdir -p "$T/run"
+	printf "ROLE='%s'\nUPDATE_URL='%s'\nUPDATE_CHECK_INTERVAL='60'\n" "$1" "$2" >"$T/run/node.env"
+	printf '#!/bin/sh\necho "k0s $*" >>"%s"\n' "$T/calls" >"$T/bin/k0s"
+	chmod +x "$T/bin/k0s"
 }
 
 ukis() {
@@ -237,6 +255,59 @@ the_manifest_reader_flattens_nested_keys() {
 	assert_has "$out" "image_version=2"
 }
 
+a_running_trial_is_not_overwritten() {
+	local out
+	node b
+	echo "UKI B v2" >"$T/esp/EFI/Linux/edgeimg-b+2-1.efi"
+	sed -i "s/IMAGE_VERSION='1'/IMAGE_VERSION='2'/" "$T/etc/build.env"
+	bundle v3 3
+	out=$(upd "$T/v3.update") && exit 1
+	assert_has "$out" "edgeimg: update: refused: slot b is on trial and slot a is its way back"
+	assert_eq "edgeimg-a.efi edgeimg-b+2-1.efi " "$(ukis)" "the way back is still there"
+	assert_eq "" "$(cat "$T/slot")"
+}
+
+the_poller_applies_a_newer_bundle_drains_and_reboots() {
+	local out host
+	node a
+	bundle v2 2
+	runtime controller+worker "$T/v2.update"
+	host=$(hostname)
+	out=$(EDGEIMG_UPDATE_POLL_ONCE=1 upd --poll) || {
+		echo "$out"
+		exit 1
+	}
+	assert_has "$out" "edgeimg: update: looking for bundles at $T/v2.update every 60s"
+	assert_has "$out" "edgeimg: update: v2 armed on slot b as the next boot's trial"
+	assert_has "$out" "edgeimg: update: draining $host before the reboot"
+	assert_eq "edgeimg-a.efi edgeimg-b+3.efi " "$(ukis)"
+	assert_eq "k0s kubectl drain $host --ignore-daemonsets --delete-emptydir-data --timeout=300s
+reboot " "$(cat "$T/calls")" "drained, then rebooted"
+	[ -e "$T/state/update-drained" ] || exit 1
+	# The next ready line (whichever slot) takes pods again, once.
+	: >"$T/calls"
+	assert_eq "edgeimg: update: $host takes pods again (uncordoned)" "$(upd --ready)"
+	assert_eq "k0s kubectl uncordon $host" "$(cat "$T/calls")"
+	assert_eq "" "$(upd --ready)" "once"
+}
+
+the_poller_is_quiet_when_nothing_is_newer_and_a_worker_is_not_drained() {
+	local out
+	node a
+	bundle v1 1
+	runtime worker "$T/v1.update"
+	out=$(EDGEIMG_UPDATE_POLL_ONCE=1 upd --poll) || exit 1
+	assert_eq "edgeimg: update: looking for bundles at $T/v1.update every 60s" "$out" "no news is no line"
+	assert_eq "edgeimg-a.efi " "$(ukis)"
+	assert_eq "" "$(cat "$T/calls")"
+	assert_eq "node.env" "$(ls "$T/run")" "no work folder left"
+	bundle v2 2
+	runtime worker "$T/v2.update"
+	out=$(EDGEIMG_UPDATE_POLL_ONCE=1 upd --poll) || exit 1
+	assert_has "$out" "edgeimg: update: rebooting into slot b"
+	assert_eq "reboot " "$(cat "$T/calls")" "a worker has no credentials to drain itself"
+}
+
 tcase "a good bundle is written and armed as a trial" a_good_bundle_is_written_and_armed_as_a_trial
 tcase "tries can be set" tries_can_be_set
 tcase "damaged, truncated and foreign bundles are refused" damaged_truncated_and_foreign_bundles_are_refused
@@ -246,4 +317,7 @@ tcase "a ready trial is marked good" a_ready_trial_is_marked_good
 tcase "a failed trial is reported once and cleaned up" a_failed_trial_is_reported_once_and_cleaned_up
 tcase "giving up leaves no tries" giving_up_leaves_no_tries
 tcase "the manifest reader flattens nested keys" the_manifest_reader_flattens_nested_keys
+tcase "a running trial is not overwritten" a_running_trial_is_not_overwritten
+tcase "the poller applies a newer bundle, drains and reboots" the_poller_applies_a_newer_bundle_drains_and_reboots
+tcase "the poller is quiet when nothing is newer; a worker is not drained" the_poller_is_quiet_when_nothing_is_newer_and_a_worker_is_not_drained
 t_done
