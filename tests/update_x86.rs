@@ -262,6 +262,13 @@ fn a_node_updates_itself_falls_back_from_a_broken_update_and_takes_offline_updat
     );
     assert!(has(&b1, "k0s=v1.34.10+k0s.0"), "{log1}");
     eprintln!("boot 1: {:.0}s", b1.boot_seconds);
+    // The apply time on the node (TCG: an emulated CPU, so slower than any real board).
+    let applied = b1
+        .console
+        .iter()
+        .find(|l| l.contains("edgeimg: update: fetched, written and checked"));
+    assert!(applied.is_some(), "{log1}");
+    eprintln!("apply on the node: {}", applied.unwrap().trim());
     assert!(
         esp_has(&disk, boot_start, "EFI/Linux/edgeimg-b+1.efi"),
         "{}",
