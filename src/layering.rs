@@ -23,6 +23,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["rootfs"],
     &["fs"],
     &["disk"],
+    &["bundle"],
     &["efi"],
     &["boot"],
     &["cache"],
@@ -30,6 +31,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["build"],
     &["image"],
     &["flash"],
+    &["update"],
     &["qemu"],
     &["serve"],
     // clap types only: they import nothing of the crate, and only `commands` uses them.

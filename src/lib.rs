@@ -30,6 +30,7 @@
 //!   only place that prints or prompts.
 pub mod boot;
 pub mod build;
+pub mod bundle;
 pub mod cache;
 pub mod cli;
 pub mod cluster;
@@ -52,4 +53,5 @@ pub mod rootfs;
 pub mod serve;
 pub mod source;
 pub mod tree;
+pub mod update;
 pub mod util;

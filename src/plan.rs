@@ -84,11 +84,29 @@ pub struct Request {
     pub airgap_bundle: Option<Option<String>>,
     pub airgap_sha256: Option<String>,
     pub source_date_epoch: Option<u64>,
+    /// `--image-version`: dotted numbers; derived from the source date epoch otherwise.
+    pub image_version: Option<String>,
     /// Write a dm-verity hash tree for the root (`--no-verity` turns it off).
     pub verity: bool,
     /// Sign the UEFI boot chain with the user's keys (`--secure-boot DIR`).
     pub secure_boot: Option<SecureBoot>,
+    /// `--signing-key FILE`: sign an update bundle, bake the public key into the root.
+    pub update_key: Option<UpdateKey>,
 }
+
+/// `build --signing-key FILE.key`: the fleet's Ed25519 key. The plan holds the public key
+/// (baked into the root at [`UPDATE_PUB`], so its hash changes with the key), never the
+/// private key or its place.
+#[derive(Clone, Debug, Serialize)]
+pub struct UpdateKey {
+    #[serde(skip)]
+    pub key_file: PathBuf,
+    /// The public key, SPKI PEM.
+    pub public_pem: String,
+}
+
+/// Where the root holds the fleet's public key (inside dm-verity).
+pub const UPDATE_PUB: &str = "usr/share/edgeimg/update.pub";
 
 /// `build --secure-boot DIR`: the db certificate that signs systemd-boot and the UKI. The
 /// plan names the certificate (so its hash changes with the keys), never the key folder's
@@ -127,11 +145,17 @@ pub struct Plan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub airgap: Option<AirgapInput>,
     pub source_date_epoch: u64,
+    /// The image's version (`1`, `2.1`, `2026.1127.104500`): in the manifest, the UKI's
+    /// IMAGE_VERSION, the root's build.env and the update bundle; updates only go forward.
+    pub image_version: String,
     /// dm-verity hash tree after the root squashfs, root hash on the kernel command line.
     pub verity: bool,
     /// Signing with the user's Secure Boot keys; None: the boot chain is unsigned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secure_boot: Option<SecureBoot>,
+    /// The fleet key update bundles are signed with; None: no bundle, no key in the root.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub update_key: Option<UpdateKey>,
     /// The node config rendered onto the boot partition (the token is not part of the plan).
     pub node: NodeConfig,
     #[serde(skip)]
@@ -194,6 +218,14 @@ impl Plan {
                     .and_then(|v| v.parse().ok())
             })
             .unwrap_or(base.source_date_epoch);
+        let image_version = match req.image_version {
+            Some(v) => {
+                crate::util::version::ImageVersion::parse(&v)
+                    .map_err(|e| anyhow::anyhow!("--image-version {v:?}: {e}"))?;
+                v
+            }
+            None => crate::util::version::ImageVersion::from_epoch(source_date_epoch).to_string(),
+        };
         Ok(Plan {
             edgeimg_version: env!("CARGO_PKG_VERSION").to_string(),
             board,
@@ -207,8 +239,10 @@ impl Plan {
             k0s,
             airgap,
             source_date_epoch,
+            image_version,
             verity: req.verity,
             secure_boot: req.secure_boot,
+            update_key: req.update_key,
             node,
             data: data.root.clone(),
         })
@@ -268,9 +302,24 @@ impl Plan {
         v.extend(self.board.packages.iter().cloned());
         v.extend(self.role_profile.packages.iter().cloned());
         v.push(self.board.kernel_package.clone());
+        // The node verifies update bundles with Debian's openssl.
+        if self.update_key.is_some() {
+            v.push("openssl".into());
+        }
         v.sort();
         v.dedup();
         v
+    }
+
+    /// The profile's `provided` packages, less those the plan installs itself.
+    pub fn provided_packages(&self) -> Vec<String> {
+        let wanted = self.wanted_packages();
+        self.base
+            .provided
+            .iter()
+            .filter(|p| !wanted.contains(p))
+            .cloned()
+            .collect()
     }
 
     /// Modules the root carries (dependencies are added later).

@@ -100,9 +100,15 @@ fn gpt_is_valid_and_matches_the_manifest() {
     let table: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
     let parts = table["partitiontable"]["partitions"].as_array().unwrap();
     assert_eq!(table["partitiontable"]["label"], "gpt");
-    assert_eq!(parts.len(), 3);
+    // boot, root slot A, root slot B, data: both slots of the x86-64 root type, as big.
+    assert_eq!(parts.len(), 4);
     assert_eq!(parts[0]["type"], "C12A7328-F81F-11D2-BA4B-00A0C93EC93B");
-    assert_eq!(parts[1]["type"], "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709");
+    for (i, name) in [(1, "root-a"), (2, "root-b")] {
+        assert_eq!(parts[i]["type"], "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709");
+        assert_eq!(parts[i]["name"], name);
+        assert_eq!(parts[i]["size"], parts[1]["size"]);
+    }
+    assert_eq!(parts[3]["name"], "data");
     let m = manifest();
     for (i, p) in parts.iter().enumerate() {
         let mp = &m["partitions"]["partitions"][i];
@@ -112,11 +118,62 @@ fn gpt_is_valid_and_matches_the_manifest() {
             mp["uuid"].as_str().unwrap()
         );
     }
-    // The loader entry names the root by the PARTUUID in the table.
-    assert!(m["kernel_cmdline"].as_str().unwrap().contains(&format!(
+    // The UKI names root slot A by the PARTUUID in the table, and the slot.
+    let cmdline = m["kernel_cmdline"].as_str().unwrap();
+    assert!(cmdline.contains(&format!(
         "edgeimg.root=PARTUUID={}",
         m["partitions"]["partitions"][1]["uuid"].as_str().unwrap()
     )));
+    assert!(cmdline.contains("edgeimg.slot=a"), "{cmdline}");
+    assert!(
+        m["image_version"].as_str().unwrap().starts_with("20"),
+        "{m}"
+    );
+    // Slot B costs nothing: no allocated extent of the .img, no range of the .bmap, and
+    // only zeros where xz decompresses it.
+    let (b_off, b_len) = part(2);
+    let bmap = std::fs::read_to_string(built().out.join("x86-64-worker.bmap")).unwrap();
+    let block: u64 = between(&bmap, "<BlockSize>", "</BlockSize>")
+        .trim()
+        .parse()
+        .unwrap();
+    for range in bmap.split("<Range").skip(1) {
+        let text = between(range, ">", "</Range>");
+        let (first, last) = text.split_once('-').unwrap_or((text, text));
+        let (first, last): (u64, u64) =
+            (first.trim().parse().unwrap(), last.trim().parse().unwrap());
+        assert!(
+            (last + 1) * block <= b_off || first * block >= b_off + b_len,
+            "bmap range {text} lies in slot B"
+        );
+    }
+    let alloc = run_tool("du", &["-B1", img.to_str().unwrap()]);
+    let allocated: u64 = stdout(&alloc)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(allocated < b_len, "the .img allocates {allocated} bytes");
+    let xz = built().out.join("x86-64-worker.img.xz");
+    let cmd = format!(
+        "xz -dc {} | tail -c +{} | head -c {} | tr -d '\\000' | wc -c",
+        xz.display(),
+        b_off + 1,
+        b_len
+    );
+    let o = run_tool("sh", &["-c", &cmd]);
+    assert_eq!(
+        stdout(&o).trim(),
+        "0",
+        "slot B in the .img.xz is not all zeros"
+    );
+}
+
+fn between<'a>(s: &'a str, a: &str, b: &str) -> &'a str {
+    let start = s.find(a).map(|i| i + a.len()).unwrap_or(0);
+    let end = s[start..].find(b).map(|i| start + i).unwrap_or(s.len());
+    &s[start..end]
 }
 
 #[test]
@@ -136,7 +193,7 @@ fn esp_passes_fsck_and_holds_systemd_boot_the_uki_and_node_config() {
     let listing = stdout(&run_tool("mdir", &["-i", &spec, "-/", "-b", "::"]));
     for want in [
         "::/EFI/BOOT/BOOTX64.EFI",
-        "::/EFI/Linux/edgeimg.efi",
+        "::/EFI/Linux/edgeimg-a.efi",
         "::/loader/loader.conf",
         "::/edgeimg/node.env",
         "::/edgeimg/token",
@@ -159,12 +216,15 @@ fn esp_passes_fsck_and_holds_systemd_boot_the_uki_and_node_config() {
         "mcopy",
         &["-i", &spec, "::/loader/loader.conf", "-"],
     ));
-    assert!(conf.contains("default edgeimg.efi"), "{conf}");
+    // No `default`: systemd-boot boots the first of its sorted list, so a bad (+0) slot
+    // sorts last and never boots while the good one is there.
+    assert!(!conf.contains("default"), "{conf}");
+    assert!(conf.contains("timeout 0"), "{conf}");
     // objdump reads the UKI's sections, in ukify's order after the stub's.
     let uki = dir.path().join("uki.efi");
     std::fs::write(
         &uki,
-        run_tool("mcopy", &["-i", &spec, "::/EFI/Linux/edgeimg.efi", "-"]).stdout,
+        run_tool("mcopy", &["-i", &spec, "::/EFI/Linux/edgeimg-a.efi", "-"]).stdout,
     )
     .unwrap();
     let o = run_tool("objdump", &["-h", uki.to_str().unwrap()]);
@@ -294,7 +354,12 @@ fn initramfs_is_a_newc_cpio_with_init_busybox_and_modules() {
         &uki,
         run_tool(
             "mcopy",
-            &["-i", esp.to_str().unwrap(), "::/EFI/Linux/edgeimg.efi", "-"],
+            &[
+                "-i",
+                esp.to_str().unwrap(),
+                "::/EFI/Linux/edgeimg-a.efi",
+                "-",
+            ],
         )
         .stdout,
     )
@@ -481,7 +546,7 @@ fn veritysetup_verifies_the_root_partition_and_the_cmdline_carries_the_root_hash
             "-n",
             "-i",
             &format!("{}@@{boff}", image().display()),
-            "::/EFI/Linux/edgeimg.efi",
+            "::/EFI/Linux/edgeimg-a.efi",
             uki.to_str().unwrap(),
         ],
     );

@@ -93,7 +93,7 @@ fn synth(o: SynthOptions) -> Synth {
             bootable: false,
         },
         PartitionSpec {
-            role: PartRole::Root,
+            role: PartRole::Root(edgeimg::disk::layout::Slot::A),
             name: "root".into(),
             ptype: PartType::LinuxRootX86_64,
             size: 8 * MIB,
@@ -102,7 +102,9 @@ fn synth(o: SynthOptions) -> Synth {
     ];
     let plan = PartitionPlan::new(TableKind::Gpt, &specs, b"configure-safety").unwrap();
     let boot = plan.get(PartRole::Boot).clone();
-    let root = plan.get(PartRole::Root).clone();
+    let root = plan
+        .get(PartRole::Root(edgeimg::disk::layout::Slot::A))
+        .clone();
     let image = dir.join("synth.img");
     let mut f = OpenOptions::new()
         .read(true)

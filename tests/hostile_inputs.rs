@@ -139,7 +139,7 @@ fn synthetic_image(path: &Path) {
             bootable: true,
         },
         PartitionSpec {
-            role: PartRole::Root,
+            role: PartRole::Root(edgeimg::disk::layout::Slot::A),
             name: "root".into(),
             ptype: PartType::LinuxRootX86_64,
             size: 1 << 20,

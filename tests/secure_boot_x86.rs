@@ -16,7 +16,7 @@ use edgeimg::progress::Silent;
 use edgeimg::qemu::{self, QemuSpec};
 
 const NODE: &str = "hostname = \"sb-1\"\n[k0s]\nrole = \"worker\"\n[time]\nntp = []\n";
-const UKI: &str = "::/EFI/Linux/edgeimg.efi";
+const UKI: &str = "::/EFI/Linux/edgeimg-a.efi";
 const LOADER: &str = "::/EFI/BOOT/BOOTX64.EFI";
 /// Where OVMF's Secure Boot build and its empty variable store live (Debian `ovmf`).
 const SECBOOT_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
@@ -152,7 +152,7 @@ impl Refuser {
     fn marker(self) -> &'static str {
         match self {
             Refuser::Firmware => ": Access Denied",
-            Refuser::Loader => "Error loading \\EFI\\Linux\\edgeimg.efi: Access denied",
+            Refuser::Loader => "Error loading \\EFI\\Linux\\edgeimg-a.efi: Access denied",
         }
     }
 }

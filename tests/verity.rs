@@ -274,7 +274,7 @@ fn uki_cmdline(_image: &std::path::Path, manifest: &serde_json::Value) -> String
 fn add_kernel_arg(image: &std::path::Path, manifest: &serde_json::Value, arg: &str) {
     let cmdline = uki_cmdline(image, manifest);
     let entry =
-        format!("title edgeimg test\nefi /EFI/Linux/edgeimg.efi\noptions {cmdline} {arg}\n");
+        format!("title edgeimg test\nefi /EFI/Linux/edgeimg-a.efi\noptions {cmdline} {arg}\n");
     let tmp = image.with_extension("entry");
     let conf = image.with_extension("conf");
     std::fs::write(&tmp, entry).unwrap();

@@ -51,6 +51,23 @@ pub trait BootMethod {
         None
     }
 
+    /// The boot files of an update bundle (`build --signing-key`): the files that carry a
+    /// slot's command line once per slot, the others once. `boot_a` is the image's boot tree
+    /// (slot A), `cmdline_b` slot B's command line.
+    fn bundle_boot_files(
+        &self,
+        _plan: &Plan,
+        _u: &Unpacked,
+        _initrd: &[u8],
+        _boot_a: &Tree,
+        _cmdline_b: &str,
+    ) -> Result<Vec<crate::bundle::BootFile>> {
+        anyhow::bail!(
+            "boot method `{}` cannot take A/B updates yet: build without --signing-key",
+            self.name()
+        )
+    }
+
     /// Whether the method can also be booted over the network (`build --format pxe`).
     fn netboot(&self) -> bool {
         false

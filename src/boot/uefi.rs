@@ -30,8 +30,26 @@ pub struct Uefi<'a> {
 /// The loader entry's file on the ESP (boards without a UKI).
 pub const ENTRY: &str = "loader/entries/edgeimg.conf";
 
-/// The Unified Kernel Image on the ESP, where systemd-boot looks for Type #2 entries.
-pub const UKI: &str = "EFI/Linux/edgeimg.efi";
+/// The Unified Kernel Image of root slot A on the ESP, where systemd-boot looks for Type #2
+/// entries: what a fresh image boots.
+pub const UKI: &str = "EFI/Linux/edgeimg-a.efi";
+
+/// The folder of the UKIs on the ESP.
+pub const UKI_DIR: &str = "EFI/Linux";
+
+/// The UKI of a root slot, without a boot counter: `EFI/Linux/edgeimg-<slot>.efi`. While on
+/// trial it is `edgeimg-<slot>+LEFT[-DONE].efi`, which systemd-boot renames on every try.
+pub fn uki_path(slot: crate::disk::layout::Slot) -> String {
+    format!("{UKI_DIR}/edgeimg-{slot}.efi")
+}
+
+/// loader.conf of a UKI image. No `default`: systemd-boot then boots the first entry of its
+/// sorted list (boot.c, config_select_default_entry), and its sort
+/// (boot_entry_compare_indirect, systemd 257) puts entries with no tries left (`+0`, bad)
+/// last, then orders the same IMAGE_ID by IMAGE_VERSION, newest first. So a trial of a newer
+/// version boots first, and once its tries are used up the good slot boots again. A
+/// `default` pattern would be followed even onto a bad entry.
+pub const LOADER_CONF: &str = "timeout 0\neditor no\n";
 
 /// Where systemd-boot looks for the `.auth` files it enrolls in setup mode.
 pub const AUTO_KEYS: &str = "loader/keys/auto";
@@ -73,13 +91,15 @@ pub fn uki_cmdline(plan: &Plan, cmdline: &str) -> String {
     }
 }
 
-/// `.osrel` of the UKI: what systemd-boot shows as the entry's title and version.
+/// `.osrel` of the UKI: what systemd-boot shows as the entry's title and version, and sorts
+/// by (IMAGE_ID, then IMAGE_VERSION, newest first).
 fn os_release(plan: &Plan, kver: &str) -> String {
     format!(
         "ID=edgeimg\nNAME=edgeimg\nID_LIKE=debian\nVERSION_ID={ver}\n\
-         PRETTY_NAME=\"edgeimg {board} {role} (Debian {suite}, linux {kver})\"\n\
-         IMAGE_ID=edgeimg-{board}-{role}\nIMAGE_VERSION={ver}\n",
+         PRETTY_NAME=\"edgeimg {board} {role} {image} (Debian {suite}, linux {kver})\"\n\
+         IMAGE_ID=edgeimg-{board}-{role}\nIMAGE_VERSION={image}\n",
         ver = plan.edgeimg_version,
+        image = plan.image_version,
         board = plan.board.name,
         role = plan.role.to_string().replace('+', "-"),
         suite = plan.suite,
@@ -118,7 +138,7 @@ impl BootMethod for Uefi<'_> {
             return Ok(t);
         };
         let mut uki = build_uki(self, plan, u, initrd, cmdline, stub_path)?;
-        let mut loader = "default edgeimg.efi\ntimeout 0\neditor no\n".to_string();
+        let mut loader = LOADER_CONF.to_string();
         if let Some(sb) = &plan.secure_boot {
             let keys = crate::efi::keys::load(&sb.dir)?;
             let when = plan.source_date_epoch;
@@ -136,6 +156,46 @@ impl BootMethod for Uefi<'_> {
         t.add_file("loader/loader.conf", loader, 0o644)?;
         t.add_file(UKI, uki, 0o644)?;
         Ok(t)
+    }
+
+    fn bundle_boot_files(
+        &self,
+        plan: &Plan,
+        u: &Unpacked,
+        initrd: &[u8],
+        boot_a: &Tree,
+        cmdline_b: &str,
+    ) -> Result<Vec<crate::bundle::BootFile>> {
+        use crate::disk::layout::Slot;
+        let Some(stub_path) = self.uki_stub else {
+            anyhow::bail!(
+                "{}: A/B updates need a UKI (boot.uki_stub): build without --signing-key",
+                plan.board.file.display()
+            );
+        };
+        let a = boot_a
+            .read(UKI)
+            .context("the boot tree has no UKI for slot A")?
+            .to_vec();
+        let mut b = build_uki(self, plan, u, initrd, cmdline_b, stub_path)?;
+        if let Some(sb) = &plan.secure_boot {
+            let keys = crate::efi::keys::load(&sb.dir)?;
+            b = crate::efi::sign::sign_image(&b, &keys.db, plan.source_date_epoch)
+                .context("signing slot B's UKI")?;
+        }
+        let path = format!("{UKI_DIR}/edgeimg-{}.efi", crate::bundle::SLOT_MARK);
+        Ok(vec![
+            crate::bundle::BootFile {
+                path: path.clone(),
+                slot: Some(Slot::A),
+                data: a,
+            },
+            crate::bundle::BootFile {
+                path,
+                slot: Some(Slot::B),
+                data: b,
+            },
+        ])
     }
 
     fn netboot(&self) -> bool {

@@ -14,7 +14,7 @@ use anyhow::{bail, Result};
 use super::{BuildOptions, Inputs, Laps, Trees, MIB};
 
 use crate::disk::image::ImageWriter;
-use crate::disk::layout::{PartRole, PartitionPlan, PartitionSpec};
+use crate::disk::layout::{PartRole, PartitionPlan, PartitionSpec, Slot};
 use crate::fs::fat::{write_fat32, FatParams};
 use crate::fs::squashfs::write_squashfs;
 use crate::manifest::{file_name, ImageManifest, Manifest, OutputRecord};
@@ -66,7 +66,7 @@ pub fn write(
     } else {
         None
     };
-    let mut cmdline = kernel_cmdline(plan, &layout);
+    let mut cmdline = kernel_cmdline(plan, &layout, Slot::A);
     if let Some(v) = &verity {
         cmdline = super::verity::cmdline(v, &cmdline);
     }
@@ -87,6 +87,51 @@ pub fn write(
     encode_boot(plan, &layout, &boot, &mut image)?;
     image.commit(&image_path)?;
     laps.lap("fat");
+    let bundle = match &plan.update_key {
+        Some(k) => {
+            let mut cmdline_b = kernel_cmdline(plan, &layout, Slot::B);
+            if let Some(v) = &verity {
+                cmdline_b = super::verity::cmdline(v, &cmdline_b);
+            }
+            let files = method.bundle_boot_files(
+                plan,
+                &trees.unpacked,
+                &trees.initrd,
+                &boot,
+                &cmdline_b,
+            )?;
+            let root_len = match &verity {
+                Some(v) => v.hash_offset + v.hash_size,
+                None => root_size.div_ceil(4096) * 4096,
+            };
+            let path = dir.join(format!("{stem}.update"));
+            let key = crate::bundle::keys::load_signing_key(&k.key_file)?;
+            let file = std::fs::File::open(&image_path)?;
+            crate::bundle::write(
+                &path,
+                &key,
+                crate::bundle::Header {
+                    board: plan.board.name.clone(),
+                    arch: plan.board.arch.debian().to_string(),
+                    role: plan.role.to_string(),
+                    image_version: plan.image_version.clone(),
+                    k0s_version: plan.k0s_version.clone(),
+                    edgeimg_version: plan.edgeimg_version.clone(),
+                    boot_method: method.name().to_string(),
+                    partitions: crate::bundle::BundlePartitions::of(&layout),
+                    verity_root_hash: verity.as_ref().map(|v| v.root_hash.clone()),
+                    mtime: plan.source_date_epoch,
+                },
+                &file,
+                layout.offset(PartRole::Root(Slot::A)),
+                root_len,
+                &files,
+            )?;
+            laps.lap("bundle");
+            Some(path)
+        }
+        None => None,
+    };
     // The trees are encoded: their memory goes back before xz takes its own (network boot
     // copies the root from the image).
     drop(boot);
@@ -114,6 +159,7 @@ pub fn write(
     let bmap_path = dir.join(format!("{stem}.bmap"));
     crate::disk::bmap::write_bmap(&image_path, &bmap_path)?;
     outputs.push(bmap_path);
+    outputs.extend(bundle);
 
     let mut records = Vec::new();
     for o in &outputs {
@@ -156,6 +202,7 @@ pub fn write(
         mirror: plan.mirror.clone(),
         kernel_version: trees.unpacked.kver.clone(),
         k0s_version: plan.k0s_version.clone(),
+        image_version: plan.image_version.clone(),
         source_date_epoch: plan.source_date_epoch,
         hostname: plan.node.hostname.clone().unwrap_or_default(),
         token_included,
@@ -188,12 +235,15 @@ pub fn write(
         outputs,
         manifest: manifest_path,
         token_included,
-        root_offset: layout.offset(PartRole::Root),
+        root_offset: layout.offset(PartRole::Root(Slot::A)),
         root_size,
     })
 }
 
-/// The partition layout of the board, identifiers seeded by the image hash.
+/// The partition layout of the board. Its identifiers (PARTUUIDs, disk id) are seeded by the
+/// board and its partition sizes only, not by the image: every version of the board's image
+/// names the same partitions, so an update's command line (inside a signed UKI) finds them on
+/// a card written by an older version.
 pub fn partition_plan(plan: &Plan) -> Result<PartitionPlan> {
     let sizes = &plan.board.partitions;
     let types = crate::boot::partition_types(&plan.board);
@@ -204,26 +254,30 @@ pub fn partition_plan(plan: &Plan) -> Result<PartitionPlan> {
         size: mib * MIB,
         bootable,
     };
+    // Two root slots of the same size: the build fills A; B stays holes (no bytes in the
+    // .img's extents, the .img.xz or the .bmap) until an update writes it.
     let specs = [
         part(PartRole::Boot, types.boot, sizes.boot_mib, true),
-        part(PartRole::Root, types.root, sizes.root_mib, false),
+        part(PartRole::Root(Slot::A), types.root, sizes.root_mib, false),
+        part(PartRole::Root(Slot::B), types.root, sizes.root_mib, false),
         part(PartRole::Data, types.data, sizes.data_mib, false),
     ];
-    Ok(PartitionPlan::new(
-        types.table,
-        &specs,
-        plan.image_hash().as_bytes(),
-    )?)
+    let seed = format!(
+        "edgeimg partitions {} {:?} {} {} {}",
+        plan.board.name, types.table, sizes.boot_mib, sizes.root_mib, sizes.data_mib
+    );
+    Ok(PartitionPlan::new(types.table, &specs, seed.as_bytes())?)
 }
 
-/// The kernel command line: where the initramfs finds its partitions, then the board's
-/// console and arguments, then the node's.
-pub fn kernel_cmdline(plan: &Plan, layout: &PartitionPlan) -> String {
+/// The kernel command line of root slot `slot`: where the initramfs finds its partitions,
+/// then the board's console and arguments, then the node's.
+pub fn kernel_cmdline(plan: &Plan, layout: &PartitionPlan, slot: Slot) -> String {
     let partuuid = |role| format!("PARTUUID={}", layout.partuuid(role));
     let mut args = vec![
         KernelArg::Boot.with(partuuid(PartRole::Boot)),
-        KernelArg::Root.with(partuuid(PartRole::Root)),
+        KernelArg::Root.with(partuuid(PartRole::Root(slot))),
         KernelArg::Data.with(partuuid(PartRole::Data)),
+        KernelArg::Slot.with(slot),
     ];
     args.extend(plan.board.cmdline.iter().cloned());
     args.extend(plan.node.boot.kernel_args.iter().cloned());
@@ -240,7 +294,7 @@ fn write_root(
     image: &mut ImageWriter,
     rep: &dyn Reporter,
 ) -> Result<u64> {
-    let offset = layout.offset(PartRole::Root);
+    let offset = layout.offset(PartRole::Root(Slot::A));
     match (&trees.cached_root, &trees.root) {
         (Some(c), _) => {
             check_root_fits(plan, layout, c.size)?;
@@ -285,7 +339,7 @@ fn encode_root(
         root.len(),
         root.content_size() / MIB
     ));
-    let offset = layout.offset(PartRole::Root);
+    let offset = layout.offset(PartRole::Root(Slot::A));
     let mut w = crate::util::window::OffsetWriter::new(image.file_mut(), offset)?;
     let size = write_squashfs(root, &opts, &mut w)?;
     // An oversized root spilled into the temporary image only, which is dropped on error.
@@ -294,13 +348,15 @@ fn encode_root(
 }
 
 fn check_root_fits(plan: &Plan, layout: &PartitionPlan, size: u64) -> Result<()> {
-    layout.check_fits(PartRole::Root, size).map_err(|e| {
-        anyhow::anyhow!(e.advice(
-            &plan.board.name,
-            &plan.board.file.display().to_string(),
-            "[partitions] root_mib"
-        ))
-    })?;
+    layout
+        .check_fits(PartRole::Root(Slot::A), size)
+        .map_err(|e| {
+            anyhow::anyhow!(e.advice(
+                &plan.board.name,
+                &plan.board.file.display().to_string(),
+                "[partitions] root_mib"
+            ))
+        })?;
     Ok(())
 }
 

@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context, Result};
 use sha2::{Digest, Sha256};
 
 use crate::disk::image::ImageWriter;
-use crate::disk::layout::{PartRole, PartitionPlan};
+use crate::disk::layout::{PartRole, PartitionPlan, Slot};
 use crate::fs::verity::{tree_size, write_tree, VerityInfo, BLOCK_SIZE};
 use crate::node::contract::KernelArg;
 use crate::plan::Plan;
@@ -32,7 +32,7 @@ pub fn add_tree(
 ) -> Result<VerityInfo> {
     let padded = root_size.div_ceil(u64::from(BLOCK_SIZE)) * u64::from(BLOCK_SIZE);
     layout
-        .check_fits(PartRole::Root, padded + tree_size(root_size))
+        .check_fits(PartRole::Root(Slot::A), padded + tree_size(root_size))
         .map_err(|e| {
             anyhow!(
                 "{}; the dm-verity hash tree needs {} KiB after the squashfs",
@@ -45,7 +45,7 @@ pub fn add_tree(
             )
         })?;
     let (salt, uuid) = salt_and_uuid(plan);
-    let part = layout.get(PartRole::Root);
+    let part = layout.get(PartRole::Root(Slot::A));
     let (mut info, _) = write_tree(image.file_mut(), part.offset(), root_size, &salt, uuid)
         .with_context(|| format!("root partition {}: writing the verity tree", part.number))?;
     info.data_partition = part.number;

@@ -43,7 +43,7 @@ pub fn resolve_packages(
         });
     }
     let wanted = plan.wanted_packages();
-    let provided = &plan.base.provided;
+    let provided = &plan.provided_packages();
     let key = use_cache.then(|| key(plan, &suites, &wanted, provided));
     if let Some(k) = &key {
         if let Some(pkgs) = load(&path(cache.root(), k)) {

@@ -48,6 +48,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Write an image (.img or .img.xz) to a device, verify it, then personalize it.
     Flash(Box<FlashArgs>),
+    /// Write a signed update bundle into the inactive root slot of an image or card and arm
+    /// it as the next boot's trial.
+    Update(UpdateArgs),
     /// Serve a folder (the output of `build --format pxe`) read-only over plain HTTP.
     Serve(ServeArgs),
     /// Make and manage the Secure Boot keys images are signed with.
@@ -65,10 +68,38 @@ pub enum Command {
     EncodeSquashfs(EncodeSquashfsArgs),
 }
 
+#[derive(Args, Debug)]
+pub struct UpdateArgs {
+    /// The image file (.img) or the card's whole-disk device (/dev/sdX).
+    pub target: PathBuf,
+    /// The bundle (`<stem>.update` of `build --signing-key`).
+    pub bundle: PathBuf,
+    /// Install a version that is not newer than the active one.
+    #[arg(long)]
+    pub force: bool,
+    /// Boots the loader tries the new slot before falling back.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub tries: u32,
+    /// Allow a device that is not removable (never a mounted or system disk).
+    #[arg(long)]
+    pub fixed_disk: bool,
+    /// Root of /sys, /proc and /dev for the device checks (tests).
+    #[arg(long, value_name = "DIR", default_value = "/", hide = true)]
+    pub sys_root: PathBuf,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     /// Make a PK, KEK and db key pair with certificates, and the signed lists that enroll them.
     Generate(KeysGenerateArgs),
+    /// Make the fleet's Ed25519 update key: OUT.key (PKCS#8 PEM, private) and OUT.pub.
+    Fleet(KeysFleetArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct KeysFleetArgs {
+    /// Path prefix of the key files: writes OUT.key and OUT.pub (never overwrites them).
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -198,6 +229,14 @@ pub struct BuildArgs {
     /// Leave out the dm-verity hash tree of the root partition.
     #[arg(long)]
     pub no_verity: bool,
+    /// The image's version: dotted numbers (`1`, `2.1`); default: the source date epoch as
+    /// YYYY.MMDD.HHMMSS. An update only goes to a newer version unless forced.
+    #[arg(long, value_name = "V")]
+    pub image_version: Option<String>,
+    /// Sign an update bundle (`<stem>.update`) with this fleet key (made by `edgeimg keys
+    /// fleet`) and bake its public key into the root.
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
     /// Neither reuse nor store build artifacts (root squashfs, initramfs, xz blocks) in the
     /// cache: every step runs.
     #[arg(long)]

@@ -60,9 +60,14 @@ pub(crate) fn build(out: Out, data: &DataDir, args: &BuildArgs, rep: &dyn Report
         airgap_bundle: args.airgap_bundle.clone(),
         airgap_sha256: args.airgap_sha256.clone(),
         source_date_epoch: None,
+        image_version: args.image_version.clone(),
         verity: !args.no_verity,
         secure_boot: match &args.secure_boot {
             Some(dir) => Some(secure_boot(dir, args.secure_boot_enroll)?),
+            None => None,
+        },
+        update_key: match &args.signing_key {
+            Some(f) => Some(crate::bundle::keys::update_key(f)?),
             None => None,
         },
     };

@@ -119,6 +119,41 @@ fn write_text(o: &mut String, i: &Inspection) -> std::fmt::Result {
     for (mac, n) in &i.per_mac {
         show(o, &format!("node config for MAC {}", e(mac)), n)?;
     }
+    for s in &i.slots {
+        let mut state = Vec::new();
+        if s.active {
+            state.push("active".to_string());
+        }
+        if s.trial {
+            match s.tries_left {
+                Some(n) => state.push(format!("on trial, {n} tries left")),
+                None => state.push("on trial".into()),
+            }
+        }
+        if s.failed {
+            state.push("failed trial".into());
+        }
+        state.push(
+            if s.bootable {
+                "bootable"
+            } else {
+                "not bootable"
+            }
+            .into(),
+        );
+        writeln!(
+            o,
+            "slot {}: partition {}, version {}, {}{}",
+            s.slot,
+            s.partition,
+            e(s.version.as_deref().unwrap_or("none")),
+            state.join(", "),
+            s.boot_file
+                .as_deref()
+                .map(|f| format!(" ({})", e(f)))
+                .unwrap_or_default()
+        )?;
+    }
     match &i.root {
         Some(r) => writeln!(
             o,

@@ -1,4 +1,5 @@
-//! `edgeimg keys generate DIR`: the user's own Secure Boot keys (see `crate::efi::keys`).
+//! `edgeimg keys generate DIR`: the user's own Secure Boot keys (see `crate::efi::keys`);
+//! `edgeimg keys fleet OUT`: the fleet's update signing key (see `crate::bundle::keys`).
 
 use anyhow::Result;
 
@@ -31,6 +32,25 @@ pub(crate) fn keys(out: Out, cmd: &KeysCommand) -> Result<()> {
                 println!(
                     "keep the .key files secret; build with --secure-boot {}",
                     a.dir.display()
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Fleet(a) => {
+            let f = crate::bundle::keys::generate(&a.out)?;
+            if out.json {
+                return super::print_json(&serde_json::json!({
+                    "key": f.key,
+                    "public": f.public,
+                }));
+            }
+            if !out.quiet {
+                println!("wrote the fleet update key:");
+                println!("  {} (private, keep it secret)", f.key.display());
+                println!("  {}", f.public.display());
+                println!(
+                    "build with --signing-key {}: the image takes only bundles signed with it",
+                    f.key.display()
                 );
             }
             Ok(())

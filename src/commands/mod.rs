@@ -16,6 +16,7 @@ mod manual;
 mod node_args;
 mod serve;
 mod smoke;
+mod update;
 
 use clap::Parser;
 
@@ -110,6 +111,7 @@ fn run(cli: &Cli, rep: &dyn Reporter) -> anyhow::Result<()> {
         Command::Configure(a) => return configure::configure(out, a, rep),
         Command::Inspect(a) => return inspect::inspect(out, a),
         Command::Flash(a) => return flash::flash(out, a, rep),
+        Command::Update(a) => return update::update(out, a),
         Command::Cluster(c) => return cluster::cluster(out, c, cli.data_dir.as_deref()),
         Command::Completions(a) => return manual::completions(a.shell),
         Command::Manpages(a) => return manual::manpages(out, &a.dir),
@@ -127,6 +129,7 @@ fn run(cli: &Cli, rep: &dyn Reporter) -> anyhow::Result<()> {
         | Command::Configure(_)
         | Command::Inspect(_)
         | Command::Flash(_)
+        | Command::Update(_)
         | Command::Cluster(_)
         | Command::Completions(_)
         | Command::Manpages(_) => unreachable!("handled above"),
@@ -202,6 +205,7 @@ pub(crate) mod tests {
         ("manpages", "manpages.schema.json"),
         ("serve", "serve.schema.json"),
         ("smoke", "smoke.schema.json"),
+        ("update", "update.schema.json"),
         ("any command failing", "error.schema.json"),
     ];
 
@@ -221,6 +225,7 @@ pub(crate) mod tests {
         ("node_args.rs", include_str!("node_args.rs")),
         ("serve.rs", include_str!("serve.rs")),
         ("smoke.rs", include_str!("smoke.rs")),
+        ("update.rs", include_str!("update.rs")),
         ("mod.rs", include_str!("mod.rs")),
     ];
 

@@ -188,7 +188,7 @@ mod tests {
         }
         assert_eq!(
             parts[1]["uuid"].as_str().unwrap().to_lowercase(),
-            plan.partuuid(PartRole::Root)
+            plan.partuuid(PartRole::Root(crate::disk::layout::Slot::A))
         );
     }
 

@@ -29,22 +29,101 @@ pub enum TableKind {
     Mbr,
 }
 
-/// What a partition is for. The build and the initramfs look partitions up by role.
+/// One of the two root slots. The build writes slot A; an update writes the slot that is not
+/// running ([`Slot::other`]) and boots it on trial.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+pub enum Slot {
+    A,
+    B,
+}
+
+impl Slot {
+    pub const ALL: [Slot; 2] = [Slot::A, Slot::B];
+
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::A => Slot::B,
+            Slot::B => Slot::A,
+        }
+    }
+
+    /// `a` or `b`, as `edgeimg.slot=` and the boot file names spell it.
+    pub fn letter(self) -> &'static str {
+        match self {
+            Slot::A => "a",
+            Slot::B => "b",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Slot> {
+        match s {
+            "a" | "A" => Some(Slot::A),
+            "b" | "B" => Some(Slot::B),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.letter())
+    }
+}
+
+/// What a partition is for. The build and the initramfs look partitions up by role. Written
+/// as `boot`, `root-a`, `root-b`, `data` (also the GPT partition names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum PartRole {
     Boot,
-    Root,
+    Root(Slot),
     Data,
 }
 
 impl PartRole {
+    pub const ALL: [PartRole; 4] = [
+        PartRole::Boot,
+        PartRole::Root(Slot::A),
+        PartRole::Root(Slot::B),
+        PartRole::Data,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             PartRole::Boot => "boot",
-            PartRole::Root => "root",
+            PartRole::Root(Slot::A) => "root-a",
+            PartRole::Root(Slot::B) => "root-b",
             PartRole::Data => "data",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<PartRole> {
+        PartRole::ALL.into_iter().find(|r| r.name() == s)
+    }
+
+    /// The root slot this partition holds, if it is one.
+    pub fn slot(self) -> Option<Slot> {
+        match self {
+            PartRole::Root(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for PartRole {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for PartRole {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<PartRole, D::Error> {
+        let s = String::deserialize(d)?;
+        PartRole::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "unknown partition role {s:?}: expected boot, root-a, root-b or data"
+            ))
+        })
     }
 }
 
@@ -389,7 +468,7 @@ pub(crate) mod tests {
                 bootable: true,
             },
             PartitionSpec {
-                role: PartRole::Root,
+                role: PartRole::Root(Slot::A),
                 name: "root".into(),
                 ptype: root_type,
                 size: 100 * MIB + 1,
@@ -423,7 +502,7 @@ pub(crate) mod tests {
         );
         // 1 + 64 + 101 + 16 = 182 MiB of partitions, plus the backup GPT rounded up to 1 MiB.
         assert_eq!(plan.disk_size, 183 * MIB);
-        assert_eq!(plan.offset(PartRole::Root), 65 * MIB);
+        assert_eq!(plan.offset(PartRole::Root(Slot::A)), 65 * MIB);
         assert_eq!(plan.get(PartRole::Data).number, 3);
     }
 
@@ -434,7 +513,7 @@ pub(crate) mod tests {
         assert_eq!(plan.disk_id.len(), 8);
         assert_ne!(plan.mbr_signature(), 0);
         assert_eq!(
-            plan.partuuid(PartRole::Root),
+            plan.partuuid(PartRole::Root(Slot::A)),
             format!("{}-02", plan.disk_id)
         );
     }
@@ -446,8 +525,11 @@ pub(crate) mod tests {
         let c = PartitionPlan::new(TableKind::Gpt, &specs(TableKind::Gpt), b"two").unwrap();
         assert_eq!(a, b);
         assert_ne!(a.disk_id, c.disk_id);
-        assert_ne!(a.partuuid(PartRole::Root), a.partuuid(PartRole::Boot));
-        let root = a.partuuid(PartRole::Root);
+        assert_ne!(
+            a.partuuid(PartRole::Root(Slot::A)),
+            a.partuuid(PartRole::Boot)
+        );
+        let root = a.partuuid(PartRole::Root(Slot::A));
         assert_eq!(root, root.to_lowercase());
         assert_eq!(&root[14..15], "4", "version nibble: {root}");
         assert!("89ab".contains(&root[19..20]), "variant nibble: {root}");
@@ -488,11 +570,13 @@ pub(crate) mod tests {
     #[test]
     fn check_fits_names_the_partition_and_the_field_to_raise() {
         let plan = PartitionPlan::new(TableKind::Gpt, &specs(TableKind::Gpt), b"seed").unwrap();
-        assert!(plan.check_fits(PartRole::Root, 101 * MIB).is_ok());
-        let err = plan.check_fits(PartRole::Root, 101 * MIB + 1).unwrap_err();
+        assert!(plan.check_fits(PartRole::Root(Slot::A), 101 * MIB).is_ok());
+        let err = plan
+            .check_fits(PartRole::Root(Slot::A), 101 * MIB + 1)
+            .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "root filesystem is 102 MiB but partition 2 (root) holds 101 MiB"
+            "root-a filesystem is 102 MiB but partition 2 (root-a) holds 101 MiB"
         );
         let advice = err.advice("x86-64", "boards/x86-64.toml", "root_size_mib");
         assert!(
@@ -501,6 +585,31 @@ pub(crate) mod tests {
             ),
             "{advice}"
         );
+    }
+
+    #[test]
+    fn two_root_slots_have_their_own_identifiers_and_names() {
+        let mut s = specs(TableKind::Gpt);
+        let mut b = s[1].clone();
+        b.role = PartRole::Root(Slot::B);
+        b.name = "root-b".into();
+        s.insert(2, b);
+        let plan = PartitionPlan::new(TableKind::Gpt, &s, b"seed").unwrap();
+        let a = plan.get(PartRole::Root(Slot::A));
+        let b = plan.get(PartRole::Root(Slot::B));
+        assert_eq!((a.number, b.number), (2, 3));
+        assert_eq!(a.size(), b.size());
+        assert_eq!(b.offset(), a.offset() + a.size());
+        assert_ne!(a.uuid, b.uuid);
+        assert_eq!(plan.get(PartRole::Data).number, 4);
+        assert_eq!(Slot::A.other(), Slot::B);
+        assert_eq!(Slot::B.other(), Slot::A);
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["partitions"][2]["role"], "root-b");
+        let back: PartitionPlan = serde_json::from_value(json).unwrap();
+        assert_eq!(back, plan);
+        let bad = serde_json::from_str::<PartRole>("\"root\"").unwrap_err();
+        assert!(bad.to_string().contains("root-a, root-b"), "{bad}");
     }
 
     #[test]

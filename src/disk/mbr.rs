@@ -132,7 +132,11 @@ mod tests {
             lines[0]
         );
         assert!(
-            lines[1].contains(&format!("start={:>12}", plan.get(PartRole::Root).start_lba)),
+            lines[1].contains(&format!(
+                "start={:>12}",
+                plan.get(PartRole::Root(crate::disk::layout::Slot::A))
+                    .start_lba
+            )),
             "{}",
             lines[1]
         );

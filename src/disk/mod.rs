@@ -59,7 +59,7 @@ mod pipeline_tests {
         tree.add_file("etc/os-release", b"ID=edgeimg\n".to_vec(), 0o644)
             .unwrap();
         tree.add_symlink("sbin/init", "/bin/busybox").unwrap();
-        let root = plan.get(PartRole::Root);
+        let root = plan.get(PartRole::Root(crate::disk::layout::Slot::A));
         let mut w = OffsetWriter::bounded(image.file_mut(), root.offset(), root.size()).unwrap();
         let size = write_squashfs(
             &tree,
@@ -70,7 +70,8 @@ mod pipeline_tests {
             &mut w,
         )
         .unwrap();
-        plan.check_fits(PartRole::Root, size).unwrap();
+        plan.check_fits(PartRole::Root(crate::disk::layout::Slot::A), size)
+            .unwrap();
         image
             .write_at(plan.offset(PartRole::Boot), b"\xeb\x58\x90mkfs.fat")
             .unwrap();
@@ -128,6 +129,9 @@ mod pipeline_tests {
             String::from_utf8_lossy(&check.stdout)
         );
         let found = read::read_table(&std::fs::File::open(&img).unwrap(), "t.img").unwrap();
-        assert_eq!(found.partuuid(2), Some(plan.partuuid(PartRole::Root)));
+        assert_eq!(
+            found.partuuid(2),
+            Some(plan.partuuid(PartRole::Root(crate::disk::layout::Slot::A)))
+        );
     }
 }

@@ -560,7 +560,11 @@ pub(crate) mod tests {
             TableKind::Gpt,
             &[
                 spec(PartRole::Boot, PartType::Esp, 2 * MIB),
-                spec(PartRole::Root, PartType::LinuxRootX86_64, 2 * MIB),
+                spec(
+                    PartRole::Root(crate::disk::layout::Slot::A),
+                    PartType::LinuxRootX86_64,
+                    2 * MIB,
+                ),
             ],
             b"small",
         )
@@ -571,8 +575,11 @@ pub(crate) mod tests {
         crate::disk::write_table(&plan, &mut f).unwrap();
         f.write_all_at(&noise(100_000, 1), plan.offset(PartRole::Boot))
             .unwrap();
-        f.write_all_at(&noise(300_000, 2), plan.offset(PartRole::Root) + 4096)
-            .unwrap();
+        f.write_all_at(
+            &noise(300_000, 2),
+            plan.offset(PartRole::Root(crate::disk::layout::Slot::A)) + 4096,
+        )
+        .unwrap();
         (path, plan)
     }
 
@@ -657,7 +664,11 @@ pub(crate) mod tests {
         // Cut short inside its last partition: a raw image is refused at once, an .img.xz
         // when its stream ends, before its first MiB is written.
         let cut = dir.path().join("cut.img");
-        std::fs::write(&cut, &bytes[..plan.offset(PartRole::Root) as usize + 512]).unwrap();
+        std::fs::write(
+            &cut,
+            &bytes[..plan.offset(PartRole::Root(crate::disk::layout::Slot::A)) as usize + 512],
+        )
+        .unwrap();
         let e = format!(
             "{:#}",
             ImageSource::open(&cut).unwrap().disk_table().unwrap_err()

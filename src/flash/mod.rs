@@ -750,8 +750,11 @@ mod tests {
             "{e}"
         );
         // A change elsewhere is not blamed on configure.
-        f.write_all_at(b"damaged", plan.offset(PartRole::Root) + 5000)
-            .unwrap();
+        f.write_all_at(
+            b"damaged",
+            plan.offset(PartRole::Root(crate::disk::layout::Slot::A)) + 5000,
+        )
+        .unwrap();
         let e = err(prepare(&img, Some(&bmap), &Silent));
         assert!(
             e.contains("partition 1, partition 2") && !e.contains("edgeimg configure"),

@@ -23,6 +23,9 @@ use crate::node::{limits, secrets};
 /// Largest boot file read for its text (a loader entry, cmdline.txt, node.env, node.toml).
 const MAX_TEXT_FILE: u64 = limits::NODE_FILE;
 
+/// Largest UKI read for its sections (a kernel and an initramfs are tens of MiB).
+const MAX_UKI: u64 = 512 * 1024 * 1024;
+
 /// A small file of the volume, listed in `files` with its size; `None` when absent or
 /// larger than [`MAX_TEXT_FILE`] (a hostile image may hold a file of gigabytes).
 fn read_small<F: std::io::Read + std::io::Write + std::io::Seek>(
@@ -50,6 +53,9 @@ pub struct Inspection {
     /// Per-MAC configs (`edgeimg/nodes/<mac>/`), by MAC.
     pub per_mac: BTreeMap<String, NodeInfo>,
     pub root: Option<SquashfsInfo>,
+    /// The two root slots: version, bootable, on trial, active (empty for a single-root
+    /// image of an older build).
+    pub slots: Vec<crate::image::slots::SlotInfo>,
     pub manifest: Option<Manifest>,
 }
 
@@ -164,16 +170,76 @@ pub fn inspect_file(path: &Path, shown_as: &Path) -> Result<Inspection> {
             }
         }
     }
-    let uki_path = crate::boot::uefi::UKI;
-    let uki = match files.iter().find(|(p, _)| p.eq_ignore_ascii_case(uki_path)) {
-        Some((p, _)) => {
-            let data = vol
-                .read_file(p)
-                .with_context(|| format!("{what}: reading {p}"))?
-                .with_context(|| format!("{what}: {p} is listed but cannot be read"))?;
-            Some(crate::manifest::UkiInfo::of(uki_path, &data).with_context(|| what.clone())?)
+    // Every UKI of the slots, with its .osrel IMAGE_VERSION.
+    let mut ukis = Vec::new();
+    let mut uki_infos = Vec::new();
+    for (p, size) in &files {
+        let name = p.rsplit('/').next().unwrap_or(p);
+        let in_dir = p.to_ascii_lowercase().starts_with(&format!(
+            "{}/",
+            crate::boot::uefi::UKI_DIR.to_ascii_lowercase()
+        ));
+        if !in_dir || crate::image::slots::parse_uki_name(name).is_none() {
+            continue;
         }
-        None => None,
+        if *size > MAX_UKI {
+            continue;
+        }
+        let data = vol
+            .read_file(p)
+            .with_context(|| format!("{what}: reading {p}"))?
+            .with_context(|| format!("{what}: {p} is listed but cannot be read"))?;
+        let info = crate::manifest::UkiInfo::of(p, &data).with_context(|| what.clone())?;
+        ukis.push(crate::image::slots::UkiFile {
+            path: p.clone(),
+            version: uki_image_version(&data),
+        });
+        uki_infos.push(info);
+    }
+    let slot_parts = [2u32, 3u32];
+    let mut roots = Vec::new();
+    for n in slot_parts {
+        roots.push(match table.partition(n) {
+            Some(p) if table.partitions.len() >= 4 => squashfs_info(&file, p.offset(), n)?,
+            _ => None,
+        });
+    }
+    let root_versions = [0, 1].map(|i: usize| {
+        roots[i]
+            .as_ref()
+            .and_then(|r| r.listing.as_ref())
+            .and_then(|l| l.build_env.get("IMAGE_VERSION").cloned())
+    });
+    let is_uefi = files
+        .iter()
+        .any(|(p, _)| p.to_ascii_lowercase().starts_with("efi/"));
+    let slots = if table.partitions.len() < 4 {
+        Vec::new()
+    } else if is_uefi {
+        crate::image::slots::uefi_slots(&ukis, slot_parts, root_versions)
+    } else {
+        let as_text = |d: Option<Vec<u8>>| d.map(|d| String::from_utf8_lossy(&d).to_string());
+        let config = as_text(read_small(&mut vol, &files, "config.txt")?);
+        let tryboot = as_text(read_small(&mut vol, &files, "tryboot.txt")?);
+        let has_kernel = crate::disk::layout::Slot::ALL.map(|s| {
+            let prefix = format!("slot-{s}/");
+            files.iter().any(|(p, _)| {
+                let l = p.to_ascii_lowercase();
+                l.starts_with(&prefix) && (l.contains("kernel") || l.contains("vmlinuz"))
+            })
+        });
+        crate::image::slots::rpi_slots(
+            config.as_deref(),
+            tryboot.as_deref(),
+            has_kernel,
+            slot_parts,
+            root_versions,
+        )
+    };
+    let active = slots.iter().find(|s| s.active);
+    let uki = match active.and_then(|s| s.boot_file.as_ref()) {
+        Some(f) => uki_infos.iter().find(|u| &u.path == f).cloned(),
+        None => uki_infos.into_iter().next(),
     };
     if let Some(u) = &uki {
         cmdline = Some(u.cmdline.clone());
@@ -201,9 +267,11 @@ pub fn inspect_file(path: &Path, shown_as: &Path) -> Result<Inspection> {
             }
         }
     }
-    let root = match table.partition(2) {
-        Some(p) => squashfs_info(&file, p.offset(), 2)?,
-        None => None,
+    let root_part = active.map_or(2, |s| s.partition);
+    let root = match (table.partitions.len() >= 4, table.partition(root_part)) {
+        (true, Some(_)) => roots[usize::from(root_part == 3)].clone(),
+        (false, Some(p)) => squashfs_info(&file, p.offset(), root_part)?,
+        _ => None,
     };
     let manifest_path = shown_as.with_file_name(crate::manifest::MANIFEST_FILE);
     let manifest = if shown_as.starts_with("/dev/") || !manifest_path.is_file() {
@@ -219,6 +287,7 @@ pub fn inspect_file(path: &Path, shown_as: &Path) -> Result<Inspection> {
         node,
         per_mac,
         root,
+        slots,
         manifest,
     })
 }
@@ -279,6 +348,16 @@ fn node_info<F: std::io::Read + std::io::Write + std::io::Seek>(
     }))
 }
 
+/// IMAGE_VERSION of a UKI's `.osrel`.
+fn uki_image_version(data: &[u8]) -> Option<String> {
+    let pe = crate::efi::pe::Pe::parse(data).ok()?;
+    let osrel = String::from_utf8_lossy(pe.section_data(data, ".osrel")?).to_string();
+    osrel.lines().find_map(|l| {
+        l.strip_prefix("IMAGE_VERSION=")
+            .map(|v| v.trim().trim_matches('"').to_string())
+    })
+}
+
 fn squashfs_info(file: &File, offset: u64, partition: u32) -> Result<Option<SquashfsInfo>> {
     let mut sb = [0u8; 96];
     file.read_exact_at(&mut sb, offset)
@@ -307,6 +386,32 @@ fn squashfs_info(file: &File, offset: u64, partition: u32) -> Result<Option<Squa
         compression: compression.into(),
         bytes_used: u64::from_le_bytes(sb[40..48].try_into().expect("8 bytes")),
     }))
+}
+
+/// A small file (at most `max` bytes) of the squashfs at `offset` of `file`, by absolute path.
+pub fn read_root_file(file: &File, offset: u64, path: &str, max: u64) -> Result<Option<Vec<u8>>> {
+    use backhand::{FilesystemReader, InnerNode};
+    use std::io::Read;
+    let reader = std::io::BufReader::new(file.try_clone().context("reopening the image")?);
+    let fs = FilesystemReader::from_reader_with_offset(reader, offset)
+        .map_err(|e| anyhow::anyhow!("reading the root squashfs: {e}"))?;
+    for node in fs.files() {
+        if node.fullpath != Path::new(path) {
+            continue;
+        }
+        if let InnerNode::File(f) = &node.inner {
+            if f.file_len() as u64 > max {
+                anyhow::bail!("{path} in the root is larger than {max} bytes");
+            }
+            let mut data = Vec::new();
+            fs.file(f)
+                .reader()
+                .read_to_end(&mut data)
+                .with_context(|| format!("reading {path} from the root"))?;
+            return Ok(Some(data));
+        }
+    }
+    Ok(None)
 }
 
 /// Walks the squashfs at `offset` (metadata only, plus build.env).
@@ -377,7 +482,7 @@ pub(crate) mod tests {
                 bootable: true,
             },
             PartitionSpec {
-                role: PartRole::Root,
+                role: PartRole::Root(crate::disk::layout::Slot::A),
                 name: "root".into(),
                 ptype: PartType::LinuxRootX86_64,
                 size: 1 << 20,

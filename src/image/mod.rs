@@ -3,6 +3,7 @@
 pub mod facts;
 pub mod inspect;
 pub mod personalize;
+pub mod slots;
 
 #[cfg(test)]
 mod tests;

@@ -90,7 +90,7 @@ fn synthetic(dir: &Path, node: &[(String, Vec<u8>)]) -> (std::path::PathBuf, u64
             bootable: false,
         },
         PartitionSpec {
-            role: PartRole::Root,
+            role: PartRole::Root(crate::disk::layout::Slot::A),
             name: "root".into(),
             ptype: PartType::LinuxRootX86_64,
             size: 4 * MIB,

@@ -93,6 +93,9 @@ pub struct ImageManifest {
     pub mirror: String,
     pub kernel_version: String,
     pub k0s_version: String,
+    /// The image version (`build --image-version`); empty in manifests of older builds.
+    #[serde(default)]
+    pub image_version: String,
     pub source_date_epoch: u64,
     pub hostname: String,
     /// Whether a join token was put on the boot partition (never the token itself).
@@ -327,6 +330,7 @@ mod tests {
             mirror: "http://m".into(),
             kernel_version: "6.12".into(),
             k0s_version: "v1".into(),
+            image_version: "1".into(),
             source_date_epoch: 1,
             hostname: "h".into(),
             token_included: false,

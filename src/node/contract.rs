@@ -103,6 +103,8 @@ pub enum KernelArg {
     Root,
     /// The data partition (`PARTUUID=...`, or a device for netboot).
     Data,
+    /// The root slot this command line boots: `a` or `b` (A/B updates write the other one).
+    Slot,
     /// dm-verity: root hash, salt, data blocks and the first hash block.
     Verity,
     VeritySalt,
@@ -125,10 +127,11 @@ pub enum KernelArg {
 }
 
 impl KernelArg {
-    pub const ALL: [KernelArg; 15] = [
+    pub const ALL: [KernelArg; 16] = [
         KernelArg::Boot,
         KernelArg::Root,
         KernelArg::Data,
+        KernelArg::Slot,
         KernelArg::Verity,
         KernelArg::VeritySalt,
         KernelArg::VerityBlocks,
@@ -149,6 +152,7 @@ impl KernelArg {
             KernelArg::Boot => "boot",
             KernelArg::Root => "root",
             KernelArg::Data => "data",
+            KernelArg::Slot => "slot",
             KernelArg::Verity => "verity",
             KernelArg::VeritySalt => "verity_salt",
             KernelArg::VerityBlocks => "verity_blocks",
@@ -260,7 +264,7 @@ mod tests {
             assert!(v.starts_with('\'') && v.ends_with('\''), "{line}");
         }
         assert!(
-            text.contains("EDGEIMG_KARGS='boot root data verity "),
+            text.contains("EDGEIMG_KARGS='boot root data slot verity "),
             "{text}"
         );
         assert!(text.contains("EDGEIMG_READY='ready'"));

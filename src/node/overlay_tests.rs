@@ -190,6 +190,7 @@ fn shell_tests_of_the_initramfs_libraries_pass() {
     need("busybox", "busybox-static");
     need("sfdisk", "fdisk");
     need("sgdisk", "gdisk");
+    need("openssl", "openssl");
     for tool in ["mkfs.ext4", "e2fsck", "resize2fs", "dumpe2fs"] {
         need(tool, "e2fsprogs");
     }
@@ -206,6 +207,7 @@ fn shell_tests_of_the_initramfs_libraries_pass() {
         "install",
         "init",
         "secureboot",
+        "update",
     ] {
         assert!(
             tests.iter().any(|t| t.ends_with(format!("{lib}.test.sh"))),

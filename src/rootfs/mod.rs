@@ -206,6 +206,11 @@ pub fn build_root(
     dpkg::prune_lists(&mut root)?;
     root.add_file("etc/edgeimg/build.env", build_env(plan, &u.kver), 0o644)?;
     root.add_file(contract::CONTRACT_PATH, contract::render_shell(), 0o644)?;
+    root.add_symlink("usr/sbin/edgeimg-update", "/usr/lib/edgeimg/edgeimg-update")?;
+    // The fleet's update key, inside dm-verity: bundles are checked against it.
+    if let Some(k) = &plan.update_key {
+        root.add_file(crate::plan::UPDATE_PUB, k.public_pem.clone(), 0o644)?;
+    }
     root.insert(
         &TreePath::new(K0S_PATH)?,
         Entry::file(
@@ -238,12 +243,18 @@ pub fn build_root(
 /// the profile (`[kubernetes]`) that the node's boot script applies.
 fn build_env(plan: &Plan, kver: &str) -> String {
     format!(
-        "EDGEIMG_BOARD='{}'\nEDGEIMG_ROLE='{}'\nK0S_VERSION='{}'\nKVER='{}'\nEDGEIMG_VERSION='{}'\nROOT_MODE='ro'\nEDGEIMG_K8S_MODULES='{}'\nEDGEIMG_K8S_SYSCTLS='{}'\n",
+        "EDGEIMG_BOARD='{}'\nEDGEIMG_ROLE='{}'\nEDGEIMG_ARCH='{}'\nK0S_VERSION='{}'\nKVER='{}'\nEDGEIMG_VERSION='{}'\nIMAGE_VERSION='{}'\nBOOT_METHOD='{}'\nROOT_MODE='ro'\nEDGEIMG_K8S_MODULES='{}'\nEDGEIMG_K8S_SYSCTLS='{}'\n",
         plan.board.name,
         plan.role,
+        plan.board.arch.debian(),
         plan.k0s_version,
         kver,
         plan.edgeimg_version,
+        plan.image_version,
+        match plan.board.boot {
+            crate::profile::BootSpec::Uefi { .. } => "uefi",
+            crate::profile::BootSpec::Rpi(_) => "rpi",
+        },
         plan.base.kubernetes.modules.join(" "),
         plan.base.kubernetes.sysctls.join(" "),
     )

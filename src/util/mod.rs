@@ -12,4 +12,5 @@ pub mod memstat;
 #[cfg(test)]
 pub(crate) mod test_tools;
 pub mod text;
+pub mod version;
 pub mod window;

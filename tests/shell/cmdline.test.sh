@@ -48,7 +48,7 @@ every_contract_name_gets_a_variable() {
 		}
 		n=$((n + 1))
 	done
-	assert_eq 15 "$n" "the contract fixture lists 15 arguments"
+	assert_eq 16 "$n" "the contract fixture lists 16 arguments"
 }
 
 words_are_not_file_names() {

@@ -38,14 +38,14 @@ the_node_config_on_the_boot_partition_asks() {
 }
 
 no_setting_means_no_install() {
-	fake_disk vda 64 "$GPT_TABLE"
+	fake_disk vda 64 "$GPT_AB_TABLE"
 	cmdline_load
 	install_maybe vda2 "" >"$T/out"
 	assert_eq "" "$(cat "$T/out")"
 }
 
 the_plan_for_each_kind_of_target() {
-	fake_disk vda 64 "$GPT_TABLE"
+	fake_disk vda 64 "$GPT_AB_TABLE"
 	truncate -s 128M "$DEV/vdb"
 	fake_sysfs vdb
 	assert_eq here "$(install_plan vda vda vda2 0)" "running from the target"
@@ -54,7 +54,7 @@ the_plan_for_each_kind_of_target() {
 	fake_sysfs vdb
 	assert_eq refuse "$(install_plan vdb vda vda2 0)" "another system's partitions"
 	assert_eq install "$(install_plan vdb vda vda2 1)" "wipe allows it"
-	printf '%s' "$GPT_TABLE" | sfdisk -q "$DEV/vdb" >/dev/null
+	printf '%s' "$GPT_AB_TABLE" | sfdisk -q "$DEV/vdb" >/dev/null
 	fake_sysfs vdb
 	assert_eq installed "$(install_plan vdb vda vda2 1)" "the same root PARTUUID"
 	assert_eq installed "$(install_plan vdb vda vda2 0)" "boot first, then the same root: not refused"
@@ -63,7 +63,7 @@ the_plan_for_each_kind_of_target() {
 the_target_table_keeps_identifiers_and_fills_the_disk() {
 	need sgdisk gdisk
 	local table
-	fake_disk vda 64 "$GPT_TABLE"
+	fake_disk vda 64 "$GPT_AB_TABLE"
 	table=$(sfdisk -d "$DEV/vda" | install_table "$DEV/vda")
 	assert_lacks "$table" "$DEV/vda" "no device names"
 	assert_lacks "$table" "last-lba:"
@@ -75,8 +75,8 @@ the_target_table_keeps_identifiers_and_fills_the_disk() {
 	assert_eq 825d84b8-a1df-fd43-83d3-b03044e4b9a7 "$(partuuid_of vdb1)"
 	assert_eq "$(cat "$SYS/class/block/vda2/start") $(cat "$SYS/class/block/vda2/size")" \
 		"$(cat "$SYS/class/block/vdb2/start") $(cat "$SYS/class/block/vdb2/size")" "root copied in place"
-	[ "$(free_after vdb3)" -lt 4096 ] || {
-		echo "data does not fill the target: $(free_after vdb3) sectors left"
+	[ "$(free_after vdb4)" -lt 4096 ] || {
+		echo "data does not fill the target: $(free_after vdb4) sectors left"
 		exit 1
 	}
 	assert_has "$(sgdisk -v "$DEV/vdb")" "No problems found"
@@ -84,7 +84,7 @@ the_target_table_keeps_identifiers_and_fills_the_disk() {
 
 the_decisions_are_said() {
 	local out
-	fake_disk vda 64 "$GPT_TABLE"
+	fake_disk vda 64 "$GPT_AB_TABLE"
 	truncate -s 128M "$DEV/vdb"
 	printf 'label: dos\n,8M,83\n' | sfdisk -q "$DEV/vdb" >/dev/null
 	fake_sysfs vdb
@@ -106,7 +106,7 @@ the_decisions_are_said() {
 }
 
 a_blank_target_gets_boot_root_and_an_empty_data_partition() {
-	fake_disk vda 64 "$GPT_TABLE"
+	fake_disk vda 64 "$GPT_AB_TABLE"
 	echo BOOT >"$DEV/vda1"
 	echo ROOT >"$DEV/vda2"
 	truncate -s 128M "$DEV/vdb"
@@ -124,8 +124,9 @@ a_blank_target_gets_boot_root_and_an_empty_data_partition() {
 edgeimg: install: done, /dev/vdb holds boot, root and an empty data partition; rebooting" "$(cat "$T/out")"
 	assert_eq BOOT "$(cat "$DEV/vdb1")"
 	assert_eq ROOT "$(cat "$DEV/vdb2")"
-	assert_eq 4194304 "$(wc -c <"$DEV/vdb3")" "the start of data zeroed"
+	assert_eq 4194304 "$(wc -c <"$DEV/vdb4")" "the start of data zeroed"
 	assert_eq 80db9710-d650-b54c-b155-5240524dceaa "$(partuuid_of vdb2)"
+	assert_eq "" "$(cat "$DEV/vdb3")" "slot B is not copied"
 	assert_has "$(calls)" "umount $NEWROOT"
 	assert_lacks "$(calls)" "reboot" "host tests do not reboot"
 }

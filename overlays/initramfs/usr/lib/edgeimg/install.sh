@@ -60,20 +60,21 @@ install_plan() {
 }
 
 # install_table SOURCEDEV: turns the `sfdisk -d SOURCEDEV` dump on stdin into the table for the
-# target on stdout: same identifiers, no device names, no size for partition 3 (data fills
-# the target).
+# target on stdout: same identifiers, no device names, no size for partition 4 (data fills
+# the target; partitions 2 and 3 are the root slots A and B).
 install_table() {
 	awk -v d="$1" '
 		/^last-lba:/ || /^device:/ { next }
-		index($0, d) == 1 { sub(/^[^:]*: */, ""); n++; if (n == 3) sub(/size= *[0-9]+, */, ""); print; next }
+		index($0, d) == 1 { sub(/^[^:]*: */, ""); n++; if (n == 4) sub(/size= *[0-9]+, */, ""); print; next }
 		{ print }'
 }
 
 # install_write TARGET SOURCE BOOTPART ROOTPART SPEC: writes the layout of disk SOURCE to
 # disk TARGET (named SPEC in the messages): the partition table, then BOOTPART and ROOTPART
-# copied, the start of the data partition zeroed.
+# (the running slot) copied to the partitions of the same numbers, the start of the data
+# partition zeroed. The other root slot stays as it is: nothing boots it until an update.
 install_write() {
-	local i=0 n=1 from to
+	local i=0 n from to
 	bind_root_api
 	run_root sfdisk -d "$DEV/$2" >"$RUN/install.sfdisk" 2>/dev/null ||
 		fail "install: reading the partition table of /dev/$2 (sfdisk -d)"
@@ -81,16 +82,17 @@ install_write() {
 	run_root sfdisk -q --wipe always --wipe-partitions always "$DEV/$1" <"$RUN/install.table" >/dev/null 2>&1 ||
 		fail "install: writing the partition table of $5 (sfdisk)"
 	unbind_root_api
-	while ! part_n "$1" 3 >/dev/null && [ "$i" -lt 40 ]; do
+	while ! part_n "$1" 4 >/dev/null && [ "$i" -lt 40 ]; do
 		sleep 0.25
 		i=$((i + 1))
 	done
 	for from in "$3" "$4"; do
+		n=$(cat "$SYS/class/block/$from/partition" 2>/dev/null) || n=
+		[ -n "$n" ] || fail "install: /dev/$from is not a partition"
 		to=$(part_n "$1" "$n") || fail "install: partition $n of $5 did not show up"
 		dd if="$DEV/$from" of="$DEV/$to" bs=1M 2>/dev/null || fail "install: copying /dev/$from to /dev/$to"
-		n=$((n + 1))
 	done
-	to=$(part_n "$1" 3) || fail "install: partition 3 of $5 did not show up"
+	to=$(part_n "$1" 4) || fail "install: partition 4 of $5 did not show up"
 	dd if=/dev/zero of="$DEV/$to" bs=1M count=4 2>/dev/null
 	sync
 }

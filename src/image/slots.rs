@@ -1,0 +1,271 @@
+//! The two root slots of an image or card as its boot files describe them: which slot has
+//! boot files (bootable), which is on trial (armed by an update, not yet marked good), which
+//! the loader boots next (active), and their versions.
+//!
+//! UEFI: one UKI per slot in `EFI/Linux/`, `edgeimg-<slot>.efi` when good,
+//! `edgeimg-<slot>+LEFT[-DONE].efi` while on trial (systemd-boot's boot counting; `+0` is bad).
+//! systemd-boot boots the first entry of its sorted list: bad entries last, then the same
+//! IMAGE_ID by IMAGE_VERSION, newest first, then by file name, descending.
+//!
+//! Raspberry Pi: folders `slot-a/`, `slot-b/`; `config.txt`'s `os_prefix=` names the good
+//! slot, `tryboot.txt`'s the trial. An image without slot folders boots slot A from the top.
+
+use std::cmp::Ordering;
+
+use serde::Serialize;
+
+use crate::disk::layout::Slot;
+use crate::util::version::ImageVersion;
+
+/// A UKI file name of the slots: its slot and boot counter (tries left, tries done).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UkiName {
+    pub slot: Slot,
+    pub counter: Option<(u32, u32)>,
+}
+
+/// `edgeimg-a.efi`, `edgeimg-b+3.efi`, `edgeimg-b+2-1.efi` (case-insensitive, as FAT is).
+pub fn parse_uki_name(name: &str) -> Option<UkiName> {
+    let lower = name.to_ascii_lowercase();
+    let rest = lower.strip_prefix("edgeimg-")?.strip_suffix(".efi")?;
+    let (slot, counter) = match rest.split_once('+') {
+        None => (rest, None),
+        Some((s, c)) => {
+            let (left, done) = c.split_once('-').unwrap_or((c, "0"));
+            let num = |t: &str| {
+                (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                    .then(|| t.parse().ok())
+                    .flatten()
+            };
+            (s, Some((num(left)?, num(done)?)))
+        }
+    };
+    Some(UkiName {
+        slot: Slot::parse(slot)?,
+        counter,
+    })
+}
+
+/// One slot as `inspect` shows it.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct SlotInfo {
+    pub slot: Slot,
+    /// Partition number of the slot's root.
+    pub partition: u32,
+    /// IMAGE_VERSION of its boot files or its root's build.env; None: nothing there.
+    pub version: Option<String>,
+    /// The slot's boot file (UKI) or folder, when it has one.
+    pub boot_file: Option<String>,
+    /// It has boot files the loader will try (good or on trial with tries left).
+    pub bootable: bool,
+    /// Armed by an update and not marked good yet.
+    pub trial: bool,
+    /// A trial whose tries are used up: the loader never boots it while the other is good.
+    pub failed: bool,
+    /// The slot the loader boots next.
+    pub active: bool,
+    /// Tries left of a trial (UEFI boot counting).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tries_left: Option<u32>,
+}
+
+/// A UKI on the ESP: its file name and the IMAGE_VERSION of its `.osrel`.
+pub struct UkiFile {
+    pub path: String,
+    pub version: Option<String>,
+}
+
+/// The slots of a UEFI image from the UKIs in `EFI/Linux/` (`ukis`), with `root_versions` (the
+/// IMAGE_VERSION of each slot's root, when readable) for slots without a UKI.
+pub fn uefi_slots(
+    ukis: &[UkiFile],
+    partitions: [u32; 2],
+    root_versions: [Option<String>; 2],
+) -> Vec<SlotInfo> {
+    let mut out: Vec<SlotInfo> = Slot::ALL
+        .iter()
+        .zip(partitions)
+        .zip(root_versions)
+        .map(|((&slot, partition), rv)| {
+            let uki = ukis.iter().find_map(|u| {
+                let name = u.path.rsplit('/').next().unwrap_or(&u.path);
+                parse_uki_name(name)
+                    .filter(|n| n.slot == slot)
+                    .map(|n| (u, n))
+            });
+            match uki {
+                Some((u, n)) => {
+                    let left = n.counter.map(|c| c.0);
+                    SlotInfo {
+                        slot,
+                        partition,
+                        version: u.version.clone().or(rv),
+                        boot_file: Some(u.path.clone()),
+                        bootable: left != Some(0),
+                        trial: left.is_some_and(|l| l > 0),
+                        failed: left == Some(0),
+                        active: false,
+                        tries_left: left,
+                    }
+                }
+                None => SlotInfo {
+                    slot,
+                    partition,
+                    version: rv,
+                    boot_file: None,
+                    bootable: false,
+                    trial: false,
+                    failed: false,
+                    active: false,
+                    tries_left: None,
+                },
+            }
+        })
+        .collect();
+    // systemd-boot's order: not bad first, then the newest version, then the name descending
+    // (edgeimg-b before edgeimg-a).
+    let first = out
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.boot_file.is_some())
+        .min_by(|(_, a), (_, b)| boot_order(a, b))
+        .map(|(i, _)| i);
+    if let Some(i) = first {
+        out[i].active = true;
+    }
+    out
+}
+
+fn boot_order(a: &SlotInfo, b: &SlotInfo) -> Ordering {
+    let v = |s: &SlotInfo| {
+        s.version
+            .as_deref()
+            .and_then(|v| ImageVersion::parse(v).ok())
+    };
+    a.failed
+        .cmp(&b.failed)
+        .then_with(|| v(b).cmp(&v(a)))
+        .then_with(|| b.slot.cmp(&a.slot))
+}
+
+/// The slot `os_prefix=slot-X/` names in a config.txt, if any.
+pub fn os_prefix_slot(config: &str) -> Option<Slot> {
+    config.lines().rev().find_map(|l| {
+        let v = l.trim().strip_prefix("os_prefix=")?;
+        let v = v.trim().trim_end_matches('/');
+        Slot::parse(v.strip_prefix("slot-")?)
+    })
+}
+
+/// The slots of a Raspberry Pi image: `config.txt` (and `tryboot.txt`) text, whether each
+/// slot folder has a kernel, and each root's IMAGE_VERSION.
+pub fn rpi_slots(
+    config: Option<&str>,
+    tryboot: Option<&str>,
+    has_kernel: [bool; 2],
+    partitions: [u32; 2],
+    root_versions: [Option<String>; 2],
+) -> Vec<SlotInfo> {
+    let good = config.and_then(os_prefix_slot);
+    let trial = tryboot
+        .and_then(os_prefix_slot)
+        .filter(|t| Some(*t) != good);
+    Slot::ALL
+        .iter()
+        .zip(partitions)
+        .zip(root_versions)
+        .map(|((&slot, partition), version)| {
+            let i = match slot {
+                Slot::A => 0,
+                Slot::B => 1,
+            };
+            // No os_prefix: the firmware boots the top of the FAT, which is slot A's.
+            let legacy = good.is_none() && slot == Slot::A && !has_kernel[i];
+            let bootable = has_kernel[i] || legacy;
+            SlotInfo {
+                slot,
+                partition,
+                version,
+                boot_file: bootable.then(|| {
+                    if legacy {
+                        "/".to_string()
+                    } else {
+                        format!("slot-{slot}/")
+                    }
+                }),
+                bootable,
+                trial: trial == Some(slot) && bootable,
+                failed: false,
+                active: good.unwrap_or(Slot::A) == slot && bootable,
+                tries_left: None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uki(path: &str, v: &str) -> UkiFile {
+        UkiFile {
+            path: format!("EFI/Linux/{path}"),
+            version: Some(v.into()),
+        }
+    }
+
+    #[test]
+    fn uki_names_carry_the_slot_and_the_boot_counter() {
+        let n = |s| parse_uki_name(s);
+        assert_eq!(n("edgeimg-a.efi").unwrap().counter, None);
+        assert_eq!(n("edgeimg-b+3.efi").unwrap().counter, Some((3, 0)));
+        assert_eq!(n("EDGEIMG-B+2-1.EFI").unwrap().slot, Slot::B);
+        assert_eq!(n("edgeimg-b+0-3.efi").unwrap().counter, Some((0, 3)));
+        for bad in [
+            "edgeimg.efi",
+            "edgeimg-c.efi",
+            "edgeimg-a+x.efi",
+            "edgeimg-a+.efi",
+            "x.efi",
+        ] {
+            assert_eq!(n(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_fresh_image_boots_slot_a_and_slot_b_is_empty() {
+        let s = uefi_slots(&[uki("edgeimg-a.efi", "1")], [2, 3], [None, None]);
+        assert!(s[0].active && s[0].bootable && !s[0].trial);
+        assert!(!s[1].bootable && !s[1].active && s[1].version.is_none());
+    }
+
+    #[test]
+    fn a_newer_trial_boots_first_and_a_used_up_one_never() {
+        let trial = [uki("edgeimg-a.efi", "1"), uki("edgeimg-b+3.efi", "2")];
+        let s = uefi_slots(&trial, [2, 3], [None, None]);
+        assert!(s[1].active && s[1].trial && s[1].tries_left == Some(3));
+        assert!(!s[0].active && s[0].bootable);
+        let bad = [uki("edgeimg-a.efi", "1"), uki("edgeimg-b+0-3.efi", "2")];
+        let s = uefi_slots(&bad, [2, 3], [None, None]);
+        assert!(s[0].active);
+        assert!(s[1].failed && !s[1].bootable && !s[1].active);
+        // Both good: the newer version.
+        let both = [uki("edgeimg-a.efi", "10"), uki("edgeimg-b.efi", "9")];
+        assert!(uefi_slots(&both, [2, 3], [None, None])[0].active);
+    }
+
+    #[test]
+    fn raspberry_pi_slots_follow_config_and_tryboot() {
+        let s = rpi_slots(None, None, [false, false], [2, 3], [Some("1".into()), None]);
+        assert!(s[0].active && s[0].bootable && s[0].boot_file.as_deref() == Some("/"));
+        let s = rpi_slots(
+            Some("[all]\nos_prefix=slot-a/\n"),
+            Some("os_prefix=slot-b/\n"),
+            [true, true],
+            [2, 3],
+            [None, None],
+        );
+        assert!(s[0].active && !s[0].trial);
+        assert!(s[1].trial && !s[1].active);
+    }
+}

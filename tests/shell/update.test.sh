@@ -1,0 +1,242 @@
+# shellcheck shell=sh disable=SC3043
+# (SC3043: `local` is not POSIX sh, but busybox ash and dash have it.)
+# Host tests of the root's A/B update scripts (edgeimg-update, slot.sh) under busybox sh: real
+# bundles (busybox tar, signed with openssl's Ed25519), a fake ESP folder and a plain file as
+# the inactive slot's partition.
+# shellcheck source=testlib.sh
+. "${0%/*}/testlib.sh"
+
+ROOTFS="$EDGEIMG_REPO/overlays/rootfs/usr/lib/edgeimg"
+BOOTUUID=825d84b8-a1df-fd43-83d3-b03044e4b9a7
+AUUID=80db9710-d650-b54c-b155-5240524dceaa
+BUUID=1c5a4d3e-7b2f-4e11-9a0b-2d3c4e5f6a7b
+DATAUUID=d80464ce-a1e9-1141-8ee6-b3a1d2806da1
+
+# node SLOT: a node running v1 from SLOT: the root's lib folder, build.env, the fleet key, an
+# ESP with slot A's UKI, the kernel command line.
+node() {
+	need openssl openssl
+	mkdir -p "$T/lib" "$T/esp/EFI/Linux" "$T/etc" "$T/keys" "$T/b"
+	for f in "$ROOTFS"/*; do ln -s "$f" "$T/lib/"; done
+	ln -sf "$EDGEIMG_LIB/contract.sh" "$T/lib/contract.sh"
+	printf "EDGEIMG_BOARD='x86-64'\nEDGEIMG_ARCH='amd64'\nIMAGE_VERSION='1'\nBOOT_METHOD='uefi'\n" >"$T/etc/build.env"
+	openssl genpkey -algorithm ed25519 -out "$T/keys/fleet.key" 2>/dev/null
+	openssl pkey -in "$T/keys/fleet.key" -pubout -out "$T/keys/fleet.pub"
+	openssl genpkey -algorithm ed25519 -out "$T/keys/other.key" 2>/dev/null
+	echo "UKI A v1" >"$T/esp/EFI/Linux/edgeimg-a.efi"
+	local root
+	case "$1" in a) root=$AUUID ;; *) root=$BUUID ;; esac
+	echo "console=ttyS0 edgeimg.boot=PARTUUID=$BOOTUUID edgeimg.root=PARTUUID=$root edgeimg.data=PARTUUID=$DATAUUID edgeimg.slot=$1" >"$T/cmdline"
+	: >"$T/slot"
+}
+
+# bundle NAME VERSION [BOARD] [KEY]: $T/NAME.update for slot files, as src/bundle writes it.
+bundle() {
+	local d="$T/mk-$1" v="$2" board="${3:-x86-64}" key="${4:-fleet}"
+	rm -rf "$d" && mkdir -p "$d/boot/a/EFI/Linux" "$d/boot/b/EFI/Linux"
+	head -c 300000 /dev/urandom >"$d/root.img"
+	echo "UKI A v$v" >"$d/boot/a/EFI/Linux/edgeimg-a.efi"
+	echo "UKI B v$v" >"$d/boot/b/EFI/Linux/edgeimg-b.efi"
+	sha() { sha256sum "$1" | cut -d' ' -f1; }
+	size() { wc -c <"$1" | tr -d ' '; }
+	cat >"$d/manifest.json" <<JSON
+{
+  "format_version": 1,
+  "board": "$board",
+  "arch": "amd64",
+  "role": "worker",
+  "image_version": "$v",
+  "k0s_version": "v1.33.1+k0s.$v",
+  "edgeimg_version": "0.1.0",
+  "boot_method": "uefi",
+  "partitions": {
+    "table": "gpt",
+    "boot": "$BOOTUUID",
+    "root_a": "$AUUID",
+    "root_b": "$BUUID",
+    "data": "$DATAUUID",
+    "slot_size": 1048576
+  },
+  "root": {
+    "size": $(size "$d/root.img"),
+    "sha256": "$(sha "$d/root.img")"
+  },
+  "boot": [
+    {
+      "path": "EFI/Linux/edgeimg-@SLOT@.efi",
+      "slot": "a",
+      "member": "boot/a/EFI/Linux/edgeimg-a.efi",
+      "size": $(size "$d/boot/a/EFI/Linux/edgeimg-a.efi"),
+      "sha256": "$(sha "$d/boot/a/EFI/Linux/edgeimg-a.efi")"
+    },
+    {
+      "path": "EFI/Linux/edgeimg-@SLOT@.efi",
+      "slot": "b",
+      "member": "boot/b/EFI/Linux/edgeimg-b.efi",
+      "size": $(size "$d/boot/b/EFI/Linux/edgeimg-b.efi"),
+      "sha256": "$(sha "$d/boot/b/EFI/Linux/edgeimg-b.efi")"
+    }
+  ]
+}
+JSON
+	openssl pkeyutl -sign -inkey "$T/keys/$key.key" -rawin -in "$d/manifest.json" -out "$d/manifest.sig"
+	(cd "$d" && busybox tar -cf "$T/$1.update" manifest.json manifest.sig root.img \
+		boot/a/EFI/Linux/edgeimg-a.efi boot/b/EFI/Linux/edgeimg-b.efi)
+}
+
+# upd ARGS: edgeimg-update as the node runs it, slot B's partition being $T/slot.
+upd() {
+	env -u EDGEIMG_HOST_TEST EDGEIMG_LIB="$T/lib" EDGEIMG_ESP="$T/esp" EDGEIMG_CMDLINE="$T/cmdline" \
+		EDGEIMG_BUILD_ENV="$T/etc/build.env" EDGEIMG_UPDATE_PUB="$T/keys/fleet.pub" \
+		EDGEIMG_RUN="$T/run" UPD_SLOT_DEV="$T/slot" EDGEIMG_UPDATE_ANY_DEV=1 EDGEIMG_UPDATE_NO_WATCH=1 \
+		EDGEIMG_UPDATE_SELF="busybox sh $ROOTFS/edgeimg-update" \
+		busybox sh "$ROOTFS/edgeimg-update" "$@"
+}
+
+ukis() {
+	local f
+	for f in "$T/esp/EFI/Linux"/*; do
+		[ -e "$f" ] && printf '%s ' "${f##*/}"
+	done
+}
+
+a_good_bundle_is_written_and_armed_as_a_trial() {
+	local out
+	node a
+	bundle v2 2
+	out=$(upd "$T/v2.update") || {
+		echo "$out"
+		exit 1
+	}
+	assert_has "$out" "edgeimg: update: v2 (k0s v1.33.1+k0s.2) signed by the fleet key; writing slot b"
+	assert_has "$out" "edgeimg: update: v2 armed on slot b as the next boot's trial (3 tries)"
+	cmp "$T/mk-v2/root.img" "$T/slot" || exit 1
+	assert_eq "edgeimg-a.efi edgeimg-b+3.efi " "$(ukis)"
+	assert_eq "UKI B v2" "$(cat "$T/esp/EFI/Linux/edgeimg-b+3.efi")" "slot b's own UKI"
+	assert_eq "b 2 1" "$(cat "$T/esp/edgeimg/update/trial")"
+	assert_eq "" "$(ls "$T/run")" "the work folder is gone"
+}
+
+tries_can_be_set() {
+	node a
+	bundle v2 2
+	upd "$T/v2.update" --tries 1 >/dev/null || exit 1
+	assert_eq "edgeimg-a.efi edgeimg-b+1.efi " "$(ukis)"
+}
+
+damaged_truncated_and_foreign_bundles_are_refused() {
+	local out size
+	node a
+	echo "old B" >"$T/esp/EFI/Linux/edgeimg-b.efi"
+	bundle v2 2
+	# Another key: refused at the signature, nothing written.
+	bundle other 2 x86-64 other
+	out=$(upd "$T/other.update") && exit 1
+	assert_has "$out" "edgeimg: update: refused: bad signature"
+	assert_eq "" "$(cat "$T/slot")" "slot B untouched"
+	# A flipped byte in root.img (past the headers of the first three members).
+	cp "$T/v2.update" "$T/flip.update"
+	printf 'X' | dd of="$T/flip.update" bs=1 seek=200000 conv=notrunc 2>/dev/null
+	out=$(upd "$T/flip.update") && exit 1
+	assert_has "$out" "edgeimg: update: refused: root.img's sha256 is"
+	assert_eq "edgeimg-a.efi " "$(ukis)" "slot b disarmed, nothing armed"
+	[ ! -e "$T/esp/edgeimg/update/trial" ] || exit 1
+	# Cut in the middle of root.img.
+	size=$(wc -c <"$T/v2.update")
+	head -c $((size / 2)) "$T/v2.update" >"$T/cut.update"
+	out=$(upd "$T/cut.update") && exit 1
+	assert_has "$out" "edgeimg: update: refused:"
+	assert_eq "edgeimg-a.efi " "$(ukis)"
+	# Another board.
+	bundle pi 2 pi4
+	out=$(upd "$T/pi.update") && exit 1
+	assert_has "$out" "edgeimg: update: refused: the bundle is for board pi4, this node is x86-64"
+}
+
+an_older_version_needs_force() {
+	local out
+	node a
+	bundle v1 1
+	out=$(upd "$T/v1.update") && exit 1
+	assert_has "$out" "edgeimg: update: refused: v1 is not newer than the running v1 (--force to install it anyway)"
+	assert_eq "edgeimg-a.efi " "$(ukis)"
+	upd "$T/v1.update" --force >/dev/null || exit 1
+	assert_eq "edgeimg-a.efi edgeimg-b+3.efi " "$(ukis)"
+}
+
+no_key_in_the_image_is_refused() {
+	local out
+	node a
+	bundle v2 2
+	rm "$T/keys/fleet.pub"
+	out=$(upd "$T/v2.update") && exit 1
+	assert_has "$out" "edgeimg: update: refused: this image has no fleet key"
+}
+
+a_ready_trial_is_marked_good() {
+	local out
+	node b
+	echo "b 2 1" >"$T/esp/edgeimg/update/trial" 2>/dev/null || {
+		mkdir -p "$T/esp/edgeimg/update"
+		echo "b 2 1" >"$T/esp/edgeimg/update/trial"
+	}
+	echo "UKI B v2" >"$T/esp/EFI/Linux/edgeimg-b+2-1.efi"
+	sed -i "s/IMAGE_VERSION='1'/IMAGE_VERSION='2'/" "$T/etc/build.env"
+	out=$(upd --boot)
+	assert_eq "edgeimg: update: v2 on trial in slot b; marked good once ready within 900s" "$out"
+	out=$(upd --ready)
+	assert_eq "edgeimg: update: v2 is ready: slot b marked good" "$out"
+	assert_eq "edgeimg-a.efi edgeimg-b.efi " "$(ukis)"
+	[ ! -e "$T/esp/edgeimg/update/trial" ] || exit 1
+	assert_eq "" "$(upd --ready)" "once"
+}
+
+a_failed_trial_is_reported_once_and_cleaned_up() {
+	local out
+	node a
+	mkdir -p "$T/esp/edgeimg/update"
+	echo "b 3 2" >"$T/esp/edgeimg/update/trial"
+	echo "UKI B v3" >"$T/esp/EFI/Linux/edgeimg-b+0-3.efi"
+	out=$(upd --boot)
+	assert_eq "edgeimg: update: v3 failed (it did not come up), back on v2" "$out"
+	assert_eq "edgeimg-a.efi " "$(ukis)"
+	assert_eq "" "$(upd --boot)" "said once"
+	# A trial that gave up on its health check says why.
+	echo "b 3 2" >"$T/esp/edgeimg/update/trial"
+	echo "not ready within 900s" >"$T/esp/edgeimg/update/result"
+	echo "UKI B v3" >"$T/esp/EFI/Linux/edgeimg-b+0-1.efi"
+	assert_eq "edgeimg: update: v3 failed (not ready within 900s), back on v2" "$(upd --boot)"
+}
+
+giving_up_leaves_no_tries() {
+	node b
+	echo "UKI B v2" >"$T/esp/EFI/Linux/edgeimg-b+2-1.efi"
+	(
+		EDGEIMG_ESP="$T/esp" EDGEIMG_CMDLINE="$T/cmdline"
+		# shellcheck source=../../overlays/rootfs/usr/lib/edgeimg/slot.sh
+		. "$ROOTFS/slot.sh"
+		slot_give_up
+	)
+	assert_eq "edgeimg-a.efi edgeimg-b+0-3.efi " "$(ukis)"
+}
+
+the_manifest_reader_flattens_nested_keys() {
+	node a
+	bundle v2 2
+	out=$(EDGEIMG_UPDATE_SOURCED=1 EDGEIMG_LIB="$T/lib" busybox sh -c '. "$0"; manifest_flat' "$ROOTFS/edgeimg-update" <"$T/mk-v2/manifest.json")
+	assert_has "$out" "partitions.root_b=$BUUID"
+	assert_has "$out" "boot.1.member=boot/b/EFI/Linux/edgeimg-b.efi"
+	assert_has "$out" "boot.0.slot=a"
+	assert_has "$out" "image_version=2"
+}
+
+tcase "a good bundle is written and armed as a trial" a_good_bundle_is_written_and_armed_as_a_trial
+tcase "tries can be set" tries_can_be_set
+tcase "damaged, truncated and foreign bundles are refused" damaged_truncated_and_foreign_bundles_are_refused
+tcase "an older version needs --force" an_older_version_needs_force
+tcase "no key in the image is refused" no_key_in_the_image_is_refused
+tcase "a ready trial is marked good" a_ready_trial_is_marked_good
+tcase "a failed trial is reported once and cleaned up" a_failed_trial_is_reported_once_and_cleaned_up
+tcase "giving up leaves no tries" giving_up_leaves_no_tries
+tcase "the manifest reader flattens nested keys" the_manifest_reader_flattens_nested_keys
+t_done
