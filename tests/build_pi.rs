@@ -25,22 +25,22 @@ config_txt = ["dtparam=audio=off"]
 ntp = []
 "#;
 
-/// What the raspi3b boot test puts on its card (sourced by the node config's boot_cmd):
-/// once the node is ready, slot a's boot files become slot b's (its cmdline.txt marked), slot
-/// b is armed and the node reboots with `0 tryboot` through slot-rpi.sh; on every boot, a
-/// trial that failed is reported (slot_check_rollback).
+/// What the raspi3b boot test puts on its card (sourced by the node config's boot_cmd): once
+/// the node is ready, slot a's boot files become slot b's (its cmdline.txt marked), slot b is
+/// armed and the node reboots with `0 tryboot`, all through slot.sh's Pi functions (the part
+/// of an update after the bundle is verified).
 const AB_TEST: &str = r#". /usr/lib/edgeimg/lib.sh
-. /usr/lib/edgeimg/slot-rpi.sh
-slot_check_rollback
+. /etc/edgeimg/build.env
+. /usr/lib/edgeimg/slot.sh
 if [ ! -e /boot/ab-test.armed ]; then
 	: >/boot/ab-test.armed
 	sync
 	(
 		while [ ! -e /run/edgeimg/ready ]; do sleep 1; done
-		rm -rf /tmp/slot-b
-		cp -R /boot/slot-a /tmp/slot-b
-		sed -i 's/edgeimg.slot=a/edgeimg.slot=b edgeimg.test=trial-b/' /tmp/slot-b/cmdline.txt
-		slot_install_boot b /tmp/slot-b && slot_arm b 2 && slot_reboot_trial
+		rm -rf /tmp/new && mkdir -p /tmp/new
+		cp -R /boot/slot-a /tmp/new/slot-b
+		sed -i 's/edgeimg.slot=a/edgeimg.slot=b edgeimg.test=trial-b/' /tmp/new/slot-b/cmdline.txt
+		slot_install_boot b /tmp/new && slot_arm b 2 && slot_reboot_trial
 	) &
 fi
 "#;
@@ -101,6 +101,11 @@ fn built() -> &'static Built {
     static B: OnceLock<Built> = OnceLock::new();
     B.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
+        // A fleet key: the build also writes the update bundle.
+        let fleet = dir.path().join("fleet");
+        let o = edgeimg(&["keys", "fleet", fleet.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let key = dir.path().join("fleet.key");
         let out = build_with_node(
             dir.path(),
             NODE,
@@ -112,6 +117,8 @@ fn built() -> &'static Built {
                 "--no-xz",
                 "--imager-url-base",
                 URL_BASE,
+                "--signing-key",
+                key.to_str().unwrap(),
             ],
         );
         Built { _dir: dir, out }
@@ -188,7 +195,12 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
         .expect("disk signature")
         .to_string();
     let parts = sfdisk_parts(&dump);
-    assert_eq!(parts.len(), 3, "{dump}");
+    // boot, root-a, root-b (the update's slot, holes until then), data.
+    assert_eq!(parts.len(), 4, "{dump}");
+    assert_eq!(
+        parts[1].1, parts[2].1,
+        "both root slots have one size: {dump}"
+    );
     assert!(
         parts[0].2.contains("type=c") && parts[0].2.contains("bootable"),
         "boot partition must be FAT32 LBA (0x0c) and bootable: {dump}"
@@ -266,7 +278,8 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
     assert_eq!(cmdline.trim_end().lines().count(), 1, "{cmdline:?}");
     for arg in [
         format!("edgeimg.root=PARTUUID={label_id}-02"),
-        format!("edgeimg.data=PARTUUID={label_id}-03"),
+        format!("edgeimg.data=PARTUUID={label_id}-04"),
+        "edgeimg.slot=a".to_string(),
         "console=ttyS1,115200".to_string(),
         "edgeimg.test=node-arg".to_string(),
     ] {
@@ -275,6 +288,54 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
             "cmdline.txt lacks {arg}: {cmdline}"
         );
     }
+
+    // The update bundle, read by tar: the slot folder's files, cmdline.txt once per slot
+    // (each naming its own root), the rest once for both.
+    let bundle = built().out.join(format!("{STEM}.update"));
+    let list = tool_ok("tar", &["-tf", bundle.to_str().unwrap()]);
+    for m in [
+        "manifest.json",
+        "manifest.sig",
+        "root.img",
+        "boot/a/slot-a/cmdline.txt",
+        "boot/b/slot-b/cmdline.txt",
+        "boot/all/slot-@SLOT@/vmlinuz",
+        "boot/all/slot-@SLOT@/initrd.img",
+        "boot/all/slot-@SLOT@/bcm2837-rpi-3-b.dtb",
+    ] {
+        assert!(
+            list.lines().any(|l| l == m),
+            "the bundle lacks {m}:\n{list}"
+        );
+    }
+    assert!(!list.contains("config.txt"), "{list}");
+    let unpacked = built().out.join("bundle");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    tool_ok(
+        "tar",
+        &[
+            "-xf",
+            bundle.to_str().unwrap(),
+            "-C",
+            unpacked.to_str().unwrap(),
+            "boot/a/slot-a/cmdline.txt",
+            "boot/b/slot-b/cmdline.txt",
+        ],
+    );
+    let read = |p: &str| std::fs::read_to_string(unpacked.join(p)).unwrap();
+    assert_eq!(read("boot/a/slot-a/cmdline.txt"), cmdline);
+    let b = read("boot/b/slot-b/cmdline.txt");
+    for arg in [
+        format!("edgeimg.root=PARTUUID={label_id}-03"),
+        format!("edgeimg.data=PARTUUID={label_id}-04"),
+        "edgeimg.slot=b".to_string(),
+    ] {
+        assert!(
+            b.split_whitespace().any(|a| a == arg),
+            "slot b's cmdline.txt lacks {arg}: {b}"
+        );
+    }
+    std::fs::remove_dir_all(&unpacked).unwrap();
 }
 
 #[test]
@@ -418,22 +479,6 @@ fn ab_test_image() -> PathBuf {
         "mcopy",
         &["-i", &spec, script.to_str().unwrap(), "::/ab-test.sh"],
     );
-    // The slot's own argument, until the build writes it.
-    let cmdline = mtype(&copy, "slot-a/cmdline.txt");
-    if !cmdline.contains("edgeimg.slot=") {
-        let fixed = built().out.join("cmdline.txt");
-        std::fs::write(&fixed, format!("{} edgeimg.slot=a\n", cmdline.trim_end())).unwrap();
-        tool_ok(
-            "mcopy",
-            &[
-                "-o",
-                "-i",
-                &spec,
-                fixed.to_str().unwrap(),
-                "::/slot-a/cmdline.txt",
-            ],
-        );
-    }
     copy
 }
 
@@ -455,7 +500,7 @@ fn kernel_cmdline(console: &[String]) -> String {
 
 /// Boots pi3 on raspi3b to the ready line; then, with the test harness playing the Pi
 /// firmware (config.txt, tryboot.txt, os_prefix, the one-shot flag), an A/B trial through
-/// slot-rpi.sh: the node arms slot b and reboots with `0 tryboot`; the next boot takes slot b
+/// slot.sh: the node arms slot b and reboots with `0 tryboot`; the next boot takes slot b
 /// from tryboot.txt and loses power; the one after is back on slot a by config.txt, and the
 /// node says the trial failed.
 #[test]
@@ -537,9 +582,8 @@ fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
         "{cmdline}"
     );
     assert!(
-        back.ready_line.starts_with(
-            "edgeimg: update: v2 failed (slot b did not come up; the firmware booted slot a), back on v"
-        ),
+        back.ready_line
+            .starts_with("edgeimg: update: v2 failed (it did not come up), back on v"),
         "{}",
         back.ready_line
     );
@@ -821,7 +865,12 @@ fn pi5_image_is_an_eeprom_boot_card_with_the_pi5_device_trees() {
         .expect("disk signature")
         .to_string();
     let parts = sfdisk_parts(&dump);
-    assert_eq!(parts.len(), 3, "{dump}");
+    // boot, root-a, root-b (the update's slot, holes until then), data.
+    assert_eq!(parts.len(), 4, "{dump}");
+    assert_eq!(
+        parts[1].1, parts[2].1,
+        "both root slots have one size: {dump}"
+    );
     assert!(
         parts[0].2.contains("type=c") && parts[0].2.contains("bootable"),
         "{dump}"
@@ -872,7 +921,8 @@ fn pi5_image_is_an_eeprom_boot_card_with_the_pi5_device_trees() {
     assert_eq!(cmdline.trim_end().lines().count(), 1, "{cmdline:?}");
     for arg in [
         format!("edgeimg.root=PARTUUID={label_id}-02"),
-        format!("edgeimg.data=PARTUUID={label_id}-03"),
+        format!("edgeimg.data=PARTUUID={label_id}-04"),
+        "edgeimg.slot=a".to_string(),
     ] {
         assert!(
             cmdline.split_whitespace().any(|a| a == arg),

@@ -78,6 +78,51 @@ impl BootMethod for Rpi<'_> {
     fn imager_devices(&self) -> Option<&[String]> {
         Some(&self.spec.imager_devices)
     }
+
+    /// The slot folder's files: `cmdline.txt` once per slot (it names the slot's root), the
+    /// kernel, initramfs and DTBs once for both (`slot-@SLOT@/...`). `config.txt` stays the
+    /// node's: arming writes `tryboot.txt` from it.
+    fn bundle_boot_files(
+        &self,
+        plan: &Plan,
+        u: &Unpacked,
+        initrd: &[u8],
+        boot_a: &Tree,
+        cmdline_b: &str,
+    ) -> Result<Vec<crate::bundle::BootFile>> {
+        use crate::disk::layout::Slot;
+        let mark = crate::bundle::SLOT_MARK;
+        let cmdline_a = format!("{}cmdline.txt", slot_dir('a'));
+        let a = boot_a
+            .read(&cmdline_a)
+            .with_context(|| format!("the boot tree has no {cmdline_a}"))?
+            .to_vec();
+        let mut out = Vec::new();
+        for (name, data) in
+            slot_files(plan, u, self.spec, kernel_image(u)?, initrd, cmdline_b, 'b')?
+        {
+            let path = format!("slot-{mark}/{name}");
+            if name == "cmdline.txt" {
+                out.push(crate::bundle::BootFile {
+                    path: path.clone(),
+                    slot: Some(Slot::A),
+                    data: a.clone(),
+                });
+                out.push(crate::bundle::BootFile {
+                    path,
+                    slot: Some(Slot::B),
+                    data,
+                });
+            } else {
+                out.push(crate::bundle::BootFile {
+                    path,
+                    slot: None,
+                    data,
+                });
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The boot partition's fixed part for a Pi board: the firmware and `config.txt` at the root
