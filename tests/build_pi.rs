@@ -15,12 +15,34 @@ use edgeimg::qemu::{self, SmokeOptions};
 // No hostname, SSH key or Wi-Fi here: the boots get them from Raspberry Pi Imager's
 // rpi-preseed.toml ([`PRESEED`]) on the boot partition.
 const NODE: &str = r#"
+boot_cmd = ["[ ! -e /boot/ab-test.sh ] || . /boot/ab-test.sh"]
+
 [boot]
 kernel_args = ["edgeimg.test=node-arg"]
 config_txt = ["dtparam=audio=off"]
 
 [time]
 ntp = []
+"#;
+
+/// What the raspi3b boot test puts on its card (sourced by the node config's boot_cmd): once
+/// the node is ready, slot a's boot files become slot b's (its cmdline.txt marked), slot b is
+/// armed and the node reboots with `0 tryboot`, all through slot.sh's Pi functions (the part
+/// of an update after the bundle is verified).
+const AB_TEST: &str = r#". /usr/lib/edgeimg/lib.sh
+. /etc/edgeimg/build.env
+. /usr/lib/edgeimg/slot.sh
+if [ ! -e /boot/ab-test.armed ]; then
+	: >/boot/ab-test.armed
+	sync
+	(
+		while [ ! -e /run/edgeimg/ready ]; do sleep 1; done
+		rm -rf /tmp/new && mkdir -p /tmp/new
+		cp -R /boot/slot-a /tmp/new/slot-b
+		sed -i 's/edgeimg.slot=a/edgeimg.slot=b edgeimg.test=trial-b/' /tmp/new/slot-b/cmdline.txt
+		slot_install_boot b /tmp/new && slot_arm b 2 && slot_reboot_trial
+	) &
+fi
 "#;
 
 const STEM: &str = "pi3-controller+worker";
@@ -79,6 +101,11 @@ fn built() -> &'static Built {
     static B: OnceLock<Built> = OnceLock::new();
     B.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
+        // A fleet key: the build also writes the update bundle.
+        let fleet = dir.path().join("fleet");
+        let o = edgeimg(&["keys", "fleet", fleet.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let key = dir.path().join("fleet.key");
         let out = build_with_node(
             dir.path(),
             NODE,
@@ -90,6 +117,8 @@ fn built() -> &'static Built {
                 "--no-xz",
                 "--imager-url-base",
                 URL_BASE,
+                "--signing-key",
+                key.to_str().unwrap(),
             ],
         );
         Built { _dir: dir, out }
@@ -166,7 +195,12 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
         .expect("disk signature")
         .to_string();
     let parts = sfdisk_parts(&dump);
-    assert_eq!(parts.len(), 4, "boot, root-a, root-b, data: {dump}");
+    // boot, root-a, root-b (the update's slot, holes until then), data.
+    assert_eq!(parts.len(), 4, "{dump}");
+    assert_eq!(
+        parts[1].1, parts[2].1,
+        "both root slots have one size: {dump}"
+    );
     assert!(
         parts[0].2.contains("type=c") && parts[0].2.contains("bootable"),
         "boot partition must be FAT32 LBA (0x0c) and bootable: {dump}"
@@ -194,27 +228,42 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
     tool_ok("fsck.fat", &["-n", fat.to_str().unwrap()]);
     std::fs::remove_file(&fat).unwrap();
     let spec = format!("{}@@1M", img.display());
-    let listing = tool_ok("mdir", &["-b", "-i", &spec, "::/"]);
+    // The firmware's files at the root; slot a's boot files in its folder (what os_prefix
+    // names); slot b has no folder until an update writes one.
+    let listing = tool_ok("mdir", &["-/", "-b", "-i", &spec, "::/"]);
     for f in [
         "bootcode.bin",
         "start.elf",
         "fixup.dat",
-        "bcm2837-rpi-3-b.dtb",
-        "bcm2837-rpi-3-b-plus.dtb",
-        "bcm2837-rpi-zero-2-w.dtb",
         "config.txt",
-        "cmdline.txt",
-        "vmlinuz",
-        "initrd.img",
+        "slot-a/bcm2837-rpi-3-b.dtb",
+        "slot-a/bcm2837-rpi-3-b-plus.dtb",
+        "slot-a/bcm2837-rpi-zero-2-w.dtb",
+        "slot-a/cmdline.txt",
+        "slot-a/vmlinuz",
+        "slot-a/initrd.img",
     ] {
         assert!(
             listing.lines().any(|l| l.trim() == format!("::/{f}")),
             "{f} missing from the boot partition:\n{listing}"
         );
     }
+    for f in [
+        "vmlinuz",
+        "initrd.img",
+        "cmdline.txt",
+        "tryboot.txt",
+        "slot-b",
+    ] {
+        assert!(
+            !listing.lines().any(|l| l.trim() == format!("::/{f}")),
+            "{f} at the root of the boot partition:\n{listing}"
+        );
+    }
     let config = mtype(&img, "config.txt");
     for line in [
         "arm_64bit=1",
+        "os_prefix=slot-a/",
         "kernel=vmlinuz",
         "initramfs initrd.img followkernel",
         "dtparam=audio=off",
@@ -225,7 +274,7 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
         );
     }
     // cmdline.txt is one line naming the partitions by disk signature + number.
-    let cmdline = mtype(&img, "cmdline.txt");
+    let cmdline = mtype(&img, "slot-a/cmdline.txt");
     assert_eq!(cmdline.trim_end().lines().count(), 1, "{cmdline:?}");
     for arg in [
         format!("edgeimg.root=PARTUUID={label_id}-02"),
@@ -239,6 +288,54 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
             "cmdline.txt lacks {arg}: {cmdline}"
         );
     }
+
+    // The update bundle, read by tar: the slot folder's files, cmdline.txt once per slot
+    // (each naming its own root), the rest once for both.
+    let bundle = built().out.join(format!("{STEM}.update"));
+    let list = tool_ok("tar", &["-tf", bundle.to_str().unwrap()]);
+    for m in [
+        "manifest.json",
+        "manifest.sig",
+        "root.img",
+        "boot/a/slot-a/cmdline.txt",
+        "boot/b/slot-b/cmdline.txt",
+        "boot/all/slot-@SLOT@/vmlinuz",
+        "boot/all/slot-@SLOT@/initrd.img",
+        "boot/all/slot-@SLOT@/bcm2837-rpi-3-b.dtb",
+    ] {
+        assert!(
+            list.lines().any(|l| l == m),
+            "the bundle lacks {m}:\n{list}"
+        );
+    }
+    assert!(!list.contains("config.txt"), "{list}");
+    let unpacked = built().out.join("bundle");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    tool_ok(
+        "tar",
+        &[
+            "-xf",
+            bundle.to_str().unwrap(),
+            "-C",
+            unpacked.to_str().unwrap(),
+            "boot/a/slot-a/cmdline.txt",
+            "boot/b/slot-b/cmdline.txt",
+        ],
+    );
+    let read = |p: &str| std::fs::read_to_string(unpacked.join(p)).unwrap();
+    assert_eq!(read("boot/a/slot-a/cmdline.txt"), cmdline);
+    let b = read("boot/b/slot-b/cmdline.txt");
+    for arg in [
+        format!("edgeimg.root=PARTUUID={label_id}-03"),
+        format!("edgeimg.data=PARTUUID={label_id}-04"),
+        "edgeimg.slot=b".to_string(),
+    ] {
+        assert!(
+            b.split_whitespace().any(|a| a == arg),
+            "slot b's cmdline.txt lacks {arg}: {b}"
+        );
+    }
+    std::fs::remove_dir_all(&unpacked).unwrap();
 }
 
 #[test]
@@ -371,10 +468,46 @@ fn pi3_bmap_copies_to_the_same_bytes_and_imager_entry_matches() {
     assert!(sums.contains("  os_list.json\n"), "{sums}");
 }
 
+/// A card for the raspi3b boot: the preseeded image with [`AB_TEST`] on its FAT.
+fn ab_test_image() -> PathBuf {
+    let copy = built().out.join("ab-test.img");
+    sparse_copy(&preseeded_image(), &copy);
+    let script = built().out.join("ab-test.sh");
+    std::fs::write(&script, AB_TEST).unwrap();
+    let spec = format!("{}@@1M", copy.display());
+    tool_ok(
+        "mcopy",
+        &["-i", &spec, script.to_str().unwrap(), "::/ab-test.sh"],
+    );
+    copy
+}
+
+/// The kernel's command line as it printed it.
+fn kernel_cmdline(console: &[String]) -> String {
+    console
+        .iter()
+        .find_map(|l| {
+            l.split_once("Kernel command line: ")
+                .map(|x| x.1.trim().to_string())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no kernel command line on the console:\n{}",
+                console.join("\n")
+            )
+        })
+}
+
+/// Boots pi3 on raspi3b to the ready line; then, with the test harness playing the Pi
+/// firmware (config.txt, tryboot.txt, os_prefix, the one-shot flag), an A/B trial through
+/// slot.sh: the node arms slot b and reboots with `0 tryboot`; the next boot takes slot b
+/// from tryboot.txt and loses power; the one after is back on slot a by config.txt, and the
+/// node says the trial failed.
 #[test]
 fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
     let spec = board_qemu("pi3");
     need(&spec.system);
+    let started = std::time::Instant::now();
     let opts = SmokeOptions {
         timeout: Duration::from_secs(480),
         // Not a power of two: smoke rounds the SD card up (2 GiB).
@@ -392,10 +525,14 @@ fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
             "wifi: SSID edge-lab (country DE) configured, but no wireless interface (wlan0) appeared".into(),
             "ssh: dropbear on port 22, 1 key(s)".into(),
             "time: time zone Europe/Berlin".into(),
+            // After the ready line: the trial of slot b, asked of the firmware.
+            "edgeimg: update: rebooting into slot b on trial (reboot '0 tryboot')".into(),
+            "reboot: Restarting system with command '0 tryboot'".into(),
         ],
+        keep: true,
         ..smoke_options("controller+worker", "pi-test-1")
     };
-    let r = qemu::smoke(&preseeded_image(), &spec, &opts, &Silent).expect("pi3 smoke on raspi3b");
+    let r = qemu::smoke(&ab_test_image(), &spec, &opts, &Silent).expect("pi3 smoke on raspi3b");
     assert!(
         r.console
             .iter()
@@ -407,6 +544,69 @@ fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
     assert_eq!(sysinfo.errors, 0, "{}", sysinfo.text);
     eprintln!("pi3 on raspi3b: {}", sysinfo.text);
     eprintln!("pi3 on raspi3b: ready after {:.1} s", r.boot_seconds);
+
+    // The firmware's part, judged from outside: the disk's FAT and the flag.
+    let disk = r.disk_copy.clone().expect("the disk copy is kept");
+    assert!(
+        kernel_cmdline(&r.console).contains("edgeimg.slot=a"),
+        "the first boot is slot a"
+    );
+    let flag = qemu::tryboot_flag(&disk);
+    assert!(flag.exists(), "the reboot with '0 tryboot' set the flag");
+    let tryboot = mtype(&disk, "tryboot.txt");
+    assert!(
+        tryboot.lines().any(|l| l == "os_prefix=slot-b/"),
+        "{tryboot}"
+    );
+    assert!(mtype(&disk, "config.txt")
+        .lines()
+        .any(|l| l == "os_prefix=slot-a/"));
+
+    // The trial boot: tryboot.txt's slot b; the flag is spent before the kernel starts. A
+    // power cut while it boots.
+    let trial = qemu::boot_disk(&disk, &spec, &opts, Some("edgeimg.test=trial-b"), &Silent)
+        .expect("the trial boot of slot b");
+    assert!(
+        !flag.exists(),
+        "the one-shot flag is cleared by the boot it selects"
+    );
+    let cmdline = kernel_cmdline(&trial.console);
+    assert!(cmdline.contains("edgeimg.slot=b"), "{cmdline}");
+
+    // The next boot reads config.txt: slot a, and the node says the trial failed.
+    let back = qemu::boot_disk(&disk, &spec, &opts, Some("back on v"), &Silent)
+        .expect("the boot after the failed trial");
+    let cmdline = kernel_cmdline(&back.console);
+    assert!(
+        cmdline.contains("edgeimg.slot=a") && !cmdline.contains("trial-b"),
+        "{cmdline}"
+    );
+    assert!(
+        back.ready_line
+            .starts_with("edgeimg: update: v2 failed (it did not come up), back on v"),
+        "{}",
+        back.ready_line
+    );
+    assert!(!flag.exists());
+    // Slot b is left unbootable: no tryboot.txt, no kernel in its folder.
+    let spec_fat = format!("{}@@1M", disk.display());
+    let listing = tool_ok("mdir", &["-/", "-b", "-i", &spec_fat, "::/"]);
+    assert!(
+        !listing
+            .lines()
+            .any(|l| l.trim() == "::/tryboot.txt" || l.trim() == "::/slot-b/vmlinuz"),
+        "{listing}"
+    );
+    assert!(
+        listing.lines().any(|l| l.trim() == "::/slot-b/initrd.img"),
+        "{listing}"
+    );
+    // smoke kept the VM's folder for the disk: remove it.
+    std::fs::remove_dir_all(disk.parent().unwrap()).unwrap();
+    eprintln!(
+        "pi3 on raspi3b: ready, trial of slot b, fallback to slot a in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// The Wi-Fi script's wpa_supplicant.conf, under busybox sh as on the device.
@@ -665,7 +865,12 @@ fn pi5_image_is_an_eeprom_boot_card_with_the_pi5_device_trees() {
         .expect("disk signature")
         .to_string();
     let parts = sfdisk_parts(&dump);
-    assert_eq!(parts.len(), 4, "boot, root-a, root-b, data: {dump}");
+    // boot, root-a, root-b (the update's slot, holes until then), data.
+    assert_eq!(parts.len(), 4, "{dump}");
+    assert_eq!(
+        parts[1].1, parts[2].1,
+        "both root slots have one size: {dump}"
+    );
     assert!(
         parts[0].2.contains("type=c") && parts[0].2.contains("bootable"),
         "{dump}"
@@ -675,18 +880,18 @@ fn pi5_image_is_an_eeprom_boot_card_with_the_pi5_device_trees() {
     tool_ok("fsck.fat", &["-n", fat.to_str().unwrap()]);
     std::fs::remove_file(&fat).unwrap();
     let spec = format!("{}@@1M", img.display());
-    let listing = tool_ok("mdir", &["-b", "-i", &spec, "::/"]);
+    let listing = tool_ok("mdir", &["-/", "-b", "-i", &spec, "::/"]);
     let names: Vec<&str> = listing
         .lines()
         .map(|l| l.trim().trim_start_matches("::/"))
         .collect();
     for f in [
-        "bcm2712-rpi-5-b.dtb",
-        "bcm2712-d-rpi-5-b.dtb",
+        "slot-a/bcm2712-rpi-5-b.dtb",
+        "slot-a/bcm2712-d-rpi-5-b.dtb",
         "config.txt",
-        "cmdline.txt",
-        "vmlinuz",
-        "initrd.img",
+        "slot-a/cmdline.txt",
+        "slot-a/vmlinuz",
+        "slot-a/initrd.img",
     ] {
         assert!(
             names.contains(&f),
@@ -703,6 +908,7 @@ fn pi5_image_is_an_eeprom_boot_card_with_the_pi5_device_trees() {
     let config = mtype(&img, "config.txt");
     for line in [
         "arm_64bit=1",
+        "os_prefix=slot-a/",
         "kernel=vmlinuz",
         "initramfs initrd.img followkernel",
     ] {
@@ -711,11 +917,12 @@ fn pi5_image_is_an_eeprom_boot_card_with_the_pi5_device_trees() {
             "config.txt lacks {line:?}:\n{config}"
         );
     }
-    let cmdline = mtype(&img, "cmdline.txt");
+    let cmdline = mtype(&img, "slot-a/cmdline.txt");
     assert_eq!(cmdline.trim_end().lines().count(), 1, "{cmdline:?}");
     for arg in [
         format!("edgeimg.root=PARTUUID={label_id}-02"),
         format!("edgeimg.data=PARTUUID={label_id}-04"),
+        "edgeimg.slot=a".to_string(),
     ] {
         assert!(
             cmdline.split_whitespace().any(|a| a == arg),
@@ -727,7 +934,7 @@ fn pi5_image_is_an_eeprom_boot_card_with_the_pi5_device_trees() {
     // The device tree, read by dtc: a Pi 5, its console the PL011 of the debug UART
     // (stdout-path serial10 -> ttyAMA10), and the SD controller sdhci-brcmstb drives.
     let dtb = pi5_built().out.join("pi5.dtb");
-    mcopy_out(&img, "bcm2712-rpi-5-b.dtb", &dtb);
+    mcopy_out(&img, "slot-a/bcm2712-rpi-5-b.dtb", &dtb);
     let dts = tool_ok(
         "dtc",
         &["-q", "-I", "dtb", "-O", "dts", dtb.to_str().unwrap()],
@@ -803,7 +1010,7 @@ fn pi5_kernel_comes_from_backports_with_the_pi5_modules() {
 
     // The initramfs (zstd newc cpio, read by cpio) loads the SD, NVMe and USB drivers.
     let initrd = out.join("initrd.img.copy");
-    mcopy_out(&img, "initrd.img", &initrd);
+    mcopy_out(&img, "slot-a/initrd.img", &initrd);
     let listing = {
         need("zstd");
         need("cpio");

@@ -1,9 +1,15 @@
 //! Raspberry Pi boards: the boot partition the Pi's own firmware reads (no U-Boot).
 //!
-//! The boot FAT holds the board's firmware files from Debian's `raspi-firmware`, the kernel,
-//! the edgeimg initramfs, the board's device trees, and `config.txt` / `cmdline.txt` rendered
-//! from the templates in `overlays/boot/rpi/`. Everything board-specific is data
-//! (`[boot] method = "rpi"` in `boards/<name>.toml`).
+//! The boot FAT holds the board's firmware files from Debian's `raspi-firmware` and
+//! `config.txt` at its root, and one folder per root slot ([`slot_dir`]: `slot-a/`,
+//! `slot-b/`) with that slot's kernel, edgeimg initramfs, device trees and `cmdline.txt`
+//! (naming the slot's root and its dm-verity hash). `config.txt` says `os_prefix=slot-a/`:
+//! the firmware prepends it to every "operating system file" it loads (kernel, initramfs,
+//! `cmdline.txt`, DTBs, overlays), after checking that the kernel and the DTB are there. A
+//! trial of the other slot is `tryboot.txt` (the same file with the other prefix), read
+//! instead of `config.txt` for the one boot after `reboot '0 tryboot'`. Everything
+//! board-specific is data (`[boot] method = "rpi"` in `boards/<name>.toml`); the templates are
+//! in `overlays/boot/rpi/`.
 
 use std::path::Path;
 
@@ -34,6 +40,18 @@ fn match_dtbs(kernel: &Tree, pattern: &str) -> Result<Vec<TreePath>> {
     Ok(found)
 }
 
+/// The config file the firmware reads on a normal boot.
+pub const CONFIG_TXT: &str = "config.txt";
+/// The config file the firmware reads instead of `config.txt` for one boot after
+/// `reboot '0 tryboot'` (the one-shot flag).
+pub const TRYBOOT_TXT: &str = "tryboot.txt";
+
+/// The folder of a root slot's boot files (`slot-a/`), as `os_prefix=` names it (with the
+/// trailing `/` the firmware needs for a folder).
+pub fn slot_dir(slot: char) -> String {
+    format!("slot-{slot}/")
+}
+
 /// `[boot] method = "rpi"` of a board.
 pub struct Rpi<'a> {
     pub spec: &'a RpiBoot,
@@ -60,9 +78,55 @@ impl BootMethod for Rpi<'_> {
     fn imager_devices(&self) -> Option<&[String]> {
         Some(&self.spec.imager_devices)
     }
+
+    /// The slot folder's files: `cmdline.txt` once per slot (it names the slot's root), the
+    /// kernel, initramfs and DTBs once for both (`slot-@SLOT@/...`). `config.txt` stays the
+    /// node's: arming writes `tryboot.txt` from it.
+    fn bundle_boot_files(
+        &self,
+        plan: &Plan,
+        u: &Unpacked,
+        initrd: &[u8],
+        boot_a: &Tree,
+        cmdline_b: &str,
+    ) -> Result<Vec<crate::bundle::BootFile>> {
+        use crate::disk::layout::Slot;
+        let mark = crate::bundle::SLOT_MARK;
+        let cmdline_a = format!("{}cmdline.txt", slot_dir('a'));
+        let a = boot_a
+            .read(&cmdline_a)
+            .with_context(|| format!("the boot tree has no {cmdline_a}"))?
+            .to_vec();
+        let mut out = Vec::new();
+        for (name, data) in
+            slot_files(plan, u, self.spec, kernel_image(u)?, initrd, cmdline_b, 'b')?
+        {
+            let path = format!("slot-{mark}/{name}");
+            if name == "cmdline.txt" {
+                out.push(crate::bundle::BootFile {
+                    path: path.clone(),
+                    slot: Some(Slot::A),
+                    data: a.clone(),
+                });
+                out.push(crate::bundle::BootFile {
+                    path,
+                    slot: Some(Slot::B),
+                    data,
+                });
+            } else {
+                out.push(crate::bundle::BootFile {
+                    path,
+                    slot: None,
+                    data,
+                });
+            }
+        }
+        Ok(out)
+    }
 }
 
-/// The boot partition's fixed part for a Pi board.
+/// The boot partition's fixed part for a Pi board: the firmware and `config.txt` at the root
+/// (booting slot a), slot a's files in its folder. Slot b's folder is written by an update.
 fn boot_tree(
     plan: &Plan,
     u: &Unpacked,
@@ -83,6 +147,37 @@ fn boot_tree(
         })?;
         t.add_file(f, data.to_vec(), 0o644)?;
     }
+    let files = slot_files(plan, u, spec, kernel, initrd, cmdline, 'a')?;
+    let dtb_names: Vec<String> = files
+        .iter()
+        .filter(|(n, _)| n.ends_with(".dtb"))
+        .map(|(n, _)| n.clone())
+        .collect();
+    for (name, data) in files {
+        t.add_file(&format!("{}{name}", slot_dir('a')), data, 0o644)?;
+    }
+    let text = render(
+        &template_dir(plan, spec).join("config.txt.j2"),
+        &template_context(plan, u, spec, cmdline, &dtb_names),
+    )?;
+    t.add_file(CONFIG_TXT, config_for_slot(&text, 'a'), 0o644)?;
+    Ok(t)
+}
+
+/// One slot's boot files, named inside its folder: the kernel, the initramfs, the board's
+/// device trees and `cmdline.txt` (the slot's own command line: its root, verity hash and
+/// `edgeimg.slot=`). An update bundle carries these for the slot it writes.
+pub fn slot_files(
+    plan: &Plan,
+    u: &Unpacked,
+    spec: &RpiBoot,
+    kernel: std::sync::Arc<[u8]>,
+    initrd: &[u8],
+    cmdline: &str,
+    _slot: char,
+) -> Result<Vec<(String, Vec<u8>)>> {
+    let board_file = plan.board.file.display().to_string();
+    let mut files = Vec::new();
     let mut dtb_names = Vec::new();
     for pattern in &spec.dtbs {
         let pattern = pattern.replace("{kver}", &u.kver);
@@ -97,15 +192,58 @@ fn boot_tree(
         for p in found {
             let data = u.kernel.read(p.as_str()).context("reading a DTB")?;
             let name = p.file_name().to_string();
-            t.add_file(&name, data.to_vec(), 0o644)?;
+            files.push((name.clone(), data.to_vec()));
             dtb_names.push(name);
         }
     }
-    t.add_file(&spec.kernel, kernel.to_vec(), 0o644)?;
-    t.add_file(&spec.initramfs, initrd.to_vec(), 0o644)?;
+    files.push((spec.kernel.clone(), kernel.to_vec()));
+    files.push((spec.initramfs.clone(), initrd.to_vec()));
+    let path = template_dir(plan, spec).join("cmdline.txt.j2");
+    let text = render(&path, &template_context(plan, u, spec, cmdline, &dtb_names))?;
+    if text.trim_end().contains('\n') {
+        bail!(
+            "{}: cmdline.txt must be one line (the firmware reads only the first)",
+            path.display()
+        );
+    }
+    files.push(("cmdline.txt".to_string(), text.into_bytes()));
+    Ok(files)
+}
 
-    let dir = plan.data.join("overlays").join(&spec.templates);
-    let ctx = minijinja::context! {
+/// `config.txt` (or `tryboot.txt`) booting `slot`: the rendered text with its
+/// `os_prefix=` line set to the slot's folder (added when the template has none).
+pub fn config_for_slot(text: &str, slot: char) -> String {
+    let line = format!("os_prefix={}", slot_dir(slot));
+    let mut found = false;
+    let mut out = String::new();
+    for l in text.lines() {
+        if l.trim_start().starts_with("os_prefix=") {
+            found = true;
+            out.push_str(&line);
+        } else {
+            out.push_str(l);
+        }
+        out.push('\n');
+    }
+    if !found {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    out
+}
+
+fn template_dir(plan: &Plan, spec: &RpiBoot) -> std::path::PathBuf {
+    plan.data.join("overlays").join(&spec.templates)
+}
+
+fn template_context(
+    plan: &Plan,
+    u: &Unpacked,
+    spec: &RpiBoot,
+    cmdline: &str,
+    dtb_names: &[String],
+) -> minijinja::Value {
+    minijinja::context! {
         board => minijinja::context! { name => plan.board.name.clone(), arch => plan.board.arch.debian() },
         role => plan.role.to_string(),
         kver => u.kver.clone(),
@@ -115,18 +253,110 @@ fn boot_tree(
         config => spec.config.iter().chain(&plan.node.boot.config_txt).cloned().collect::<Vec<_>>(),
         cmdline => cmdline,
         dtbs => dtb_names,
-    };
-    for name in ["config.txt", "cmdline.txt"] {
-        let text = render(&dir.join(format!("{name}.j2")), &ctx)?;
-        if name == "cmdline.txt" && text.trim_end().contains('\n') {
-            bail!(
-                "{}: cmdline.txt must be one line (the firmware reads only the first)",
-                dir.join("cmdline.txt.j2").display()
-            );
-        }
-        t.add_file(name, text, 0o644)?;
+        os_prefix => slot_dir('a'),
     }
-    Ok(t)
+}
+
+/// What the Pi firmware loads from a boot partition: the files `config.txt` (or
+/// `tryboot.txt`) names, with `os_prefix` applied the way the firmware documents it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FirmwareLoad {
+    /// The config file read: `config.txt`, or `tryboot.txt` under the one-shot flag.
+    pub config: &'static str,
+    /// The prefix in force ("" when `os_prefix` failed the firmware's viability test).
+    pub os_prefix: String,
+    pub kernel: String,
+    pub initramfs: Option<String>,
+    /// None when the machine makes its own device tree.
+    pub dtb: Option<String>,
+    pub cmdline: String,
+}
+
+/// The Raspberry Pi firmware's choice of files (the `config.txt` documentation):
+/// - with the one-shot tryboot flag set and a `tryboot.txt` present, that file is read
+///   instead of `config.txt`;
+/// - `[all]`, `[none]`, `[tryboot]` and model filters (`[pi3]`) select the lines that apply;
+/// - `os_prefix=` is prepended to the kernel, the initramfs, `cmdline.txt` and the DTB, but
+///   only when `PREFIX+kernel` and `PREFIX+dtb` exist (otherwise it is ignored);
+///   `upstream_kernel=1` means `os_prefix=upstream/` unless one is set;
+/// - `kernel=` (default `default_kernel`), `initramfs NAME [followkernel]` (or `ramfsfile=`),
+///   `device_tree=` (default `model_dtb`), `cmdline=` (default `cmdline.txt`).
+///
+/// `exists` says whether a file is on the boot partition, `read` gives a config file's text.
+pub fn firmware_load(
+    exists: &dyn Fn(&str) -> bool,
+    read: &dyn Fn(&str) -> Option<String>,
+    tryboot: bool,
+    model: &str,
+    default_kernel: &str,
+    model_dtb: Option<&str>,
+) -> Result<FirmwareLoad> {
+    let (config, text) = match (tryboot, read(TRYBOOT_TXT)) {
+        (true, Some(t)) => (TRYBOOT_TXT, t),
+        _ => (
+            CONFIG_TXT,
+            read(CONFIG_TXT).with_context(|| {
+                format!("the boot partition has no {CONFIG_TXT} (the Pi firmware reads it)")
+            })?,
+        ),
+    };
+    let mut active = true;
+    let mut prefix: Option<String> = None;
+    let mut upstream = false;
+    let mut kernel = default_kernel.to_string();
+    let mut initramfs = None;
+    let mut dtb = model_dtb.map(str::to_string);
+    let mut cmdline = "cmdline.txt".to_string();
+    for raw in text.lines() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(filter) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            let f = filter.trim().to_ascii_lowercase();
+            active = f == "all" || f == model || (f == "tryboot" && tryboot);
+            continue;
+        }
+        if !active {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("initramfs ") {
+            initramfs = rest.split_whitespace().next().map(str::to_string);
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            continue;
+        };
+        let value = value.trim().to_string();
+        match key.trim() {
+            "os_prefix" => prefix = Some(value),
+            "upstream_kernel" => upstream = value == "1",
+            "kernel" => kernel = value,
+            "ramfsfile" => initramfs = Some(value),
+            "device_tree" => dtb = Some(value),
+            "cmdline" => cmdline = value,
+            _ => {}
+        }
+    }
+    let wanted = prefix.unwrap_or_else(|| {
+        if upstream {
+            "upstream/".to_string()
+        } else {
+            String::new()
+        }
+    });
+    let viable = exists(&format!("{wanted}{kernel}"))
+        && dtb.as_ref().is_none_or(|d| exists(&format!("{wanted}{d}")));
+    let os_prefix = if viable { wanted } else { String::new() };
+    let at = |name: &str| format!("{os_prefix}{name}");
+    Ok(FirmwareLoad {
+        config,
+        kernel: at(&kernel),
+        initramfs: initramfs.as_deref().map(at),
+        dtb: dtb.as_deref().map(at),
+        cmdline: at(&cmdline),
+        os_prefix,
+    })
 }
 
 fn render(path: &Path, ctx: &minijinja::Value) -> Result<String> {
@@ -156,6 +386,124 @@ mod tests {
         assert!(glob_match("a.dtb", "a.dtb"));
         assert!(!glob_match("a*b*c", "ac"));
         assert!(glob_match("a*b*c", "axxbyyc"));
+    }
+
+    #[test]
+    fn config_for_a_slot_sets_its_os_prefix_once() {
+        let text = "arm_64bit=1\nos_prefix=slot-a/\nkernel=vmlinuz\n";
+        assert_eq!(
+            config_for_slot(text, 'b'),
+            "arm_64bit=1\nos_prefix=slot-b/\nkernel=vmlinuz\n"
+        );
+        assert_eq!(config_for_slot(text, 'a'), text);
+        // A template without the line gets it at the end.
+        assert_eq!(
+            config_for_slot("kernel=k", 'b'),
+            "kernel=k\nos_prefix=slot-b/\n"
+        );
+    }
+
+    fn load(files: &[(&str, &str)], tryboot: bool, dtb: Option<&str>) -> Result<FirmwareLoad> {
+        let exists = |p: &str| files.iter().any(|(n, _)| *n == p);
+        let read = |p: &str| {
+            files
+                .iter()
+                .find(|(n, _)| *n == p)
+                .map(|(_, t)| t.to_string())
+        };
+        firmware_load(&exists, &read, tryboot, "pi3", "kernel8.img", dtb)
+    }
+
+    const CONFIG: &str = "arm_64bit=1\nupstream_kernel=1\nos_prefix=slot-a/\nkernel=vmlinuz\n\
+                          initramfs initrd.img followkernel\n";
+    const DTB: &str = "bcm2837-rpi-3-b.dtb";
+
+    fn slot_files(slot: char) -> Vec<(String, &'static str)> {
+        ["vmlinuz", "initrd.img", DTB, "cmdline.txt"]
+            .iter()
+            .map(|f| (format!("slot-{slot}/{f}"), ""))
+            .collect()
+    }
+
+    fn card(tryboot_txt: bool, b_files: bool) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = vec![("config.txt".into(), CONFIG.into())];
+        if tryboot_txt {
+            v.push(("tryboot.txt".into(), config_for_slot(CONFIG, 'b')));
+        }
+        v.extend(slot_files('a').into_iter().map(|(n, t)| (n, t.to_string())));
+        if b_files {
+            v.extend(slot_files('b').into_iter().map(|(n, t)| (n, t.to_string())));
+        }
+        v
+    }
+
+    fn load_card(c: &[(String, String)], tryboot: bool) -> FirmwareLoad {
+        let refs: Vec<(&str, &str)> = c.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        load(&refs, tryboot, Some(DTB)).unwrap()
+    }
+
+    #[test]
+    fn the_firmware_boots_the_slot_config_txt_names() {
+        let l = load_card(&card(true, true), false);
+        assert_eq!(l.config, "config.txt");
+        assert_eq!(l.os_prefix, "slot-a/");
+        assert_eq!(l.kernel, "slot-a/vmlinuz");
+        assert_eq!(l.initramfs.as_deref(), Some("slot-a/initrd.img"));
+        assert_eq!(l.dtb.as_deref(), Some("slot-a/bcm2837-rpi-3-b.dtb"));
+        assert_eq!(l.cmdline, "slot-a/cmdline.txt");
+    }
+
+    #[test]
+    fn the_tryboot_flag_reads_tryboot_txt_once_it_exists() {
+        let l = load_card(&card(true, true), true);
+        assert_eq!(l.config, "tryboot.txt");
+        assert_eq!(l.kernel, "slot-b/vmlinuz");
+        assert_eq!(l.cmdline, "slot-b/cmdline.txt");
+        // The flag without a tryboot.txt: config.txt.
+        let l = load_card(&card(false, true), true);
+        assert_eq!((l.config, l.os_prefix.as_str()), ("config.txt", "slot-a/"));
+    }
+
+    #[test]
+    fn a_prefix_without_its_kernel_and_dtb_is_ignored() {
+        // tryboot.txt names slot b, whose kernel is gone (a disarmed slot): the firmware
+        // drops the prefix and looks at the root, where there is no kernel.
+        let l = load_card(&card(true, false), true);
+        assert_eq!(l.os_prefix, "");
+        assert_eq!(l.kernel, "vmlinuz");
+        // The DTB counts too.
+        let mut c = card(true, true);
+        c.retain(|(n, _)| n != "slot-b/bcm2837-rpi-3-b.dtb");
+        assert_eq!(load_card(&c, true).os_prefix, "");
+        // No DTB to check (the machine makes its own): the kernel alone decides.
+        let refs: Vec<(String, String)> = c;
+        let r: Vec<(&str, &str)> = refs.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        assert_eq!(load(&r, true, None).unwrap().os_prefix, "slot-b/");
+    }
+
+    #[test]
+    fn filters_defaults_and_upstream_kernel() {
+        let text = "upstream_kernel=1\n[pi4]\nkernel=pi4.img\n[pi3]\nramfsfile=r.img\n\
+                    [tryboot]\ncmdline=try.txt\n[all]\ndevice_tree=x.dtb # comment\n";
+        let files = [
+            ("config.txt", text),
+            ("upstream/kernel8.img", ""),
+            ("upstream/x.dtb", ""),
+        ];
+        let l = load(&files, false, Some(DTB)).unwrap();
+        assert_eq!(l.os_prefix, "upstream/");
+        assert_eq!(l.kernel, "upstream/kernel8.img");
+        assert_eq!(l.initramfs.as_deref(), Some("upstream/r.img"));
+        assert_eq!(l.dtb.as_deref(), Some("upstream/x.dtb"));
+        assert_eq!(l.cmdline, "upstream/cmdline.txt");
+        // [tryboot] lines apply under the flag only.
+        assert_eq!(
+            load(&files, true, Some(DTB)).unwrap().cmdline,
+            "upstream/try.txt"
+        );
+        // Without the flag tryboot.txt is never read: no config.txt is an error.
+        let e = load(&[("tryboot.txt", "")], false, None).unwrap_err();
+        assert!(e.to_string().contains("no config.txt"), "{e}");
     }
 
     #[test]

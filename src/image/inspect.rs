@@ -119,6 +119,27 @@ pub struct RootListing {
     pub k0s_bytes: Option<u64>,
 }
 
+/// The (lower-case) path of the `cmdline.txt` the Pi firmware reads on a normal boot:
+/// `config.txt`'s `os_prefix` folder (the firmware's own rules); None without a config.txt.
+fn pi_cmdline_path<F: std::io::Read + std::io::Write + std::io::Seek>(
+    vol: &mut FatVolume<F>,
+    files: &[(String, u64)],
+) -> Result<Option<String>> {
+    let config = crate::boot::rpi::CONFIG_TXT;
+    if !files.iter().any(|(p, _)| p.eq_ignore_ascii_case(config)) {
+        return Ok(None);
+    }
+    let lower: Vec<String> = files.iter().map(|(p, _)| p.to_ascii_lowercase()).collect();
+    let text = read_small(vol, files, config)?
+        .map(|d| String::from_utf8_lossy(&d).to_string())
+        .unwrap_or_default();
+    let exists = |p: &str| lower.iter().any(|l| *l == p.to_ascii_lowercase());
+    let read = |p: &str| (p == config).then(|| text.clone());
+    // The DTB is the board's; only the kernel decides here.
+    let load = crate::boot::rpi::firmware_load(&exists, &read, false, "all", "kernel8.img", None)?;
+    Ok(Some(load.cmdline.to_ascii_lowercase()))
+}
+
 /// Reads everything `inspect` shows from an image file or device (not compressed).
 pub fn inspect_file(path: &Path, shown_as: &Path) -> Result<Inspection> {
     let what = shown_as.display().to_string();
@@ -133,18 +154,19 @@ pub fn inspect_file(path: &Path, shown_as: &Path) -> Result<Inspection> {
     }
     files.retain(|(p, _)| !p.starts_with(&format!("{NODE_DIR}/")));
     let mut cmdline = None;
+    // A Pi card: the cmdline.txt of the slot config.txt boots (its os_prefix folder).
+    let pi_cmdline = pi_cmdline_path(&mut vol, &files)?;
     for (p, _) in &files {
         let lower = p.to_ascii_lowercase();
-        if (lower.starts_with("loader/entries/") && lower.ends_with(".conf"))
-            || lower == "cmdline.txt"
-        {
+        let is_pi_cmdline = pi_cmdline.as_deref() == Some(lower.as_str());
+        if (lower.starts_with("loader/entries/") && lower.ends_with(".conf")) || is_pi_cmdline {
             if let Some(data) = read_small(&mut vol, &files, p)? {
                 let text = String::from_utf8_lossy(&data).to_string();
                 cmdline = text
                     .lines()
                     .find_map(|l| l.strip_prefix("options "))
                     .map(|s| s.trim().to_string())
-                    .or_else(|| (lower == "cmdline.txt").then(|| text.trim().to_string()));
+                    .or_else(|| is_pi_cmdline.then(|| text.trim().to_string()));
             }
         }
     }

@@ -247,10 +247,10 @@ fn check_boot_partition<F: Read + Write + Seek>(
     }
     if !exists(crate::boot::uefi::ENTRY, false)
         && !exists(crate::boot::uefi::UKI, false)
-        && !exists("cmdline.txt", false)
+        && !exists(crate::boot::rpi::CONFIG_TXT, false)
     {
         foreign.push(format!(
-            "it has no boot files ({}, {} or cmdline.txt)",
+            "it has no boot files ({}, {} or config.txt)",
             crate::boot::uefi::UKI,
             crate::boot::uefi::ENTRY
         ));

@@ -86,6 +86,14 @@ pub struct DirectSpec {
     /// Arguments appended to that command line (`console=ttyAMA0` on `-M virt`).
     #[serde(default)]
     pub append: Vec<String>,
+    /// The test harness plays the Raspberry Pi firmware of this model (its `[pi3]`-style
+    /// config filter): the kernel, initramfs and `cmdline.txt` are the ones `config.txt` (or
+    /// `tryboot.txt` after `reboot '0 tryboot'`) names under its `os_prefix`; `kernel` is the
+    /// name used when the config has no `kernel=`, `dtb` the device tree that firmware picks
+    /// (none: the machine makes its own, as on `-M virt`). `initrd` and `cmdline_file` are
+    /// then not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
 }
 
 /// UEFI firmware: candidate paths, first existing wins. `code[i]` pairs with `vars[i]` (the

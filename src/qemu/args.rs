@@ -533,11 +533,23 @@ mod tests {
                     cmdline.push_str(a);
                 }
                 let file = |n: &String| PathBuf::from(format!("/vm/direct-{n}"));
-                DirectFiles {
-                    kernel: file(&d.kernel),
-                    initrd: d.initrd.as_ref().map(file),
-                    dtb: d.dtb.as_ref().map(file),
-                    cmdline: d.cmdline_file.as_ref().map(|_| cmdline),
+                // A board whose firmware the harness plays boots slot a's files.
+                let slot = |n: &String| file(&format!("slot-a_{n}"));
+                match &d.firmware {
+                    Some(_) => DirectFiles {
+                        kernel: slot(&d.kernel),
+                        initrd: Some(slot(&"initrd.img".to_string())),
+                        dtb: d.dtb.as_ref().map(slot),
+                        cmdline: Some(cmdline),
+                        firmware: Some("config.txt, os_prefix=slot-a/".into()),
+                    },
+                    None => DirectFiles {
+                        kernel: file(&d.kernel),
+                        initrd: d.initrd.as_ref().map(file),
+                        dtb: d.dtb.as_ref().map(file),
+                        cmdline: d.cmdline_file.as_ref().map(|_| cmdline),
+                        firmware: None,
+                    },
                 }
             });
         let boot = match case.boot {

@@ -1,7 +1,17 @@
 //! Kernel-direct boots (`qemu.kernel_direct`): the files named in `[qemu.direct]` read from the
 //! image's boot partition (the first partition, FAT), for QEMU machines that cannot run the
 //! board's own firmware (the Raspberry Pi's GPU firmware).
+//!
+//! With `[qemu.direct] firmware = "pi3"` the harness plays the Pi firmware's part
+//! ([`crate::boot::rpi::firmware_load`]): it reads `config.txt`, or `tryboot.txt` when the
+//! one-shot tryboot flag is set, applies `os_prefix` and boots the kernel, initramfs, DTB and
+//! `cmdline.txt` found there. The flag lives beside the disk ([`tryboot_flag`]), as the real
+//! one lives in the SoC across a reset: set when the previous boot's console shows the kernel
+//! restarting with a command holding `tryboot` (`reboot '0 tryboot'`), cleared when the
+//! next boot starts, whatever happens in it.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -15,6 +25,45 @@ pub(super) struct DirectFiles {
     pub initrd: Option<PathBuf>,
     pub dtb: Option<PathBuf>,
     pub cmdline: Option<String>,
+    /// Under `firmware`: what the firmware read (`tryboot.txt, os_prefix=slot-b/`).
+    pub firmware: Option<String>,
+}
+
+/// The kernel's console line for a restart with a command (kernel/reboot.c).
+const RESTART_WITH_COMMAND: &str = "reboot: Restarting system with command '";
+
+/// Where the harness keeps the Pi firmware's one-shot tryboot flag for `disk`.
+pub fn tryboot_flag(disk: &Path) -> PathBuf {
+    let mut name = disk.as_os_str().to_owned();
+    name.push(".tryboot-flag");
+    PathBuf::from(name)
+}
+
+/// Whether a console asked the firmware for a trial boot: the kernel restarted with a command
+/// holding the word `tryboot` (`reboot '0 tryboot'`).
+pub fn asked_for_tryboot(console: &[String]) -> bool {
+    console.iter().any(|l| {
+        l.split_once(RESTART_WITH_COMMAND).is_some_and(|(_, cmd)| {
+            cmd.split('\'')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .any(|w| w == "tryboot")
+        })
+    })
+}
+
+/// After a boot of a board whose firmware the harness plays: sets the tryboot flag when the
+/// console asked for it.
+pub(super) fn after_boot(spec: &QemuSpec, disk: &Path, console: &[String]) -> Result<()> {
+    let plays_firmware =
+        spec.kernel_direct && spec.direct.as_ref().is_some_and(|d| d.firmware.is_some());
+    if plays_firmware && asked_for_tryboot(console) {
+        let flag = tryboot_flag(disk);
+        std::fs::write(&flag, b"tryboot\n")
+            .with_context(|| format!("writing {}", flag.display()))?;
+    }
+    Ok(())
 }
 
 /// Reads the `[qemu.direct]` files from the disk's first (FAT) partition into `dir`; None
@@ -52,6 +101,9 @@ pub(super) fn extract_direct(
         std::fs::write(&to, data).with_context(|| format!("writing {}", to.display()))?;
         Ok(to)
     };
+    if let Some(model) = &d.firmware {
+        return play_rpi_firmware(d, model, disk, &mut vol, dir, &what).map(Some);
+    }
     let kernel = put(&d.kernel, get(&d.kernel)?)?;
     let initrd = match &d.initrd {
         Some(n) => Some(put(n, get(n)?)?),
@@ -70,7 +122,88 @@ pub(super) fn extract_direct(
         initrd,
         dtb,
         cmdline: command_line(file_text.as_deref(), &d.append),
+        firmware: None,
     }))
+}
+
+/// The files the Pi firmware of `model` would load from the boot partition; the one-shot
+/// flag is cleared before the boot, as the firmware does.
+fn play_rpi_firmware(
+    d: &crate::profile::qemu::DirectSpec,
+    model: &str,
+    disk: &Path,
+    vol: &mut crate::fs::fat::FatVolume<std::fs::File>,
+    dir: &Path,
+    what: &str,
+) -> Result<DirectFiles> {
+    if d.initrd.is_some() || d.cmdline_file.is_some() {
+        anyhow::bail!(
+            "[qemu.direct] firmware = {model:?}: the initramfs and cmdline.txt come from \
+             config.txt; remove initrd and cmdline_file"
+        );
+    }
+    let flag = tryboot_flag(disk);
+    let tryboot = flag.exists();
+    if tryboot {
+        std::fs::remove_file(&flag).with_context(|| format!("removing {}", flag.display()))?;
+    }
+    let cache: RefCell<HashMap<String, Option<Vec<u8>>>> = RefCell::new(HashMap::new());
+    let vol = RefCell::new(vol);
+    let fetch = |p: &str| -> Option<Vec<u8>> {
+        if let Some(v) = cache.borrow().get(p) {
+            return v.clone();
+        }
+        let v = vol.borrow_mut().read_file(p).ok().flatten();
+        cache.borrow_mut().insert(p.to_string(), v.clone());
+        v
+    };
+    let exists = |p: &str| fetch(p).is_some();
+    let read = |p: &str| fetch(p).map(|b| String::from_utf8_lossy(&b).to_string());
+    let load = crate::boot::rpi::firmware_load(
+        &exists,
+        &read,
+        tryboot,
+        model,
+        &d.kernel,
+        d.dtb.as_deref(),
+    )
+    .with_context(|| what.to_string())?;
+    let get = |name: &str| -> Result<Vec<u8>> {
+        fetch(name).with_context(|| {
+            format!(
+                "{what}: the Pi firmware ({}, os_prefix={:?}) finds no {name}: the board would \
+                 not boot",
+                load.config, load.os_prefix
+            )
+        })
+    };
+    let put = |name: &str, data: Vec<u8>| -> Result<PathBuf> {
+        let to = dir.join(format!("direct-{}", name.replace('/', "_")));
+        std::fs::write(&to, data).with_context(|| format!("writing {}", to.display()))?;
+        Ok(to)
+    };
+    let kernel = put(&load.kernel, get(&load.kernel)?)?;
+    let initrd = match &load.initramfs {
+        Some(n) => Some(put(n, get(n)?)?),
+        None => None,
+    };
+    let dtb = match &load.dtb {
+        Some(n) => Some(put(n, get(n)?)?),
+        None => None,
+    };
+    let text = get(&load.cmdline)?;
+    Ok(DirectFiles {
+        kernel,
+        initrd,
+        dtb,
+        cmdline: command_line(Some(&text), &d.append),
+        firmware: Some(format!(
+            "{}{}, os_prefix={}",
+            load.config,
+            if tryboot { " (tryboot flag set)" } else { "" },
+            load.os_prefix
+        )),
+    })
 }
 
 /// The kernel command line: the first line of the `cmdline_file` (when there is one), then
@@ -100,6 +233,26 @@ fn command_line(file_text: Option<&[u8]>, append: &[String]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_restart_with_tryboot_in_its_command_asks_for_a_trial() {
+        let c = |l: &str| vec!["x".to_string(), l.to_string()];
+        assert!(asked_for_tryboot(&c(
+            "[   12.3] reboot: Restarting system with command '0 tryboot'"
+        )));
+        assert!(asked_for_tryboot(&c(
+            "reboot: Restarting system with command 'tryboot'"
+        )));
+        assert!(!asked_for_tryboot(&c("reboot: Restarting system")));
+        assert!(!asked_for_tryboot(&c(
+            "reboot: Restarting system with command '0'"
+        )));
+        assert!(!asked_for_tryboot(&c("edgeimg: tryboot requested")));
+        assert_eq!(
+            tryboot_flag(Path::new("/t/disk.img")),
+            Path::new("/t/disk.img.tryboot-flag")
+        );
+    }
 
     #[test]
     fn the_command_line_is_the_first_line_then_the_appended_arguments() {

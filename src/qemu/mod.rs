@@ -31,6 +31,7 @@ mod vm;
 use args::{BootFrom, VmConfig};
 use console::Stop;
 use direct::extract_direct;
+pub use direct::{asked_for_tryboot, tryboot_flag};
 use disk_copy::{copy_size, sparse_copy, work_dir};
 use firmware::{host_check, Host};
 
@@ -264,8 +265,13 @@ fn boot(
         direct: direct.as_ref(),
     };
     let args = VmConfig::piped(spec, firmware.as_ref(), from, opts).args();
+    if let Some(f) = direct.as_ref().and_then(|d| d.firmware.as_ref()) {
+        rep.step(&format!("Pi firmware (played by the harness): {f}"));
+    }
     rep.step(&format!("starting {} -M {}", spec.system, spec.machine));
-    vm::watch(&host.qemu, &args, opts.timeout, stop, rep)
+    let r = vm::watch(&host.qemu, &args, opts.timeout, stop, rep)?;
+    direct::after_boot(spec, disk, &r.console)?;
+    Ok(r)
 }
 
 /// The same VM as smoke with the console (and QEMU's monitor: Ctrl-A X quits) on the user's

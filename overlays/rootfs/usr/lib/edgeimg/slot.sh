@@ -17,6 +17,8 @@
 #   slot_give_up           the running trial failed its health check: the next boot is the
 #                          other slot (called before `reboot -f`)
 #
+# Raspberry Pi: see its section below (os_prefix folders, tryboot.txt, `reboot '0 tryboot'`).
+#
 # UEFI (systemd-boot): one UKI per slot in EFI/Linux/, edgeimg-S.efi when good and
 # edgeimg-S+TRIES.efi on trial; systemd-boot renames it on each try (+2-1, +1-2, +0-3) and
 # sorts a +0 entry below the good one, so a trial that never comes up falls back by itself.
@@ -110,12 +112,15 @@ slot_check_rollback() {
 		rm -f "$SLOT_STATE/trial" "$SLOT_STATE/result"
 		return 0
 	fi
-	reason=$(cat "$SLOT_STATE/result" 2>/dev/null)
+	# (|| :, a missing file must not end a caller under set -e)
+	reason=$(cat "$SLOT_STATE/result" 2>/dev/null || :)
 	[ -n "$reason" ] || reason="it did not come up"
-	echo "${EDGEIMG_SAY:-edgeimg:} update: v$v failed ($reason), back on v${from:-${IMAGE_VERSION:-?}}"
+	# Cleaned up and synced before the line: a power cut right after it leaves nothing to
+	# report twice, and no bootable trial.
 	slot_disarm "$s"
 	rm -f "$SLOT_STATE/trial" "$SLOT_STATE/result"
 	sync
+	echo "${EDGEIMG_SAY:-edgeimg:} update: v$v failed ($reason), back on v${from:-${IMAGE_VERSION:-?}}"
 }
 
 # --- UEFI: systemd-boot boot counting on per-slot UKIs -----------------------------------
@@ -190,15 +195,129 @@ slot_uefi_give_up() {
 	sync
 }
 
-# --- Raspberry Pi: the firmware's tryboot (the pi15 branch implements these) -------------
+# --- Raspberry Pi: os_prefix folders and the firmware's one-shot tryboot -----------------
+#
+# The boot FAT holds one folder per slot (slot-a/, slot-b/: kernel, initramfs, DTBs,
+# cmdline.txt naming that slot's root) and config.txt, whose `os_prefix=slot-X/` names the
+# slot a normal boot takes. A trial is tryboot.txt (config.txt with the other prefix), which
+# the firmware reads instead of config.txt for one boot only, after `reboot '0 tryboot'`; any
+# later boot (a crash, the watchdog, a power cut, `reboot -f`) reads config.txt: the old slot.
+# The firmware ignores a prefix whose folder lacks the kernel or the DTB, so a slot without
+# its kernel is not bootable. klibc-utils' reboot issues reboot(2) with the command
+# (busybox's reboot cannot). Every function works in a caller under `set -e`.
 
-slot_rpi_disarm() {
-	echo "slot: A/B updates on Raspberry Pi are not implemented in this build" >&2
+SLOT_RPI_REBOOT=${EDGEIMG_REBOOT_ARG:-/usr/lib/klibc/bin/reboot}
+
+# slot_rpi_fail WORDS: the failure line on stderr; returns 1.
+slot_rpi_fail() {
+	echo "${EDGEIMG_SAY:-edgeimg:} update: $*" >&2
 	return 1
 }
-slot_rpi_install_boot() { slot_rpi_disarm; }
-slot_rpi_arm() { slot_rpi_disarm; }
-slot_rpi_reboot_trial() { slot_rpi_disarm; }
-slot_rpi_on_trial() { return 1; }
-slot_rpi_commit() { return 0; }
-slot_rpi_give_up() { return 0; }
+
+# slot_rpi_check S: fails unless S is a slot name.
+slot_rpi_check() {
+	case "$1" in
+	a | b) ;;
+	*) slot_rpi_fail "no slot ${1:-(empty)}: the slots are a and b" ;;
+	esac
+}
+
+# slot_rpi_prefix_in FILE: the slot FILE's os_prefix= line names (empty when none).
+slot_rpi_prefix_in() {
+	sed -n 's|^[[:space:]]*os_prefix=slot-\([ab]\)/[[:space:]]*$|\1|p' "$1" 2>/dev/null | tail -n 1
+}
+
+# slot_rpi_configured: the slot config.txt boots.
+slot_rpi_configured() {
+	local s
+	s=$(slot_rpi_prefix_in "$SLOT_ESP/config.txt")
+	[ -n "$s" ] || slot_rpi_fail "$SLOT_ESP/config.txt has no os_prefix=slot-a/ or os_prefix=slot-b/ line" || return 1
+	echo "$s"
+}
+
+# slot_rpi_kernel: the kernel's file name in a slot folder (config.txt's kernel=).
+slot_rpi_kernel() {
+	local k
+	k=$(sed -n 's|^[[:space:]]*kernel=\([^[:space:]]*\).*|\1|p' "$SLOT_ESP/config.txt" 2>/dev/null | tail -n 1)
+	echo "${k:-kernel8.img}"
+}
+
+# slot_rpi_config_for S FROM TO: FROM (a config.txt) written to TO with os_prefix=slot-S/.
+slot_rpi_config_for() {
+	sed "s|^[[:space:]]*os_prefix=.*|os_prefix=slot-$1/|" "$2" >"$3" || return 1
+	grep -qx "os_prefix=slot-$1/" "$3" || echo "os_prefix=slot-$1/" >>"$3"
+	sync
+}
+
+# slot_rpi_disarm S: no tryboot.txt, no kernel in slot-S/. Refuses the slot that runs and
+# the one config.txt boots.
+slot_rpi_disarm() {
+	local s="$1" cur conf
+	slot_rpi_check "$s" || return 1
+	cur=$(slot_current)
+	conf=$(slot_rpi_configured) || return 1
+	[ "$s" != "$cur" ] || slot_rpi_fail "slot $s is running: it cannot be disarmed" || return 1
+	[ "$s" != "$conf" ] || slot_rpi_fail "slot $s is the one config.txt boots: commit the running slot first" || return 1
+	rm -f "$SLOT_ESP/tryboot.txt" "$SLOT_ESP/slot-$s/$(slot_rpi_kernel)" && sync
+}
+
+# slot_rpi_install_boot S DIR: DIR/slot-S/ (the verified boot files, laid out as on the FAT)
+# becomes slot-S/: copied beside it, then renamed in one step. Nothing names it yet.
+slot_rpi_install_boot() {
+	local s="$1" src="$2/slot-$1" new
+	slot_rpi_check "$s" || return 1
+	[ -f "$src/$(slot_rpi_kernel)" ] || slot_rpi_fail "$src has no $(slot_rpi_kernel) (config.txt's kernel=)" || return 1
+	new="$SLOT_ESP/slot-$s.new"
+	if ! { rm -rf "$new" && mkdir -p "$new" && cp -R "$src/." "$new/" && sync; }; then
+		rm -rf "$new"
+		slot_rpi_fail "writing $new failed (is the boot partition full?)"
+		return 1
+	fi
+	rm -rf "$SLOT_ESP/slot-$s" && mv "$new" "$SLOT_ESP/slot-$s" && sync
+}
+
+# slot_rpi_arm S VERSION: the next `reboot '0 tryboot'` boots S once: tryboot.txt is
+# config.txt naming slot-S/.
+slot_rpi_arm() {
+	local s="$1"
+	slot_rpi_check "$s" || return 1
+	[ -f "$SLOT_ESP/slot-$s/$(slot_rpi_kernel)" ] || slot_rpi_fail "slot-$s/ has no kernel: install its boot files first" || return 1
+	slot_note_trial "$s" "$2" "${IMAGE_VERSION:-}" || return 1
+	slot_rpi_config_for "$s" "$SLOT_ESP/config.txt" "$SLOT_ESP/tryboot.txt.new" &&
+		mv -f "$SLOT_ESP/tryboot.txt.new" "$SLOT_ESP/tryboot.txt" && sync
+}
+
+# slot_rpi_reboot_trial: reboot(2) with the command `0 tryboot` (partition 0: the one the
+# firmware booted; tryboot: the one-shot flag).
+slot_rpi_reboot_trial() {
+	[ -f "$SLOT_ESP/tryboot.txt" ] || slot_rpi_fail "no tryboot.txt: arm a slot first" || return 1
+	[ -x "$SLOT_RPI_REBOOT" ] || slot_rpi_fail "$SLOT_RPI_REBOOT is missing (klibc-utils): it issues the reboot with the tryboot flag" || return 1
+	echo "${EDGEIMG_SAY:-edgeimg:} update: rebooting into slot $(slot_rpi_prefix_in "$SLOT_ESP/tryboot.txt") on trial (reboot '0 tryboot')"
+	sync
+	"$SLOT_RPI_REBOOT" "0 tryboot"
+}
+
+# slot_rpi_on_trial: the running slot is not the one config.txt boots.
+slot_rpi_on_trial() {
+	local conf
+	conf=$(slot_rpi_configured) || return 1
+	[ "$(slot_current)" != "$conf" ]
+}
+
+# slot_rpi_commit: config.txt names the running slot (written beside itself, renamed over
+# it; until the rename the old one boots), tryboot.txt is gone.
+slot_rpi_commit() {
+	local cur
+	cur=$(slot_current)
+	slot_rpi_config_for "$cur" "$SLOT_ESP/config.txt" "$SLOT_ESP/config.txt.new" &&
+		mv -f "$SLOT_ESP/config.txt.new" "$SLOT_ESP/config.txt" || return 1
+	rm -f "$SLOT_ESP/tryboot.txt" "$SLOT_STATE/trial" "$SLOT_STATE/result"
+	sync
+}
+
+# slot_rpi_give_up: tryboot is one-shot, so the next boot reads config.txt anyway; the
+# trial's tryboot.txt goes too, so that nothing can take it again.
+slot_rpi_give_up() {
+	rm -f "$SLOT_ESP/tryboot.txt"
+	sync
+}
