@@ -22,7 +22,8 @@ dtparam=audio=off'
 # card RUNNING: the FAT as the build leaves it, booted on slot RUNNING; version 1 installed.
 card() {
 	SLOT_ESP="$T/fat" SLOT_STATE="$T/fat/edgeimg/update" SLOT_CMDLINE="$T/cmdline"
-	SLOT_RPI_REBOOT="$T/bin/klibc-reboot" IMAGE_VERSION=1
+	SLOT_RPI_REBOOT="$T/bin/klibc-reboot" IMAGE_VERSION=1 SLOT_BOOT_ID="$T/boot_id"
+	echo 1 >"$T/boot_id"
 	mkdir -p "$T/fat/slot-a" "$T/fat/edgeimg"
 	printf '%s\n' "$CONFIG" >"$T/fat/config.txt"
 	for f in vmlinuz initrd.img bcm2837-rpi-3-b.dtb; do
@@ -42,9 +43,10 @@ card() {
 	echo "edgeimg.root=PARTUUID=1234abcd-03 edgeimg.slot=b" >"$T/new/slot-b/cmdline.txt"
 }
 
-# on SLOT: the next boot runs SLOT (what the firmware chose).
+# on SLOT: the next boot runs SLOT (what the firmware chose), with a boot id of its own.
 on() {
 	fake_cmdline "edgeimg.slot=$1"
+	echo $(($(cat "$T/boot_id") + 1)) >"$T/boot_id"
 }
 
 # no_leftovers: no half-written file on the FAT.
@@ -81,7 +83,7 @@ t_install_then_arm_writes_slot_b_and_tryboot_txt() {
 	}
 	# config.txt is untouched: any boot but the one tryboot boot takes slot a.
 	printf '%s\n' "$CONFIG" | cmp - "$T/fat/config.txt" || return 1
-	[ "$(cat "$T/fat/edgeimg/update/trial")" = "b 2 1" ] || return 1
+	[ "$(cat "$T/fat/edgeimg/update/trial")" = "b 2 1 1" ] || return 1
 	no_leftovers
 }
 
@@ -173,6 +175,7 @@ t_a_failed_trial_is_said_once_and_left_unbootable() {
 	# A trial that died without a word (a kernel crash, a power cut) says so too, also to a
 	# caller under set -e (boot_cmd.sh).
 	slot_install_boot b "$T/new" && slot_arm b 3 || return 1
+	on a
 	out=$(
 		set -e
 		slot_check_rollback
