@@ -528,27 +528,13 @@ fn esp_has(image: &Path, disk: &Path, path: &str) -> bool {
     o.status.success()
 }
 
-/// A copy of the project's boards/, profiles/ and overlays/ in `dir`, for a test build whose
-/// profile differs.
-fn data_dir_copy(dir: &Path) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let to = dir.join("data");
-    std::fs::create_dir_all(&to).unwrap();
-    for sub in ["boards", "profiles", "overlays"] {
-        let from = root.join(sub).display().to_string();
-        let o = run_tool("cp", &["-a", &from, &to.display().to_string()]);
-        assert!(o.status.success(), "cp -a {from}: {}", stderr(&o));
-    }
-    to
-}
-
 /// An image built without a module k0s requires (xt_REDIRECT, taken out of the profile's
 /// `[kubernetes] modules` in a copy of the project's data) fails `edgeimg smoke` with the
 /// sysinfo error naming the kernel option and the setting that adds it.
 #[test]
 fn smoke_fails_on_a_sysinfo_error_naming_the_kernel_option() {
     let dir = tempfile::tempdir().unwrap();
-    let data = data_dir_copy(dir.path());
+    let data = data_dir_copy(dir.path(), "data");
     let base = data.join("profiles/base.toml");
     let text = std::fs::read_to_string(&base).unwrap();
     assert!(text.contains("\"xt_REDIRECT\", "));
@@ -766,7 +752,7 @@ tail -n 5 /var/lib/k0s/containerd.log
 #[test]
 fn containerd_and_runc_run_a_container_with_limits_on_the_node() {
     let dir = tempfile::tempdir().unwrap();
-    let data = data_dir_copy(dir.path());
+    let data = data_dir_copy(dir.path(), "data");
     let worker = data.join("profiles/worker.toml");
     let mut text = std::fs::read_to_string(&worker).unwrap();
     text.push_str("packages = [\"containerd\", \"runc\"]\n");

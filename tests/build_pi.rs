@@ -92,8 +92,15 @@ timezone = "Europe/Berlin"
 }
 
 struct Built {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     out: PathBuf,
+}
+
+impl Built {
+    /// The fleet key the image trusts (its update.pub) and its bundles are signed with.
+    fn fleet_key(&self) -> PathBuf {
+        self.dir.path().join("fleet.key")
+    }
 }
 
 /// One build shared by the tests of this file.
@@ -119,9 +126,12 @@ fn built() -> &'static Built {
                 URL_BASE,
                 "--signing-key",
                 key.to_str().unwrap(),
+                // v1 of the offline-update test's sequence (v2 and v3 are newer).
+                "--image-version",
+                "1",
             ],
         );
-        Built { _dir: dir, out }
+        Built { dir, out }
     })
 }
 
@@ -609,6 +619,242 @@ fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
     );
 }
 
+/// What the offline-update test puts on its card (sourced by boot_cmd): the data partition's
+/// file from the boot before, and the file only v2's root has.
+const UPDATE_TEST: &str = r#"echo "pi-update-test: persist=$(cat /var/lib/edgeimg-test/persist 2>/dev/null || echo none) extra=$(cat /usr/share/edgeimg-test/v2-extra 2>/dev/null || echo none)"
+mkdir -p /var/lib/edgeimg-test && echo kept >/var/lib/edgeimg-test/persist
+"#;
+
+/// Builds pi3 version `v` the way [`built`] does, signed with its fleet key, from a copy of
+/// the project's data that `change` edits; returns its update bundle.
+fn build_pi_version(dir: &Path, v: &str, change: impl FnOnce(&Path)) -> PathBuf {
+    let data = data_dir_copy(dir, &format!("data-v{v}"));
+    change(&data);
+    let vdir = dir.join(format!("v{v}"));
+    std::fs::create_dir_all(&vdir).unwrap();
+    let key = built().fleet_key();
+    let data_arg = data.display().to_string();
+    let started = std::time::Instant::now();
+    let out = build_with_node(
+        &vdir,
+        NODE,
+        &[
+            "--data-dir",
+            &data_arg,
+            "--board",
+            "pi3",
+            "--role",
+            "controller+worker",
+            "--no-xz",
+            "--image-version",
+            v,
+            "--signing-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    eprintln!("build pi3 v{v}: {:.0}s", started.elapsed().as_secs_f64());
+    out.join(format!("{STEM}.update"))
+}
+
+/// `edgeimg update CARD BUNDLE`, which must succeed; its JSON report.
+fn update_card(card: &Path, bundle: &Path) -> serde_json::Value {
+    let o = edgeimg(&[
+        "--json",
+        "update",
+        card.to_str().unwrap(),
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "edgeimg update: {}", stderr(&o));
+    check_json("update.schema.json", &o.stdout);
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// The card's slots as `inspect --json` shows them (schema-checked).
+fn card_slots(card: &Path) -> serde_json::Value {
+    let o = edgeimg(&["--json", "inspect", card.to_str().unwrap()]);
+    assert!(o.status.success(), "inspect: {}", stderr(&o));
+    check_json("inspect.schema.json", &o.stdout);
+    let ins: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    ins["slots"].clone()
+}
+
+/// The boot FAT's root listing (mtools).
+fn fat_listing(card: &Path) -> Vec<String> {
+    let spec_fat = format!("{}@@1M", card.display());
+    tool_ok("mdir", &["-/", "-b", "-i", &spec_fat, "::/"])
+        .lines()
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// The whole update sequence on pi3 under raspi3b, the harness playing the firmware, every
+/// update written offline by `edgeimg update` (raspi3b has no network card):
+/// 1. v2 is written into slot b of the card; inspect shows it on trial.
+/// 2. The card's next boot (v1, slot a) asks the firmware for the trial (`0 tryboot`).
+/// 3. v2 boots from tryboot.txt's slot-b/, reaches ready, is marked good (config.txt names
+///    slot-b/), and still has the data partition's file.
+/// 4. v3, whose initramfs init fails, is written into slot a; the next boot is still v2,
+///    which asks for v3's trial.
+/// 5. v3's init fails (the boot is cut there: a crash or the watchdog).
+/// 6. The firmware reads config.txt: v2 again, which says v3 failed.
+#[test]
+fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
+    let spec = board_qemu("pi3");
+    need(&spec.system);
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bundle2 = build_pi_version(d, "2", |data| {
+        let extra = data.join("overlays/rootfs/usr/share/edgeimg-test");
+        std::fs::create_dir_all(&extra).unwrap();
+        std::fs::write(extra.join("v2-extra"), "yes\n").unwrap();
+    });
+    let bundle3 = build_pi_version(d, "3", |data| {
+        std::fs::write(
+            data.join("overlays/initramfs/init"),
+            "#!/bin/busybox sh\necho 'edgeimg-test: v3 init exits at once'\nexit 1\n",
+        )
+        .unwrap();
+    });
+
+    // The card: Imager's preseed and the test's boot_cmd script; an SD card's size.
+    let card = d.join("card.img");
+    sparse_copy(&preseeded_image(), &card);
+    let script = d.join("ab-test.sh");
+    std::fs::write(&script, UPDATE_TEST).unwrap();
+    let fat = format!("{}@@1M", card.display());
+    tool_ok(
+        "mcopy",
+        &["-i", &fat, script.to_str().unwrap(), "::/ab-test.sh"],
+    );
+    let f = std::fs::OpenOptions::new().write(true).open(&card).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len.next_power_of_two()).unwrap();
+    drop(f);
+
+    // 1. v2 into slot b, offline.
+    let r = update_card(&card, &bundle2);
+    assert_eq!(
+        (&r["slot"], &r["version"]),
+        (&"b".into(), &"2".into()),
+        "{r}"
+    );
+    assert_eq!(r["boot_file"], "slot-b/", "{r}");
+    let slots = card_slots(&card);
+    assert!(
+        slots[1]["trial"] == true && slots[1]["version"] == "2" && slots[0]["active"] == true,
+        "{slots}"
+    );
+    assert!(
+        mtype(&card, "tryboot.txt")
+            .lines()
+            .any(|l| l == "os_prefix=slot-b/"),
+        "tryboot.txt names slot-b/"
+    );
+    assert!(mtype(&card, "slot-b/cmdline.txt").contains("edgeimg.slot=b"));
+
+    let opts = |checks: &[&str]| SmokeOptions {
+        timeout: Duration::from_secs(480),
+        extra_console_checks: checks.iter().map(|c| c.to_string()).collect(),
+        ..smoke_options("controller+worker", "pi-test-1")
+    };
+    let restart = "reboot: Restarting system with command '0 tryboot'";
+    let flag = qemu::tryboot_flag(&card);
+
+    // 2. v1 on slot a takes the offline trial.
+    let b = qemu::boot_disk(&card, &spec, &opts(&[]), Some(restart), &Silent).expect("v1's boot");
+    assert!(kernel_cmdline(&b.console).contains("edgeimg.slot=a"));
+    let said = |b: &qemu::SmokeReport, text: &str| b.console.iter().any(|l| l.contains(text));
+    assert!(
+        said(&b, "edgeimg: update: v2 was written into slot b offline (edgeimg update); rebooting into it on trial"),
+        "{}",
+        b.console.join("\n")
+    );
+    assert!(said(&b, "pi-update-test: persist=none extra=none"));
+    assert!(flag.exists(), "the reboot with '0 tryboot' set the flag");
+
+    // 3. v2 on trial, ready, marked good.
+    let b = qemu::boot_disk(
+        &card,
+        &spec,
+        &opts(&[
+            "edgeimg: update: v2 on trial in slot b",
+            "edgeimg: update: v2 is ready: slot b marked good",
+        ]),
+        None,
+        &Silent,
+    )
+    .expect("v2's trial boot");
+    assert!(!flag.exists(), "the flag is spent by the boot it selects");
+    assert!(kernel_cmdline(&b.console).contains("edgeimg.slot=b"));
+    assert!(
+        said(&b, "pi-update-test: persist=kept extra=yes"),
+        "v2's root with the data partition of v1:\n{}",
+        b.console.join("\n")
+    );
+    assert!(mtype(&card, "config.txt")
+        .lines()
+        .any(|l| l == "os_prefix=slot-b/"));
+    assert!(!fat_listing(&card).iter().any(|l| l == "::/tryboot.txt"));
+    let slots = card_slots(&card);
+    assert!(
+        slots[1]["active"] == true && slots[1]["trial"] == false && slots[1]["version"] == "2",
+        "{slots}"
+    );
+
+    // 4. v3 into slot a; the next boot is still v2 and asks for v3's trial.
+    let r = update_card(&card, &bundle3);
+    assert_eq!(
+        (&r["slot"], &r["from_version"]),
+        (&"a".into(), &"2".into()),
+        "{r}"
+    );
+    let b = qemu::boot_disk(&card, &spec, &opts(&[]), Some(restart), &Silent).expect("v2 again");
+    assert!(
+        kernel_cmdline(&b.console).contains("edgeimg.slot=b"),
+        "still v2"
+    );
+    assert!(said(&b, "pi-update-test: persist=kept extra=yes"));
+    assert!(said(
+        &b,
+        "edgeimg: update: v3 was written into slot a offline"
+    ));
+    assert!(flag.exists());
+
+    // 5. v3's init fails; the boot is cut there.
+    let b = qemu::boot_disk(
+        &card,
+        &spec,
+        &opts(&[]),
+        Some("v3 init exits at once"),
+        &Silent,
+    )
+    .expect("v3's trial boot");
+    assert!(kernel_cmdline(&b.console).contains("edgeimg.slot=a"));
+
+    // 6. config.txt's slot: v2, which says so.
+    let b = qemu::boot_disk(&card, &spec, &opts(&[]), Some("back on v"), &Silent)
+        .expect("the boot after v3's failed trial");
+    assert!(kernel_cmdline(&b.console).contains("edgeimg.slot=b"));
+    assert!(
+        b.ready_line
+            .contains("edgeimg: update: v3 failed (it did not come up), back on v2"),
+        "{}",
+        b.ready_line
+    );
+    let listing = fat_listing(&card);
+    assert!(
+        !listing
+            .iter()
+            .any(|l| l == "::/tryboot.txt" || l == "::/slot-a/vmlinuz"),
+        "slot a is left unbootable: {listing:?}"
+    );
+    eprintln!(
+        "pi3 on raspi3b: offline v2 trial, good, v3 failed, back on v2 in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
 /// The Wi-Fi script's wpa_supplicant.conf, under busybox sh as on the device.
 #[test]
 fn wifi_conf_quotes_nothing_it_cannot() {
@@ -831,7 +1077,7 @@ fn pi5_built() -> &'static Built {
                 URL_BASE,
             ],
         );
-        Built { _dir: dir, out }
+        Built { dir, out }
     })
 }
 

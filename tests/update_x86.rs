@@ -41,18 +41,6 @@ role = "worker"
 ntp = []
 "#;
 
-fn data_dir_copy(dir: &Path, name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let to = dir.join(name);
-    std::fs::create_dir_all(&to).unwrap();
-    for sub in ["boards", "profiles", "overlays"] {
-        let from = root.join(sub).display().to_string();
-        let o = run_tool("cp", &["-a", &from, &to.display().to_string()]);
-        assert!(o.status.success(), "cp -a {from}: {}", stderr(&o));
-    }
-    to
-}
-
 /// Builds version `v` into `dir/out-v<v>`; `data`: another data dir; `k0s`: a local k0s.
 fn build_version(dir: &Path, v: &str, data: Option<&Path>, k0s: Option<(&Path, &str)>) -> PathBuf {
     let out = dir.join(format!("out-v{v}"));

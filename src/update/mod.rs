@@ -3,9 +3,14 @@
 //! same checks as the node's edgeimg-update (signature against the fleet key inside the
 //! image's verified root, board, arch, partitions, a newer version unless forced, every
 //! digest) and, for a device, those of `flash` (a whole, unmounted disk that is not the
-//! system's). Order: the signature is checked, the slot disarmed (its UKI removed), the root
-//! written and checked, and only then the trial UKI written: an interrupted update leaves
-//! the active slot booting.
+//! system's). Order: the signature is checked, the slot disarmed (its UKI, or its Pi folder
+//! and tryboot.txt, removed), the root written and checked, and only then the trial's boot
+//! files written: an interrupted update leaves the active slot booting.
+//!
+//! How the trial is armed is the board loader's business ([`Loader`]): systemd-boot boots a
+//! `+TRIES` UKI by itself; the Pi firmware's one-shot tryboot flag lives in its RAM, so a
+//! card gets `tryboot.txt` and a trial record marked `offline`, and the running slot's init
+//! asks the firmware for the trial (`reboot '0 tryboot'`) on the card's next boot.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -18,6 +23,37 @@ use crate::disk::layout::Slot;
 use crate::fs::fat::FatVolume;
 use crate::image::slots::SlotInfo;
 use crate::util::version::ImageVersion;
+
+/// The loader that switches the card's slots, found from its boot partition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loader {
+    /// systemd-boot's boot counting on per-slot UKIs in `EFI/Linux/`.
+    SystemdBoot,
+    /// The Raspberry Pi firmware: `config.txt`'s `os_prefix=slot-X/`, `tryboot.txt`.
+    PiFirmware,
+}
+
+impl Loader {
+    fn of(boot_files: &[(String, u64)]) -> Option<Loader> {
+        let has =
+            |f: &dyn Fn(&str) -> bool| boot_files.iter().any(|(p, _)| f(&p.to_ascii_lowercase()));
+        if has(&|p| p.starts_with("efi/")) {
+            Some(Loader::SystemdBoot)
+        } else if has(&|p| p == "config.txt") {
+            Some(Loader::PiFirmware)
+        } else {
+            None
+        }
+    }
+
+    /// The bundle manifest's `boot_method` for it.
+    fn boot_method(self) -> &'static str {
+        match self {
+            Loader::SystemdBoot => "uefi",
+            Loader::PiFirmware => "rpi",
+        }
+    }
+}
 
 /// What an update did.
 #[derive(Debug, Serialize)]
@@ -80,15 +116,9 @@ pub fn update(o: &Options) -> Result<UpdateReport> {
         .find(|s| s.slot == target_slot)
         .cloned()
         .expect("two slots");
-    let is_uefi = ins
-        .boot
-        .files
-        .iter()
-        .any(|(p, _)| p.to_ascii_lowercase().starts_with("efi/"));
-    ensure!(
-        is_uefi,
-        "{what}: offline updates of Raspberry Pi cards are not implemented in this build (use edgeimg-update on the node)"
-    );
+    let loader = Loader::of(&ins.boot.files).with_context(|| {
+        format!("{what}: its boot partition has neither EFI/ nor config.txt: not an edgeimg image")
+    })?;
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -153,9 +183,10 @@ pub fn update(o: &Options) -> Result<UpdateReport> {
             ensure!(&m.arch == a, "the bundle is for {}, {what} is {a}", m.arch);
         }
         ensure!(
-            m.boot_method == "uefi",
-            "the bundle boots with {}, {what} with uefi",
-            m.boot_method
+            m.boot_method == loader.boot_method(),
+            "the bundle boots with {}, {what} with {}",
+            m.boot_method,
+            loader.boot_method()
         );
         let uuid = |n: u32| table.partuuid(n).unwrap_or_default();
         ensure!(
@@ -177,8 +208,8 @@ pub fn update(o: &Options) -> Result<UpdateReport> {
             "v{} is not newer than the active v{running} (--force to install it anyway)",
             m.image_version
         );
-        // Disarm: the slot's UKIs go before its root is overwritten.
-        disarm(&file, boot_off, boot_size, target_slot, &what)?;
+        // Disarm: the slot's boot files go before its root is overwritten.
+        disarm(&file, boot_off, boot_size, loader, target_slot, &what)?;
         let w = crate::util::window::OffsetWriter::bounded(&file, target_offset, target_size)
             .context("seeking to the slot")?;
         Ok(Box::new(std::io::BufWriter::with_capacity(1 << 20, w)))
@@ -186,29 +217,23 @@ pub fn update(o: &Options) -> Result<UpdateReport> {
     let verified = crate::bundle::read(std::io::BufReader::new(bundle), &key, &mut accept)
         .with_context(|| format!("{}: refused", o.bundle.display()))?;
     file.sync_data().context("flushing the slot to disk")?;
-    // Arm: the trial's UKI, written last.
-    let uki = verified
-        .boot
-        .iter()
-        .find(|(b, _)| b.slot.is_none_or(|s| s == target_slot))
-        .with_context(|| format!("the bundle has no boot file for slot {target_slot}"))?;
-    let boot_file = format!(
-        "{}/edgeimg-{target_slot}+{}.efi",
-        crate::boot::uefi::UKI_DIR,
-        o.tries
-    );
-    {
-        let mut vol = FatVolume::open_partition(&file, boot_off, boot_size)
-            .with_context(|| format!("{what}: the boot partition"))?;
-        vol.write_file(&boot_file, &uki.1)
-            .with_context(|| format!("{what}: writing {boot_file}"))?;
-        let trial = format!(
-            "{target_slot} {} {running}\n",
-            verified.manifest.image_version
-        );
-        vol.write_file("edgeimg/update/trial", trial.as_bytes())
-            .with_context(|| format!("{what}: writing edgeimg/update/trial"))?;
-    }
+    // Arm: the trial's boot files, written last.
+    let mut vol = FatVolume::open_partition(&file, boot_off, boot_size)
+        .with_context(|| format!("{what}: the boot partition"))?;
+    let trial = Trial {
+        slot: target_slot,
+        version: &verified.manifest.image_version,
+        from: &running_version,
+    };
+    let (boot_file, tries) = match loader {
+        Loader::SystemdBoot => (
+            arm_uefi(&mut vol, &verified, &trial, o.tries, &what)?,
+            o.tries,
+        ),
+        // tryboot is one boot: a crash, a hang or a power cut in it boots config.txt's slot.
+        Loader::PiFirmware => (arm_rpi(&mut vol, &verified, &trial, &what)?, 1),
+    };
+    drop(vol);
     file.sync_all().context("flushing to disk")?;
     Ok(UpdateReport {
         target: o.target.to_path_buf(),
@@ -216,25 +241,160 @@ pub fn update(o: &Options) -> Result<UpdateReport> {
         version: verified.manifest.image_version,
         from_version: running_version,
         boot_file,
-        tries: o.tries,
+        tries,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
-/// Removes every UKI of `slot` from the boot partition.
-fn disarm(file: &File, off: u64, size: u64, slot: Slot, what: &str) -> Result<()> {
+/// The trial being armed: slot, its version, the active slot's version.
+struct Trial<'a> {
+    slot: Slot,
+    version: &'a str,
+    from: &'a str,
+}
+
+/// Where the trial record lives on the boot partition (slot.sh's SLOT_STATE).
+const TRIAL_FILE: &str = "edgeimg/update/trial";
+
+/// systemd-boot: the slot's UKI as `edgeimg-S+TRIES.efi`, which the loader boots next by
+/// itself (newest version first) and counts down; the record, in slot.sh's words.
+fn arm_uefi<F: std::io::Read + std::io::Write + std::io::Seek>(
+    vol: &mut FatVolume<F>,
+    verified: &crate::bundle::Verified,
+    t: &Trial,
+    tries: u32,
+    what: &str,
+) -> Result<String> {
+    let uki = verified
+        .boot
+        .iter()
+        .find(|(b, _)| b.slot.is_none_or(|s| s == t.slot))
+        .with_context(|| format!("the bundle has no boot file for slot {}", t.slot))?;
+    let boot_file = format!(
+        "{}/edgeimg-{}+{tries}.efi",
+        crate::boot::uefi::UKI_DIR,
+        t.slot
+    );
+    vol.write_file(&boot_file, &uki.1)
+        .with_context(|| format!("{what}: writing {boot_file}"))?;
+    let record = format!("{} {} {}\n", t.slot, t.version, t.from);
+    vol.write_file(TRIAL_FILE, record.as_bytes())
+        .with_context(|| format!("{what}: writing {TRIAL_FILE}"))?;
+    Ok(boot_file)
+}
+
+/// Raspberry Pi: the slot's folder (kernel last: the firmware skips a prefix whose folder has
+/// no kernel), then tryboot.txt (config.txt naming that folder), then the record with the
+/// boot id `offline`: the next boot is the active slot's, and its init reboots into the
+/// trial with the firmware's one-shot flag (edgeimg-update --boot).
+fn arm_rpi<F: std::io::Read + std::io::Write + std::io::Seek>(
+    vol: &mut FatVolume<F>,
+    verified: &crate::bundle::Verified,
+    t: &Trial,
+    what: &str,
+) -> Result<String> {
+    let config = read_config(vol, what)?;
+    let kernel = format!("slot-{}/{}", t.slot, rpi_kernel_name(&config));
+    let mut files: Vec<(String, &[u8])> = verified
+        .boot
+        .iter()
+        .filter(|(b, _)| b.slot.is_none_or(|s| s == t.slot))
+        .map(|(b, data)| (b.path_for(t.slot), &data[..]))
+        .collect();
+    ensure!(
+        files.iter().any(|(p, _)| p.eq_ignore_ascii_case(&kernel)),
+        "the bundle has no {kernel} (config.txt's kernel=) for slot {}",
+        t.slot
+    );
+    files.sort_by_key(|(p, _)| p.eq_ignore_ascii_case(&kernel));
+    for (path, data) in &files {
+        vol.write_file(path, data)
+            .with_context(|| format!("{what}: writing {path}"))?;
+    }
+    vol.write_file("tryboot.txt", rpi_config_for(&config, t.slot).as_bytes())
+        .with_context(|| format!("{what}: writing tryboot.txt"))?;
+    let record = format!("{} {} {} offline\n", t.slot, t.version, t.from);
+    vol.write_file(TRIAL_FILE, record.as_bytes())
+        .with_context(|| format!("{what}: writing {TRIAL_FILE}"))?;
+    Ok(format!("slot-{}/", t.slot))
+}
+
+fn read_config<F: std::io::Read + std::io::Write + std::io::Seek>(
+    vol: &mut FatVolume<F>,
+    what: &str,
+) -> Result<String> {
+    let bytes = vol
+        .read_file("config.txt")
+        .with_context(|| format!("{what}: reading config.txt"))?
+        .with_context(|| format!("{what}: the boot partition has no config.txt"))?;
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// config.txt's `kernel=` (the file name in a slot folder), as slot.sh reads it.
+fn rpi_kernel_name(config: &str) -> String {
+    config
+        .lines()
+        .rev()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("kernel=")
+                .map(|k| k.trim().to_string())
+        })
+        .filter(|k| !k.is_empty())
+        .unwrap_or_else(|| "kernel8.img".into())
+}
+
+/// `config` with its `os_prefix=` lines naming `slot` (one added when there is none), as
+/// slot.sh's slot_rpi_config_for writes tryboot.txt.
+fn rpi_config_for(config: &str, slot: Slot) -> String {
+    let line = format!("os_prefix=slot-{slot}/");
+    let mut out: Vec<String> = config
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("os_prefix=") {
+                line.clone()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    if !out.contains(&line) {
+        out.push(line);
+    }
+    out.join("\n") + "\n"
+}
+
+/// Makes `slot` unbootable: its UKIs (systemd-boot), or tryboot.txt and its folder (Pi).
+fn disarm(file: &File, off: u64, size: u64, loader: Loader, slot: Slot, what: &str) -> Result<()> {
     let mut vol = FatVolume::open_partition(file, off, size)
         .with_context(|| format!("{what}: the boot partition"))?;
-    let names: Vec<String> = vol
-        .list(crate::boot::uefi::UKI_DIR)
-        .map(|l| l.into_iter().map(|e| e.name).collect())
-        .unwrap_or_default();
-    for n in names {
-        let mine = crate::image::slots::parse_uki_name(&n).is_some_and(|u| u.slot == slot)
-            || n.eq_ignore_ascii_case(&format!("edgeimg-{slot}.efi.new"));
-        if mine {
-            vol.remove(&format!("{}/{n}", crate::boot::uefi::UKI_DIR))
-                .with_context(|| format!("{what}: removing {n}"))?;
+    match loader {
+        Loader::SystemdBoot => {
+            let names: Vec<String> = vol
+                .list(crate::boot::uefi::UKI_DIR)
+                .map(|l| l.into_iter().map(|e| e.name).collect())
+                .unwrap_or_default();
+            for n in names {
+                let mine = crate::image::slots::parse_uki_name(&n).is_some_and(|u| u.slot == slot)
+                    || n.eq_ignore_ascii_case(&format!("edgeimg-{slot}.efi.new"));
+                if mine {
+                    vol.remove(&format!("{}/{n}", crate::boot::uefi::UKI_DIR))
+                        .with_context(|| format!("{what}: removing {n}"))?;
+                }
+            }
+        }
+        Loader::PiFirmware => {
+            let config = read_config(&mut vol, what)?;
+            ensure!(
+                crate::image::slots::os_prefix_slot(&config) != Some(slot),
+                "{what}: config.txt boots slot {slot}, the one the update would overwrite"
+            );
+            // The kernel first: without it the firmware will not take the folder.
+            let kernel = format!("slot-{slot}/{}", rpi_kernel_name(&config));
+            for path in ["tryboot.txt", &kernel, &format!("slot-{slot}")] {
+                vol.remove(path)
+                    .with_context(|| format!("{what}: removing {path}"))?;
+            }
         }
     }
     drop(vol);
@@ -260,6 +420,28 @@ mod tests {
         .err()
         .unwrap();
         format!("{e:#}")
+    }
+
+    #[test]
+    fn a_pi_trial_config_names_the_slot_folder_and_keeps_the_rest() {
+        let config = "[all]\narm_64bit=1\nkernel=vmlinuz\nos_prefix=slot-a/\ninitramfs initrd.img followkernel\n";
+        let t = rpi_config_for(config, Slot::B);
+        assert_eq!(
+            t,
+            "[all]\narm_64bit=1\nkernel=vmlinuz\nos_prefix=slot-b/\ninitramfs initrd.img followkernel\n"
+        );
+        assert_eq!(crate::image::slots::os_prefix_slot(&t), Some(Slot::B));
+        // A config.txt without a prefix gets one.
+        assert!(rpi_config_for("kernel=vmlinuz", Slot::B).ends_with("\nos_prefix=slot-b/\n"));
+        assert_eq!(rpi_kernel_name(config), "vmlinuz");
+        assert_eq!(rpi_kernel_name("arm_64bit=1\n"), "kernel8.img");
+        let boot = |p: &str| vec![(p.to_string(), 1u64)];
+        assert_eq!(Loader::of(&boot("config.txt")), Some(Loader::PiFirmware));
+        assert_eq!(
+            Loader::of(&boot("EFI/BOOT/BOOTX64.EFI")),
+            Some(Loader::SystemdBoot)
+        );
+        assert_eq!(Loader::of(&boot("readme.txt")), None);
     }
 
     #[test]

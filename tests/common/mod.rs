@@ -450,6 +450,20 @@ pub fn token_file(dir: &Path) -> PathBuf {
     t
 }
 
+/// A copy of the project's boards/, profiles/ and overlays/ at `dir/name`, for a test build
+/// whose board, profile or overlay differs (`--data-dir`).
+pub fn data_dir_copy(dir: &Path, name: &str) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let to = dir.join(name);
+    std::fs::create_dir_all(&to).unwrap();
+    for sub in ["boards", "profiles", "overlays"] {
+        let from = root.join(sub).display().to_string();
+        let o = run_tool("cp", &["-a", &from, &to.display().to_string()]);
+        assert!(o.status.success(), "cp -a {from}: {}", stderr(&o));
+    }
+    to
+}
+
 /// A sparse copy of `from` at `to` (images are mostly holes).
 pub fn sparse_copy(from: &Path, to: &Path) {
     let o = run_tool(

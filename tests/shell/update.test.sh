@@ -308,6 +308,44 @@ the_poller_is_quiet_when_nothing_is_newer_and_a_worker_is_not_drained() {
 	assert_eq "reboot " "$(cat "$T/calls")" "a worker has no credentials to drain itself"
 }
 
+# A Raspberry Pi card that `edgeimg update` wrote in a reader: slot-b/, tryboot.txt and a
+# trial record marked offline (src/update). The next boot is slot a's: it asks the firmware for
+# the trial with `reboot '0 tryboot'`; when the firmware (or a kernel without tryboot support)
+# boots config.txt's slot again, that boot says the trial failed.
+an_offline_pi_trial_is_taken_by_the_next_boot() {
+	local out
+	node a
+	sed -i "s/BOOT_METHOD='uefi'/BOOT_METHOD='rpi'/" "$T/etc/build.env"
+	mkdir -p "$T/esp/slot-a" "$T/esp/slot-b" "$T/esp/edgeimg/update"
+	printf 'kernel=vmlinuz\nos_prefix=slot-a/\n' >"$T/esp/config.txt"
+	printf 'kernel=vmlinuz\nos_prefix=slot-b/\n' >"$T/esp/tryboot.txt"
+	echo "a" >"$T/esp/slot-a/vmlinuz"
+	echo "b" >"$T/esp/slot-b/vmlinuz"
+	echo "b 2 1 offline" >"$T/esp/edgeimg/update/trial"
+	printf '#!/bin/sh\necho "klibc-reboot $*" >>"%s"\n' "$T/calls" >"$T/bin/klibc-reboot"
+	chmod +x "$T/bin/klibc-reboot"
+	out=$(
+		export EDGEIMG_REBOOT_ARG="$T/bin/klibc-reboot"
+		upd --boot
+	) || exit 1
+	assert_has "$out" "edgeimg: update: v2 was written into slot b offline (edgeimg update); rebooting into it on trial"
+	assert_has "$out" "edgeimg: update: rebooting into slot b on trial (reboot '0 tryboot')"
+	assert_eq "klibc-reboot 0 tryboot" "$(cat "$T/calls")"
+	assert_eq "b 2 1 boot-1" "$(cat "$T/esp/edgeimg/update/trial")" "armed by this boot now"
+	# The firmware booted config.txt's slot anyway: the trial did not run, and is said once.
+	echo boot-2 >"$T/boot_id"
+	out=$(upd --boot)
+	assert_eq "edgeimg: update: v2 failed (it did not come up), back on v1" "$out"
+	[ ! -e "$T/esp/tryboot.txt" ] && [ ! -e "$T/esp/slot-b/vmlinuz" ] || exit 1
+	# On UEFI an offline trial boots by itself: an `offline` record there is no reboot.
+	node a
+	mkdir -p "$T/esp/edgeimg/update"
+	echo "b 2 1 offline" >"$T/esp/edgeimg/update/trial"
+	: >"$T/calls"
+	upd --boot >/dev/null
+	assert_eq "" "$(cat "$T/calls")" "no reboot on UEFI"
+}
+
 tcase "a good bundle is written and armed as a trial" a_good_bundle_is_written_and_armed_as_a_trial
 tcase "tries can be set" tries_can_be_set
 tcase "damaged, truncated and foreign bundles are refused" damaged_truncated_and_foreign_bundles_are_refused
@@ -320,4 +358,5 @@ tcase "the manifest reader flattens nested keys" the_manifest_reader_flattens_ne
 tcase "a running trial is not overwritten" a_running_trial_is_not_overwritten
 tcase "the poller applies a newer bundle, drains and reboots" the_poller_applies_a_newer_bundle_drains_and_reboots
 tcase "the poller is quiet when nothing is newer; a worker is not drained" the_poller_is_quiet_when_nothing_is_newer_and_a_worker_is_not_drained
+tcase "an offline Pi trial is taken by the next boot of the running slot" an_offline_pi_trial_is_taken_by_the_next_boot
 t_done

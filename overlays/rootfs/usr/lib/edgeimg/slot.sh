@@ -26,8 +26,10 @@
 # that is not bad.
 #
 # What a trial is, on every board, is also written to the boot partition
-# (edgeimg/update/trial: "SLOT VERSION FROM_VERSION"), and why it gave up
-# (edgeimg/update/result), so that the next boot can say what happened.
+# (edgeimg/update/trial: "SLOT VERSION FROM_VERSION BOOT_ID"), and why it gave up
+# (edgeimg/update/result), so that the next boot can say what happened. BOOT_ID is the boot
+# that armed it; `offline` when `edgeimg update` wrote the card in a reader (on a Pi the
+# running slot must then ask the firmware for the trial: slot_offline_pending).
 
 SLOT_ESP=${EDGEIMG_ESP:-/boot}
 SLOT_CMDLINE=${EDGEIMG_CMDLINE:-/proc/cmdline}
@@ -62,6 +64,18 @@ slot_other() {
 # slot_trial_info: "SLOT VERSION FROM BOOT_ID" of the armed trial, empty when none.
 slot_trial_info() {
 	cat "$SLOT_STATE/trial" 2>/dev/null
+}
+
+# slot_offline_pending: exit 0 when `edgeimg update` armed the other slot of this card
+# offline and it has not been tried: a Raspberry Pi's tryboot flag is the firmware's, in its
+# RAM, so only the running system can set it (UEFI trials boot by themselves and never wait).
+slot_offline_pending() {
+	local info
+	info=$(slot_trial_info)
+	[ -n "$info" ] || return 1
+	# shellcheck disable=SC2086
+	set -- $info
+	[ "$(slot_method)" = rpi ] && [ "${4:-}" = offline ] && [ "$1" != "$(slot_current)" ]
 }
 
 # slot_note_trial S VERSION FROM: remembers the trial on the boot partition, with the id of
