@@ -771,6 +771,12 @@ fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
         b.console.join("\n")
     );
     assert!(said(&b, "pi-update-test: persist=none extra=none"));
+    // Debian's kernel has no reboot notifier that passes tryboot to a real Pi's firmware:
+    // the node says so before it reboots (README, "Debian's kernel does not pass tryboot").
+    assert!(said(
+        &b,
+        "edgeimg: update: warning: this kernel cannot pass the tryboot flag to the Pi firmware"
+    ));
     assert!(flag.exists(), "the reboot with '0 tryboot' set the flag");
 
     // 3. v2 on trial, ready, marked good.

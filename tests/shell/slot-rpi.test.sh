@@ -23,6 +23,9 @@ dtparam=audio=off'
 card() {
 	SLOT_ESP="$T/fat" SLOT_STATE="$T/fat/edgeimg/update" SLOT_CMDLINE="$T/cmdline"
 	SLOT_RPI_REBOOT="$T/bin/klibc-reboot" IMAGE_VERSION=1 SLOT_BOOT_ID="$T/boot_id"
+	SLOT_KALLSYMS="$T/kallsyms"
+	# A Raspberry Pi kernel's: the reboot notifier that passes tryboot on.
+	printf 'ffffffc080a1b2c0 t rpi_firmware_probe\nffffffc080a1b3d0 t rpi_firmware_notify_reboot\n' >"$T/kallsyms"
 	echo 1 >"$T/boot_id"
 	mkdir -p "$T/fat/slot-a" "$T/fat/edgeimg"
 	printf '%s\n' "$CONFIG" >"$T/fat/config.txt"
@@ -113,6 +116,23 @@ t_reboot_trial_passes_0_tryboot_as_one_argument() {
 	fake klibc-reboot "echo \"\$#\" >'$T/argc'"
 	slot_reboot_trial >/dev/null || return 1
 	[ "$(cat "$T/argc")" = 1 ]
+}
+
+t_a_kernel_without_the_tryboot_notifier_is_named_before_the_reboot() {
+	local warn="edgeimg: update: warning: this kernel cannot pass the tryboot flag to the Pi firmware"
+	card a
+	slot_install_boot b "$T/new" && slot_arm b 2 || return 1
+	out=$(slot_reboot_trial) || return 1
+	case "$out" in *"$warn"*) echo "a Pi kernel was warned about: $out" && return 1 ;; esac
+	# Mainline's (Debian's) driver: a shutdown hook, no notifier; as a module too.
+	printf 'ffffffc080a1b2c0 t rpi_firmware_probe\nffffffc080a1b3d0 t rpi_firmware_shutdown\n' >"$T/kallsyms"
+	out=$(slot_reboot_trial) || return 1
+	case "$out" in *"$warn"*) ;; *) echo "no warning: $out" && return 1 ;; esac
+	printf 'ffffffc0a1b3d0 t rpi_firmware_notify_reboot\t[raspberrypi]\n' >"$T/kallsyms"
+	out=$(slot_reboot_trial) || return 1
+	case "$out" in *"$warn"*) echo "a module's notifier was missed: $out" && return 1 ;; esac
+	# It warns and still reboots: the firmware may be one that honours the flag anyway.
+	[ "$(calls | grep -c 'klibc-reboot 0 tryboot')" = 3 ]
 }
 
 t_reboot_trial_needs_an_armed_slot_and_klibc_reboot() {
@@ -240,6 +260,7 @@ tcase "the running slot comes from edgeimg.slot= on the command line" t_current_
 tcase "install then arm: slot-b/ written, tryboot.txt is config.txt naming slot-b/" t_install_then_arm_writes_slot_b_and_tryboot_txt
 tcase "arm refuses a slot without a kernel" t_arm_refuses_a_slot_without_a_kernel
 tcase "the trial reboot passes '0 tryboot' as one argument to klibc's reboot" t_reboot_trial_passes_0_tryboot_as_one_argument
+tcase "a kernel without the tryboot notifier is named before the reboot" t_a_kernel_without_the_tryboot_notifier_is_named_before_the_reboot
 tcase "the trial reboot needs an armed slot and klibc's reboot" t_reboot_trial_needs_an_armed_slot_and_klibc_reboot
 tcase "on trial: the running slot is not the one config.txt names" t_on_trial_is_the_slot_config_txt_does_not_name
 tcase "commit rewrites config.txt atomically and ends the trial" t_commit_rewrites_config_txt_and_ends_the_trial

@@ -221,6 +221,17 @@ slot_uefi_give_up() {
 # (busybox's reboot cannot). Every function works in a caller under `set -e`.
 
 SLOT_RPI_REBOOT=${EDGEIMG_REBOOT_ARG:-/usr/lib/klibc/bin/reboot}
+SLOT_KALLSYMS=${EDGEIMG_KALLSYMS:-/proc/kallsyms}
+
+# slot_rpi_kernel_passes_tryboot: fails when the running kernel is known not to hand the
+# firmware the tryboot flag. Raspberry Pi's kernels do it in rpi_firmware_notify_reboot
+# (drivers/firmware/raspberrypi.c: SET_REBOOT_FLAGS when the reboot command holds
+# "tryboot"); mainline, and so Debian's kernel, has no such function. Without
+# /proc/kallsyms nothing is known: no complaint.
+slot_rpi_kernel_passes_tryboot() {
+	[ -r "$SLOT_KALLSYMS" ] || return 0
+	grep -Eq '[[:space:]]rpi_firmware_notify_reboot([[:space:]]|$)' "$SLOT_KALLSYMS"
+}
 
 # slot_rpi_fail WORDS: the failure line on stderr; returns 1.
 slot_rpi_fail() {
@@ -306,6 +317,8 @@ slot_rpi_arm() {
 slot_rpi_reboot_trial() {
 	[ -f "$SLOT_ESP/tryboot.txt" ] || slot_rpi_fail "no tryboot.txt: arm a slot first" || return 1
 	[ -x "$SLOT_RPI_REBOOT" ] || slot_rpi_fail "$SLOT_RPI_REBOOT is missing (klibc-utils): it issues the reboot with the tryboot flag" || return 1
+	slot_rpi_kernel_passes_tryboot ||
+		echo "${EDGEIMG_SAY:-edgeimg:} update: warning: this kernel cannot pass the tryboot flag to the Pi firmware (no rpi_firmware_notify_reboot; Debian's kernel has none): a real Pi will boot config.txt's slot again and report the trial as failed"
 	echo "${EDGEIMG_SAY:-edgeimg:} update: rebooting into slot $(slot_rpi_prefix_in "$SLOT_ESP/tryboot.txt") on trial (reboot '0 tryboot')"
 	sync
 	"$SLOT_RPI_REBOOT" "0 tryboot"
