@@ -84,9 +84,7 @@ pub fn locked<R>(f: impl FnOnce(&mut Registry) -> R) -> R {
 fn remove_all(reg: &mut Registry) {
     for path in reg.paths.values() {
         match std::fs::symlink_metadata(path) {
-            Ok(m) if m.is_dir() => {
-                let _ = std::fs::remove_dir_all(path);
-            }
+            Ok(m) if m.is_dir() => remove_dir_while_written(path),
             Ok(_) => {
                 let _ = std::fs::remove_file(path);
             }
@@ -94,6 +92,27 @@ fn remove_all(reg: &mut Registry) {
         }
     }
     reg.paths.clear();
+}
+
+/// Removes a folder that other threads of the process may still be writing into (the signal
+/// thread does not stop them): a file created after `remove_dir_all` listed a folder makes
+/// its rmdir fail. So the folder is first renamed aside, which makes every later create by
+/// path under the old name fail, and then removed, again while anything is left.
+fn remove_dir_while_written(path: &Path) {
+    let mut doomed = path.as_os_str().to_owned();
+    doomed.push(".removing");
+    let doomed = PathBuf::from(doomed);
+    let target = if std::fs::rename(path, &doomed).is_ok() {
+        doomed
+    } else {
+        path.to_path_buf()
+    };
+    for _ in 0..50 {
+        if std::fs::remove_dir_all(&target).is_ok() || !target.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
 }
 
 /// Blocks SIGINT, SIGTERM and SIGHUP in this thread and the ones it starts later, and starts
@@ -178,5 +197,44 @@ mod tests {
         assert!(!f.exists() && !dir.exists() && kept.exists());
         drop((rf, rd));
         assert!(lock().paths.values().all(|p| !p.starts_with(d.path())));
+    }
+
+    /// The signal thread removes a folder while the build's threads still write files into
+    /// it (the spill folder in the staging folder): nothing may be left.
+    #[test]
+    fn a_folder_still_written_into_is_removed_whole() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("staging");
+        let spill = dir.join("spill");
+        std::fs::create_dir_all(&spill).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writers: Vec<_> = (0..2)
+            .map(|t| {
+                let (spill, stop) = (spill.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let _ = std::fs::write(spill.join(format!("{t}-{n}")), [0u8; 512]);
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        // Let the writers fill the folder first.
+        while std::fs::read_dir(&spill).unwrap().count() < 2000 {
+            std::thread::yield_now();
+        }
+        let mut reg = Registry::default();
+        let _r = reg.register(&dir);
+        remove_all(&mut reg);
+        let left: Vec<_> = std::fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert!(left.is_empty(), "left behind: {left:?}");
     }
 }
