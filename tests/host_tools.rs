@@ -1255,8 +1255,8 @@ fn need(tool: &str, package: &str) {}
 fn scripts_pass_shellcheck() {
     need("busybox", "busybox-static");
     need("shellcheck", "shellcheck");
-    // need("commented-out", "nothing")
-    let s = "need(\"in-a-string\", \"nothing\")";
+    // need("commented-out", "busybox-static")
+    let s = "need(\"in-a-string\", \"busybox-static\")";
     let out = Command::new("sfdisk").arg("-J").output();
 }
 "#;

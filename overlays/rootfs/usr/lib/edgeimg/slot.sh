@@ -187,25 +187,24 @@ slot_uefi_on_trial() {
 	return 1
 }
 
-slot_uefi_commit() {
-	local s f
-	s=$(slot_current)
-	for f in "$SLOT_UKI_DIR/edgeimg-$s+"*.efi; do
+# slot_uefi_rename_counting NAME: the running slot's counting UKI becomes EFI/Linux/NAME.
+slot_uefi_rename_counting() {
+	local f
+	for f in "$SLOT_UKI_DIR/edgeimg-$(slot_current)+"*.efi; do
 		[ -e "$f" ] || continue
-		mv "$f" "$SLOT_UKI_DIR/edgeimg-$s.efi" || return 1
+		mv "$f" "$SLOT_UKI_DIR/$1" || return 1
 	done
+}
+
+slot_uefi_commit() {
+	slot_uefi_rename_counting "edgeimg-$(slot_current).efi" || return 1
 	rm -f "$SLOT_STATE/trial" "$SLOT_STATE/result"
 	sync
 }
 
 # No tries left: systemd-boot sorts the entry below the good one from now on.
 slot_uefi_give_up() {
-	local s f
-	s=$(slot_current)
-	for f in "$SLOT_UKI_DIR/edgeimg-$s+"*.efi; do
-		[ -e "$f" ] || continue
-		mv "$f" "$SLOT_UKI_DIR/edgeimg-$s+0-$SLOT_TRIES.efi" || return 1
-	done
+	slot_uefi_rename_counting "edgeimg-$(slot_current)+0-$SLOT_TRIES.efi" || return 1
 	sync
 }
 
