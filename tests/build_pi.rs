@@ -26,9 +26,9 @@ ntp = []
 "#;
 
 /// What the raspi3b boot test puts on its card (sourced by the node config's boot_cmd): once
-/// the node is ready, slot a's boot files become slot b's (its cmdline.txt marked), slot b is
-/// armed and the node reboots with `0 tryboot`, all through slot.sh's Pi functions (the part
-/// of an update after the bundle is verified).
+/// the node is ready, slot a's boot files become slot b's (its command line marked), slot b
+/// is armed and the node reboots, all through slot.sh's U-Boot functions (the part of an
+/// update after the bundle is verified).
 const AB_TEST: &str = r#". /usr/lib/edgeimg/lib.sh
 . /etc/edgeimg/build.env
 . /usr/lib/edgeimg/slot.sh
@@ -39,7 +39,7 @@ if [ ! -e /boot/ab-test.armed ]; then
 		while [ ! -e /run/edgeimg/ready ]; do sleep 1; done
 		rm -rf /tmp/new && mkdir -p /tmp/new
 		cp -R /boot/slot-a /tmp/new/slot-b
-		sed -i 's/edgeimg.slot=a/edgeimg.slot=b edgeimg.test=trial-b/' /tmp/new/slot-b/cmdline.txt
+		sed -i 's/edgeimg.slot=a/edgeimg.slot=b edgeimg.test=trial-b/' /tmp/new/slot-b/cmdline.txt /tmp/new/slot-b/bootargs.txt
 		slot_install_boot b /tmp/new && slot_arm b 2 && slot_reboot_trial
 	) &
 fi
@@ -246,6 +246,10 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
         "start.elf",
         "fixup.dat",
         "config.txt",
+        "boot.scr",
+        "slots.txt",
+        "slot-a/u-boot.bin",
+        "slot-a/bootargs.txt",
         "slot-a/bcm2837-rpi-3-b.dtb",
         "slot-a/bcm2837-rpi-3-b-plus.dtb",
         "slot-a/bcm2837-rpi-zero-2-w.dtb",
@@ -263,6 +267,7 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
         "initrd.img",
         "cmdline.txt",
         "tryboot.txt",
+        "trial.txt",
         "slot-b",
     ] {
         assert!(
@@ -274,8 +279,7 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
     for line in [
         "arm_64bit=1",
         "os_prefix=slot-a/",
-        "kernel=vmlinuz",
-        "initramfs initrd.img followkernel",
+        "kernel=u-boot.bin",
         "dtparam=audio=off",
     ] {
         assert!(
@@ -283,6 +287,21 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
             "config.txt lacks {line:?}:\n{config}"
         );
     }
+    // U-Boot loads the initramfs, not the firmware.
+    assert!(
+        !config.lines().any(|l| l.starts_with("initramfs")),
+        "{config}"
+    );
+    // U-Boot's own tool reads boot.scr as a script image; the good slot is a.
+    let scr = built().out.join("boot.scr");
+    mcopy_out(&img, "boot.scr", &scr);
+    let listed = tool_ok("mkimage", &["-l", scr.to_str().unwrap()]);
+    assert!(
+        listed.contains("AArch64 Linux Script (uncompressed)"),
+        "{listed}"
+    );
+    std::fs::remove_file(&scr).unwrap();
+    assert_eq!(mtype(&img, "slots.txt"), "good=a\n");
     // cmdline.txt is one line naming the partitions by disk signature + number.
     let cmdline = mtype(&img, "slot-a/cmdline.txt");
     assert_eq!(cmdline.trim_end().lines().count(), 1, "{cmdline:?}");
@@ -298,6 +317,11 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
             "cmdline.txt lacks {arg}: {cmdline}"
         );
     }
+    // U-Boot's copy of it, as `env import -t` reads it.
+    assert_eq!(
+        mtype(&img, "slot-a/bootargs.txt"),
+        format!("bootargs={}\n", cmdline.trim_end())
+    );
 
     // The update bundle, read by tar: the slot folder's files, cmdline.txt once per slot
     // (each naming its own root), the rest once for both.
@@ -309,6 +333,9 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
         "root.img",
         "boot/a/slot-a/cmdline.txt",
         "boot/b/slot-b/cmdline.txt",
+        "boot/a/slot-a/bootargs.txt",
+        "boot/b/slot-b/bootargs.txt",
+        "boot/all/slot-@SLOT@/u-boot.bin",
         "boot/all/slot-@SLOT@/vmlinuz",
         "boot/all/slot-@SLOT@/initrd.img",
         "boot/all/slot-@SLOT@/bcm2837-rpi-3-b.dtb",
@@ -509,10 +536,10 @@ fn kernel_cmdline(console: &[String]) -> String {
 }
 
 /// Boots pi3 on raspi3b to the ready line; then, with the test harness playing the Pi
-/// firmware (config.txt, tryboot.txt, os_prefix, the one-shot flag), an A/B trial through
-/// slot.sh: the node arms slot b and reboots with `0 tryboot`; the next boot takes slot b
-/// from tryboot.txt and loses power; the one after is back on slot a by config.txt, and the
-/// node says the trial failed.
+/// firmware (config.txt, os_prefix: it starts the slot's U-Boot) and Debian's U-Boot running
+/// boot.scr, an A/B trial through slot.sh: the node arms slot b in trial.txt and reboots;
+/// U-Boot counts the try down on the FAT, boots slot b, and the boot loses power; the next
+/// one has no tries left, U-Boot boots slot a, and the node says the trial failed.
 #[test]
 fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
     let spec = board_qemu("pi3");
@@ -535,9 +562,11 @@ fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
             "wifi: SSID edge-lab (country DE) configured, but no wireless interface (wlan0) appeared".into(),
             "ssh: dropbear on port 22, 1 key(s)".into(),
             "time: time zone Europe/Berlin".into(),
-            // After the ready line: the trial of slot b, asked of the firmware.
-            "edgeimg: update: rebooting into slot b on trial (reboot '0 tryboot')".into(),
-            "reboot: Restarting system with command '0 tryboot'".into(),
+            // U-Boot's boot.scr took slot a (slots.txt).
+            "edgeimg: boot: slot a".into(),
+            // After the ready line: the trial of slot b, a plain reboot.
+            "edgeimg: update: rebooting into slot b on trial (U-Boot counts its tries)".into(),
+            "reboot: Restarting system".into(),
         ],
         keep: true,
         ..smoke_options("controller+worker", "pi-test-1")
@@ -555,37 +584,53 @@ fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
     eprintln!("pi3 on raspi3b: {}", sysinfo.text);
     eprintln!("pi3 on raspi3b: ready after {:.1} s", r.boot_seconds);
 
-    // The firmware's part, judged from outside: the disk's FAT and the flag.
+    // The loader's part, judged from outside: the disk's FAT.
     let disk = r.disk_copy.clone().expect("the disk copy is kept");
     assert!(
         kernel_cmdline(&r.console).contains("edgeimg.slot=a"),
         "the first boot is slot a"
     );
-    let flag = qemu::tryboot_flag(&disk);
-    assert!(flag.exists(), "the reboot with '0 tryboot' set the flag");
-    let tryboot = mtype(&disk, "tryboot.txt");
     assert!(
-        tryboot.lines().any(|l| l == "os_prefix=slot-b/"),
-        "{tryboot}"
+        !qemu::tryboot_flag(&disk).exists(),
+        "no tryboot flag asked for"
     );
+    assert_eq!(mtype(&disk, "trial.txt"), "trial=b\ntries=1\n");
     assert!(mtype(&disk, "config.txt")
         .lines()
         .any(|l| l == "os_prefix=slot-a/"));
 
-    // The trial boot: tryboot.txt's slot b; the flag is spent before the kernel starts. A
-    // power cut while it boots.
+    // The trial boot: U-Boot writes the count down, then starts slot b. A power cut while
+    // it boots.
     let trial = qemu::boot_disk(&disk, &spec, &opts, Some("edgeimg.test=trial-b"), &Silent)
         .expect("the trial boot of slot b");
     assert!(
-        !flag.exists(),
-        "the one-shot flag is cleared by the boot it selects"
+        trial
+            .console
+            .iter()
+            .any(|l| l.contains("edgeimg: boot: slot b on trial (tries left after this one: 0)")),
+        "{}",
+        trial.console.join("\n")
     );
     let cmdline = kernel_cmdline(&trial.console);
     assert!(cmdline.contains("edgeimg.slot=b"), "{cmdline}");
+    // U-Boot's fatwrite, read back by mtools.
+    let counted = mtype(&disk, "trial.txt");
+    assert!(
+        counted.contains("trial=b") && counted.contains("tries=0"),
+        "{counted:?}"
+    );
 
-    // The next boot reads config.txt: slot a, and the node says the trial failed.
+    // The next boot: no tries left, U-Boot takes slot a, and the node says the trial failed.
     let back = qemu::boot_disk(&disk, &spec, &opts, Some("back on v"), &Silent)
         .expect("the boot after the failed trial");
+    assert!(
+        back.console
+            .iter()
+            .any(|l| l
+                .contains("edgeimg: boot: the trial of slot b has no tries left: booting slot a")),
+        "{}",
+        back.console.join("\n")
+    );
     let cmdline = kernel_cmdline(&back.console);
     assert!(
         cmdline.contains("edgeimg.slot=a") && !cmdline.contains("trial-b"),
@@ -597,14 +642,13 @@ fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
         "{}",
         back.ready_line
     );
-    assert!(!flag.exists());
-    // Slot b is left unbootable: no tryboot.txt, no kernel in its folder.
+    // Slot b is left unbootable: no trial.txt, no kernel in its folder.
     let spec_fat = format!("{}@@1M", disk.display());
     let listing = tool_ok("mdir", &["-/", "-b", "-i", &spec_fat, "::/"]);
     assert!(
         !listing
             .lines()
-            .any(|l| l.trim() == "::/tryboot.txt" || l.trim() == "::/slot-b/vmlinuz"),
+            .any(|l| l.trim() == "::/trial.txt" || l.trim() == "::/slot-b/vmlinuz"),
         "{listing}"
     );
     assert!(
@@ -687,16 +731,17 @@ fn fat_listing(card: &Path) -> Vec<String> {
         .collect()
 }
 
-/// The whole update sequence on pi3 under raspi3b, the harness playing the firmware, every
-/// update written offline by `edgeimg update` (raspi3b has no network card):
-/// 1. v2 is written into slot b of the card; inspect shows it on trial.
-/// 2. The card's next boot (v1, slot a) asks the firmware for the trial (`0 tryboot`).
-/// 3. v2 boots from tryboot.txt's slot-b/, reaches ready, is marked good (config.txt names
-///    slot-b/), and still has the data partition's file.
-/// 4. v3, whose initramfs init fails, is written into slot a; the next boot is still v2,
-///    which asks for v3's trial.
-/// 5. v3's init fails (the boot is cut there: a crash or the watchdog).
-/// 6. The firmware reads config.txt: v2 again, which says v3 failed.
+/// The whole update sequence on pi3 under raspi3b, the harness playing the firmware (it
+/// starts the U-Boot config.txt names) and Debian's U-Boot running boot.scr, every update
+/// written offline by `edgeimg update` (raspi3b has no network card):
+/// 1. v1 boots to ready and writes a file on the data partition.
+/// 2. v2 is written into slot b of the card; inspect shows it on trial, booting next.
+/// 3. U-Boot counts the try down and boots v2, which reaches ready, is marked good
+///    (slots.txt and config.txt name slot b), and still has the data partition's file.
+/// 4. v3, whose initramfs init fails, is written into slot a.
+/// 5. U-Boot boots v3 on trial; its init fails (the boot is cut there: a crash or the
+///    watchdog).
+/// 6. No tries left: U-Boot boots v2 again, which says v3 failed.
 #[test]
 fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
     let spec = board_qemu("pi3");
@@ -732,58 +777,51 @@ fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
     f.set_len(len.next_power_of_two()).unwrap();
     drop(f);
 
-    // 1. v2 into slot b, offline.
-    let r = update_card(&card, &bundle2);
-    assert_eq!(
-        (&r["slot"], &r["version"]),
-        (&"b".into(), &"2".into()),
-        "{r}"
-    );
-    assert_eq!(r["boot_file"], "slot-b/", "{r}");
-    let slots = card_slots(&card);
-    assert!(
-        slots[1]["trial"] == true && slots[1]["version"] == "2" && slots[0]["active"] == true,
-        "{slots}"
-    );
-    assert!(
-        mtype(&card, "tryboot.txt")
-            .lines()
-            .any(|l| l == "os_prefix=slot-b/"),
-        "tryboot.txt names slot-b/"
-    );
-    assert!(mtype(&card, "slot-b/cmdline.txt").contains("edgeimg.slot=b"));
-
     let opts = |checks: &[&str]| SmokeOptions {
         timeout: Duration::from_secs(480),
         extra_console_checks: checks.iter().map(|c| c.to_string()).collect(),
         ..smoke_options("controller+worker", "pi-test-1")
     };
-    let restart = "reboot: Restarting system with command '0 tryboot'";
-    let flag = qemu::tryboot_flag(&card);
-
-    // 2. v1 on slot a takes the offline trial.
-    let b = qemu::boot_disk(&card, &spec, &opts(&[]), Some(restart), &Silent).expect("v1's boot");
-    assert!(kernel_cmdline(&b.console).contains("edgeimg.slot=a"));
     let said = |b: &qemu::SmokeReport, text: &str| b.console.iter().any(|l| l.contains(text));
-    assert!(
-        said(&b, "edgeimg: update: v2 was written into slot b offline (edgeimg update); rebooting into it on trial"),
-        "{}",
-        b.console.join("\n")
-    );
+
+    // 1. v1 to ready: the data partition's file.
+    let b = qemu::boot_disk(
+        &card,
+        &spec,
+        &opts(&["edgeimg: boot: slot a"]),
+        None,
+        &Silent,
+    )
+    .expect("v1's boot");
+    assert!(kernel_cmdline(&b.console).contains("edgeimg.slot=a"));
     assert!(said(&b, "pi-update-test: persist=none extra=none"));
-    // Debian's kernel has no reboot notifier that passes tryboot to a real Pi's firmware:
-    // the node says so before it reboots (README, "Debian's kernel does not pass tryboot").
-    assert!(said(
-        &b,
-        "edgeimg: update: warning: this kernel cannot pass the tryboot flag to the Pi firmware"
-    ));
-    assert!(flag.exists(), "the reboot with '0 tryboot' set the flag");
+
+    // 2. v2 into slot b, offline: the trial U-Boot boots next.
+    let r = update_card(&card, &bundle2);
+    assert_eq!(
+        (&r["slot"], &r["version"], &r["tries"]),
+        (&"b".into(), &"2".into(), &1.into()),
+        "{r}"
+    );
+    assert_eq!(r["boot_file"], "slot-b/", "{r}");
+    let slots = card_slots(&card);
+    assert!(
+        slots[1]["trial"] == true
+            && slots[1]["version"] == "2"
+            && slots[1]["active"] == true
+            && slots[1]["tries_left"] == 1
+            && slots[0]["active"] == false,
+        "{slots}"
+    );
+    assert_eq!(mtype(&card, "trial.txt"), "trial=b\ntries=1\n");
+    assert!(mtype(&card, "slot-b/bootargs.txt").contains("edgeimg.slot=b"));
 
     // 3. v2 on trial, ready, marked good.
     let b = qemu::boot_disk(
         &card,
         &spec,
         &opts(&[
+            "edgeimg: boot: slot b on trial (tries left after this one: 0)",
             "edgeimg: update: v2 on trial in slot b",
             "edgeimg: update: v2 is ready: slot b marked good",
         ]),
@@ -791,41 +829,30 @@ fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
         &Silent,
     )
     .expect("v2's trial boot");
-    assert!(!flag.exists(), "the flag is spent by the boot it selects");
     assert!(kernel_cmdline(&b.console).contains("edgeimg.slot=b"));
     assert!(
         said(&b, "pi-update-test: persist=kept extra=yes"),
         "v2's root with the data partition of v1:\n{}",
         b.console.join("\n")
     );
+    assert_eq!(mtype(&card, "slots.txt"), "good=b\n");
     assert!(mtype(&card, "config.txt")
         .lines()
         .any(|l| l == "os_prefix=slot-b/"));
-    assert!(!fat_listing(&card).iter().any(|l| l == "::/tryboot.txt"));
+    assert!(!fat_listing(&card).iter().any(|l| l == "::/trial.txt"));
     let slots = card_slots(&card);
     assert!(
         slots[1]["active"] == true && slots[1]["trial"] == false && slots[1]["version"] == "2",
         "{slots}"
     );
 
-    // 4. v3 into slot a; the next boot is still v2 and asks for v3's trial.
+    // 4. v3 into slot a.
     let r = update_card(&card, &bundle3);
     assert_eq!(
         (&r["slot"], &r["from_version"]),
         (&"a".into(), &"2".into()),
         "{r}"
     );
-    let b = qemu::boot_disk(&card, &spec, &opts(&[]), Some(restart), &Silent).expect("v2 again");
-    assert!(
-        kernel_cmdline(&b.console).contains("edgeimg.slot=b"),
-        "still v2"
-    );
-    assert!(said(&b, "pi-update-test: persist=kept extra=yes"));
-    assert!(said(
-        &b,
-        "edgeimg: update: v3 was written into slot a offline"
-    ));
-    assert!(flag.exists());
 
     // 5. v3's init fails; the boot is cut there.
     let b = qemu::boot_disk(
@@ -837,10 +864,15 @@ fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
     )
     .expect("v3's trial boot");
     assert!(kernel_cmdline(&b.console).contains("edgeimg.slot=a"));
+    assert!(said(&b, "edgeimg: boot: slot a on trial"));
 
-    // 6. config.txt's slot: v2, which says so.
+    // 6. No tries left: v2, which says so.
     let b = qemu::boot_disk(&card, &spec, &opts(&[]), Some("back on v"), &Silent)
         .expect("the boot after v3's failed trial");
+    assert!(said(
+        &b,
+        "edgeimg: boot: the trial of slot a has no tries left: booting slot b"
+    ));
     assert!(kernel_cmdline(&b.console).contains("edgeimg.slot=b"));
     assert!(
         b.ready_line
@@ -852,11 +884,11 @@ fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
     assert!(
         !listing
             .iter()
-            .any(|l| l == "::/tryboot.txt" || l == "::/slot-a/vmlinuz"),
+            .any(|l| l == "::/trial.txt" || l == "::/slot-a/vmlinuz"),
         "slot a is left unbootable: {listing:?}"
     );
     eprintln!(
-        "pi3 on raspi3b: offline v2 trial, good, v3 failed, back on v2 in {:.0} s",
+        "pi3 on raspi3b: v1, offline v2 trial, good, v3 failed, back on v2 in {:.0} s",
         started.elapsed().as_secs_f64()
     );
 }

@@ -77,6 +77,7 @@ const TOOLS: &[(&str, Source<'static>)] = &[
     ("mkfs.ext4", Apt("e2fsprogs")),
     ("mkfs.fat", Apt("dosfstools")),
     ("mkfs.vfat", Apt("dosfstools")),
+    ("mkimage", Apt("u-boot-tools")),
     ("mksquashfs", Apt("squashfs-tools")),
     ("mmd", Apt("mtools")),
     ("modprobe", Apt("kmod")),

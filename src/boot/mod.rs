@@ -12,6 +12,7 @@
 
 pub mod pxe;
 pub mod rpi;
+pub mod uboot;
 pub mod uefi;
 
 use anyhow::{Context, Result};

@@ -1,4 +1,5 @@
-//! Raspberry Pi boards: the boot partition the Pi's own firmware reads (no U-Boot).
+//! Raspberry Pi boards: the boot partition the Pi's own firmware reads, and U-Boot's part
+//! when the board has one (`[boot.u_boot]`).
 //!
 //! The boot FAT holds the board's firmware files from Debian's `raspi-firmware` and
 //! `config.txt` at its root, and one folder per root slot ([`slot_dir`]: `slot-a/`,
@@ -10,12 +11,23 @@
 //! instead of `config.txt` for the one boot after `reboot '0 tryboot'`. Everything
 //! board-specific is data (`[boot] method = "rpi"` in `boards/<name>.toml`); the templates are
 //! in `overlays/boot/rpi/`.
+//!
+//! With U-Boot, `config.txt`'s `kernel=` is `u-boot.bin` in the slot folder (the firmware
+//! still loads the good slot's DTB, with its fixups and overlays), and the slot is U-Boot's
+//! choice: `boot.scr` boots the slot `slots.txt` names (`good=a`), or a trial while
+//! `trial.txt` has tries left (`trial=b`, `tries=1`), counting each try down on the FAT
+//! before the kernel runs. That needs no kernel patch (the firmware's one-shot tryboot flag
+//! is set by a Raspberry Pi kernel's reboot notifier, which Debian's kernel lacks), and a
+//! trial that crashes before its initramfs still falls back. Each slot folder then holds
+//! `bootargs.txt` (`bootargs=` and its command line) for U-Boot beside `cmdline.txt`.
 
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use super::uboot::{script_image, ImageArch};
 use super::{kernel_image, BootMethod};
+use crate::disk::layout::Slot;
 use crate::plan::Plan;
 use crate::profile::RpiBoot;
 use crate::rootfs::Unpacked;
@@ -46,10 +58,37 @@ pub const CONFIG_TXT: &str = "config.txt";
 /// `reboot '0 tryboot'` (the one-shot flag).
 pub const TRYBOOT_TXT: &str = "tryboot.txt";
 
+/// U-Boot's script on the FAT root, found by its standard boot.
+pub const BOOT_SCR: &str = "boot.scr";
+/// The good slot for U-Boot (`good=a`); written by the node when it marks a slot good.
+pub const SLOTS_TXT: &str = "slots.txt";
+/// A trial for U-Boot (`trial=b`, `tries=N`); U-Boot counts `tries` down.
+pub const TRIAL_TXT: &str = "trial.txt";
+/// U-Boot's file name in a slot folder (`config.txt`'s `kernel=`).
+pub const U_BOOT_BIN: &str = "u-boot.bin";
+/// A slot's command line for U-Boot (`bootargs=...`).
+pub const BOOTARGS_TXT: &str = "bootargs.txt";
+
 /// The folder of a root slot's boot files (`slot-a/`), as `os_prefix=` names it (with the
 /// trailing `/` the firmware needs for a folder).
-pub fn slot_dir(slot: char) -> String {
+pub fn slot_dir(slot: Slot) -> String {
     format!("slot-{slot}/")
+}
+
+/// `slots.txt` naming `slot` the good one, as U-Boot's `env import -t` reads it.
+pub fn slots_txt(slot: Slot) -> String {
+    format!("good={slot}\n")
+}
+
+/// `trial.txt` giving `slot` `tries` boots.
+pub fn trial_txt(slot: Slot, tries: u32) -> String {
+    format!("trial={slot}\ntries={tries}\n")
+}
+
+/// The files of a slot folder that name the slot (its root and verity hash): one per slot in
+/// a bundle; the others are the same for both.
+pub fn names_its_slot(file_name: &str) -> bool {
+    file_name == "cmdline.txt" || file_name == BOOTARGS_TXT
 }
 
 /// `[boot] method = "rpi"` of a board.
@@ -59,16 +98,23 @@ pub struct Rpi<'a> {
 
 impl BootMethod for Rpi<'_> {
     fn name(&self) -> &'static str {
-        "rpi"
+        if self.spec.u_boot.is_some() {
+            "uboot"
+        } else {
+            "rpi"
+        }
     }
 
     fn package_files(&self) -> Vec<String> {
         let dir = self.spec.firmware_dir.trim_end_matches('/');
-        self.spec
+        let mut files: Vec<String> = self
+            .spec
             .firmware
             .iter()
             .map(|f| format!("{dir}/{f}"))
-            .collect()
+            .collect();
+        files.extend(self.spec.u_boot.iter().map(|u| u.binary.clone()));
+        files
     }
 
     fn boot_tree(&self, plan: &Plan, u: &Unpacked, initrd: &[u8], cmdline: &str) -> Result<Tree> {
@@ -79,9 +125,10 @@ impl BootMethod for Rpi<'_> {
         Some(&self.spec.imager_devices)
     }
 
-    /// The slot folder's files: `cmdline.txt` once per slot (it names the slot's root), the
-    /// kernel, initramfs and DTBs once for both (`slot-@SLOT@/...`). `config.txt` stays the
-    /// node's: arming writes `tryboot.txt` from it.
+    /// The slot folder's files: `cmdline.txt` (and U-Boot's `bootargs.txt`) once per slot
+    /// (they name the slot's root), the kernel, initramfs, DTBs and U-Boot once for both
+    /// (`slot-@SLOT@/...`). `config.txt` stays the node's: arming writes `tryboot.txt` from it
+    /// (or `trial.txt`, with U-Boot).
     fn bundle_boot_files(
         &self,
         plan: &Plan,
@@ -90,23 +137,20 @@ impl BootMethod for Rpi<'_> {
         boot_a: &Tree,
         cmdline_b: &str,
     ) -> Result<Vec<crate::bundle::BootFile>> {
-        use crate::disk::layout::Slot;
         let mark = crate::bundle::SLOT_MARK;
-        let cmdline_a = format!("{}cmdline.txt", slot_dir('a'));
-        let a = boot_a
-            .read(&cmdline_a)
-            .with_context(|| format!("the boot tree has no {cmdline_a}"))?
-            .to_vec();
         let mut out = Vec::new();
-        for (name, data) in
-            slot_files(plan, u, self.spec, kernel_image(u)?, initrd, cmdline_b, 'b')?
-        {
+        for (name, data) in slot_files(plan, u, self.spec, kernel_image(u)?, initrd, cmdline_b)? {
             let path = format!("slot-{mark}/{name}");
-            if name == "cmdline.txt" {
+            if names_its_slot(&name) {
+                let in_a = format!("{}{name}", slot_dir(Slot::A));
+                let a = boot_a
+                    .read(&in_a)
+                    .with_context(|| format!("the boot tree has no {in_a}"))?
+                    .to_vec();
                 out.push(crate::bundle::BootFile {
                     path: path.clone(),
                     slot: Some(Slot::A),
-                    data: a.clone(),
+                    data: a,
                 });
                 out.push(crate::bundle::BootFile {
                     path,
@@ -147,26 +191,34 @@ fn boot_tree(
         })?;
         t.add_file(f, data.to_vec(), 0o644)?;
     }
-    let files = slot_files(plan, u, spec, kernel, initrd, cmdline, 'a')?;
+    let files = slot_files(plan, u, spec, kernel, initrd, cmdline)?;
     let dtb_names: Vec<String> = files
         .iter()
         .filter(|(n, _)| n.ends_with(".dtb"))
         .map(|(n, _)| n.clone())
         .collect();
     for (name, data) in files {
-        t.add_file(&format!("{}{name}", slot_dir('a')), data, 0o644)?;
+        t.add_file(&format!("{}{name}", slot_dir(Slot::A)), data, 0o644)?;
     }
-    let text = render(
-        &template_dir(plan, spec).join("config.txt.j2"),
-        &template_context(plan, u, spec, cmdline, &dtb_names),
-    )?;
-    t.add_file(CONFIG_TXT, config_for_slot(&text, 'a'), 0o644)?;
+    let ctx = template_context(plan, u, spec, cmdline, &dtb_names);
+    let text = render(&template_dir(plan, spec).join("config.txt.j2"), &ctx)?;
+    t.add_file(CONFIG_TXT, config_for_slot(&text, Slot::A), 0o644)?;
+    if spec.u_boot.is_some() {
+        let script = render(&template_dir(plan, spec).join("boot.cmd.j2"), &ctx)?;
+        let arch = match plan.board.arch {
+            crate::profile::Arch::Arm64 => ImageArch::Arm64,
+            _ => ImageArch::Arm,
+        };
+        t.add_file(BOOT_SCR, script_image(&script, "edgeimg boot", arch), 0o644)?;
+        t.add_file(SLOTS_TXT, slots_txt(Slot::A), 0o644)?;
+    }
     Ok(t)
 }
 
 /// One slot's boot files, named inside its folder: the kernel, the initramfs, the board's
 /// device trees and `cmdline.txt` (the slot's own command line: its root, verity hash and
-/// `edgeimg.slot=`). An update bundle carries these for the slot it writes.
+/// `edgeimg.slot=`); with U-Boot, `u-boot.bin` and `bootargs.txt` too. An update bundle
+/// carries these for the slot it writes.
 pub fn slot_files(
     plan: &Plan,
     u: &Unpacked,
@@ -174,7 +226,6 @@ pub fn slot_files(
     kernel: std::sync::Arc<[u8]>,
     initrd: &[u8],
     cmdline: &str,
-    _slot: char,
 ) -> Result<Vec<(String, Vec<u8>)>> {
     let board_file = plan.board.file.display().to_string();
     let mut files = Vec::new();
@@ -206,13 +257,27 @@ pub fn slot_files(
             path.display()
         );
     }
+    if let Some(ub) = &spec.u_boot {
+        let bin = u.root.read(&ub.binary).with_context(|| {
+            format!(
+                "{board_file}: boot.u_boot.binary: {} is not in any package (is u-boot-rpi in \
+                 `packages`?)",
+                ub.binary
+            )
+        })?;
+        files.push((U_BOOT_BIN.to_string(), bin.to_vec()));
+        files.push((
+            BOOTARGS_TXT.to_string(),
+            format!("bootargs={}\n", text.trim_end()).into_bytes(),
+        ));
+    }
     files.push(("cmdline.txt".to_string(), text.into_bytes()));
     Ok(files)
 }
 
 /// `config.txt` (or `tryboot.txt`) booting `slot`: the rendered text with its
 /// `os_prefix=` line set to the slot's folder (added when the template has none).
-pub fn config_for_slot(text: &str, slot: char) -> String {
+pub fn config_for_slot(text: &str, slot: Slot) -> String {
     let line = format!("os_prefix={}", slot_dir(slot));
     let mut found = false;
     let mut out = String::new();
@@ -250,10 +315,13 @@ fn template_context(
         kernel => spec.kernel.clone(),
         initramfs => spec.initramfs.clone(),
         arm_64bit => spec.arm_64bit,
+        u_boot => spec.u_boot.is_some(),
+        u_boot_bin => U_BOOT_BIN,
+        boot_command => spec.u_boot.as_ref().map(|u| u.boot_command.as_str()),
         config => spec.config.iter().chain(&plan.node.boot.config_txt).cloned().collect::<Vec<_>>(),
         cmdline => cmdline,
         dtbs => dtb_names,
-        os_prefix => slot_dir('a'),
+        os_prefix => slot_dir(Slot::A),
     }
 }
 
@@ -392,13 +460,13 @@ mod tests {
     fn config_for_a_slot_sets_its_os_prefix_once() {
         let text = "arm_64bit=1\nos_prefix=slot-a/\nkernel=vmlinuz\n";
         assert_eq!(
-            config_for_slot(text, 'b'),
+            config_for_slot(text, Slot::B),
             "arm_64bit=1\nos_prefix=slot-b/\nkernel=vmlinuz\n"
         );
-        assert_eq!(config_for_slot(text, 'a'), text);
+        assert_eq!(config_for_slot(text, Slot::A), text);
         // A template without the line gets it at the end.
         assert_eq!(
-            config_for_slot("kernel=k", 'b'),
+            config_for_slot("kernel=k", Slot::B),
             "kernel=k\nos_prefix=slot-b/\n"
         );
     }
@@ -428,7 +496,7 @@ mod tests {
     fn card(tryboot_txt: bool, b_files: bool) -> Vec<(String, String)> {
         let mut v: Vec<(String, String)> = vec![("config.txt".into(), CONFIG.into())];
         if tryboot_txt {
-            v.push(("tryboot.txt".into(), config_for_slot(CONFIG, 'b')));
+            v.push(("tryboot.txt".into(), config_for_slot(CONFIG, Slot::B)));
         }
         v.extend(slot_files('a').into_iter().map(|(n, t)| (n, t.to_string())));
         if b_files {

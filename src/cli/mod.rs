@@ -77,8 +77,8 @@ pub struct UpdateArgs {
     /// Install a version that is not newer than the active one.
     #[arg(long)]
     pub force: bool,
-    /// Boots the loader tries the new slot before falling back (systemd-boot; the Raspberry
-    /// Pi firmware's tryboot is always one boot).
+    /// Boots the loader tries the new slot before falling back (systemd-boot; a Raspberry
+    /// Pi's trial, by U-Boot or the firmware's tryboot, is always one boot).
     #[arg(long, default_value_t = 3, value_name = "N")]
     pub tries: u32,
     /// Allow a device that is not removable (never a mounted or system disk).

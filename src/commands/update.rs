@@ -18,14 +18,18 @@ pub(crate) fn update(out: Out, a: &UpdateArgs) -> Result<()> {
         return super::print_json(&r);
     }
     if !out.quiet {
-        let how = if r.boot_file.ends_with('/') {
-            // A Pi folder: the firmware's one-shot flag can only be set by the running board.
-            format!(
+        use crate::image::slots::Loader;
+        let how = match r.loader {
+            // The firmware's one-shot flag can only be set by the running board.
+            Loader::PiFirmware => format!(
                 "{} and tryboot.txt; the card's next boot asks the firmware for the trial with `reboot '0 tryboot'`",
                 r.boot_file
-            )
-        } else {
-            format!("{}, {} tries", r.boot_file, r.tries)
+            ),
+            Loader::UBoot => format!(
+                "{} and trial.txt, {} try; U-Boot boots it next",
+                r.boot_file, r.tries
+            ),
+            Loader::SystemdBoot => format!("{}, {} tries", r.boot_file, r.tries),
         };
         println!(
             "{}: slot {} now holds v{} (active: v{}), armed as a trial ({how}) in {:.1}s",

@@ -61,6 +61,8 @@ pub struct Inspection {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BootInfo {
+    /// What switches the root slots (None: neither EFI/ nor config.txt).
+    pub loader: Option<crate::image::slots::Loader>,
     pub label: String,
     pub volume_id: String,
     pub cluster_bytes: u64,
@@ -210,31 +212,43 @@ pub fn inspect_file(path: &Path, shown_as: &Path) -> Result<Inspection> {
             .and_then(|r| r.listing.as_ref())
             .and_then(|l| l.build_env.get("IMAGE_VERSION").cloned())
     });
-    let is_uefi = files
-        .iter()
-        .any(|(p, _)| p.to_ascii_lowercase().starts_with("efi/"));
-    let slots = if table.partitions.len() < 4 {
-        Vec::new()
-    } else if is_uefi {
-        crate::image::slots::uefi_slots(&ukis, slot_parts, root_versions)
-    } else {
-        let as_text = |d: Option<Vec<u8>>| d.map(|d| String::from_utf8_lossy(&d).to_string());
-        let config = as_text(read_small(&mut vol, &files, "config.txt")?);
-        let tryboot = as_text(read_small(&mut vol, &files, "tryboot.txt")?);
-        let has_kernel = crate::disk::layout::Slot::ALL.map(|s| {
-            let prefix = format!("slot-{s}/");
-            files.iter().any(|(p, _)| {
-                let l = p.to_ascii_lowercase();
-                l.starts_with(&prefix) && (l.contains("kernel") || l.contains("vmlinuz"))
-            })
-        });
-        crate::image::slots::rpi_slots(
-            config.as_deref(),
-            tryboot.as_deref(),
-            has_kernel,
-            slot_parts,
-            root_versions,
-        )
+    use crate::image::slots::Loader;
+    let loader = Loader::of(files.iter().map(|(p, _)| p.as_str()));
+    let as_text = |d: Option<Vec<u8>>| d.map(|d| String::from_utf8_lossy(&d).to_string());
+    let has_kernel = crate::disk::layout::Slot::ALL.map(|s| {
+        let prefix = format!("slot-{s}/");
+        files.iter().any(|(p, _)| {
+            let l = p.to_ascii_lowercase();
+            l.starts_with(&prefix) && (l.contains("kernel") || l.contains("vmlinuz"))
+        })
+    });
+    let slots = match loader {
+        _ if table.partitions.len() < 4 => Vec::new(),
+        Some(Loader::SystemdBoot) => {
+            crate::image::slots::uefi_slots(&ukis, slot_parts, root_versions)
+        }
+        Some(Loader::UBoot) => {
+            let slots_txt = as_text(read_small(&mut vol, &files, crate::boot::rpi::SLOTS_TXT)?);
+            let trial_txt = as_text(read_small(&mut vol, &files, crate::boot::rpi::TRIAL_TXT)?);
+            crate::image::slots::uboot_slots(
+                slots_txt.as_deref(),
+                trial_txt.as_deref(),
+                has_kernel,
+                slot_parts,
+                root_versions,
+            )
+        }
+        Some(Loader::PiFirmware) | None => {
+            let config = as_text(read_small(&mut vol, &files, "config.txt")?);
+            let tryboot = as_text(read_small(&mut vol, &files, "tryboot.txt")?);
+            crate::image::slots::rpi_slots(
+                config.as_deref(),
+                tryboot.as_deref(),
+                has_kernel,
+                slot_parts,
+                root_versions,
+            )
+        }
     };
     let active = slots.iter().find(|s| s.active);
     let uki = match active.and_then(|s| s.boot_file.as_ref()) {
@@ -245,6 +259,7 @@ pub fn inspect_file(path: &Path, shown_as: &Path) -> Result<Inspection> {
         cmdline = Some(u.cmdline.clone());
     }
     let boot = BootInfo {
+        loader,
         label: vol.label().to_string(),
         volume_id: format!(
             "{:04X}-{:04X}",

@@ -9,6 +9,7 @@
 //!
 //! Raspberry Pi: folders `slot-a/`, `slot-b/`; `config.txt`'s `os_prefix=` names the good
 //! slot, `tryboot.txt`'s the trial. An image without slot folders boots slot A from the top.
+//! With U-Boot, `slots.txt` names the good slot and `trial.txt` the trial and its tries left.
 
 use std::cmp::Ordering;
 
@@ -16,6 +17,47 @@ use serde::Serialize;
 
 use crate::disk::layout::Slot;
 use crate::util::version::ImageVersion;
+
+/// What switches an image's slots, found from its boot partition's files (decided here once,
+/// for inspect and for `edgeimg update`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Loader {
+    /// systemd-boot's boot counting on per-slot UKIs in `EFI/Linux/`.
+    SystemdBoot,
+    /// U-Boot's `boot.scr`: `slots.txt`, `trial.txt`.
+    UBoot,
+    /// The Raspberry Pi firmware alone: `config.txt`'s `os_prefix=slot-X/`, `tryboot.txt`.
+    PiFirmware,
+}
+
+impl Loader {
+    /// The loader of a boot partition with these file paths (as FAT is, case-insensitive).
+    pub fn of<'a>(paths: impl IntoIterator<Item = &'a str>) -> Option<Loader> {
+        let (mut efi, mut scr, mut config) = (false, false, false);
+        for p in paths {
+            let p = p.to_ascii_lowercase();
+            efi |= p.starts_with("efi/");
+            scr |= p == crate::boot::rpi::BOOT_SCR;
+            config |= p == crate::boot::rpi::CONFIG_TXT;
+        }
+        match (efi, config, scr) {
+            (true, _, _) => Some(Loader::SystemdBoot),
+            (false, true, true) => Some(Loader::UBoot),
+            (false, true, false) => Some(Loader::PiFirmware),
+            (false, false, _) => None,
+        }
+    }
+
+    /// The boot method a bundle for it names (the board's `boot::method` name).
+    pub fn boot_method(self) -> &'static str {
+        match self {
+            Loader::SystemdBoot => "uefi",
+            Loader::UBoot => "uboot",
+            Loader::PiFirmware => "rpi",
+        }
+    }
+}
 
 /// A UKI file name of the slots: its slot and boot counter (tries left, tries done).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -203,6 +245,64 @@ pub fn rpi_slots(
         .collect()
 }
 
+/// A value of a U-Boot text environment file (`name=value` lines, `#` comments, maybe a NUL
+/// at the end from U-Boot's `env export -t`).
+pub fn uboot_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.lines().rev().find_map(|l| {
+        let l = l.trim_end_matches('\0');
+        l.strip_prefix(name)?.strip_prefix('=')
+    })
+}
+
+/// The slots of a Raspberry Pi image booted by U-Boot: `slots.txt` and `trial.txt` text,
+/// whether each slot folder has a kernel, and each root's IMAGE_VERSION. U-Boot boots the
+/// trial next while it has tries left, the good slot otherwise (a when slots.txt names none).
+pub fn uboot_slots(
+    slots_txt: Option<&str>,
+    trial_txt: Option<&str>,
+    has_kernel: [bool; 2],
+    partitions: [u32; 2],
+    root_versions: [Option<String>; 2],
+) -> Vec<SlotInfo> {
+    let good = slots_txt
+        .and_then(|t| uboot_value(t, "good"))
+        .and_then(Slot::parse)
+        .unwrap_or(Slot::A);
+    let trial = trial_txt.and_then(|t| {
+        let slot = Slot::parse(uboot_value(t, "trial")?)?;
+        let tries: u32 = uboot_value(t, "tries")?.trim().parse().ok()?;
+        (slot != good).then_some((slot, tries))
+    });
+    let index = |s: Slot| match s {
+        Slot::A => 0,
+        Slot::B => 1,
+    };
+    let next = match trial {
+        Some((t, left)) if left > 0 && has_kernel[index(t)] => t,
+        _ => good,
+    };
+    Slot::ALL
+        .iter()
+        .zip(partitions)
+        .zip(root_versions)
+        .map(|((&slot, partition), version)| {
+            let bootable = has_kernel[index(slot)];
+            let mine = trial.filter(|(t, _)| *t == slot);
+            SlotInfo {
+                slot,
+                partition,
+                version,
+                boot_file: bootable.then(|| format!("slot-{slot}/")),
+                bootable: bootable && mine.is_none_or(|(_, left)| left > 0),
+                trial: bootable && mine.is_some_and(|(_, left)| left > 0),
+                failed: bootable && mine.is_some_and(|(_, left)| left == 0),
+                active: bootable && next == slot,
+                tries_left: mine.map(|(_, left)| left),
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,5 +367,65 @@ mod tests {
         );
         assert!(s[0].active && !s[0].trial);
         assert!(s[1].trial && !s[1].active);
+    }
+
+    #[test]
+    fn the_loader_is_known_by_its_files() {
+        assert_eq!(
+            Loader::of(["EFI/BOOT/BOOTX64.EFI", "loader/loader.conf"]),
+            Some(Loader::SystemdBoot)
+        );
+        assert_eq!(
+            Loader::of(["config.txt", "BOOT.SCR", "slot-a/vmlinuz"]),
+            Some(Loader::UBoot)
+        );
+        assert_eq!(Loader::of(["config.txt"]), Some(Loader::PiFirmware));
+        assert_eq!(Loader::of(["readme.txt", "boot.scr"]), None);
+    }
+
+    #[test]
+    fn u_boot_slots_follow_slots_txt_and_the_tries_of_trial_txt() {
+        let s = uboot_slots(Some("good=a\n"), None, [true, false], [2, 3], [None, None]);
+        assert!(s[0].active && !s[0].trial && !s[1].bootable);
+        // An armed trial boots next, and shows its tries.
+        let t = "trial=b\ntries=1\n";
+        let s = uboot_slots(
+            Some("good=a\n"),
+            Some(t),
+            [true, true],
+            [2, 3],
+            [None, None],
+        );
+        assert!(s[1].trial && s[1].active && s[1].tries_left == Some(1));
+        assert!(!s[0].active && s[0].bootable);
+        // U-Boot counted it down (export -t ends with a NUL): used up, the good slot boots.
+        let t = "trial=b\ntries=0\n\0";
+        let s = uboot_slots(
+            Some("good=a\n"),
+            Some(t),
+            [true, true],
+            [2, 3],
+            [None, None],
+        );
+        assert!(s[1].failed && !s[1].active && !s[1].trial && !s[1].bootable);
+        assert!(s[0].active);
+        // No slots.txt (or a torn one): a, as boot.scr does; a trial naming the good slot is none.
+        let s = uboot_slots(
+            Some("goo"),
+            Some("trial=a\ntries=1"),
+            [true, true],
+            [2, 3],
+            [None, None],
+        );
+        assert!(s[0].active && !s[0].trial && s[0].tries_left.is_none());
+        // A trial whose folder has no kernel is skipped by boot.scr.
+        let s = uboot_slots(
+            Some("good=b\n"),
+            Some("trial=a\ntries=1"),
+            [false, true],
+            [2, 3],
+            [None, None],
+        );
+        assert!(s[1].active && !s[0].bootable && !s[0].trial);
     }
 }

@@ -149,4 +149,38 @@ pub struct RpiBoot {
     /// Raspberry Pi Imager device tags the image is offered for (`pi4-64bit`, `pi3-32bit`).
     #[serde(default)]
     pub imager_devices: Vec<String>,
+    /// U-Boot between the firmware and the kernel (`[boot.u_boot]`): it picks the root slot
+    /// and counts a trial's boots on the FAT, which the firmware cannot do with a mainline
+    /// kernel (its one-shot tryboot flag needs a Raspberry Pi kernel patch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub u_boot: Option<UBootSpec>,
+}
+
+/// `[boot.u_boot]` of a Raspberry Pi board: Debian's U-Boot build for it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UBootSpec {
+    /// The U-Boot binary in the packages (`usr/lib/u-boot/rpi_arm64/u-boot.bin`); the
+    /// firmware loads it from the slot folder as `config.txt`'s `kernel=`.
+    pub binary: String,
+    /// The U-Boot command that starts this board's kernel: `booti` (arm64 Image) or
+    /// `bootz` (32-bit zImage).
+    pub boot_command: UBootCommand,
+}
+
+/// How U-Boot starts a kernel image.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum UBootCommand {
+    Booti,
+    Bootz,
+}
+
+impl UBootCommand {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UBootCommand::Booti => "booti",
+            UBootCommand::Bootz => "bootz",
+        }
+    }
 }

@@ -8,9 +8,10 @@
 //! files written: an interrupted update leaves the active slot booting.
 //!
 //! How the trial is armed is the board loader's business ([`Loader`]): systemd-boot boots a
-//! `+TRIES` UKI by itself; the Pi firmware's one-shot tryboot flag lives in its RAM, so a
-//! card gets `tryboot.txt` and a trial record marked `offline`, and the running slot's init
-//! asks the firmware for the trial (`reboot '0 tryboot'`) on the card's next boot.
+//! `+TRIES` UKI by itself, and so does U-Boot on a Pi with `trial.txt`; the Pi firmware's
+//! one-shot tryboot flag lives in its RAM, so a card without U-Boot gets `tryboot.txt` and a
+//! trial record marked `offline`, and the running slot's init asks the firmware for the
+//! trial (`reboot '0 tryboot'`) on the card's next boot.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -18,42 +19,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
+use crate::boot::rpi::{config_for_slot, trial_txt, SLOTS_TXT, TRIAL_TXT};
 use crate::bundle::BundleManifest;
 use crate::disk::layout::Slot;
 use crate::fs::fat::FatVolume;
-use crate::image::slots::SlotInfo;
+use crate::image::slots::{Loader, SlotInfo};
 use crate::util::version::ImageVersion;
-
-/// The loader that switches the card's slots, found from its boot partition.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Loader {
-    /// systemd-boot's boot counting on per-slot UKIs in `EFI/Linux/`.
-    SystemdBoot,
-    /// The Raspberry Pi firmware: `config.txt`'s `os_prefix=slot-X/`, `tryboot.txt`.
-    PiFirmware,
-}
-
-impl Loader {
-    fn of(boot_files: &[(String, u64)]) -> Option<Loader> {
-        let has =
-            |f: &dyn Fn(&str) -> bool| boot_files.iter().any(|(p, _)| f(&p.to_ascii_lowercase()));
-        if has(&|p| p.starts_with("efi/")) {
-            Some(Loader::SystemdBoot)
-        } else if has(&|p| p == "config.txt") {
-            Some(Loader::PiFirmware)
-        } else {
-            None
-        }
-    }
-
-    /// The bundle manifest's `boot_method` for it.
-    fn boot_method(self) -> &'static str {
-        match self {
-            Loader::SystemdBoot => "uefi",
-            Loader::PiFirmware => "rpi",
-        }
-    }
-}
 
 /// What an update did.
 #[derive(Debug, Serialize)]
@@ -66,6 +37,8 @@ pub struct UpdateReport {
     pub from_version: String,
     /// The trial's boot file on the boot partition.
     pub boot_file: String,
+    /// What boots the trial.
+    pub loader: Loader,
     pub tries: u32,
     pub seconds: f64,
 }
@@ -116,7 +89,7 @@ pub fn update(o: &Options) -> Result<UpdateReport> {
         .find(|s| s.slot == target_slot)
         .cloned()
         .expect("two slots");
-    let loader = Loader::of(&ins.boot.files).with_context(|| {
+    let loader = ins.boot.loader.with_context(|| {
         format!("{what}: its boot partition has neither EFI/ nor config.txt: not an edgeimg image")
     })?;
     let file = std::fs::OpenOptions::new()
@@ -231,7 +204,15 @@ pub fn update(o: &Options) -> Result<UpdateReport> {
             o.tries,
         ),
         // tryboot is one boot: a crash, a hang or a power cut in it boots config.txt's slot.
-        Loader::PiFirmware => (arm_rpi(&mut vol, &verified, &trial, &what)?, 1),
+        Loader::PiFirmware => (
+            arm_rpi(&mut vol, &verified, &trial, Arm::TrybootTxt, &what)?,
+            1,
+        ),
+        // boot.scr counts the one try down before the kernel runs.
+        Loader::UBoot => (
+            arm_rpi(&mut vol, &verified, &trial, Arm::TrialTxt, &what)?,
+            1,
+        ),
     };
     drop(vol);
     file.sync_all().context("flushing to disk")?;
@@ -241,6 +222,7 @@ pub fn update(o: &Options) -> Result<UpdateReport> {
         version: verified.manifest.image_version,
         from_version: running_version,
         boot_file,
+        loader,
         tries,
         seconds: started.elapsed().as_secs_f64(),
     })
@@ -283,18 +265,34 @@ fn arm_uefi<F: std::io::Read + std::io::Write + std::io::Seek>(
     Ok(boot_file)
 }
 
-/// Raspberry Pi: the slot's folder (kernel last: the firmware skips a prefix whose folder has
-/// no kernel), then tryboot.txt (config.txt naming that folder), then the record with the
-/// boot id `offline`: the next boot is the active slot's, and its init reboots into the
-/// trial with the firmware's one-shot flag (edgeimg-update --boot).
+/// How a Pi card's trial is armed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Arm {
+    /// The firmware alone: `tryboot.txt`, taken under the one-shot flag the running slot asks
+    /// for on the card's next boot.
+    TrybootTxt,
+    /// U-Boot: `trial.txt` with one try, which boot.scr takes on the card's next boot.
+    TrialTxt,
+}
+
+/// Raspberry Pi: the slot's folder (kernel last: the firmware, or boot.scr, skips a folder
+/// with no kernel), then what arms it (tryboot.txt, config.txt naming that folder; or
+/// trial.txt for U-Boot), then the record. Without U-Boot its boot id is `offline`: the next
+/// boot is the active slot's, and its init reboots into the trial with the firmware's
+/// one-shot flag (edgeimg-update --boot).
 fn arm_rpi<F: std::io::Read + std::io::Write + std::io::Seek>(
     vol: &mut FatVolume<F>,
     verified: &crate::bundle::Verified,
     t: &Trial,
+    arm: Arm,
     what: &str,
 ) -> Result<String> {
     let config = read_config(vol, what)?;
-    let kernel = format!("slot-{}/{}", t.slot, rpi_kernel_name(&config));
+    let kernel_name = match arm {
+        Arm::TrybootTxt => rpi_kernel_name(&config),
+        Arm::TrialTxt => UBOOT_KERNEL.to_string(),
+    };
+    let kernel = format!("slot-{}/{kernel_name}", t.slot);
     let mut files: Vec<(String, &[u8])> = verified
         .boot
         .iter()
@@ -311,8 +309,12 @@ fn arm_rpi<F: std::io::Read + std::io::Write + std::io::Seek>(
         vol.write_file(path, data)
             .with_context(|| format!("{what}: writing {path}"))?;
     }
-    vol.write_file("tryboot.txt", rpi_config_for(&config, t.slot).as_bytes())
-        .with_context(|| format!("{what}: writing tryboot.txt"))?;
+    let (armed, text) = match arm {
+        Arm::TrybootTxt => ("tryboot.txt", config_for_slot(&config, t.slot)),
+        Arm::TrialTxt => (TRIAL_TXT, trial_txt(t.slot, 1)),
+    };
+    vol.write_file(armed, text.as_bytes())
+        .with_context(|| format!("{what}: writing {armed}"))?;
     let record = format!("{} {} {} offline\n", t.slot, t.version, t.from);
     vol.write_file(TRIAL_FILE, record.as_bytes())
         .with_context(|| format!("{what}: writing {TRIAL_FILE}"))?;
@@ -344,25 +346,8 @@ fn rpi_kernel_name(config: &str) -> String {
         .unwrap_or_else(|| "kernel8.img".into())
 }
 
-/// `config` with its `os_prefix=` lines naming `slot` (one added when there is none), as
-/// slot.sh's slot_rpi_config_for writes tryboot.txt.
-fn rpi_config_for(config: &str, slot: Slot) -> String {
-    let line = format!("os_prefix=slot-{slot}/");
-    let mut out: Vec<String> = config
-        .lines()
-        .map(|l| {
-            if l.trim_start().starts_with("os_prefix=") {
-                line.clone()
-            } else {
-                l.to_string()
-            }
-        })
-        .collect();
-    if !out.contains(&line) {
-        out.push(line);
-    }
-    out.join("\n") + "\n"
-}
+/// The kernel boot.scr loads from a slot folder (slot.sh's SLOT_UBOOT_KERNEL).
+const UBOOT_KERNEL: &str = "vmlinuz";
 
 /// Makes `slot` unbootable: its UKIs (systemd-boot), or tryboot.txt and its folder (Pi).
 fn disarm(file: &File, off: u64, size: u64, loader: Loader, slot: Slot, what: &str) -> Result<()> {
@@ -381,6 +366,28 @@ fn disarm(file: &File, off: u64, size: u64, loader: Loader, slot: Slot, what: &s
                     vol.remove(&format!("{}/{n}", crate::boot::uefi::UKI_DIR))
                         .with_context(|| format!("{what}: removing {n}"))?;
                 }
+            }
+        }
+        Loader::UBoot => {
+            let good = vol
+                .read_file(SLOTS_TXT)
+                .ok()
+                .flatten()
+                .map(|b| String::from_utf8_lossy(&b).into_owned());
+            let good = good
+                .as_deref()
+                .and_then(|t| crate::image::slots::uboot_value(t, "good"))
+                .and_then(Slot::parse)
+                .unwrap_or(Slot::A);
+            ensure!(
+                good != slot,
+                "{what}: slots.txt names slot {slot} good, the one the update would overwrite"
+            );
+            // The trial first, then the kernel: boot.scr skips a folder without it.
+            let kernel = format!("slot-{slot}/{UBOOT_KERNEL}");
+            for path in [TRIAL_TXT, &kernel, &format!("slot-{slot}")] {
+                vol.remove(path)
+                    .with_context(|| format!("{what}: removing {path}"))?;
             }
         }
         Loader::PiFirmware => {
@@ -425,23 +432,16 @@ mod tests {
     #[test]
     fn a_pi_trial_config_names_the_slot_folder_and_keeps_the_rest() {
         let config = "[all]\narm_64bit=1\nkernel=vmlinuz\nos_prefix=slot-a/\ninitramfs initrd.img followkernel\n";
-        let t = rpi_config_for(config, Slot::B);
+        let t = config_for_slot(config, Slot::B);
         assert_eq!(
             t,
             "[all]\narm_64bit=1\nkernel=vmlinuz\nos_prefix=slot-b/\ninitramfs initrd.img followkernel\n"
         );
         assert_eq!(crate::image::slots::os_prefix_slot(&t), Some(Slot::B));
         // A config.txt without a prefix gets one.
-        assert!(rpi_config_for("kernel=vmlinuz", Slot::B).ends_with("\nos_prefix=slot-b/\n"));
+        assert!(config_for_slot("kernel=vmlinuz", Slot::B).ends_with("\nos_prefix=slot-b/\n"));
         assert_eq!(rpi_kernel_name(config), "vmlinuz");
         assert_eq!(rpi_kernel_name("arm_64bit=1\n"), "kernel8.img");
-        let boot = |p: &str| vec![(p.to_string(), 1u64)];
-        assert_eq!(Loader::of(&boot("config.txt")), Some(Loader::PiFirmware));
-        assert_eq!(
-            Loader::of(&boot("EFI/BOOT/BOOTX64.EFI")),
-            Some(Loader::SystemdBoot)
-        );
-        assert_eq!(Loader::of(&boot("readme.txt")), None);
     }
 
     #[test]

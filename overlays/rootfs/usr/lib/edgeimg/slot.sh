@@ -17,7 +17,8 @@
 #   slot_give_up           the running trial failed its health check: the next boot is the
 #                          other slot (called before `reboot -f`)
 #
-# Raspberry Pi: see its section below (os_prefix folders, tryboot.txt, `reboot '0 tryboot'`).
+# Raspberry Pi: see its sections below: the firmware alone (os_prefix folders, tryboot.txt,
+# `reboot '0 tryboot'`), or U-Boot (the same folders; slots.txt and trial.txt for boot.scr).
 #
 # UEFI (systemd-boot): one UKI per slot in EFI/Linux/, edgeimg-S.efi when good and
 # edgeimg-S+TRIES.efi on trial; systemd-boot renames it on each try (+2-1, +1-2, +0-3) and
@@ -96,6 +97,7 @@ slot_note_result() {
 slot_method() {
 	case "${BOOT_METHOD:-uefi}" in
 	rpi) echo rpi ;;
+	uboot) echo uboot ;;
 	*) echo uefi ;;
 	esac
 }
@@ -345,5 +347,106 @@ slot_rpi_commit() {
 # trial's tryboot.txt goes too, so that nothing can take it again.
 slot_rpi_give_up() {
 	rm -f "$SLOT_ESP/tryboot.txt"
+	sync
+}
+
+# --- Raspberry Pi with U-Boot: boot.scr counts a trial's boots on the FAT -----------------
+#
+# The same slot folders as above, and config.txt's os_prefix names the good slot (the
+# firmware loads its u-boot.bin and DTB), but U-Boot decides what runs: boot.scr boots the
+# slot slots.txt names (good=a), or, while trial.txt (trial=b, tries=N) has tries left,
+# the trial, after writing tries=N-1 back with fatwrite, before the kernel starts. A crash,
+# a hang the watchdog resets or a power cut in the trial uses its try, and the next boot is
+# the good slot. No reboot flag, so no kernel patch: a plain reboot starts the trial, and a
+# card armed offline boots its trial by itself. A slot whose folder has no kernel (the
+# vmlinuz, SLOT_UBOOT_KERNEL) is skipped by boot.scr.
+
+SLOT_UBOOT_KERNEL=${SLOT_UBOOT_KERNEL:-vmlinuz}
+# Tries a U-Boot trial gets: one, like the firmware's one-shot tryboot.
+SLOT_UBOOT_TRIES=${SLOT_UBOOT_TRIES:-1}
+
+# slot_uboot_value FILE NAME: NAME's value in a U-Boot text environment file (U-Boot's
+# `env export -t` may end it with a NUL).
+slot_uboot_value() {
+	tr -d '\000' <"$1" 2>/dev/null | sed -n "s/^$2=//p" | tail -n 1
+}
+
+# slot_uboot_good: the slot slots.txt names (a when it names none, as boot.scr does).
+slot_uboot_good() {
+	local s
+	s=$(slot_uboot_value "$SLOT_ESP/slots.txt" good)
+	case "$s" in
+	a | b) echo "$s" ;;
+	*) echo a ;;
+	esac
+}
+
+# slot_uboot_write NAME TEXT: the FAT file NAME holds TEXT (written beside it, renamed over
+# it: until the rename the old file counts).
+slot_uboot_write() {
+	printf '%s\n' "$2" >"$SLOT_ESP/$1.new" && sync &&
+		mv -f "$SLOT_ESP/$1.new" "$SLOT_ESP/$1" && sync
+}
+
+# slot_uboot_disarm S: no trial of S, no kernel in slot-S/. Refuses the slot that runs and
+# the good one.
+slot_uboot_disarm() {
+	local s="$1"
+	slot_rpi_check "$s" || return 1
+	[ "$s" != "$(slot_current)" ] || slot_rpi_fail "slot $s is running: it cannot be disarmed" || return 1
+	[ "$s" != "$(slot_uboot_good)" ] || slot_rpi_fail "slot $s is the good one in slots.txt: commit the running slot first" || return 1
+	if [ "$(slot_uboot_value "$SLOT_ESP/trial.txt" trial)" = "$s" ]; then
+		rm -f "$SLOT_ESP/trial.txt" || return 1
+	fi
+	rm -f "$SLOT_ESP/slot-$s/$SLOT_UBOOT_KERNEL" && sync
+}
+
+# slot_uboot_install_boot S DIR: as the firmware's, checking for the kernel boot.scr loads.
+slot_uboot_install_boot() {
+	local s="$1"
+	slot_rpi_check "$s" || return 1
+	[ -f "$2/slot-$s/$SLOT_UBOOT_KERNEL" ] || slot_rpi_fail "$2/slot-$s has no $SLOT_UBOOT_KERNEL (the kernel boot.scr loads)" || return 1
+	[ -f "$2/slot-$s/bootargs.txt" ] || slot_rpi_fail "$2/slot-$s has no bootargs.txt (the command line boot.scr reads)" || return 1
+	slot_rpi_install_boot "$@"
+}
+
+# slot_uboot_arm S VERSION: the next boot is S's trial, with SLOT_UBOOT_TRIES tries.
+slot_uboot_arm() {
+	local s="$1"
+	slot_rpi_check "$s" || return 1
+	[ -f "$SLOT_ESP/slot-$s/$SLOT_UBOOT_KERNEL" ] || slot_rpi_fail "slot-$s/ has no kernel: install its boot files first" || return 1
+	[ "$s" != "$(slot_uboot_good)" ] || slot_rpi_fail "slot $s is already the good one" || return 1
+	slot_note_trial "$s" "$2" "${IMAGE_VERSION:-}" || return 1
+	slot_uboot_write trial.txt "trial=$s
+tries=$SLOT_UBOOT_TRIES"
+}
+
+slot_uboot_reboot_trial() {
+	[ -n "$(slot_uboot_value "$SLOT_ESP/trial.txt" trial)" ] || slot_rpi_fail "no trial.txt: arm a slot first" || return 1
+	echo "${EDGEIMG_SAY:-edgeimg:} update: rebooting into slot $(slot_uboot_value "$SLOT_ESP/trial.txt" trial) on trial (U-Boot counts its tries)"
+	sync
+	reboot
+}
+
+# slot_uboot_on_trial: the running slot is not the good one.
+slot_uboot_on_trial() {
+	[ "$(slot_current)" != "$(slot_uboot_good)" ]
+}
+
+# slot_uboot_commit: slots.txt names the running slot, then config.txt (the firmware loads
+# its U-Boot and DTB from now on); the trial is gone.
+slot_uboot_commit() {
+	local cur
+	cur=$(slot_current)
+	slot_uboot_write slots.txt "good=$cur" || return 1
+	slot_rpi_config_for "$cur" "$SLOT_ESP/config.txt" "$SLOT_ESP/config.txt.new" &&
+		mv -f "$SLOT_ESP/config.txt.new" "$SLOT_ESP/config.txt" || return 1
+	rm -f "$SLOT_ESP/trial.txt" "$SLOT_STATE/trial" "$SLOT_STATE/result"
+	sync
+}
+
+# slot_uboot_give_up: no trial.txt, so the next boot is the good slot.
+slot_uboot_give_up() {
+	rm -f "$SLOT_ESP/trial.txt"
 	sync
 }
