@@ -428,4 +428,79 @@ mod tests {
         );
         assert!(s[1].active && !s[0].bootable && !s[0].trial);
     }
+
+    /// Runs `script` under busybox sh with slot.sh sourced, BOOT_METHOD=`method` and the boot
+    /// FAT at `fat`, booted on slot b; fails the test when it fails.
+    fn slot_sh(fat: &std::path::Path, method: &str, script: &str) {
+        let slot_sh = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("overlays/rootfs/usr/lib/edgeimg/slot.sh");
+        let cmdline = fat.join("cmdline");
+        std::fs::write(&cmdline, "edgeimg.slot=b\n").unwrap();
+        // busybox sh, as on the node (scripts/install-deps test installs busybox-static).
+        let out = std::process::Command::new("busybox")
+            .args(["sh", "-c", &format!(". '{}'\n{script}", slot_sh.display())])
+            .env("BOOT_METHOD", method)
+            .env("EDGEIMG_ESP", fat)
+            .env("EDGEIMG_CMDLINE", &cmdline)
+            .env("EDGEIMG_BOOT_ID", &cmdline)
+            .output()
+            .expect("busybox (apt-get install busybox-static)");
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// The node (slot.sh) and edgeimg (the build, inspect and `edgeimg update` offline) write and
+    /// read the same Pi boot files: a trial's config.txt for the firmware, trial.txt and
+    /// slots.txt for U-Boot.
+    #[test]
+    fn slot_sh_and_edgeimg_write_the_same_pi_boot_files() {
+        use crate::boot::rpi::{config_for_slot, slots_txt, trial_txt};
+        let d = tempfile::tempdir().unwrap();
+        let fat = d.path();
+        for config in [
+            "# edgeimg pi3\narm_64bit=1\nos_prefix=slot-a/\nkernel=vmlinuz\ninitramfs initrd.img followkernel\n[pi4]\ndtparam=audio=off\n",
+            // No os_prefix line at all: both add one at the end.
+            "arm_64bit=1\nkernel=vmlinuz\n",
+        ] {
+            std::fs::write(fat.join("config.txt"), config).unwrap();
+            slot_sh(
+                fat,
+                "rpi",
+                "slot_rpi_config_for b \"$SLOT_ESP/config.txt\" \"$SLOT_ESP/tryboot.txt\"",
+            );
+            let node = std::fs::read_to_string(fat.join("tryboot.txt")).unwrap();
+            assert_eq!(node, config_for_slot(config, Slot::B), "{config}");
+        }
+        // U-Boot: slot b armed from slot a, then committed from slot b's boot.
+        std::fs::create_dir_all(fat.join("slot-b")).unwrap();
+        std::fs::write(fat.join("slot-b/vmlinuz"), "k").unwrap();
+        std::fs::write(fat.join("slots.txt"), slots_txt(Slot::A)).unwrap();
+        std::fs::write(fat.join("cmdline-a"), "edgeimg.slot=a\n").unwrap();
+        slot_sh(
+            fat,
+            "uboot",
+            "SLOT_CMDLINE=$SLOT_ESP/cmdline-a slot_arm b 2",
+        );
+        let trial = std::fs::read_to_string(fat.join("trial.txt")).unwrap();
+        assert_eq!(trial, trial_txt(Slot::B, 1));
+        let slots = |f: &str| {
+            let read = |n: &str| std::fs::read_to_string(fat.join(n)).ok();
+            uboot_slots(
+                read("slots.txt").as_deref(),
+                read(f).as_deref(),
+                [true, true],
+                [2, 3],
+                [None, None],
+            )
+        };
+        assert!(slots("trial.txt")[1].trial && slots("trial.txt")[1].active);
+        slot_sh(fat, "uboot", "slot_commit");
+        let good = std::fs::read_to_string(fat.join("slots.txt")).unwrap();
+        assert_eq!(good, slots_txt(Slot::B));
+        assert!(!fat.join("trial.txt").exists());
+        assert!(slots("trial.txt")[1].active && !slots("trial.txt")[1].trial);
+    }
 }

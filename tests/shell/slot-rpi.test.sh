@@ -46,22 +46,6 @@ card() {
 	echo "edgeimg.root=PARTUUID=1234abcd-03 edgeimg.slot=b" >"$T/new/slot-b/cmdline.txt"
 }
 
-# on SLOT: the next boot runs SLOT (what the firmware chose), with a boot id of its own.
-on() {
-	fake_cmdline "edgeimg.slot=$1"
-	echo $(($(cat "$T/boot_id") + 1)) >"$T/boot_id"
-}
-
-# no_leftovers: no half-written file on the FAT.
-no_leftovers() {
-	local left
-	left=$(find "$T/fat" -name '*.new')
-	[ -z "$left" ] || {
-		echo "left behind: $left"
-		return 1
-	}
-}
-
 t_current_slot_comes_from_the_command_line() {
 	card a
 	[ "$(slot_current)" = a ] || return 1

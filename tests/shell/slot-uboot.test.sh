@@ -55,22 +55,6 @@ card() {
 	cp "$T/fat/slots.txt" "$T/slots.orig"
 }
 
-# on SLOT: the next boot runs SLOT (what boot.scr chose), with a boot id of its own.
-on() {
-	fake_cmdline "edgeimg.slot=$1"
-	echo $(($(cat "$T/boot_id") + 1)) >"$T/boot_id"
-}
-
-# no_leftovers: no half-written file on the FAT.
-no_leftovers() {
-	local left
-	left=$(find "$T/fat" -name '*.new')
-	[ -z "$left" ] || {
-		echo "left behind: $left"
-		return 1
-	}
-}
-
 # same WANT FILE: FILE holds exactly WANT's bytes (a file), or says how it differs.
 same() {
 	cmp "$1" "$2" || {

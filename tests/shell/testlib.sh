@@ -208,3 +208,20 @@ label-id: 0xdeadbeef
 ,32M,83
 ,4M,83
 '
+
+# on SLOT: the next boot runs SLOT (what the loader chose), with a boot id of its own (the
+# slot tests: $T/boot_id).
+on() {
+	fake_cmdline "edgeimg.slot=$1"
+	echo $(($(cat "$T/boot_id") + 1)) >"$T/boot_id"
+}
+
+# no_leftovers: no half-written file (*.new) on the fake boot FAT $T/fat.
+no_leftovers() {
+	local left
+	left=$(find "$T/fat" -name '*.new')
+	[ -z "$left" ] || {
+		echo "left behind: $left"
+		return 1
+	}
+}
