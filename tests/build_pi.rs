@@ -302,6 +302,17 @@ fn pi3_image_is_an_mbr_sd_card_the_pi_firmware_reads() {
     );
     std::fs::remove_file(&scr).unwrap();
     assert_eq!(mtype(&img, "slots.txt"), "good=a\n");
+    // inspect names the loader and reads the slots from those files.
+    let o = edgeimg(&["inspect", img.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for line in [
+        "slots switched by: U-Boot (boot.scr: slots.txt, trial.txt)",
+        "slot a: partition 2, version 1, active, bootable (slot-a/)",
+        "slot b: partition 3, version none, not bootable",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no {line:?} in:\n{text}");
+    }
     // cmdline.txt is one line naming the partitions by disk signature + number.
     let cmdline = mtype(&img, "slot-a/cmdline.txt");
     assert_eq!(cmdline.trim_end().lines().count(), 1, "{cmdline:?}");

@@ -45,7 +45,7 @@ pub struct BundleManifest {
     pub image_version: String,
     pub k0s_version: String,
     pub edgeimg_version: String,
-    /// `uefi` or `rpi`: how the slots are switched.
+    /// `uefi`, `uboot` or `rpi`: how the slots are switched (the board's boot method name).
     pub boot_method: String,
     pub partitions: BundlePartitions,
     pub root: BundleRoot,

@@ -119,6 +119,16 @@ fn write_text(o: &mut String, i: &Inspection) -> std::fmt::Result {
     for (mac, n) in &i.per_mac {
         show(o, &format!("node config for MAC {}", e(mac)), n)?;
     }
+    if !i.slots.is_empty() {
+        use crate::image::slots::Loader;
+        let loader = match i.boot.loader {
+            Some(Loader::SystemdBoot) => "systemd-boot (boot counting on the slots' UKIs)",
+            Some(Loader::UBoot) => "U-Boot (boot.scr: slots.txt, trial.txt)",
+            Some(Loader::PiFirmware) => "the Pi firmware (config.txt, tryboot.txt)",
+            None => "none found",
+        };
+        writeln!(o, "slots switched by: {loader}")?;
+    }
     for s in &i.slots {
         let mut state = Vec::new();
         if s.active {
