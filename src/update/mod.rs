@@ -60,17 +60,7 @@ pub fn update(o: &Options) -> Result<UpdateReport> {
     let started = std::time::Instant::now();
     ensure!(o.tries >= 1, "--tries takes a number from 1");
     let what = o.target.display().to_string();
-    use std::os::unix::fs::FileTypeExt;
-    let is_device = o.target.starts_with("/dev/")
-        || std::fs::metadata(o.target).is_ok_and(|m| m.file_type().is_block_device());
-    if is_device {
-        // flash's checks: a whole disk, not mounted, not the system's, writable.
-        crate::flash::device::check_target(o.sys_root, o.target, o.device_force)?;
-    }
-    let meta = std::fs::metadata(o.target).with_context(|| format!("{what}: cannot read it"))?;
-    if !is_device && !meta.is_file() {
-        bail!("{what} is neither an image file nor a disk");
-    }
+    check_target(o, &what)?;
     let ins = crate::image::inspect::inspect_file(o.target, o.target)?;
     ensure!(
         ins.slots.len() == 2,
@@ -136,51 +126,22 @@ pub fn update(o: &Options) -> Result<UpdateReport> {
     )?;
 
     let bundle = File::open(o.bundle).with_context(|| format!("opening {}", o.bundle.display()))?;
-    let table = ins.table.clone();
-    let board = env.get("EDGEIMG_BOARD").cloned();
-    let arch = env.get("EDGEIMG_ARCH").cloned();
-    let running = running_version.clone();
+    let card = Card {
+        what: &what,
+        board: env.get("EDGEIMG_BOARD").cloned(),
+        arch: env.get("EDGEIMG_ARCH").cloned(),
+        loader,
+        table: &ins.table,
+        slot: target_slot,
+        slot_size: target_part.size(),
+        running: &running_version,
+    };
     let target_offset = target_part.offset();
     let target_size = target_part.size();
     let boot_off = boot_part.offset();
     let boot_size = boot_part.size();
     let mut accept = |m: &BundleManifest| -> Result<Box<dyn std::io::Write + '_>> {
-        if let Some(b) = &board {
-            ensure!(
-                &m.board == b,
-                "the bundle is for board {}, {what} is {b}",
-                m.board
-            );
-        }
-        if let Some(a) = &arch {
-            ensure!(&m.arch == a, "the bundle is for {}, {what} is {a}", m.arch);
-        }
-        ensure!(
-            m.boot_method == loader.boot_method(),
-            "the bundle boots with {}, {what} with {}",
-            m.boot_method,
-            loader.boot_method()
-        );
-        let uuid = |n: u32| table.partuuid(n).unwrap_or_default();
-        ensure!(
-            uuid(1) == m.partitions.boot
-                && uuid(2) == m.partitions.root_a
-                && uuid(3) == m.partitions.root_b
-                && uuid(4) == m.partitions.data,
-            "the bundle names other partitions than {what} has: build it for the same board and partition sizes"
-        );
-        ensure!(
-            m.root.size <= target_size,
-            "root.img ({} bytes) does not fit in slot {target_slot} ({target_size} bytes)",
-            m.root.size
-        );
-        let newer = m.version()?
-            > ImageVersion::parse(&running).unwrap_or_else(|_| ImageVersion::parse("0").unwrap());
-        ensure!(
-            newer || o.force,
-            "v{} is not newer than the active v{running} (--force to install it anyway)",
-            m.image_version
-        );
+        card.accepts(m, o.force)?;
         // Disarm: the slot's boot files go before its root is overwritten.
         disarm(&file, boot_off, boot_size, loader, target_slot, &what)?;
         let w = crate::util::window::OffsetWriter::bounded(&file, target_offset, target_size)
@@ -226,6 +187,84 @@ pub fn update(o: &Options) -> Result<UpdateReport> {
         tries,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// `flash`'s checks for a device (a whole disk, not mounted, not the system's, writable), or
+/// a regular image file.
+fn check_target(o: &Options, what: &str) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let is_device = o.target.starts_with("/dev/")
+        || std::fs::metadata(o.target).is_ok_and(|m| m.file_type().is_block_device());
+    if is_device {
+        crate::flash::device::check_target(o.sys_root, o.target, o.device_force)?;
+    }
+    let meta = std::fs::metadata(o.target).with_context(|| format!("{what}: cannot read it"))?;
+    if !is_device && !meta.is_file() {
+        bail!("{what} is neither an image file nor a disk");
+    }
+    Ok(())
+}
+
+/// What a bundle must match on the card: its board and arch (from the active root's
+/// build.env, when readable), its loader, its partitions, the free slot's size, and a version
+/// newer than the running one.
+struct Card<'a> {
+    what: &'a str,
+    board: Option<String>,
+    arch: Option<String>,
+    loader: Loader,
+    table: &'a crate::disk::read::FoundTable,
+    /// The slot the update writes, and its size.
+    slot: Slot,
+    slot_size: u64,
+    running: &'a str,
+}
+
+impl Card<'_> {
+    /// Checks a bundle's signed manifest before anything is written.
+    fn accepts(&self, m: &BundleManifest, force: bool) -> Result<()> {
+        let what = self.what;
+        if let Some(b) = &self.board {
+            ensure!(
+                &m.board == b,
+                "the bundle is for board {}, {what} is {b}",
+                m.board
+            );
+        }
+        if let Some(a) = &self.arch {
+            ensure!(&m.arch == a, "the bundle is for {}, {what} is {a}", m.arch);
+        }
+        ensure!(
+            m.boot_method == self.loader.boot_method(),
+            "the bundle boots with {}, {what} with {}",
+            m.boot_method,
+            self.loader.boot_method()
+        );
+        let uuid = |n: u32| self.table.partuuid(n).unwrap_or_default();
+        ensure!(
+            uuid(1) == m.partitions.boot
+                && uuid(2) == m.partitions.root_a
+                && uuid(3) == m.partitions.root_b
+                && uuid(4) == m.partitions.data,
+            "the bundle names other partitions than {what} has: build it for the same board and partition sizes"
+        );
+        ensure!(
+            m.root.size <= self.slot_size,
+            "root.img ({} bytes) does not fit in slot {} ({} bytes)",
+            m.root.size,
+            self.slot,
+            self.slot_size
+        );
+        let running = self.running;
+        let newer = m.version()?
+            > ImageVersion::parse(running).unwrap_or_else(|_| ImageVersion::parse("0").unwrap());
+        ensure!(
+            newer || force,
+            "v{} is not newer than the active v{running} (--force to install it anyway)",
+            m.image_version
+        );
+        Ok(())
+    }
 }
 
 /// The trial being armed: slot, its version, the active slot's version.
@@ -427,6 +466,102 @@ mod tests {
         .err()
         .unwrap();
         format!("{e:#}")
+    }
+
+    /// A U-Boot Pi card: MBR disk signature 1234abcd, four partitions, a 1 MiB slot, v2.
+    fn pi_card_table() -> crate::disk::read::FoundTable {
+        let part = |number| crate::disk::read::FoundPartition {
+            number,
+            start_lba: 2048 * number as u64,
+            size_lba: 2048,
+            ptype: "83".into(),
+            uuid: String::new(),
+            name: String::new(),
+            bootable: number == 1,
+        };
+        crate::disk::read::FoundTable {
+            table: crate::disk::layout::TableKind::Mbr,
+            disk_id: "1234abcd".into(),
+            partitions: (1..=4).map(part).collect(),
+        }
+    }
+
+    fn pi_manifest(version: &str) -> BundleManifest {
+        BundleManifest {
+            format_version: crate::bundle::FORMAT_VERSION,
+            board: "pi4".into(),
+            arch: "arm64".into(),
+            role: "worker".into(),
+            image_version: version.into(),
+            k0s_version: "v1.34.10+k0s.0".into(),
+            edgeimg_version: "0.1.0".into(),
+            boot_method: "uboot".into(),
+            partitions: crate::bundle::BundlePartitions {
+                table: crate::disk::layout::TableKind::Mbr,
+                boot: "1234abcd-01".into(),
+                root_a: "1234abcd-02".into(),
+                root_b: "1234abcd-03".into(),
+                data: "1234abcd-04".into(),
+                slot_size: 1 << 20,
+            },
+            root: crate::bundle::BundleRoot {
+                size: 1 << 20,
+                sha256: "00".repeat(32),
+                verity_root_hash: None,
+            },
+            boot: Vec::new(),
+        }
+    }
+
+    /// The offline checks of a bundle's manifest, each refusal with the line that names it.
+    #[test]
+    fn a_card_refuses_bundles_for_another_board_loader_layout_or_an_older_version() {
+        let table = pi_card_table();
+        let card = Card {
+            what: "card.img",
+            board: Some("pi4".into()),
+            arch: Some("arm64".into()),
+            loader: Loader::UBoot,
+            table: &table,
+            slot: Slot::B,
+            slot_size: 1 << 20,
+            running: "2",
+        };
+        card.accepts(&pi_manifest("3"), false).unwrap();
+        let refusal =
+            |m: BundleManifest, force: bool| format!("{:#}", card.accepts(&m, force).unwrap_err());
+        let mut m = pi_manifest("3");
+        m.board = "pi3".into();
+        assert_eq!(
+            refusal(m, false),
+            "the bundle is for board pi3, card.img is pi4"
+        );
+        let mut m = pi_manifest("3");
+        m.arch = "armhf".into();
+        assert_eq!(
+            refusal(m, false),
+            "the bundle is for armhf, card.img is arm64"
+        );
+        // A bundle for the firmware's tryboot on a card that boots through U-Boot.
+        let mut m = pi_manifest("3");
+        m.boot_method = "rpi".into();
+        assert_eq!(
+            refusal(m, false),
+            "the bundle boots with rpi, card.img with uboot"
+        );
+        let mut m = pi_manifest("3");
+        m.partitions.data = "1234abcd-05".into();
+        assert!(refusal(m, false).contains("names other partitions"));
+        let mut m = pi_manifest("3");
+        m.root.size = (1 << 20) + 1;
+        assert!(refusal(m, false).contains("does not fit in slot b"));
+        for old in ["2", "1"] {
+            assert_eq!(
+                refusal(pi_manifest(old), false),
+                format!("v{old} is not newer than the active v2 (--force to install it anyway)")
+            );
+            card.accepts(&pi_manifest(old), true).unwrap();
+        }
     }
 
     #[test]
