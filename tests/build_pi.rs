@@ -947,7 +947,13 @@ fn pi3_image_boots_on_qemu_virt_too() {
     spec.smp = 2;
     spec.disk = qemu::DiskInterface::Virtio;
     spec.console_serial = 0;
+    // No Pi firmware and no Pi U-Boot on virt: QEMU starts slot a's kernel and initramfs
+    // with its command line, and makes its own device tree.
     let direct = spec.direct.as_mut().unwrap();
+    direct.firmware = None;
+    direct.kernel = "slot-a/vmlinuz".into();
+    direct.initrd = Some("slot-a/initrd.img".into());
+    direct.cmdline_file = Some("slot-a/cmdline.txt".into());
     direct.dtb = None;
     direct.append = vec!["console=ttyAMA0".into()];
     let opts = SmokeOptions {
