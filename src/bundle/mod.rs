@@ -39,6 +39,17 @@ const MAX_MANIFEST: u64 = 1 << 20;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct BundleManifest {
     pub format_version: u32,
+    /// What the bundle is for; its fields sit at the manifest's top level.
+    #[serde(flatten)]
+    pub target: BundleTarget,
+    pub root: BundleRoot,
+    pub boot: Vec<BundleBootFile>,
+}
+
+/// The system a bundle carries and the card it fits: the builder states it, a card is
+/// checked against it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct BundleTarget {
     pub board: String,
     pub arch: String,
     pub role: String,
@@ -48,8 +59,6 @@ pub struct BundleManifest {
     /// `uefi`, `uboot` or `rpi`: how the slots are switched (the board's boot method name).
     pub boot_method: String,
     pub partitions: BundlePartitions,
-    pub root: BundleRoot,
-    pub boot: Vec<BundleBootFile>,
 }
 
 /// The partitions the bundle's command lines name: a card must have the same.
@@ -122,7 +131,7 @@ impl BundleManifest {
     }
 
     pub fn version(&self) -> Result<ImageVersion> {
-        ImageVersion::parse(&self.image_version)
+        ImageVersion::parse(&self.target.image_version)
             .map_err(|e| anyhow::anyhow!("the bundle's image_version: {e}"))
     }
 
@@ -178,14 +187,7 @@ pub struct BootFile {
 
 /// What the bundle writer takes besides the files.
 pub struct Header {
-    pub board: String,
-    pub arch: String,
-    pub role: String,
-    pub image_version: String,
-    pub k0s_version: String,
-    pub edgeimg_version: String,
-    pub boot_method: String,
-    pub partitions: BundlePartitions,
+    pub target: BundleTarget,
     pub verity_root_hash: Option<String>,
     /// Modification time of the archive members (the source date epoch).
     pub mtime: u64,
@@ -243,14 +245,7 @@ pub fn write(
     }
     let manifest = BundleManifest {
         format_version: FORMAT_VERSION,
-        board: h.board,
-        arch: h.arch,
-        role: h.role,
-        image_version: h.image_version,
-        k0s_version: h.k0s_version,
-        edgeimg_version: h.edgeimg_version,
-        boot_method: h.boot_method,
-        partitions: h.partitions,
+        target: h.target,
         root: BundleRoot {
             size: root_len,
             sha256: hex::encode(hasher.finalize()),

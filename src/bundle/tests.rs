@@ -6,6 +6,7 @@ use std::process::Command;
 
 use super::*;
 use crate::disk::layout::{PartType, PartitionSpec};
+use crate::util::test_tools::run_with_stdin;
 
 const MIB: u64 = 1 << 20;
 
@@ -54,14 +55,16 @@ fn fixture() -> Fixture {
         &bundle,
         &key,
         Header {
-            board: "x86-64".into(),
-            arch: "amd64".into(),
-            role: "worker".into(),
-            image_version: "2".into(),
-            k0s_version: "v1.33.1+k0s.0".into(),
-            edgeimg_version: "0.1.0".into(),
-            boot_method: "uefi".into(),
-            partitions: BundlePartitions::of(&layout()),
+            target: BundleTarget {
+                board: "x86-64".into(),
+                arch: "amd64".into(),
+                role: "worker".into(),
+                image_version: "2".into(),
+                k0s_version: "v1.33.1+k0s.0".into(),
+                edgeimg_version: "0.1.0".into(),
+                boot_method: "uefi".into(),
+                partitions: BundlePartitions::of(&layout()),
+            },
             verity_root_hash: Some("ab".repeat(32)),
             mtime: 1_700_000_000,
         },
@@ -107,7 +110,7 @@ fn a_bundle_reads_back_with_its_root_and_both_ukis() {
     let bytes = std::fs::read(&f.bundle).unwrap();
     let (v, root) = read_all(&bytes, &f.pub_pem).unwrap();
     assert_eq!(root, f.root);
-    assert_eq!(v.manifest.image_version, "2");
+    assert_eq!(v.manifest.target.image_version, "2");
     let b: Vec<String> = v
         .manifest
         .boot_for(Slot::B)
@@ -262,28 +265,20 @@ fn the_nodes_manifest_reader_reads_what_the_writer_wrote() {
         .read_to_string(&mut json)
         .unwrap();
     let m: BundleManifest = serde_json::from_str(&json).unwrap();
-    let mut child = Command::new("busybox")
-        .args(["sh", "-c", ". \"$0\"; manifest_flat"])
-        .arg(lib.join("edgeimg-update"))
-        .env("EDGEIMG_LIB", &lib)
-        .env("EDGEIMG_UPDATE_SOURCED", "1")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(json.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_stdin(
+        Command::new("busybox")
+            .args(["sh", "-c", ". \"$0\"; manifest_flat"])
+            .arg(lib.join("edgeimg-update"))
+            .env("EDGEIMG_LIB", &lib)
+            .env("EDGEIMG_UPDATE_SOURCED", "1"),
+        json.as_bytes(),
+    );
     let flat = String::from_utf8(out.stdout).unwrap();
     for want in [
-        format!("board={}", m.board),
-        format!("image_version={}", m.image_version),
-        format!("partitions.root_b={}", m.partitions.root_b),
-        format!("partitions.slot_size={}", m.partitions.slot_size),
+        format!("board={}", m.target.board),
+        format!("image_version={}", m.target.image_version),
+        format!("partitions.root_b={}", m.target.partitions.root_b),
+        format!("partitions.slot_size={}", m.target.partitions.slot_size),
         format!("root.sha256={}", m.root.sha256),
         format!("root.size={}", m.root.size),
         format!("boot.1.member={}", m.boot[1].member),

@@ -139,7 +139,9 @@ fn run(cli: &Cli, rep: &dyn Reporter) -> anyhow::Result<()> {
 #[cfg(test)]
 pub(crate) mod tests {
     use std::path::Path;
-    use std::process::{Command, Stdio};
+    use std::process::Command;
+
+    use crate::util::test_tools::run_with_stdin;
 
     /// What python3's `jsonschema` finds wrong in `json` against
     /// `src/manifest/schema/<schema>` (the schema itself checked first), one line each.
@@ -154,22 +156,10 @@ pub(crate) mod tests {
             cls.check_schema(schema)\n\
             for e in cls(schema).iter_errors(json.load(sys.stdin)):\n    \
             print('/'.join(map(str, e.path)) + ': ' + e.message)\n";
-        let mut child = Command::new("python3")
-            .args(["-c", script])
-            .arg(&path)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("running python3 (scripts/install-deps test installs it with jsonschema)");
-        use std::io::Write as _;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(json.as_bytes())
-            .unwrap();
-        let o = child.wait_with_output().unwrap();
+        let o = run_with_stdin(
+            Command::new("python3").args(["-c", script]).arg(&path),
+            json.as_bytes(),
+        );
         assert!(
             o.status.success(),
             "python3 jsonschema on {schema}: {}",

@@ -204,7 +204,8 @@ pub fn member_name(path: &TreePath) -> String {
 mod tests {
     use super::*;
     use crate::tree::Entry;
-    use std::process::{Command, Stdio};
+    use crate::util::test_tools::run_with_stdin;
+    use std::process::Command;
 
     fn sample_tree() -> Tree {
         let mut t = Tree::new();
@@ -243,21 +244,6 @@ mod tests {
             found.status.success(),
             "this test needs `{tool}` on PATH (apt-get install cpio xz-utils zstd gzip)"
         );
-    }
-
-    fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> std::process::Output {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stdin = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        let writer = std::thread::spawn(move || stdin.write_all(&input));
-        let out = child.wait_with_output().unwrap();
-        writer.join().unwrap().unwrap();
-        out
     }
 
     #[test]

@@ -156,7 +156,7 @@ pub fn update(o: &Options) -> Result<UpdateReport> {
         .with_context(|| format!("{what}: the boot partition"))?;
     let trial = Trial {
         slot: target_slot,
-        version: &verified.manifest.image_version,
+        version: &verified.manifest.target.image_version,
         from: &running_version,
     };
     let (boot_file, tries) = match loader {
@@ -180,7 +180,7 @@ pub fn update(o: &Options) -> Result<UpdateReport> {
     Ok(UpdateReport {
         target: o.target.to_path_buf(),
         slot: target_slot,
-        version: verified.manifest.image_version,
+        version: verified.manifest.target.image_version,
         from_version: running_version,
         boot_file,
         loader,
@@ -224,28 +224,29 @@ impl Card<'_> {
     /// Checks a bundle's signed manifest before anything is written.
     fn accepts(&self, m: &BundleManifest, force: bool) -> Result<()> {
         let what = self.what;
+        let t = &m.target;
         if let Some(b) = &self.board {
             ensure!(
-                &m.board == b,
+                &t.board == b,
                 "the bundle is for board {}, {what} is {b}",
-                m.board
+                t.board
             );
         }
         if let Some(a) = &self.arch {
-            ensure!(&m.arch == a, "the bundle is for {}, {what} is {a}", m.arch);
+            ensure!(&t.arch == a, "the bundle is for {}, {what} is {a}", t.arch);
         }
         ensure!(
-            m.boot_method == self.loader.boot_method(),
+            t.boot_method == self.loader.boot_method(),
             "the bundle boots with {}, {what} with {}",
-            m.boot_method,
+            t.boot_method,
             self.loader.boot_method()
         );
         let uuid = |n: u32| self.table.partuuid(n).unwrap_or_default();
         ensure!(
-            uuid(1) == m.partitions.boot
-                && uuid(2) == m.partitions.root_a
-                && uuid(3) == m.partitions.root_b
-                && uuid(4) == m.partitions.data,
+            uuid(1) == t.partitions.boot
+                && uuid(2) == t.partitions.root_a
+                && uuid(3) == t.partitions.root_b
+                && uuid(4) == t.partitions.data,
             "the bundle names other partitions than {what} has: build it for the same board and partition sizes"
         );
         ensure!(
@@ -261,7 +262,7 @@ impl Card<'_> {
         ensure!(
             newer || force,
             "v{} is not newer than the active v{running} (--force to install it anyway)",
-            m.image_version
+            t.image_version
         );
         Ok(())
     }
@@ -489,20 +490,22 @@ mod tests {
     fn pi_manifest(version: &str) -> BundleManifest {
         BundleManifest {
             format_version: crate::bundle::FORMAT_VERSION,
-            board: "pi4".into(),
-            arch: "arm64".into(),
-            role: "worker".into(),
-            image_version: version.into(),
-            k0s_version: "v1.34.10+k0s.0".into(),
-            edgeimg_version: "0.1.0".into(),
-            boot_method: "uboot".into(),
-            partitions: crate::bundle::BundlePartitions {
-                table: crate::disk::layout::TableKind::Mbr,
-                boot: "1234abcd-01".into(),
-                root_a: "1234abcd-02".into(),
-                root_b: "1234abcd-03".into(),
-                data: "1234abcd-04".into(),
-                slot_size: 1 << 20,
+            target: crate::bundle::BundleTarget {
+                board: "pi4".into(),
+                arch: "arm64".into(),
+                role: "worker".into(),
+                image_version: version.into(),
+                k0s_version: "v1.34.10+k0s.0".into(),
+                edgeimg_version: "0.1.0".into(),
+                boot_method: "uboot".into(),
+                partitions: crate::bundle::BundlePartitions {
+                    table: crate::disk::layout::TableKind::Mbr,
+                    boot: "1234abcd-01".into(),
+                    root_a: "1234abcd-02".into(),
+                    root_b: "1234abcd-03".into(),
+                    data: "1234abcd-04".into(),
+                    slot_size: 1 << 20,
+                },
             },
             root: crate::bundle::BundleRoot {
                 size: 1 << 20,
@@ -531,26 +534,26 @@ mod tests {
         let refusal =
             |m: BundleManifest, force: bool| format!("{:#}", card.accepts(&m, force).unwrap_err());
         let mut m = pi_manifest("3");
-        m.board = "pi3".into();
+        m.target.board = "pi3".into();
         assert_eq!(
             refusal(m, false),
             "the bundle is for board pi3, card.img is pi4"
         );
         let mut m = pi_manifest("3");
-        m.arch = "armhf".into();
+        m.target.arch = "armhf".into();
         assert_eq!(
             refusal(m, false),
             "the bundle is for armhf, card.img is arm64"
         );
         // A bundle for the firmware's tryboot on a card that boots through U-Boot.
         let mut m = pi_manifest("3");
-        m.boot_method = "rpi".into();
+        m.target.boot_method = "rpi".into();
         assert_eq!(
             refusal(m, false),
             "the bundle boots with rpi, card.img with uboot"
         );
         let mut m = pi_manifest("3");
-        m.partitions.data = "1234abcd-05".into();
+        m.target.partitions.data = "1234abcd-05".into();
         assert!(refusal(m, false).contains("names other partitions"));
         let mut m = pi_manifest("3");
         m.root.size = (1 << 20) + 1;

@@ -1,6 +1,7 @@
 //! Helpers for tests that judge outputs with the standard tools.
 
-use std::process::Command;
+use std::io::Write as _;
+use std::process::{Command, Output, Stdio};
 
 /// Fails the test with an installation hint when a checking tool is absent.
 pub fn require_tool(tool: &str) {
@@ -34,4 +35,22 @@ pub fn run_tool_status(tool: &str, args: &[&str]) -> (bool, String) {
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
+}
+
+/// Runs `cmd` with `input` on its stdin and returns what it printed. The input is written
+/// from a thread of its own: a child that prints before it has read all its input would
+/// otherwise block on a full pipe while we block on its stdin.
+pub fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    out
 }
