@@ -26,7 +26,7 @@ enum Source<'a> {
     /// A package of Debian's essential set (Essential: yes): on every Debian system, never
     /// removed by apt without force, so install-deps need not list it.
     Essential(&'a str),
-    /// Installed by `scripts/install-deps test` with pip (it must say `pip install ... NAME`).
+    /// Installed by `scripts/install-deps test` with pip (a `pip_install NAME[==VERSION]` line).
     Pip(&'a str),
     /// The Rust toolchain (rustup): install-deps checks it with `command -v TOOL`.
     Rustup,
@@ -1012,6 +1012,8 @@ fn array_words(text: &str, start: &str) -> Option<Vec<String>> {
 /// inside `if [ "$what" = test ]; then ... fi`, and the pip and toolchain lines.
 struct InstallDeps {
     packages: BTreeSet<String>,
+    /// The PyPI packages of its `pip_install NAME[==VERSION]` lines.
+    pip: BTreeSet<String>,
     text: String,
 }
 
@@ -1034,8 +1036,19 @@ fn parse_install_deps(text: &str) -> Result<InstallDeps, String> {
     packages.extend(test);
     Ok(InstallDeps {
         packages,
+        pip: pip_installs(text),
         text: text.to_string(),
     })
+}
+
+/// The package names that `pip_install SPEC` calls name (not the function's definition).
+fn pip_installs(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .filter_map(|l| l.split("pip_install ").nth(1))
+        .filter_map(|spec| spec.split_whitespace().next())
+        .map(|spec| spec.split("==").next().unwrap_or(spec).to_string())
+        .collect()
 }
 
 fn table() -> BTreeMap<&'static str, Source<'static>> {
@@ -1088,8 +1101,8 @@ fn check(uses: &[Use], deps: &InstallDeps, table: &BTreeMap<&str, Source<'static
                 Apt(p) if !deps.packages.contains(p) => problems.push(format!(
                     "`{tool}` ({at}) comes from the Debian package `{p}`, which `scripts/install-deps test` does not install: add `{p}` to its packages"
                 )),
-                Pip(p) if !deps.text.lines().any(|l| l.contains("pip install") && l.contains(p)) => problems.push(format!(
-                    "`{tool}` ({at}) comes from `{p}` (pip), which `scripts/install-deps test` does not install: add a `pip install {p}` step"
+                Pip(p) if !deps.pip.contains(p) => problems.push(format!(
+                    "`{tool}` ({at}) comes from `{p}` (pip), which `scripts/install-deps test` does not install: add a `pip_install {p}` line"
                 )),
                 Rustup if !deps.text.contains(&format!("command -v {tool}")) => problems.push(format!(
                     "`{tool}` ({at}) comes with the Rust toolchain: `scripts/install-deps` should check it with `command -v {tool}`"
@@ -1244,8 +1257,11 @@ if [ "$what" = test ]; then
              busybox-static   # the device's shell
              e2fsprogs)
 fi
-if [ "$what" = test ] && ! command -v pyspdxtools >/dev/null 2>&1; then
-  python3 -m pip install -q spdx-tools==0.8.5
+pip_install() {
+  python3 -m pip install -q "$1"
+}
+if [ "$what" = test ]; then
+  command -v pyspdxtools >/dev/null 2>&1 || pip_install spdx-tools==0.8.5
 fi
 command -v cargo >/dev/null 2>&1 || exit 1
 "#;
@@ -1304,7 +1320,7 @@ fn checker_catches_a_tool_missing_from_the_table_and_other_sources() {
         &table()
     )
     .is_empty());
-    let no_pip = FAKE_INSTALL_DEPS.replace("pip install -q spdx-tools", "pip --version");
+    let no_pip = FAKE_INSTALL_DEPS.replace("|| pip_install spdx-tools==0.8.5", "|| true");
     let p = check(
         &[u("pyspdxtools")],
         &parse_install_deps(&no_pip).unwrap(),
