@@ -48,6 +48,14 @@ impl Slot {
         }
     }
 
+    /// 0 or 1: where the slot's entry is in a `[T; 2]` ordered like [`Slot::ALL`].
+    pub fn index(self) -> usize {
+        match self {
+            Slot::A => 0,
+            Slot::B => 1,
+        }
+    }
+
     /// `a` or `b`, as `edgeimg.slot=` and the boot file names spell it.
     pub fn letter(self) -> &'static str {
         match self {

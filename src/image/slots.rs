@@ -217,13 +217,9 @@ pub fn rpi_slots(
         .zip(partitions)
         .zip(root_versions)
         .map(|((&slot, partition), version)| {
-            let i = match slot {
-                Slot::A => 0,
-                Slot::B => 1,
-            };
             // No os_prefix: the firmware boots the top of the FAT, which is slot A's.
-            let legacy = good.is_none() && slot == Slot::A && !has_kernel[i];
-            let bootable = has_kernel[i] || legacy;
+            let legacy = good.is_none() && slot == Slot::A && !has_kernel[slot.index()];
+            let bootable = has_kernel[slot.index()] || legacy;
             SlotInfo {
                 slot,
                 partition,
@@ -273,12 +269,8 @@ pub fn uboot_slots(
         let tries: u32 = uboot_value(t, "tries")?.trim().parse().ok()?;
         (slot != good).then_some((slot, tries))
     });
-    let index = |s: Slot| match s {
-        Slot::A => 0,
-        Slot::B => 1,
-    };
     let next = match trial {
-        Some((t, left)) if left > 0 && has_kernel[index(t)] => t,
+        Some((t, left)) if left > 0 && has_kernel[t.index()] => t,
         _ => good,
     };
     Slot::ALL
@@ -286,7 +278,7 @@ pub fn uboot_slots(
         .zip(partitions)
         .zip(root_versions)
         .map(|((&slot, partition), version)| {
-            let bootable = has_kernel[index(slot)];
+            let bootable = has_kernel[slot.index()];
             let mine = trial.filter(|(t, _)| *t == slot);
             SlotInfo {
                 slot,
