@@ -66,6 +66,7 @@ pub const SLOTS_TXT: &str = "slots.txt";
 pub const TRIAL_TXT: &str = "trial.txt";
 /// U-Boot's file name in a slot folder (`config.txt`'s `kernel=`).
 pub const U_BOOT_BIN: &str = "u-boot.bin";
+pub use crate::profile::U_BOOT_KERNEL;
 /// A slot's command line for U-Boot (`bootargs=...`).
 pub const BOOTARGS_TXT: &str = "bootargs.txt";
 
@@ -98,11 +99,7 @@ pub struct Rpi<'a> {
 
 impl BootMethod for Rpi<'_> {
     fn name(&self) -> &'static str {
-        if self.spec.u_boot.is_some() {
-            "uboot"
-        } else {
-            "rpi"
-        }
+        self.spec.method_name()
     }
 
     fn package_files(&self) -> Vec<String> {

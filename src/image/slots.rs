@@ -250,6 +250,15 @@ pub fn uboot_value<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     })
 }
 
+/// The slot `slots.txt` names good: a when there is no file or it names none, as boot.scr
+/// reads it.
+pub fn uboot_good(slots_txt: Option<&str>) -> Slot {
+    slots_txt
+        .and_then(|t| uboot_value(t, "good"))
+        .and_then(Slot::parse)
+        .unwrap_or(Slot::A)
+}
+
 /// The slots of a Raspberry Pi image booted by U-Boot: `slots.txt` and `trial.txt` text,
 /// whether each slot folder has a kernel, and each root's IMAGE_VERSION. U-Boot boots the
 /// trial next while it has tries left, the good slot otherwise (a when slots.txt names none).
@@ -260,10 +269,7 @@ pub fn uboot_slots(
     partitions: [u32; 2],
     root_versions: [Option<String>; 2],
 ) -> Vec<SlotInfo> {
-    let good = slots_txt
-        .and_then(|t| uboot_value(t, "good"))
-        .and_then(Slot::parse)
-        .unwrap_or(Slot::A);
+    let good = uboot_good(slots_txt);
     let trial = trial_txt.and_then(|t| {
         let slot = Slot::parse(uboot_value(t, "trial")?)?;
         let tries: u32 = uboot_value(t, "tries")?.trim().parse().ok()?;

@@ -70,6 +70,28 @@ pub enum BootSpec {
     Rpi(RpiBoot),
 }
 
+impl BootSpec {
+    /// The boot method's name: what switches the root slots (build.env's BOOT_METHOD, slot.sh's
+    /// methods, a bundle's `boot_method`, `boards`' listing).
+    pub fn method_name(&self) -> &'static str {
+        match self {
+            BootSpec::Uefi { .. } => "uefi",
+            BootSpec::Rpi(r) => r.method_name(),
+        }
+    }
+}
+
+impl RpiBoot {
+    /// `uboot` when U-Boot switches the slots, `rpi` when the firmware's tryboot does.
+    pub fn method_name(&self) -> &'static str {
+        if self.u_boot.is_some() {
+            "uboot"
+        } else {
+            "rpi"
+        }
+    }
+}
+
 /// Partition sizes of the image.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +177,11 @@ pub struct RpiBoot {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub u_boot: Option<UBootSpec>,
 }
+
+/// The kernel's name in a slot folder of a board with U-Boot: boot.scr loads the board's
+/// `kernel`, and `edgeimg update` and the node (slot.sh's SLOT_UBOOT_KERNEL) look for this
+/// name, so a U-Boot board's `kernel` must be it ([`crate::profile::check`]).
+pub const U_BOOT_KERNEL: &str = "vmlinuz";
 
 /// `[boot.u_boot]` of a Raspberry Pi board: Debian's U-Boot build for it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::profile::{BaseProfile, Board, BootSpec, RoleProfile, UserSpec};
+use crate::profile::{BaseProfile, Board, BootSpec, RoleProfile, UserSpec, U_BOOT_KERNEL};
 use crate::tree::TreePath;
 
 /// Longest package name, module name and path accepted (Debian, Linux and PATH_MAX allow more
@@ -240,6 +240,19 @@ pub fn board(b: &Board) -> Result<()> {
             one(file, "boot.uki_stub", stub, tree_path)?;
         }
     }
+    if let BootSpec::Rpi(r) = &b.boot {
+        if let Some(u) = &r.u_boot {
+            one(file, "boot.u_boot.binary", &u.binary, tree_path)?;
+            if r.kernel != U_BOOT_KERNEL {
+                return Err(problem(
+                    file,
+                    "boot.kernel",
+                    &r.kernel,
+                    &format!("with [boot.u_boot] the kernel is named {U_BOOT_KERNEL:?} (the name edgeimg update and the node look for in a slot folder)"),
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -340,6 +353,24 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("kernel_package"));
+        // A U-Boot board's kernel has the name an update looks for.
+        let mut b = data().board("pi4").unwrap();
+        if let BootSpec::Rpi(r) = &mut b.boot {
+            r.kernel = "kernel8.img".into();
+        }
+        let err = board(&b).unwrap_err().to_string();
+        assert!(
+            err.contains("pi4.toml: boot.kernel = \"kernel8.img\": with [boot.u_boot]"),
+            "{err}"
+        );
+        let mut b = data().board("pi4").unwrap();
+        if let BootSpec::Rpi(r) = &mut b.boot {
+            r.u_boot.as_mut().unwrap().binary = "../u-boot.bin".into();
+        }
+        assert!(board(&b)
+            .unwrap_err()
+            .to_string()
+            .contains("boot.u_boot.binary"));
     }
 
     #[test]

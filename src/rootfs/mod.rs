@@ -251,12 +251,7 @@ fn build_env(plan: &Plan, kver: &str) -> String {
         kver,
         plan.edgeimg_version,
         plan.image_version,
-        match &plan.board.boot {
-            crate::profile::BootSpec::Uefi { .. } => "uefi",
-            // The name boot::method gives: what switches the slots (slot.sh's methods).
-            crate::profile::BootSpec::Rpi(r) if r.u_boot.is_some() => "uboot",
-            crate::profile::BootSpec::Rpi(_) => "rpi",
-        },
+        plan.board.boot.method_name(),
         plan.base.kubernetes.modules.join(" "),
         plan.base.kubernetes.sysctls.join(" "),
     )

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, ensure, Context, Result};
 use serde::Serialize;
 
-use crate::boot::rpi::{config_for_slot, trial_txt, SLOTS_TXT, TRIAL_TXT};
+use crate::boot::rpi::{config_for_slot, trial_txt, SLOTS_TXT, TRIAL_TXT, U_BOOT_KERNEL};
 use crate::bundle::BundleManifest;
 use crate::disk::layout::Slot;
 use crate::fs::fat::FatVolume;
@@ -126,6 +126,7 @@ pub fn update(o: &Options) -> Result<UpdateReport> {
     )?;
 
     let bundle = File::open(o.bundle).with_context(|| format!("opening {}", o.bundle.display()))?;
+    let target_size = target_part.size();
     let card = Card {
         what: &what,
         board: env.get("EDGEIMG_BOARD").cloned(),
@@ -133,11 +134,10 @@ pub fn update(o: &Options) -> Result<UpdateReport> {
         loader,
         table: &ins.table,
         slot: target_slot,
-        slot_size: target_part.size(),
+        slot_size: target_size,
         running: &running_version,
     };
     let target_offset = target_part.offset();
-    let target_size = target_part.size();
     let boot_off = boot_part.offset();
     let boot_size = boot_part.size();
     let mut accept = |m: &BundleManifest| -> Result<Box<dyn std::io::Write + '_>> {
@@ -330,7 +330,7 @@ fn arm_rpi<F: std::io::Read + std::io::Write + std::io::Seek>(
     let config = read_config(vol, what)?;
     let kernel_name = match arm {
         Arm::TrybootTxt => rpi_kernel_name(&config),
-        Arm::TrialTxt => UBOOT_KERNEL.to_string(),
+        Arm::TrialTxt => U_BOOT_KERNEL.to_string(),
     };
     let kernel = format!("slot-{}/{kernel_name}", t.slot);
     let mut files: Vec<(String, &[u8])> = verified
@@ -386,9 +386,6 @@ fn rpi_kernel_name(config: &str) -> String {
         .unwrap_or_else(|| "kernel8.img".into())
 }
 
-/// The kernel boot.scr loads from a slot folder (slot.sh's SLOT_UBOOT_KERNEL).
-const UBOOT_KERNEL: &str = "vmlinuz";
-
 /// Makes `slot` unbootable: its UKIs (systemd-boot), or tryboot.txt and its folder (Pi).
 fn disarm(file: &File, off: u64, size: u64, loader: Loader, slot: Slot, what: &str) -> Result<()> {
     let mut vol = FatVolume::open_partition(file, off, size)
@@ -409,22 +406,18 @@ fn disarm(file: &File, off: u64, size: u64, loader: Loader, slot: Slot, what: &s
             }
         }
         Loader::UBoot => {
-            let good = vol
+            let slots_txt = vol
                 .read_file(SLOTS_TXT)
                 .ok()
                 .flatten()
                 .map(|b| String::from_utf8_lossy(&b).into_owned());
-            let good = good
-                .as_deref()
-                .and_then(|t| crate::image::slots::uboot_value(t, "good"))
-                .and_then(Slot::parse)
-                .unwrap_or(Slot::A);
+            let good = crate::image::slots::uboot_good(slots_txt.as_deref());
             ensure!(
                 good != slot,
                 "{what}: slots.txt names slot {slot} good, the one the update would overwrite"
             );
             // The trial first, then the kernel: boot.scr skips a folder without it.
-            let kernel = format!("slot-{slot}/{UBOOT_KERNEL}");
+            let kernel = format!("slot-{slot}/{U_BOOT_KERNEL}");
             for path in [TRIAL_TXT, &kernel, &format!("slot-{slot}")] {
                 vol.remove(path)
                     .with_context(|| format!("{what}: removing {path}"))?;
