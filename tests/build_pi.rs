@@ -711,6 +711,26 @@ fn build_pi_version(dir: &Path, v: &str, change: impl FnOnce(&Path)) -> PathBuf 
     out.join(format!("{STEM}.update"))
 }
 
+/// `edgeimg configure CARD --node N`, which must succeed, with the test's node config whose
+/// boot_cmd also prints `configured-<mark>`; what it printed.
+fn configure_card(card: &Path, dir: &Path, mark: &str) -> String {
+    let node = dir.join(format!("node-{mark}.toml"));
+    let toml = NODE.replace(
+        "boot_cmd = [",
+        &format!("boot_cmd = [\"echo configured-{mark}\", "),
+    );
+    assert_ne!(toml, NODE);
+    std::fs::write(&node, toml).unwrap();
+    let o = edgeimg(&[
+        "configure",
+        card.to_str().unwrap(),
+        "--node",
+        node.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "configure: {}", stderr(&o));
+    stdout(&o)
+}
+
 /// `edgeimg update CARD BUNDLE`, which must succeed; its JSON report.
 fn update_card(card: &Path, bundle: &Path) -> serde_json::Value {
     let o = edgeimg(&[
@@ -746,9 +766,11 @@ fn fat_listing(card: &Path) -> Vec<String> {
 /// starts the U-Boot config.txt names) and Debian's U-Boot running boot.scr, every update
 /// written offline by `edgeimg update` (raspi3b has no network card):
 /// 1. v1 boots to ready and writes a file on the data partition.
-/// 2. v2 is written into slot b of the card; inspect shows it on trial, booting next.
-/// 3. U-Boot counts the try down and boots v2, which reaches ready, is marked good
-///    (slots.txt and config.txt name slot b), and still has the data partition's file.
+/// 2. The card is configured (a new node config), v2 is written into slot b, and the card is
+///    configured again: inspect shows v2 on trial, booting next, with the second config.
+/// 3. U-Boot counts the try down and boots v2, which reaches ready with the second config,
+///    is marked good (slots.txt and config.txt name slot b), and still has the data
+///    partition's file.
 /// 4. v3, whose initramfs init fails, is written into slot a.
 /// 5. U-Boot boots v3 on trial; its init fails (the boot is cut there: a crash or the
 ///    watchdog).
@@ -807,7 +829,9 @@ fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
     assert!(kernel_cmdline(&b.console).contains("edgeimg.slot=a"));
     assert!(said(&b, "pi-update-test: persist=none extra=none"));
 
-    // 2. v2 into slot b, offline: the trial U-Boot boots next.
+    // 2. configure, v2 into slot b offline, configure again: the trial U-Boot boots next,
+    // and the node config is the last one written.
+    configure_card(&card, d, "first");
     let r = update_card(&card, &bundle2);
     assert_eq!(
         (&r["slot"], &r["version"], &r["tries"]),
@@ -826,6 +850,20 @@ fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
     );
     assert_eq!(mtype(&card, "trial.txt"), "trial=b\ntries=1\n");
     assert!(mtype(&card, "slot-b/bootargs.txt").contains("edgeimg.slot=b"));
+    let record = mtype(&card, "edgeimg/update/trial");
+    assert_eq!(record, "b 2 1 offline\n");
+    let said_configure = configure_card(&card, d, "second");
+    assert!(
+        said_configure.contains("1 of the A/B update's state kept"),
+        "{said_configure}"
+    );
+    assert_eq!(mtype(&card, "edgeimg/update/trial"), record);
+    assert_eq!(mtype(&card, "trial.txt"), "trial=b\ntries=1\n");
+    let slots = card_slots(&card);
+    assert!(
+        slots[1]["trial"] == true && slots[1]["version"] == "2" && slots[1]["active"] == true,
+        "configure undid the trial: {slots}"
+    );
 
     // 3. v2 on trial, ready, marked good.
     let b = qemu::boot_disk(
@@ -833,6 +871,7 @@ fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
         &spec,
         &opts(&[
             "edgeimg: boot: slot b on trial (tries left after this one: 0)",
+            "configured-second",
             "edgeimg: update: v2 on trial in slot b",
             "edgeimg: update: v2 is ready: slot b marked good",
         ]),

@@ -434,7 +434,8 @@ fn coherent(files: &BTreeMap<String, Vec<u8>>, dir: &str) -> Result<String, Stri
         let Some(rest) = p.strip_prefix(&format!("{dir}/")) else {
             continue;
         };
-        if dir == "edgeimg" && rest.starts_with("nodes/") {
+        // Per-MAC folders are checked on their own; the update's state is not rendered.
+        if dir == "edgeimg" && (rest.starts_with("nodes/") || rest.starts_with("update/")) {
             continue;
         }
         match rest {
@@ -681,7 +682,13 @@ fn configure_killed_at_every_write_leaves_the_old_or_the_new_config() {
     need("strace");
     need("fsck.fat");
     let started = Instant::now();
-    let s = synth(SynthOptions::default());
+    // The card is on trial (`edgeimg update` armed it): the trial's record is in the old
+    // config's folder and must be in the new one, whole, at every kill.
+    let trial = ("edgeimg/update/trial", b"b 2 1 offline\n".to_vec());
+    let s = synth(SynthOptions {
+        extra: vec![trial.clone()],
+        ..SynthOptions::default()
+    });
     let pristine = s.dir.join("pristine.img");
     std::fs::copy(&s.image, &pristine).unwrap();
     let old = node_files(&s.image, s.boot.0).unwrap();
@@ -706,6 +713,11 @@ fn configure_killed_at_every_write_leaves_the_old_or_the_new_config() {
     assert!(o.status.success(), "configure failed:\n{}", stderr(&o));
     let new = node_files(&s.image, s.boot.0).unwrap();
     assert_eq!(coherent_card(&new).unwrap().len(), 2);
+    assert_eq!(
+        new.get(trial.0),
+        Some(&trial.1),
+        "configure dropped the trial"
+    );
     let part = s.dir.join("part.img");
     extract_sparse(&s.image, s.boot.0, s.boot.1, &part);
     let f = Fsck::run(&part, &["-n", "-v"]);

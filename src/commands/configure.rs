@@ -28,11 +28,15 @@ pub(crate) fn print_report(out: Out, report: &ConfigureReport) -> Result<()> {
         return Ok(());
     }
     println!(
-        "configured {} in {:.3} s: {} file(s) written, {} removed{}{}{}",
+        "configured {} in {:.3} s: {} file(s) written, {} removed{}{}{}{}",
         report.target.display(),
         report.seconds,
         report.written.len(),
         report.removed.len(),
+        match report.kept.len() {
+            0 => String::new(),
+            n => format!(", {n} of the A/B update's state kept"),
+        },
         report
             .hostname
             .as_ref()

@@ -7,7 +7,8 @@
 //! the first write: the new config is rendered, the partition must be edgeimg's (label
 //! `EDGEIMG`, boot files, `edgeimg/node.env`), the FAT copies must agree, the whole directory
 //! tree and its cluster chains must be sound, `edgeimg/` may hold only files edgeimg renders
-//! (it is replaced whole, and nothing edgeimg did not write is ever deleted), and the new
+//! (it is replaced whole, and nothing edgeimg did not write is ever deleted) and the A/B
+//! update's state (`edgeimg/update/`, carried into the new folder unchanged), and the new
 //! files must fit beside the old ones.
 //!
 //! The new `edgeimg/` is then written beside the old one and switched to with one write of
@@ -24,7 +25,7 @@ use serde::Serialize;
 
 use crate::disk::read::{read_table, FoundTable};
 use crate::fs::fat::{FatError, FatVolume};
-use crate::node::contract::is_node_path;
+use crate::node::contract::{is_node_path, is_slot_state_path};
 use crate::node::{NodeConfig, RenderedNode};
 use crate::tree::Tree;
 
@@ -53,6 +54,8 @@ pub struct ConfigureReport {
     pub boot_offset: u64,
     /// Files removed from the boot partition (paths under it).
     pub removed: Vec<String>,
+    /// Files of the A/B update's state, carried over unchanged (paths under it).
+    pub kept: Vec<String>,
     /// Files written, with their sizes.
     pub written: Vec<(String, u64)>,
     /// Whether a join token was written (never its value).
@@ -150,6 +153,7 @@ pub fn configure_open(file: &File, target: &Path, set: &NodeSet) -> Result<Confi
         target: target.to_path_buf(),
         boot_offset: offset,
         removed: applied.removed,
+        kept: applied.kept,
         written: files
             .iter()
             .map(|(p, c)| (p.clone(), c.len() as u64))
@@ -166,6 +170,8 @@ pub fn configure_open(file: &File, target: &Path, set: &NodeSet) -> Result<Confi
 pub(crate) struct Applied {
     /// The old node files, by path under the boot partition.
     pub removed: Vec<String>,
+    /// The update state's files, written into the new folder as they were.
+    pub kept: Vec<String>,
 }
 
 /// Checks the boot partition (`size` bytes at `offset` of `io`) and replaces its node folder
@@ -191,7 +197,7 @@ pub(crate) fn apply<F: Read + Write + Seek>(
         ),
     })?;
     vol.set_mtime(edit_time());
-    let old = check_boot_partition(&vol, &part)?;
+    let found = check_boot_partition(&vol, &part)?;
 
     let mut tree = Tree::new();
     let prefix = format!("{NODE_DIR}/");
@@ -200,6 +206,17 @@ pub(crate) fn apply<F: Read + Write + Seek>(
             .strip_prefix(&prefix)
             .with_context(|| format!("{p}: a node file outside {NODE_DIR}/"))?;
         tree.add_file(rel, c.clone(), 0o644)
+            .with_context(|| format!("{p}: not a path for the boot partition"))?;
+    }
+    // A trial armed on this card, or the record of one that failed, must still be there on
+    // the next boot: the node reports it and the updater finishes it.
+    for p in &found.kept {
+        let content = vol
+            .read_file(p)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| c.context("it went missing"))
+            .with_context(|| format!("{part}: reading {p}, the update's state, to keep it"))?;
+        tree.add_file(&p[prefix.len()..], content, 0o644)
             .with_context(|| format!("{p}: not a path for the boot partition"))?;
     }
     let cluster_bytes = vol.cluster_bytes();
@@ -214,17 +231,26 @@ pub(crate) fn apply<F: Read + Write + Seek>(
             e => anyhow::anyhow!("{part}: {e}; run configure again"),
         })?;
     Ok(Applied {
-        removed: old.into_iter().map(|(p, _)| p).collect(),
+        removed: found.node_files.into_iter().map(|(p, _)| p).collect(),
+        kept: found.kept,
     })
 }
 
+/// What [`check_boot_partition`] found under the node folder.
+struct NodeFolder {
+    /// The node files edgeimg rendered there, with their sizes.
+    node_files: Vec<(String, u64)>,
+    /// The A/B update's state files.
+    kept: Vec<String>,
+}
+
 /// Everything checked before configure writes: edgeimg's boot partition, FAT copies that
-/// agree, a sound directory tree, nothing under `edgeimg/` that edgeimg did not render.
-/// Returns the old node files with their sizes.
+/// agree, a sound directory tree, nothing under `edgeimg/` that edgeimg did not render or
+/// that is not the update's state.
 fn check_boot_partition<F: Read + Write + Seek>(
     vol: &FatVolume<F>,
     part: &str,
-) -> Result<Vec<(String, u64)>> {
+) -> Result<NodeFolder> {
     let damaged = |e: FatError| {
         anyhow::anyhow!(
             "{part}: {e}. Nothing was changed; repair it first with `fsck.fat -a` (on the \
@@ -269,12 +295,21 @@ fn check_boot_partition<F: Read + Write + Seek>(
     // The whole tree: loops, chains and cross-links anywhere would make freeing the old
     // node files' clusters unsafe.
     let all = vol.walk("").map_err(damaged)?;
-    let mut old = Vec::new();
+    let mut found = NodeFolder {
+        node_files: Vec::new(),
+        kept: Vec::new(),
+    };
     for e in all
         .iter()
         .filter(|e| e.path.starts_with(&format!("{NODE_DIR}/")))
     {
         let rel = &e.path[NODE_DIR.len() + 1..];
+        if is_slot_state_path(rel, e.is_dir) {
+            if !e.is_dir {
+                found.kept.push(e.path.clone());
+            }
+            continue;
+        }
         if !is_node_path(rel, e.is_dir) {
             bail!(
                 "{part}: {} is not {} edgeimg writes there. configure replaces the whole \
@@ -285,10 +320,10 @@ fn check_boot_partition<F: Read + Write + Seek>(
             );
         }
         if !e.is_dir {
-            old.push((e.path.clone(), e.size));
+            found.node_files.push((e.path.clone(), e.size));
         }
     }
-    Ok(old)
+    Ok(found)
 }
 
 /// Every file under `dir` on the volume (recursively, checked by [`FatVolume::walk`]), with

@@ -192,6 +192,61 @@ fn fsck(image: &Path, offset: u64, size: u64, scratch: &Path) -> Result<Option<u
     }
 }
 
+/// The record `edgeimg update` leaves on a card it armed (slot.sh's format).
+static TRIAL: std::sync::LazyLock<(String, Vec<u8>)> = std::sync::LazyLock::new(|| {
+    (
+        "edgeimg/update/trial".to_string(),
+        b"b 2 1 offline\n".to_vec(),
+    )
+});
+
+#[test]
+fn configure_keeps_the_update_state_and_refuses_what_is_not_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = render("hostname = \"old\"\n[time]\nntp = []\n", dir.path());
+    let new = render("hostname = \"new\"\n[time]\nntp = []\n", dir.path());
+    let result = b"v2 failed (it did not come up)\n".to_vec();
+    let mut on_card = old.clone();
+    on_card.push(TRIAL.clone());
+    on_card.push(("edgeimg/update/result".into(), result.clone()));
+    let (image, offset, size) = synthetic(dir.path(), &on_card);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&image)
+        .unwrap();
+    let applied = apply(&file, offset, size, "card.img", &new, &mut || Ok(())).unwrap();
+    let files = node_files(&image, offset, size).unwrap();
+    assert_eq!(files.get(&TRIAL.0), Some(&TRIAL.1), "{:?}", files.keys());
+    assert_eq!(files.get("edgeimg/update/result"), Some(&result));
+    assert_eq!(files.len(), new.len() + 2, "{:?}", files.keys());
+    assert_eq!(applied.removed.len(), old.len());
+    assert_eq!(applied.kept.len(), 2);
+
+    // A folder inside update/ is not slot.sh's: refused, nothing changed.
+    let mut odd = old.clone();
+    odd.push(("edgeimg/update/mine/notes".into(), b"x".to_vec()));
+    let (image, offset, size) = synthetic(dir.path(), &odd);
+    let before = std::fs::read(&image).unwrap();
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&image)
+        .unwrap();
+    let err = apply(&file, offset, size, "card.img", &new, &mut || Ok(()))
+        .err()
+        .expect("a foreign folder under edgeimg/update is refused");
+    assert!(
+        format!("{err:#}").contains("edgeimg/update/mine is not a folder edgeimg writes there"),
+        "{err:#}"
+    );
+    assert_eq!(
+        std::fs::read(&image).unwrap(),
+        before,
+        "nothing was changed"
+    );
+}
+
 #[test]
 fn configure_interrupted_at_every_write_leaves_the_old_or_the_new_config() {
     require_tool("fsck.fat");
@@ -214,10 +269,15 @@ fn configure_interrupted_at_every_write_leaves_the_old_or_the_new_config() {
         let rest = p.strip_prefix("edgeimg/").unwrap();
         new.push((format!("edgeimg/nodes/52-54-00-0e-00-0a/{rest}"), c));
     }
+    // The card is on trial (an offline `edgeimg update`): its record must survive configure,
+    // and every interruption of it.
+    let mut old = old;
+    old.push(TRIAL.clone());
     let (image, offset, size) = synthetic(dir.path(), &old);
     let pristine = std::fs::read(&image).unwrap();
     let old_files: BTreeMap<String, Vec<u8>> = old.into_iter().collect();
-    let new_files: BTreeMap<String, Vec<u8>> = new.iter().cloned().collect();
+    let mut new_files: BTreeMap<String, Vec<u8>> = new.iter().cloned().collect();
+    new_files.insert(TRIAL.0.clone(), TRIAL.1.clone());
     assert_eq!(node_files(&image, offset, size).unwrap(), old_files);
 
     let run = |limit: usize| {
@@ -244,7 +304,9 @@ fn configure_interrupted_at_every_write_leaves_the_old_or_the_new_config() {
 
     // The whole run, and the order of its writes.
     let (result, events) = run(usize::MAX);
-    result.unwrap();
+    let applied = result.unwrap();
+    assert_eq!(applied.kept, std::slice::from_ref(&TRIAL.0));
+    assert!(!applied.removed.contains(&TRIAL.0), "{:?}", applied.removed);
     assert_eq!(node_files(&image, offset, size).unwrap(), new_files);
     assert_eq!(fsck(&image, offset, size, &dir.path().join("p")), Ok(None));
     let phases: Vec<Vec<(u64, usize)>> = events

@@ -29,6 +29,23 @@ pub const AIRGAP_DIR: &str = "usr/share/edgeimg/airgap";
 /// Per-MAC node configs on the boot partition: `edgeimg/nodes/<mac>/...`.
 pub const NODES_DIR: &str = "edgeimg/nodes";
 
+/// The folder under [`BOOT_DIR`] where A/B updates keep their state (slot.sh's
+/// `SLOT_STATE`: the trial being run, why the last one gave up). It is the node's and the
+/// updater's, not node config: `configure` keeps it as it is (a card in a reader may be on
+/// trial, or have a failed trial to report on its next boot).
+pub const SLOT_STATE_DIR: &str = "update";
+
+/// Whether `rel` (a path under [`BOOT_DIR`], `/`-separated) is the update state's folder or a
+/// file directly in it. Compared case-insensitively, as FAT names are.
+pub fn is_slot_state_path(rel: &str, is_dir: bool) -> bool {
+    let lower = rel.to_ascii_lowercase();
+    match lower.split('/').collect::<Vec<_>>().as_slice() {
+        [dir] => is_dir && *dir == SLOT_STATE_DIR,
+        [dir, name] => !is_dir && *dir == SLOT_STATE_DIR && !name.is_empty(),
+        _ => false,
+    }
+}
+
 /// The files of one rendered node config, by name in its folder ([`BOOT_DIR`] or
 /// `nodes/<mac>/`); besides them, `files/<n>` holds the content of `[[files]]` entry n.
 pub const NODE_FILES: &[&str] = &[
@@ -213,9 +230,10 @@ pub const SECRET_ENV_VARS: &[&str] = &["WIFI_PSK"];
 pub fn render_shell() -> String {
     let words = |v: &[&str]| v.join(" ");
     let kargs: Vec<&str> = KernelArg::ALL.iter().map(|a| a.name()).collect();
-    let vars: [(&str, String); 10] = [
+    let vars: [(&str, String); 11] = [
         ("EDGEIMG_KARGS", words(&kargs)),
         ("EDGEIMG_BOOT_DIR", BOOT_DIR.into()),
+        ("EDGEIMG_SLOT_STATE_DIR", SLOT_STATE_DIR.into()),
         ("EDGEIMG_NODES_DIR", NODES_DIR.into()),
         ("EDGEIMG_K0S_DATA_FILES", K0S_DATA_FILES.into()),
         ("EDGEIMG_SAY", SAY.into()),
@@ -247,6 +265,25 @@ mod tests {
             names.len(),
             KernelArg::ALL.len(),
             "two arguments share a name"
+        );
+    }
+
+    #[test]
+    fn the_update_state_is_its_folder_and_the_files_directly_in_it() {
+        assert!(is_slot_state_path("update", true));
+        assert!(is_slot_state_path("update/trial", false));
+        assert!(is_slot_state_path("UPDATE/RESULT", false));
+        assert!(!is_slot_state_path("update", false), "a file named update");
+        assert!(
+            !is_slot_state_path("update/more", true),
+            "a folder inside it"
+        );
+        assert!(!is_slot_state_path("update/more/trial", false));
+        assert!(!is_slot_state_path("nodes/aa-bb/update/trial", false));
+        assert!(!is_slot_state_path("node.env", false));
+        assert!(
+            !is_node_path(SLOT_STATE_DIR, true),
+            "the update state would be rendered node config, and replaced by configure"
         );
     }
 

@@ -275,8 +275,11 @@ struct Trial<'a> {
     from: &'a str,
 }
 
-/// Where the trial record lives on the boot partition (slot.sh's SLOT_STATE).
-const TRIAL_FILE: &str = "edgeimg/update/trial";
+/// Where the trial record lives on the boot partition: `trial` in slot.sh's SLOT_STATE.
+fn trial_file() -> String {
+    use crate::node::contract::{BOOT_DIR, SLOT_STATE_DIR};
+    format!("{BOOT_DIR}/{SLOT_STATE_DIR}/trial")
+}
 
 /// systemd-boot: the slot's UKI as `edgeimg-S+TRIES.efi`, which the loader boots next by
 /// itself (newest version first) and counts down; the record, in slot.sh's words.
@@ -300,8 +303,9 @@ fn arm_uefi<F: std::io::Read + std::io::Write + std::io::Seek>(
     vol.write_file(&boot_file, &uki.1)
         .with_context(|| format!("{what}: writing {boot_file}"))?;
     let record = format!("{} {} {}\n", t.slot, t.version, t.from);
-    vol.write_file(TRIAL_FILE, record.as_bytes())
-        .with_context(|| format!("{what}: writing {TRIAL_FILE}"))?;
+    let trial = trial_file();
+    vol.write_file(&trial, record.as_bytes())
+        .with_context(|| format!("{what}: writing {trial}"))?;
     Ok(boot_file)
 }
 
@@ -356,8 +360,9 @@ fn arm_rpi<F: std::io::Read + std::io::Write + std::io::Seek>(
     vol.write_file(armed, text.as_bytes())
         .with_context(|| format!("{what}: writing {armed}"))?;
     let record = format!("{} {} {} offline\n", t.slot, t.version, t.from);
-    vol.write_file(TRIAL_FILE, record.as_bytes())
-        .with_context(|| format!("{what}: writing {TRIAL_FILE}"))?;
+    let trial = trial_file();
+    vol.write_file(&trial, record.as_bytes())
+        .with_context(|| format!("{what}: writing {trial}"))?;
     Ok(format!("slot-{}/", t.slot))
 }
 

@@ -34,7 +34,7 @@
 
 SLOT_ESP=${EDGEIMG_ESP:-/boot}
 SLOT_CMDLINE=${EDGEIMG_CMDLINE:-/proc/cmdline}
-SLOT_STATE="$SLOT_ESP/${EDGEIMG_BOOT_DIR:-edgeimg}/update"
+SLOT_STATE="$SLOT_ESP/${EDGEIMG_BOOT_DIR:-edgeimg}/${EDGEIMG_SLOT_STATE_DIR:-update}"
 # Changes on every boot: a trial armed during this boot has not been tried yet.
 SLOT_BOOT_ID=${EDGEIMG_BOOT_ID:-/proc/sys/kernel/random/boot_id}
 # Tries a UEFI trial gets before systemd-boot gives up on it.
