@@ -89,6 +89,45 @@ pub fn is_node_path(rel: &str, is_dir: bool) -> bool {
     }
 }
 
+/// The hostname a node must come up with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hostname {
+    /// The one its node config (or Imager's preseed) names.
+    Is(String),
+    /// None was given: the name the node makes itself from its first network card's MAC
+    /// (lib.sh's `default_hostname`: `edgeimg-<12 hex digits>`, or `edgeimg` with no card).
+    FromMac,
+}
+
+impl Hostname {
+    pub fn accepts(&self, got: &str) -> bool {
+        match self {
+            Hostname::Is(h) => h == got,
+            Hostname::FromMac => {
+                got == "edgeimg"
+                    || got.strip_prefix("edgeimg-").is_some_and(|mac| {
+                        mac.len() == 12 && mac.bytes().all(|b| b.is_ascii_hexdigit())
+                    })
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Hostname {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hostname::Is(h) => write!(f, "{h:?}"),
+            Hostname::FromMac => f.write_str("edgeimg-<MAC> (no hostname configured)"),
+        }
+    }
+}
+
+impl From<&str> for Hostname {
+    fn from(h: &str) -> Self {
+        Hostname::Is(h.to_string())
+    }
+}
+
 /// Every line the device prints for people and tests starts with this.
 pub const SAY: &str = "edgeimg:";
 

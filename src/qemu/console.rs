@@ -671,4 +671,23 @@ mod tests {
         );
         assert!(parse_ready_line("edgeimg: network: dhcp").is_none());
     }
+
+    #[test]
+    fn a_node_without_a_hostname_must_name_itself_from_its_mac() {
+        let mut e = expect();
+        e.hostname = crate::qemu::Hostname::FromMac;
+        let with = |h: &str| {
+            let line =
+                format!("edgeimg: ready role=worker hostname={h} root=ro k0s=v1.34.10+k0s.0");
+            e.mismatches(&parse_ready_line(&line).unwrap())
+        };
+        assert!(with("edgeimg-525400123456").is_empty());
+        assert!(with("edgeimg").is_empty(), "no network card");
+        assert_eq!(
+            with("pi4-worker"),
+            ["hostname: expected edgeimg-<MAC> (no hostname configured), got \"pi4-worker\""]
+        );
+        assert_eq!(with("edgeimg-52540012345").len(), 1, "11 digits");
+        assert_eq!(with("edgeimg-52540012345g").len(), 1, "not hex");
+    }
 }

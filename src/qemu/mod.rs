@@ -35,6 +35,7 @@ pub use direct::{asked_for_tryboot, tryboot_flag};
 use disk_copy::{copy_size, sparse_copy, work_dir};
 use firmware::{host_check, Host};
 
+pub use crate::node::contract::Hostname;
 pub use crate::profile::qemu::{DirectSpec, DiskInterface, FirmwareSpec, QemuSpec};
 pub use console::{
     parse_ready_line, parse_sysinfo_line, ReadyLine, SysinfoLine, FAILED_MARKER, READY_MARKER,
@@ -45,7 +46,7 @@ pub use console::{
 #[derive(Clone, Debug, PartialEq)]
 pub struct Expectations {
     pub role: String,
-    pub hostname: String,
+    pub hostname: Hostname,
     pub root_ro: bool,
     pub k0s_version: String,
 }
@@ -54,15 +55,18 @@ impl Expectations {
     /// Every field that differs, as `field: expected X, got Y`.
     pub fn mismatches(&self, r: &ReadyLine) -> Vec<String> {
         let root = if self.root_ro { "ro" } else { "rw" };
+        let differs = |field: &str, want: &str, got: &str| {
+            (want != got).then(|| format!("{field}: expected {want:?}, got {got:?}"))
+        };
         [
-            ("role", self.role.as_str(), &r.role),
-            ("hostname", &self.hostname, &r.hostname),
-            ("root", root, &r.root),
-            ("k0s", &self.k0s_version, &r.k0s),
+            differs("role", &self.role, &r.role),
+            (!self.hostname.accepts(&r.hostname))
+                .then(|| format!("hostname: expected {}, got {:?}", self.hostname, r.hostname)),
+            differs("root", root, &r.root),
+            differs("k0s", &self.k0s_version, &r.k0s),
         ]
-        .iter()
-        .filter(|(_, want, got)| want != got)
-        .map(|(field, want, got)| format!("{field}: expected {want:?}, got {got:?}"))
+        .into_iter()
+        .flatten()
         .collect()
     }
 }
