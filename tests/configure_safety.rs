@@ -709,8 +709,11 @@ fn configure_killed_at_every_write_leaves_the_old_or_the_new_config() {
         fleet.to_str().unwrap(),
         "--all-nodes",
     ];
-    let o = configure(&s.image, &args);
+    let o = configure(&s.image, &[&args[..], &["--json"]].concat());
     assert!(o.status.success(), "configure failed:\n{}", stderr(&o));
+    check_json("configure-report.schema.json", &o.stdout);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["kept"], serde_json::json!([trial.0]), "{report}");
     let new = node_files(&s.image, s.boot.0).unwrap();
     assert_eq!(coherent_card(&new).unwrap().len(), 2);
     assert_eq!(
