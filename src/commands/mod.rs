@@ -253,6 +253,38 @@ pub(crate) mod tests {
         }
     }
 
+    /// flash.schema.json repeats configure-report.schema.json's object (flash --node prints
+    /// what configure did) without format_version: the two must not drift apart.
+    #[test]
+    fn flash_schema_embeds_the_configure_report_as_it_is() {
+        let read = |name: &str| -> serde_json::Value {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src/manifest/schema")
+                .join(name);
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+        };
+        let report = read("configure-report.schema.json");
+        let flash = read("flash.schema.json");
+        let embedded = &flash["$defs"]["configured"];
+        let mut props = report["properties"].as_object().unwrap().clone();
+        props.remove("format_version");
+        assert_eq!(
+            embedded["properties"].as_object().unwrap(),
+            &props,
+            "flash.schema.json's configured.properties"
+        );
+        let required: Vec<&serde_json::Value> = report["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| *r != "format_version")
+            .collect();
+        let embedded_required: Vec<&serde_json::Value> =
+            embedded["required"].as_array().unwrap().iter().collect();
+        assert_eq!(embedded_required, required, "configured.required");
+        assert_eq!(embedded["additionalProperties"], false);
+    }
+
     #[test]
     fn the_versioned_printers_put_format_version_first() {
         #[derive(serde::Serialize)]
