@@ -149,6 +149,10 @@ pub(super) enum Stop<'a> {
     },
     /// The first line holding this text (where a power cut is made).
     At(&'a str),
+    /// Every line until QEMU exits by itself: under `-no-reboot` a reset of the guest (its
+    /// watchdog, a reboot) ends QEMU. A panic or a failure line does not end the watch, since
+    /// what follows it is the point.
+    Exit,
 }
 
 /// Why a boot failed.
@@ -217,6 +221,8 @@ pub(super) struct Watch<'a> {
     stop: Stop<'a>,
     timeout: Duration,
     console: Vec<String>,
+    /// When the last line came.
+    last_at: Duration,
     /// The ready line, once it showed, and when reading may end (every extra check present).
     ready: Option<(Reached, Duration)>,
 }
@@ -227,6 +233,7 @@ impl<'a> Watch<'a> {
             stop,
             timeout,
             console: Vec::new(),
+            last_at: Duration::ZERO,
             ready: None,
         }
     }
@@ -254,6 +261,10 @@ impl<'a> Watch<'a> {
     pub fn feed(&mut self, line: String, at: Duration) -> Event {
         let seconds = at.as_secs_f64();
         self.console.push(line);
+        self.last_at = at;
+        if matches!(self.stop, Stop::Exit) {
+            return Event::Pending;
+        }
         let line = self.console.last().expect("just pushed");
         if let Stop::At(marker) = self.stop {
             if line.contains(marker) {
@@ -314,8 +325,14 @@ impl<'a> Watch<'a> {
         self.end_without_line(Failure::Timeout(self.timeout))
     }
 
-    /// QEMU closed its console (it exited).
+    /// QEMU closed its console (it exited). Watching for that, the end is its last line.
     pub fn closed(&mut self) -> Result<Reached, Failure> {
+        if matches!(self.stop, Stop::Exit) {
+            return Ok(Reached {
+                line: self.console.last().map_or("", |l| l.trim()).to_string(),
+                seconds: self.last_at.as_secs_f64(),
+            });
+        }
         self.end_without_line(Failure::Exited)
     }
 
@@ -590,6 +607,31 @@ mod tests {
         let mut w = Watch::new(Stop::At("never"), TIMEOUT);
         transcript(&mut w, &["edgeimg: boot: found"]);
         assert_eq!(w.time_up(), Err(Failure::Timeout(TIMEOUT)));
+    }
+
+    #[test]
+    fn watching_for_the_exit_reads_past_panics_and_ends_when_qemu_does() {
+        let mut w = Watch::new(Stop::Exit, TIMEOUT);
+        let ev = transcript(
+            &mut w,
+            &[
+                "edgeimg: init: modules",
+                "edgeimg: FAILED: something",
+                "Kernel panic - not syncing: sysrq triggered crash",
+                READY,
+            ],
+        );
+        assert_eq!(ev, Event::Pending);
+        assert_eq!(
+            w.closed(),
+            Ok(Reached {
+                line: READY.trim().into(),
+                seconds: 4.0
+            })
+        );
+        let mut w = Watch::new(Stop::Exit, TIMEOUT);
+        transcript(&mut w, &["edgeimg: init: modules"]);
+        assert_eq!(w.time_up(), Err(Failure::Timeout(TIMEOUT)), "QEMU never exited");
     }
 
     #[test]

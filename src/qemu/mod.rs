@@ -192,21 +192,36 @@ pub fn boot_disk(
     kill_when: Option<&str>,
     rep: &dyn Reporter,
 ) -> Result<SmokeReport> {
+    boot_disk_to(disk, spec, opts, opts.stop(kill_when), rep)
+}
+
+/// Boots an existing disk file in place and reads its console until QEMU exits by itself
+/// (the VM is never started again: `-no-reboot`), or `opts.timeout`. What a watchdog does to
+/// a node that hangs is seen this way: the guest is reset, so QEMU ends. The report's line is
+/// the console's last.
+pub fn boot_disk_until_exit(
+    disk: &Path,
+    spec: &QemuSpec,
+    opts: &SmokeOptions,
+    rep: &dyn Reporter,
+) -> Result<SmokeReport> {
+    boot_disk_to(disk, spec, opts, Stop::Exit, rep)
+}
+
+fn boot_disk_to(
+    disk: &Path,
+    spec: &QemuSpec,
+    opts: &SmokeOptions,
+    stop: Stop,
+    rep: &dyn Reporter,
+) -> Result<SmokeReport> {
     let host = host_check(spec)?;
     if !disk.is_file() {
         bail!("{} does not exist", disk.display());
     }
     let dir = work_dir()?;
-    let r = boot(
-        &host,
-        spec,
-        disk,
-        dir.path(),
-        opts,
-        opts.stop(kill_when),
-        rep,
-    )
-    .with_context(|| format!("booting {}", disk.display()))?;
+    let r = boot(&host, spec, disk, dir.path(), opts, stop, rep)
+        .with_context(|| format!("booting {}", disk.display()))?;
     Ok(SmokeReport {
         disk_copy: Some(disk.to_path_buf()),
         ..r
