@@ -23,6 +23,13 @@ use crate::profile::{Arch, Board, BootSpec, PartitionTable};
 use crate::rootfs::Unpacked;
 use crate::tree::Tree;
 
+/// On every kernel command line edgeimg writes, before the board's and the node's arguments
+/// (a later `panic=` of theirs wins): a kernel that panics restarts the board after 10 s
+/// instead of halting. Without it a trial whose kernel or initramfs fails would stop at the
+/// panic until someone power-cycles the node, and never reach the loader that counts the try
+/// and boots the old slot; a network-booted node would stay down the same way.
+pub const PANIC_REBOOT: &str = "panic=10";
+
 /// The partition types of an image's boot, root and data partitions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PartitionTypes {

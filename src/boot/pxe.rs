@@ -50,6 +50,7 @@ pub fn kernel_cmdline(plan: &Plan, base: &str, root_sha256: &str) -> String {
         KernelArg::RootSha256.with(root_sha256),
         KernelArg::Config.with(format!("{base}/node/${{mac:hexhyp}}/")),
         KernelArg::ConfigDefault.with(format!("{base}/node/default/")),
+        super::PANIC_REBOOT.to_string(),
     ];
     args.extend(plan.board.cmdline.iter().cloned());
     args.join(" ")

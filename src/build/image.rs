@@ -280,6 +280,7 @@ pub fn kernel_cmdline(plan: &Plan, layout: &PartitionPlan, slot: Slot) -> String
         KernelArg::Root.with(partuuid(PartRole::Root(slot))),
         KernelArg::Data.with(partuuid(PartRole::Data)),
         KernelArg::Slot.with(slot),
+        crate::boot::PANIC_REBOOT.to_string(),
     ];
     args.extend(plan.board.cmdline.iter().cloned());
     args.extend(plan.node.boot.kernel_args.iter().cloned());
