@@ -8,9 +8,11 @@
 //! 2. v2 (another k0s version, an extra root file) boots on trial, reaches ready, is marked
 //!    good; the data files are still there.
 //! 3. Offline, `edgeimg update` writes v3 into slot A of the disk and arms it (inspect shows
-//!    the slot on trial); v3's init exits at once, the kernel panics, systemd-boot has counted
-//!    the try.
+//!    the slot on trial); v3's init exits at once, the kernel panics and restarts the machine
+//!    by itself (the image's `panic=10`), systemd-boot has counted the try.
 //! 4. The node is back on v2 by itself and says so on the console.
+//!
+//! Beside it, a trial that hangs: the hardware watchdog resets it, and the node falls back.
 //!
 //! Judged from outside where possible: the ESP's files (mtools), inspect --json (jsonschema).
 
@@ -41,11 +43,39 @@ role = "worker"
 ntp = []
 "#;
 
-/// Builds version `v` into `dir/out-v<v>`; `data`: another data dir; `k0s`: a local k0s.
-fn build_version(dir: &Path, v: &str, data: Option<&Path>, k0s: Option<(&Path, &str)>) -> PathBuf {
+/// The hang test's node: once the trial's watchdog is armed (its daemon's pid file), a card
+/// marked with `hang-test` on its FAT stops its kernel: the reboot on panic is turned off and
+/// the kernel crashed, so the CPU halts and only the watchdog can reset it. The mark goes
+/// first, so the boot after is a plain one.
+const HANG_NODE: &str = r#"
+hostname = "hang-test-1"
+boot_cmd = [
+  "[ ! -e /boot/hang-test ] || { rm -f /boot/hang-test; sync; ( while [ ! -s /run/edgeimg/watchdog.pid ]; do sleep 1; done; echo 'hang-test: the watchdog is armed: stopping the kernel'; echo 0 >/proc/sys/kernel/panic; echo 1 >/proc/sys/kernel/sysrq; echo c >/proc/sysrq-trigger ) & }",
+]
+
+[update]
+watchdog = 10
+
+[k0s]
+role = "worker"
+
+[time]
+ntp = []
+"#;
+
+/// Builds version `v` with node config `node` into `dir/out-v<v>`; `data`: another data dir;
+/// `k0s`: a local k0s.
+fn build_version(
+    dir: &Path,
+    node: &str,
+    v: &str,
+    data: Option<&Path>,
+    k0s: Option<(&Path, &str)>,
+) -> PathBuf {
     let out = dir.join(format!("out-v{v}"));
-    let node = dir.join("node.toml");
-    std::fs::write(&node, NODE).unwrap();
+    let node_file = dir.join("node.toml");
+    std::fs::write(&node_file, node).unwrap();
+    let node = node_file;
     let token = token_file(dir);
     let key = dir.join("fleet.key");
     let mut args: Vec<String> = Vec::new();
@@ -140,7 +170,7 @@ fn a_node_updates_itself_falls_back_from_a_broken_update_and_takes_offline_updat
     assert!(o.status.success(), "keys fleet: {}", stderr(&o));
 
     // v1; v2 with another k0s and an extra root file; v3 whose init fails at once.
-    let v1 = build_version(d, "1", None, None);
+    let v1 = build_version(d, NODE, "1", None, None);
     let data2 = data_dir_copy(d, "data2");
     std::fs::create_dir_all(data2.join("overlays/rootfs/usr/share/edgeimg-test")).unwrap();
     std::fs::write(
@@ -154,21 +184,14 @@ fn a_node_updates_itself_falls_back_from_a_broken_update_and_takes_offline_updat
         .replace(K0S_VERSION, V2_K0S);
     std::fs::write(&k0s2, stand_in).unwrap();
     std::fs::set_permissions(&k0s2, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let v2 = build_version(d, "2", Some(&data2), Some((&k0s2, V2_K0S)));
+    let v2 = build_version(d, NODE, "2", Some(&data2), Some((&k0s2, V2_K0S)));
     let data3 = data_dir_copy(d, "data3");
     std::fs::write(
         data3.join("overlays/initramfs/init"),
         "#!/bin/busybox sh\necho 'edgeimg-test: v3 init exits at once'\nexit 1\n",
     )
     .unwrap();
-    let board = data3.join("boards/x86-64.toml");
-    let text = std::fs::read_to_string(&board).unwrap().replace(
-        "cmdline = [\"console=tty0\", \"console=ttyS0,115200\"]",
-        "cmdline = [\"console=tty0\", \"console=ttyS0,115200\", \"panic=1\"]",
-    );
-    assert!(text.contains("panic=1"), "the board's cmdline line moved");
-    std::fs::write(&board, text).unwrap();
-    let v3 = build_version(d, "3", Some(&data3), None);
+    let v3 = build_version(d, NODE, "3", Some(&data3), None);
     let bundle2 = std::fs::read(v2.join("x86-64-worker.update")).unwrap();
     let bundle3 = v3.join("x86-64-worker.update");
     let img_xz = std::fs::metadata(v1.join("x86-64-worker.img"))
@@ -329,15 +352,15 @@ fn a_node_updates_itself_falls_back_from_a_broken_update_and_takes_offline_updat
     assert_eq!(slots[1]["version"], "2", "{slots}");
     assert_eq!(slots[1]["bootable"], true, "{slots}");
 
-    // Boot 3: v3's init exits, the kernel panics (panic=1, QEMU's -no-reboot ends it).
-    let b3 = qemu::boot_disk(&disk, &spec, &opts, Some("Kernel panic"), &Silent);
-    let log3 = match &b3 {
-        Ok(r) => r.console.join("\n"),
-        Err(e) => format!("{e:#}"),
-    };
+    // Boot 3: v3's init exits, the kernel panics and restarts the machine by itself, which
+    // ends QEMU (-no-reboot).
+    let b3 = qemu::boot_disk_until_exit(&disk, &spec, &opts, &Silent).expect("boot 3 (v3)");
+    let log3 = b3.console.join("\n");
+    assert!(has(&b3, "v3 init exits at once"), "{log3}");
+    assert!(has(&b3, "Kernel panic - not syncing"), "{log3}");
     assert!(
-        log3.contains("v3 init exits at once") || log3.contains("Kernel panic"),
-        "{log3}"
+        has(&b3, "Rebooting in 10 seconds"),
+        "a panic must restart the node (panic=10): {log3}"
     );
     assert!(
         esp_has(&disk, boot_start, "EFI/Linux/edgeimg-a+0-1.efi"),
@@ -368,4 +391,85 @@ fn a_node_updates_itself_falls_back_from_a_broken_update_and_takes_offline_updat
         t0.elapsed().as_secs_f64()
     );
     std::fs::remove_file(&disk).ok();
+}
+
+/// A trial whose kernel stops after the trial's watchdog is armed (see [`HANG_NODE`]): the
+/// chipset's TCO watchdog (iTCO_wdt on q35) resets the machine, which ends QEMU (-no-reboot);
+/// systemd-boot has counted the try, and the next boot is v1, which says v2 failed.
+#[test]
+fn a_trial_that_hangs_is_reset_by_the_watchdog_and_falls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let o = edgeimg(&["keys", "fleet", d.join("fleet").to_str().unwrap()]);
+    assert!(o.status.success(), "keys fleet: {}", stderr(&o));
+    let v1 = build_version(d, HANG_NODE, "1", None, None);
+    let v2 = build_version(d, HANG_NODE, "2", None, None);
+    let disk = d.join("disk.img");
+    sparse_copy(&v1.join("x86-64-worker.img"), &disk);
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    f.set_len(4 << 30).unwrap();
+    drop(f);
+    let o = edgeimg(&[
+        "update",
+        disk.to_str().unwrap(),
+        v2.join("x86-64-worker.update").to_str().unwrap(),
+        "--tries",
+        "1",
+    ]);
+    assert!(o.status.success(), "edgeimg update: {}", stderr(&o));
+    let boot_start = 2048;
+    let mark = d.join("hang-test");
+    std::fs::write(&mark, "").unwrap();
+    let fat = format!("{}@@{}", disk.display(), boot_start * 512);
+    let o = run_tool("mcopy", &["-i", &fat, mark.to_str().unwrap(), "::/hang-test"]);
+    assert!(o.status.success(), "mcopy: {}", stderr(&o));
+
+    let spec = board_qemu("x86-64");
+    let opts = smoke_options("worker", "hang-test-1");
+    let hung = qemu::boot_disk_until_exit(&disk, &spec, &opts, &Silent)
+        .expect("the hanging trial's boot");
+    let log = hung.console.join("\n");
+    assert!(has(&hung, "edgeimg: update: v2 on trial in slot b"), "{log}");
+    assert!(
+        has(
+            &hung,
+            "edgeimg: update: the hardware watchdog resets this trial if it stops running for 10s"
+        ),
+        "{log}"
+    );
+    assert!(has(&hung, "iTCO_wdt"), "the chipset's watchdog driver: {log}");
+    assert!(
+        has(&hung, "hang-test: the watchdog is armed: stopping the kernel"),
+        "{log}"
+    );
+    assert!(has(&hung, "sysrq triggered crash"), "{log}");
+    assert!(
+        !has(&hung, "Rebooting in"),
+        "the kernel must not restart itself here: {log}"
+    );
+    assert!(!has(&hung, "edgeimg: ready "), "{log}");
+    assert!(
+        esp_has(&disk, boot_start, "EFI/Linux/edgeimg-b+0-1.efi"),
+        "systemd-boot counted the try: {}",
+        esp_list(&disk, boot_start)
+    );
+    eprintln!(
+        "hung trial: the watchdog ended it, last line at {:.0}s: {}",
+        hung.boot_seconds, hung.ready_line
+    );
+
+    let back = qemu::boot_disk(&disk, &spec, &opts, None, &Silent).expect("the boot after");
+    let log = back.console.join("\n");
+    assert!(
+        has(
+            &back,
+            "edgeimg: update: v2 failed (it did not come up), back on v1"
+        ),
+        "{log}"
+    );
+    assert!(has(&back, "root: slot a on /dev/vda2"), "{log}");
+    assert!(
+        !has(&back, "hang-test:"),
+        "the mark was removed before the hang: {log}"
+    );
 }

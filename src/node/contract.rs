@@ -259,6 +259,7 @@ pub const NODE_ENV_VARS: &[&str] = &[
     "UPDATE_TRIAL_TIMEOUT",
     "UPDATE_URL",
     "UPDATE_CHECK_INTERVAL",
+    "UPDATE_WATCHDOG",
 ];
 
 /// The variables of [`NODE_ENV_VARS`] that hold secrets: shown as present or absent, never

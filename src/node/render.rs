@@ -202,6 +202,9 @@ impl NodeConfig {
         if let Some(i) = self.update.check_interval {
             vars.push(("UPDATE_CHECK_INTERVAL".into(), i.to_string()));
         }
+        if let Some(w) = self.update.watchdog {
+            vars.push(("UPDATE_WATCHDOG".into(), w.to_string()));
+        }
         for (i, f) in self.files.iter().enumerate() {
             vars.push((format!("FILE_{i}_PATH"), f.path.clone()));
             vars.push((format!("FILE_{i}_MODE"), f.mode.to_string()));

@@ -222,7 +222,15 @@ pub struct UpdateConfig {
     /// Seconds between two looks at `url`; absent: 3600.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub check_interval: Option<u64>,
+    /// Seconds the board's hardware watchdog waits for a system on trial that stopped running
+    /// (a kernel hang, a freeze) before it resets the board into the loader, which counts the
+    /// try; 0: not armed; absent: [`DEFAULT_TRIAL_WATCHDOG`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watchdog: Option<u64>,
 }
+
+/// `[update] watchdog` when absent: busybox watchdog's own default reset time.
+pub const DEFAULT_TRIAL_WATCHDOG: u64 = 60;
 
 impl UpdateConfig {
     pub fn is_default(&self) -> bool {
@@ -235,6 +243,12 @@ impl UpdateConfig {
             return Err((
                 "update.trial_timeout",
                 format!("[update] trial_timeout = {t}: give seconds from 60 to 86400 (a trial must have time to reach ready)"),
+            ));
+        }
+        if let Some(w) = self.watchdog.filter(|w| *w != 0 && !(5..=600).contains(w)) {
+            return Err((
+                "update.watchdog",
+                format!("[update] watchdog = {w}: give seconds from 5 to 600 (how long a hung trial runs before the board is reset), or 0 to leave the watchdog off"),
             ));
         }
         if let Some(url) = &self.url {

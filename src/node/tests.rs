@@ -535,6 +535,25 @@ fn update_trial_timeout_is_checked_and_reaches_node_env() {
 }
 
 #[test]
+fn update_watchdog_is_checked_and_reaches_node_env() {
+    for bad in ["1", "4", "601"] {
+        let p = problems(&format!("[update]\nwatchdog = {bad}\n"));
+        assert!(
+            p.iter().any(|p| p
+                .to_string()
+                .contains(&format!("watchdog = {bad}: give seconds from 5 to 600"))),
+            "{bad}: {p:?}"
+        );
+    }
+    for good in ["0", "5", "600"] {
+        let cfg = parse(&format!("[update]\nwatchdog = {good}\n")).unwrap();
+        assert_eq!(env_of_rendered(&cfg.render().unwrap())["UPDATE_WATCHDOG"], good);
+    }
+    let plain = parse("hostname = \"n1\"\n").unwrap();
+    assert!(!env_of_rendered(&plain.render().unwrap()).contains_key("UPDATE_WATCHDOG"));
+}
+
+#[test]
 fn update_channel_is_checked_and_reaches_node_env() {
     let field = |text: &str| {
         problems(text)

@@ -100,6 +100,7 @@ WRAPPER
 		EDGEIMG_BUILD_ENV="$T/etc/build.env" EDGEIMG_UPDATE_PUB="$T/keys/fleet.pub" \
 		EDGEIMG_RUN="$T/run" EDGEIMG_STATE="$T/state" K0S="$T/bin/k0s" \
 		UPD_SLOT_DEV="$T/slot" EDGEIMG_UPDATE_ANY_DEV=1 EDGEIMG_UPDATE_NO_WATCH=1 \
+		EDGEIMG_WATCHDOG="$T/watchdog" EDGEIMG_WATCHDOG_CMD="$T/bin/watchdog" \
 		EDGEIMG_UPDATE_SELF="busybox sh $T/upd-wrapper" \
 		busybox sh "$T/upd-wrapper" "$@"
 }
@@ -206,9 +207,10 @@ a_ready_trial_is_marked_good() {
 	echo "UKI B v2" >"$T/esp/EFI/Linux/edgeimg-b+2-1.efi"
 	sed -i "s/IMAGE_VERSION='1'/IMAGE_VERSION='2'/" "$T/etc/build.env"
 	out=$(upd --boot)
-	assert_eq "edgeimg: update: v2 on trial in slot b; marked good once ready within 900s" "$out"
+	assert_eq "edgeimg: update: v2 on trial in slot b; marked good once ready within 900s
+edgeimg: update: no hardware watchdog ($T/watchdog): a trial that hangs stays hung until a power cycle" "$out"
 	echo "UPDATE_TRIAL_TIMEOUT='120'" >"$T/esp/edgeimg/node.env"
-	assert_eq "edgeimg: update: v2 on trial in slot b; marked good once ready within 120s" "$(upd --boot)" "[update] trial_timeout"
+	assert_has "$(upd --boot)" "edgeimg: update: v2 on trial in slot b; marked good once ready within 120s" "[update] trial_timeout"
 	out=$(upd --ready)
 	assert_eq "edgeimg: update: v2 is ready: slot b marked good" "$out"
 	assert_eq "edgeimg-a.efi edgeimg-b.efi " "$(ukis)"
@@ -243,6 +245,90 @@ giving_up_leaves_no_tries() {
 		slot_give_up
 	)
 	assert_eq "edgeimg-a.efi edgeimg-b+0-3.efi " "$(ukis)"
+}
+
+# await_call TEXT: until $T/calls holds TEXT (a background process writes it), 10 s at most.
+await_call() {
+	local n=0
+	until grep -qF "$1" "$T/calls" 2>/dev/null; do
+		n=$((n + 1))
+		[ "$n" -lt 100 ] || {
+			echo "never in calls: $1"
+			calls
+			return 1
+		}
+		sleep 0.1
+	done
+}
+
+# await_gone PID: until process PID has ended (or is a zombie nobody reaped yet), 10 s at most.
+await_gone() {
+	local n=0
+	while kill -0 "$1" 2>/dev/null && ! grep -q '^State:.*Z' "/proc/$1/status" 2>/dev/null; do
+		n=$((n + 1))
+		[ "$n" -lt 100 ] || {
+			echo "process $1 still runs"
+			return 1
+		}
+		sleep 0.1
+	done
+}
+
+# A trial on v2 in slot b, and a watchdog device with a fake daemon that records how it was
+# started and runs until it is stopped (SIGTERM: busybox watchdog's magic close).
+trial_with_watchdog() {
+	node b
+	mkdir -p "$T/esp/edgeimg/update"
+	echo "b 2 1" >"$T/esp/edgeimg/update/trial"
+	echo "UKI B v2" >"$T/esp/EFI/Linux/edgeimg-b+2-1.efi"
+	sed -i "s/IMAGE_VERSION='1'/IMAGE_VERSION='2'/" "$T/etc/build.env"
+	: >"$T/watchdog"
+	: >"$T/calls"
+	cat >"$T/bin/watchdog" <<FAKE
+#!/bin/sh
+echo "watchdog \$*" >>"$T/calls"
+exec sleep 1000
+FAKE
+	chmod +x "$T/bin/watchdog"
+}
+
+a_trial_runs_under_the_watchdog_until_it_is_good() {
+	local out pid
+	trial_with_watchdog
+	out=$(upd --boot)
+	assert_has "$out" "edgeimg: update: the hardware watchdog resets this trial if it stops running for 60s"
+	await_call "watchdog -F -T 60 -t 15 $T/watchdog"
+	pid=$(cat "$T/run/watchdog.pid")
+	kill -0 "$pid" || exit 1
+	out=$(upd --ready)
+	assert_has "$out" "edgeimg: update: v2 is ready: slot b marked good"
+	assert_has "$out" "edgeimg: update: the trial's watchdog is stopped"
+	await_gone "$pid"
+	[ ! -e "$T/run/watchdog.pid" ] || exit 1
+}
+
+the_watchdog_follows_the_node_config() {
+	local out
+	trial_with_watchdog
+	echo "UPDATE_WATCHDOG='5'" >"$T/esp/edgeimg/node.env"
+	upd --boot >/dev/null
+	await_call "watchdog -F -T 5 -t 2 $T/watchdog"
+	kill "$(cat "$T/run/watchdog.pid")"
+	await_gone "$(cat "$T/run/watchdog.pid")"
+	rm -f "$T/run/watchdog.pid"
+	# The boot's effective settings win (a per-MAC node config): off there.
+	mkdir -p "$T/run"
+	echo "UPDATE_WATCHDOG='0'" >"$T/run/node.env"
+	: >"$T/calls"
+	out=$(upd --boot)
+	assert_has "$out" "edgeimg: update: the watchdog is off for this trial ([update] watchdog = 0)"
+	[ ! -e "$T/run/watchdog.pid" ] || exit 1
+	# A boot that is not a trial arms nothing.
+	node a
+	out=$(upd --boot)
+	case "$out" in *watchdog*) echo "not a trial, yet: $out" && exit 1 ;; esac
+	sleep 0.3
+	assert_eq "" "$(calls)" "no daemon started"
 }
 
 the_manifest_reader_flattens_nested_keys() {
@@ -354,6 +440,8 @@ tcase "no key in the image is refused" no_key_in_the_image_is_refused
 tcase "a ready trial is marked good" a_ready_trial_is_marked_good
 tcase "a failed trial is reported once and cleaned up" a_failed_trial_is_reported_once_and_cleaned_up
 tcase "giving up leaves no tries" giving_up_leaves_no_tries
+tcase "a trial runs under the hardware watchdog until it is good" a_trial_runs_under_the_watchdog_until_it_is_good
+tcase "the trial's watchdog follows [update] watchdog" the_watchdog_follows_the_node_config
 tcase "the manifest reader flattens nested keys" the_manifest_reader_flattens_nested_keys
 tcase "a running trial is not overwritten" a_running_trial_is_not_overwritten
 tcase "the poller applies a newer bundle, drains and reboots" the_poller_applies_a_newer_bundle_drains_and_reboots
