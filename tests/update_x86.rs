@@ -421,15 +421,21 @@ fn a_trial_that_hangs_is_reset_by_the_watchdog_and_falls_back() {
     let mark = d.join("hang-test");
     std::fs::write(&mark, "").unwrap();
     let fat = format!("{}@@{}", disk.display(), boot_start * 512);
-    let o = run_tool("mcopy", &["-i", &fat, mark.to_str().unwrap(), "::/hang-test"]);
+    let o = run_tool(
+        "mcopy",
+        &["-i", &fat, mark.to_str().unwrap(), "::/hang-test"],
+    );
     assert!(o.status.success(), "mcopy: {}", stderr(&o));
 
     let spec = board_qemu("x86-64");
     let opts = smoke_options("worker", "hang-test-1");
-    let hung = qemu::boot_disk_until_exit(&disk, &spec, &opts, &Silent)
-        .expect("the hanging trial's boot");
+    let hung =
+        qemu::boot_disk_until_exit(&disk, &spec, &opts, &Silent).expect("the hanging trial's boot");
     let log = hung.console.join("\n");
-    assert!(has(&hung, "edgeimg: update: v2 on trial in slot b"), "{log}");
+    assert!(
+        has(&hung, "edgeimg: update: v2 on trial in slot b"),
+        "{log}"
+    );
     assert!(
         has(
             &hung,
@@ -437,9 +443,15 @@ fn a_trial_that_hangs_is_reset_by_the_watchdog_and_falls_back() {
         ),
         "{log}"
     );
-    assert!(has(&hung, "iTCO_wdt"), "the chipset's watchdog driver: {log}");
     assert!(
-        has(&hung, "hang-test: the watchdog is armed: stopping the kernel"),
+        has(&hung, "iTCO_wdt"),
+        "the chipset's watchdog driver: {log}"
+    );
+    assert!(
+        has(
+            &hung,
+            "hang-test: the watchdog is armed: stopping the kernel"
+        ),
         "{log}"
     );
     assert!(has(&hung, "sysrq triggered crash"), "{log}");

@@ -224,13 +224,10 @@ pub struct UpdateConfig {
     pub check_interval: Option<u64>,
     /// Seconds the board's hardware watchdog waits for a system on trial that stopped running
     /// (a kernel hang, a freeze) before it resets the board into the loader, which counts the
-    /// try; 0: not armed; absent: [`DEFAULT_TRIAL_WATCHDOG`].
+    /// try; 0: not armed; absent: 60 (edgeimg-update's default, busybox watchdog's own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watchdog: Option<u64>,
 }
-
-/// `[update] watchdog` when absent: busybox watchdog's own default reset time.
-pub const DEFAULT_TRIAL_WATCHDOG: u64 = 60;
 
 impl UpdateConfig {
     pub fn is_default(&self) -> bool {

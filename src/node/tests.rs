@@ -547,7 +547,10 @@ fn update_watchdog_is_checked_and_reaches_node_env() {
     }
     for good in ["0", "5", "600"] {
         let cfg = parse(&format!("[update]\nwatchdog = {good}\n")).unwrap();
-        assert_eq!(env_of_rendered(&cfg.render().unwrap())["UPDATE_WATCHDOG"], good);
+        assert_eq!(
+            env_of_rendered(&cfg.render().unwrap())["UPDATE_WATCHDOG"],
+            good
+        );
     }
     let plain = parse("hostname = \"n1\"\n").unwrap();
     assert!(!env_of_rendered(&plain.render().unwrap()).contains_key("UPDATE_WATCHDOG"));

@@ -631,7 +631,11 @@ mod tests {
         );
         let mut w = Watch::new(Stop::Exit, TIMEOUT);
         transcript(&mut w, &["edgeimg: init: modules"]);
-        assert_eq!(w.time_up(), Err(Failure::Timeout(TIMEOUT)), "QEMU never exited");
+        assert_eq!(
+            w.time_up(),
+            Err(Failure::Timeout(TIMEOUT)),
+            "QEMU never exited"
+        );
     }
 
     #[test]
