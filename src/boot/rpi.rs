@@ -29,7 +29,7 @@ use super::uboot::{script_image, ImageArch};
 use super::{kernel_image, BootMethod};
 use crate::disk::layout::Slot;
 use crate::plan::Plan;
-use crate::profile::RpiBoot;
+use crate::profile::{RpiBoot, UBootSpec};
 use crate::rootfs::Unpacked;
 use crate::tree::{Kind, Tree, TreePath};
 
@@ -110,7 +110,7 @@ impl BootMethod for Rpi<'_> {
             .iter()
             .map(|f| format!("{dir}/{f}"))
             .collect();
-        files.extend(self.spec.u_boot.iter().map(|u| u.binary.clone()));
+        files.extend(self.spec.u_boot.iter().flat_map(|u| u.binaries().cloned()));
         files
     }
 
@@ -255,14 +255,21 @@ pub fn slot_files(
         );
     }
     if let Some(ub) = &spec.u_boot {
-        let bin = u.root.read(&ub.binary).with_context(|| {
-            format!(
-                "{board_file}: boot.u_boot.binary: {} is not in any package (is u-boot-rpi in \
-                 `packages`?)",
-                ub.binary
-            )
-        })?;
-        files.push((U_BOOT_BIN.to_string(), bin.to_vec()));
+        let builds = std::iter::once(("binary".to_string(), U_BOOT_BIN.to_string(), &ub.binary))
+            .chain(
+                ub.models
+                    .iter()
+                    .map(|(m, path)| (format!("models.{m}"), UBootSpec::model_file(m), path)),
+            );
+        for (field, name, path) in builds {
+            let bin = u.root.read(path).with_context(|| {
+                format!(
+                    "{board_file}: boot.u_boot.{field}: {path} is not in any package (is \
+                     u-boot-rpi in `packages`?)"
+                )
+            })?;
+            files.push((name, bin.to_vec()));
+        }
         files.push((
             BOOTARGS_TXT.to_string(),
             format!("bootargs={}\n", text.trim_end()).into_bytes(),
@@ -314,6 +321,9 @@ fn template_context(
         arm_64bit => spec.arm_64bit,
         u_boot => spec.u_boot.is_some(),
         u_boot_bin => U_BOOT_BIN,
+        // (filter, file) for each Pi model with a U-Boot build of its own.
+        u_boot_models => spec.u_boot.iter().flat_map(|u| u.models.keys())
+            .map(|m| (m.clone(), UBootSpec::model_file(m))).collect::<Vec<_>>(),
         boot_command => spec.u_boot.as_ref().map(|u| u.boot_command.as_str()),
         config => spec.config.iter().chain(&plan.node.boot.config_txt).cloned().collect::<Vec<_>>(),
         cmdline => cmdline,
@@ -335,6 +345,9 @@ pub struct FirmwareLoad {
     /// None when the machine makes its own device tree.
     pub dtb: Option<String>,
     pub cmdline: String,
+    /// `arm_64bit=1`: the firmware starts the kernel in 64-bit mode (at 0x80000 or where the
+    /// Image header says); else in 32-bit mode at 0x8000.
+    pub arm_64bit: bool,
 }
 
 /// The Raspberry Pi firmware's choice of files (the `config.txt` documentation):
@@ -368,6 +381,7 @@ pub fn firmware_load(
     let mut active = true;
     let mut prefix: Option<String> = None;
     let mut upstream = false;
+    let mut arm_64bit = false;
     let mut kernel = default_kernel.to_string();
     let mut initramfs = None;
     let mut dtb = model_dtb.map(str::to_string);
@@ -396,6 +410,7 @@ pub fn firmware_load(
         match key.trim() {
             "os_prefix" => prefix = Some(value),
             "upstream_kernel" => upstream = value == "1",
+            "arm_64bit" => arm_64bit = value == "1",
             "kernel" => kernel = value,
             "ramfsfile" => initramfs = Some(value),
             "device_tree" => dtb = Some(value),
@@ -421,6 +436,7 @@ pub fn firmware_load(
         dtb: dtb.as_deref().map(at),
         cmdline: at(&cmdline),
         os_prefix,
+        arm_64bit,
     })
 }
 
@@ -516,6 +532,24 @@ mod tests {
         assert_eq!(l.initramfs.as_deref(), Some("slot-a/initrd.img"));
         assert_eq!(l.dtb.as_deref(), Some("slot-a/bcm2837-rpi-3-b.dtb"));
         assert_eq!(l.cmdline, "slot-a/cmdline.txt");
+        assert!(l.arm_64bit);
+    }
+
+    #[test]
+    fn a_model_filter_picks_its_u_boot_and_32_bit_is_the_default() {
+        // pi3-armhf's config.txt: one U-Boot build per Pi model.
+        let text = "kernel=u-boot.bin\n[pi3]\nkernel=u-boot-pi3.bin\n[all]\nenable_uart=1\n";
+        let files = [
+            ("config.txt", text),
+            ("u-boot.bin", ""),
+            ("u-boot-pi3.bin", ""),
+        ];
+        let l = load(&files, false, None).unwrap();
+        assert_eq!(l.kernel, "u-boot-pi3.bin");
+        assert!(!l.arm_64bit);
+        let read = |p: &str| (p == "config.txt").then(|| text.to_string());
+        let pi2 = firmware_load(&|_| true, &read, false, "pi2", "kernel7.img", None).unwrap();
+        assert_eq!(pi2.kernel, "u-boot.bin");
     }
 
     #[test]

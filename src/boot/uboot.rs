@@ -1,5 +1,5 @@
 //! U-Boot's legacy image format for a boot script (`boot.scr`), as `mkimage -T script`
-//! writes it: a 64-byte big-endian header (magic, header CRC, time, size, load and entry
+//! writes it (and for a kernel, `mkimage -T kernel`, which the QEMU harness uses): a 64-byte big-endian header (magic, header CRC, time, size, load and entry
 //! addresses, data CRC, OS, architecture, type, compression, a 32-byte name), then the
 //! "multi-file" body U-Boot's `source` command reads: each part's length as a big-endian
 //! word, a zero word, then the parts, each padded to 4 bytes. The time is 0, so the bytes
@@ -7,6 +7,7 @@
 
 const MAGIC: u32 = 0x2705_1956;
 const OS_LINUX: u8 = 5;
+const TYPE_KERNEL: u8 = 2;
 const TYPE_SCRIPT: u8 = 6;
 const COMP_NONE: u8 = 0;
 const NAME_LEN: usize = 32;
@@ -26,6 +27,23 @@ pub fn script_image(text: &str, name: &str, arch: ImageArch) -> Vec<u8> {
     data.extend_from_slice(&0u32.to_be_bytes());
     data.extend_from_slice(script);
     data.resize(data.len().next_multiple_of(4), 0);
+    legacy_image(TYPE_SCRIPT, arch, 0, &data, name)
+}
+
+/// `kernel` (any program started the way a Linux kernel is: U-Boot itself, or a zImage) as
+/// a legacy kernel image that is loaded at, and entered at, `load`.
+///
+/// QEMU's `-kernel` loads a raw 32-bit ARM file at RAM + 0x10000, where a zImage (position
+/// independent) runs but U-Boot (linked at 0x8000) does not; from a legacy image it takes
+/// the load address, and still starts the program as a Linux kernel (r2 = the device
+/// tree, the other CPUs parked). The harness that plays the Pi firmware uses it for the
+/// firmware's 32-bit `kernel_address`, 0x8000.
+pub fn kernel_image(kernel: &[u8], name: &str, arch: ImageArch, load: u32) -> Vec<u8> {
+    legacy_image(TYPE_KERNEL, arch, load, kernel, name)
+}
+
+/// The 64-byte header over `data`, then `data`.
+fn legacy_image(kind: u8, arch: ImageArch, load: u32, data: &[u8], name: &str) -> Vec<u8> {
     let header = |hcrc: u32| {
         let mut h = Vec::with_capacity(64);
         for word in [
@@ -33,13 +51,13 @@ pub fn script_image(text: &str, name: &str, arch: ImageArch) -> Vec<u8> {
             hcrc,
             0, // time
             data.len() as u32,
-            0, // load address
-            0, // entry point
-            crc32fast::hash(&data),
+            load, // load address
+            load, // entry point
+            crc32fast::hash(data),
         ] {
             h.extend_from_slice(&word.to_be_bytes());
         }
-        h.extend_from_slice(&[OS_LINUX, arch as u8, TYPE_SCRIPT, COMP_NONE]);
+        h.extend_from_slice(&[OS_LINUX, arch as u8, kind, COMP_NONE]);
         let mut n = [0u8; NAME_LEN];
         let b = name.as_bytes();
         let len = b.len().min(NAME_LEN - 1);
@@ -48,7 +66,7 @@ pub fn script_image(text: &str, name: &str, arch: ImageArch) -> Vec<u8> {
         h
     };
     let mut out = header(crc32fast::hash(&header(0)));
-    out.extend_from_slice(&data);
+    out.extend_from_slice(data);
     out
 }
 
@@ -83,5 +101,15 @@ mod tests {
         assert_eq!(&img[72..], b"x\0\0\0");
         assert_eq!(img[32 + 31], 0);
         assert_eq!(img[29], 2);
+    }
+
+    #[test]
+    fn a_kernel_image_names_its_load_address() {
+        let img = kernel_image(b"\x01\x02\x03\x04\x05", "u-boot", ImageArch::Arm, 0x8000);
+        assert_eq!((be(&img, 16), be(&img, 20)), (0x8000, 0x8000));
+        assert_eq!(&img[28..32], &[5, 2, 2, 0]);
+        assert_eq!(be(&img, 12), 5);
+        assert_eq!(&img[64..], b"\x01\x02\x03\x04\x05");
+        assert_eq!(be(&img, 24), crc32fast::hash(&img[64..]));
     }
 }

@@ -1,6 +1,7 @@
 //! A board: `boards/<name>.toml`. Plain data: no code branches on a board's name, so adding a
 //! board is adding a file. What a boot method does with its `[boot]` table lives in `boot/`.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
@@ -193,7 +194,32 @@ pub struct UBootSpec {
     /// The U-Boot command that starts this board's kernel: `booti` (arm64 Image) or
     /// `bootz` (32-bit zImage).
     pub boot_command: UBootCommand,
+    /// Other U-Boot builds by Pi model, for a board that covers several (`pi3 =
+    /// ".../rpi_3_32b/u-boot.bin"`): the key is the firmware's `config.txt` filter, the file
+    /// goes into the slot folder as [`UBootSpec::model_file`], and `config.txt` names it under
+    /// `[pi3]`. Other models start `binary`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, String>,
 }
+
+impl UBootSpec {
+    /// The name of `model`'s U-Boot build in a slot folder.
+    pub fn model_file(model: &str) -> String {
+        format!("u-boot-{model}.bin")
+    }
+
+    /// Every U-Boot build the board takes from its packages.
+    pub fn binaries(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.binary).chain(self.models.values())
+    }
+}
+
+/// The Pi firmware's model filters (`[pi3]` in `config.txt`), the keys
+/// `[boot.u_boot.models]` takes.
+pub const PI_MODEL_FILTERS: &[&str] = &[
+    "pi0", "pi0w", "pi02", "pi1", "pi2", "pi3", "pi3+", "pi4", "pi400", "cm4", "cm4s", "pi5",
+    "pi500", "cm5",
+];
 
 /// How U-Boot starts a kernel image.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -7,7 +7,9 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use crate::profile::{BaseProfile, Board, BootSpec, RoleProfile, UserSpec, U_BOOT_KERNEL};
+use crate::profile::{
+    BaseProfile, Board, BootSpec, RoleProfile, UserSpec, PI_MODEL_FILTERS, U_BOOT_KERNEL,
+};
 use crate::tree::TreePath;
 
 /// Longest package name, module name and path accepted (Debian, Linux and PATH_MAX allow more
@@ -243,6 +245,21 @@ pub fn board(b: &Board) -> Result<()> {
     if let BootSpec::Rpi(r) = &b.boot {
         if let Some(u) = &r.u_boot {
             one(file, "boot.u_boot.binary", &u.binary, tree_path)?;
+            for (model, path) in &u.models {
+                let field = format!("boot.u_boot.models.{model}");
+                if !PI_MODEL_FILTERS.contains(&model.as_str()) {
+                    return Err(problem(
+                        file,
+                        &field,
+                        path,
+                        &format!(
+                            "{model:?} is not a Pi firmware model filter (one of {})",
+                            PI_MODEL_FILTERS.join(", ")
+                        ),
+                    ));
+                }
+                one(file, &field, path, tree_path)?;
+            }
             if r.kernel != U_BOOT_KERNEL {
                 return Err(problem(
                     file,
@@ -371,6 +388,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("boot.u_boot.binary"));
+        // A per-model build: a firmware filter, a path inside the tree.
+        let with_model = |model: &str, path: &str| {
+            let mut b = data().board("pi3-armhf").unwrap();
+            if let BootSpec::Rpi(r) = &mut b.boot {
+                let u = r.u_boot.as_mut().unwrap();
+                u.models.insert(model.into(), path.into());
+            }
+            board(&b).map_err(|e| e.to_string())
+        };
+        assert!(with_model("pi3", "usr/lib/u-boot/rpi_3_32b/u-boot.bin").is_ok());
+        let err = with_model("raspberry", "usr/lib/u-boot/x.bin").unwrap_err();
+        assert!(
+            err.contains("boot.u_boot.models.raspberry") && err.contains("pi3+"),
+            "{err}"
+        );
+        let err = with_model("pi2", "../u-boot.bin").unwrap_err();
+        assert!(err.contains("boot.u_boot.models.pi2"), "{err}");
     }
 
     #[test]

@@ -94,6 +94,12 @@ pub struct DirectSpec {
     /// then not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firmware: Option<String>,
+    /// Under `firmware`: the device tree handed to the machine has the SD card on the SDHCI
+    /// rather than the Pi's sdhost. QEMU 7.2 does not answer the firmware property U-Boot's
+    /// sdhost driver sets its clock with, and the 32-bit U-Boot then divides by zero
+    /// (`crate::qemu` documents it where it patches the tree).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sd_on_sdhci: bool,
 }
 
 /// UEFI firmware: candidate paths, first existing wins. `code[i]` pairs with `vars[i]` (the

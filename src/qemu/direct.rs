@@ -29,6 +29,9 @@ pub(super) struct DirectFiles {
     pub firmware: Option<String>,
 }
 
+/// Where the Pi firmware loads a 32-bit kernel (its `kernel_address` default).
+const PI_32BIT_KERNEL_ADDRESS: u32 = 0x8000;
+
 /// The kernel's console line for a restart with a command (kernel/reboot.c).
 const RESTART_WITH_COMMAND: &str = "reboot: Restarting system with command '";
 
@@ -182,12 +185,28 @@ fn play_rpi_firmware(
         std::fs::write(&to, data).with_context(|| format!("writing {}", to.display()))?;
         Ok(to)
     };
-    let kernel = put(&load.kernel, get(&load.kernel)?)?;
+    let mut kernel_data = get(&load.kernel)?;
+    if !load.arm_64bit {
+        // The firmware starts a 32-bit kernel= at 0x8000 (U-Boot is linked there); QEMU puts
+        // a raw file at 0x10000, a legacy image where its header says.
+        kernel_data = crate::boot::uboot::kernel_image(
+            &kernel_data,
+            &load.kernel,
+            crate::boot::uboot::ImageArch::Arm,
+            PI_32BIT_KERNEL_ADDRESS,
+        );
+    }
+    let kernel = put(&load.kernel, kernel_data)?;
     let initrd = match &load.initramfs {
         Some(n) => Some(put(n, get(n)?)?),
         None => None,
     };
     let dtb = match &load.dtb {
+        Some(n) if d.sd_on_sdhci => {
+            let tree = super::dtb::sd_on_sdhci(&get(n)?)
+                .with_context(|| format!("{what}: {n} ([qemu.direct] sd_on_sdhci)"))?;
+            Some(put(n, tree)?)
+        }
         Some(n) => Some(put(n, get(n)?)?),
         None => None,
     };

@@ -23,6 +23,7 @@ mod args;
 mod console;
 mod direct;
 mod disk_copy;
+mod dtb;
 mod firmware;
 #[cfg(test)]
 mod tests;
