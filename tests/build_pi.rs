@@ -31,26 +31,6 @@ watchdog = 0
 ntp = []
 "#;
 
-/// What the raspi3b boot test puts on its card (sourced by the node config's boot_cmd): once
-/// the node is ready, slot a's boot files become slot b's (its command line marked), slot b
-/// is armed and the node reboots, all through slot.sh's U-Boot functions (the part of an
-/// update after the bundle is verified).
-const AB_TEST: &str = r#". /usr/lib/edgeimg/lib.sh
-. /etc/edgeimg/build.env
-. /usr/lib/edgeimg/slot.sh
-if [ ! -e /boot/ab-test.armed ]; then
-	: >/boot/ab-test.armed
-	sync
-	(
-		while [ ! -e /run/edgeimg/ready ]; do sleep 1; done
-		rm -rf /tmp/new && mkdir -p /tmp/new
-		cp -R /boot/slot-a /tmp/new/slot-b
-		sed -i 's/edgeimg.slot=a/edgeimg.slot=b edgeimg.test=trial-b/' /tmp/new/slot-b/cmdline.txt /tmp/new/slot-b/bootargs.txt
-		slot_install_boot b /tmp/new && slot_arm b 2 && slot_reboot_trial
-	) &
-fi
-"#;
-
 const STEM: &str = "pi3-controller+worker";
 
 /// Where the Imager list says the images are served from.
@@ -522,20 +502,6 @@ fn pi3_bmap_copies_to_the_same_bytes_and_imager_entry_matches() {
     assert!(sums.contains("  os_list.json\n"), "{sums}");
 }
 
-/// A card for the raspi3b boot: the preseeded image with [`AB_TEST`] on its FAT.
-fn ab_test_image() -> PathBuf {
-    let copy = built().out.join("ab-test.img");
-    sparse_copy(&preseeded_image(), &copy);
-    let script = built().out.join("ab-test.sh");
-    std::fs::write(&script, AB_TEST).unwrap();
-    let spec = format!("{}@@1M", copy.display());
-    tool_ok(
-        "mcopy",
-        &["-i", &spec, script.to_str().unwrap(), "::/ab-test.sh"],
-    );
-    copy
-}
-
 /// The kernel's command line as it printed it.
 fn kernel_cmdline(console: &[String]) -> String {
     console
@@ -550,134 +516,6 @@ fn kernel_cmdline(console: &[String]) -> String {
                 console.join("\n")
             )
         })
-}
-
-/// Boots pi3 on raspi3b to the ready line; then, with the test harness playing the Pi
-/// firmware (config.txt, os_prefix: it starts the slot's U-Boot) and Debian's U-Boot running
-/// boot.scr, an A/B trial through slot.sh: the node arms slot b in trial.txt and reboots;
-/// U-Boot counts the try down on the FAT, boots slot b, and the boot loses power; the next
-/// one has no tries left, U-Boot boots slot a, and the node says the trial failed.
-#[test]
-fn pi3_boots_on_qemu_raspi3b_to_the_ready_line() {
-    let spec = board_qemu("pi3");
-    need(&spec.system);
-    let started = std::time::Instant::now();
-    let opts = SmokeOptions {
-        timeout: Duration::from_secs(480),
-        // Not a power of two: smoke rounds the SD card up (2 GiB).
-        disk_size: 1500 * 1024 * 1024,
-        // The partitions were found on the SD card by disk signature, and k0s was started.
-        // QEMU's raspi3b has no Wi-Fi chip: the Wi-Fi step says so and the boot goes on.
-        extra_console_checks: vec![
-            "mmcblk0".into(),
-            "k0s-stand-in: controller".into(),
-            // The arm64 initramfs runs its own copy of Debian's dmsetup (aarch64 libraries).
-            "mounted read-only through dm-verity".into(),
-            // Imager's rpi-preseed.toml: hostname (the ready line), key, Wi-Fi and time
-            // zone taken; its user account is not (root with keys only).
-            "config: rpi-preseed.toml (Raspberry Pi Imager): hostname=pi-test-1 wlan=edge-lab country=DE timezone=Europe/Berlin ssh-keys=1; not applied: [user]".into(),
-            "wifi: SSID edge-lab (country DE) configured, but no wireless interface (wlan0) appeared".into(),
-            "ssh: dropbear on port 22, 1 key(s)".into(),
-            "time: time zone Europe/Berlin".into(),
-            // U-Boot's boot.scr took slot a (slots.txt).
-            "edgeimg: boot: slot a".into(),
-            // After the ready line: the trial of slot b, a plain reboot.
-            "edgeimg: update: rebooting into slot b on trial (U-Boot counts its tries)".into(),
-            "reboot: Restarting system".into(),
-        ],
-        keep: true,
-        ..smoke_options("controller+worker", "pi-test-1")
-    };
-    let r = qemu::smoke(&ab_test_image(), &spec, &opts, &Silent).expect("pi3 smoke on raspi3b");
-    assert!(
-        r.console
-            .iter()
-            .any(|l| l.contains("edgeimg.test=node-arg")),
-        "the kernel did not get cmdline.txt's arguments"
-    );
-    // k0s's pre-flight checks for a controller+worker on the Pi's kernel: no error.
-    let sysinfo = r.sysinfo.as_ref().expect("a sysinfo line");
-    assert_eq!(sysinfo.errors, 0, "{}", sysinfo.text);
-    eprintln!("pi3 on raspi3b: {}", sysinfo.text);
-    eprintln!("pi3 on raspi3b: ready after {:.1} s", r.boot_seconds);
-
-    // The loader's part, judged from outside: the disk's FAT.
-    let disk = r.disk_copy.clone().expect("the disk copy is kept");
-    assert!(
-        kernel_cmdline(&r.console).contains("edgeimg.slot=a"),
-        "the first boot is slot a"
-    );
-    assert!(
-        !qemu::tryboot_flag(&disk).exists(),
-        "no tryboot flag asked for"
-    );
-    assert_eq!(mtype(&disk, "trial.txt"), "trial=b\ntries=1\n");
-    assert!(mtype(&disk, "config.txt")
-        .lines()
-        .any(|l| l == "os_prefix=slot-a/"));
-
-    // The trial boot: U-Boot writes the count down, then starts slot b. A power cut while
-    // it boots.
-    let trial = qemu::boot_disk(&disk, &spec, &opts, Some("edgeimg.test=trial-b"), &Silent)
-        .expect("the trial boot of slot b");
-    assert!(
-        trial
-            .console
-            .iter()
-            .any(|l| l.contains("edgeimg: boot: slot b on trial (tries left after this one: 0)")),
-        "{}",
-        trial.console.join("\n")
-    );
-    let cmdline = kernel_cmdline(&trial.console);
-    assert!(cmdline.contains("edgeimg.slot=b"), "{cmdline}");
-    // U-Boot's fatwrite, read back by mtools.
-    let counted = mtype(&disk, "trial.txt");
-    assert!(
-        counted.contains("trial=b") && counted.contains("tries=0"),
-        "{counted:?}"
-    );
-
-    // The next boot: no tries left, U-Boot takes slot a, and the node says the trial failed.
-    let back = qemu::boot_disk(&disk, &spec, &opts, Some("back on v"), &Silent)
-        .expect("the boot after the failed trial");
-    assert!(
-        back.console
-            .iter()
-            .any(|l| l
-                .contains("edgeimg: boot: the trial of slot b has no tries left: booting slot a")),
-        "{}",
-        back.console.join("\n")
-    );
-    let cmdline = kernel_cmdline(&back.console);
-    assert!(
-        cmdline.contains("edgeimg.slot=a") && !cmdline.contains("trial-b"),
-        "{cmdline}"
-    );
-    assert!(
-        back.ready_line
-            .starts_with("edgeimg: update: v2 failed (it did not come up), back on v"),
-        "{}",
-        back.ready_line
-    );
-    // Slot b is left unbootable: no trial.txt, no kernel in its folder.
-    let spec_fat = format!("{}@@1M", disk.display());
-    let listing = tool_ok("mdir", &["-/", "-b", "-i", &spec_fat, "::/"]);
-    assert!(
-        !listing
-            .lines()
-            .any(|l| l.trim() == "::/trial.txt" || l.trim() == "::/slot-b/vmlinuz"),
-        "{listing}"
-    );
-    assert!(
-        listing.lines().any(|l| l.trim() == "::/slot-b/initrd.img"),
-        "{listing}"
-    );
-    // smoke kept the VM's folder for the disk: remove it.
-    std::fs::remove_dir_all(disk.parent().unwrap()).unwrap();
-    eprintln!(
-        "pi3 on raspi3b: ready, trial of slot b, fallback to slot a in {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
 }
 
 /// What the offline-update test puts on its card (sourced by boot_cmd): the data partition's
@@ -772,7 +610,9 @@ fn fat_listing(card: &Path) -> Vec<String> {
 /// The whole update sequence on pi3 under raspi3b, the harness playing the firmware (it
 /// starts the U-Boot config.txt names) and Debian's U-Boot running boot.scr, every update
 /// written offline by `edgeimg update` (raspi3b has no network card):
-/// 1. v1 boots to ready and writes a file on the data partition.
+/// 1. v1 boots to ready the way `edgeimg smoke` boots an image (Imager's preseed applied,
+///    k0s's pre-flight checks clean, U-Boot taking slot a) and writes a file on the data
+///    partition; the SD card smoke made and kept is the card from then on.
 /// 2. The card is configured (a new node config), v2 is written into slot b, and the card is
 ///    configured again: inspect shows v2 on trial, booting next, with the second config.
 /// 3. U-Boot counts the try down and boots v2, which reaches ready with the second config,
@@ -802,20 +642,16 @@ fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
         .unwrap();
     });
 
-    // The card: Imager's preseed and the test's boot_cmd script; an SD card's size.
-    let card = d.join("card.img");
-    sparse_copy(&preseeded_image(), &card);
+    // The card: Imager's preseed and the test's boot_cmd script.
+    let image = d.join("v1.img");
+    sparse_copy(&preseeded_image(), &image);
     let script = d.join("ab-test.sh");
     std::fs::write(&script, UPDATE_TEST).unwrap();
-    let fat = format!("{}@@1M", card.display());
+    let fat = format!("{}@@1M", image.display());
     tool_ok(
         "mcopy",
         &["-i", &fat, script.to_str().unwrap(), "::/ab-test.sh"],
     );
-    let f = std::fs::OpenOptions::new().write(true).open(&card).unwrap();
-    let len = f.metadata().unwrap().len();
-    f.set_len(len.next_power_of_two()).unwrap();
-    drop(f);
 
     let opts = |checks: &[&str]| SmokeOptions {
         timeout: Duration::from_secs(480),
@@ -824,21 +660,59 @@ fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
     };
     let said = |b: &qemu::SmokeReport, text: &str| b.console.iter().any(|l| l.contains(text));
 
-    // 1. v1 to ready: the data partition's file.
-    let b = qemu::boot_disk(
-        &card,
+    // 1. v1 to ready through `edgeimg smoke`'s path: the image copied onto an SD card (not
+    // a power of two: smoke rounds it up to 2 GiB), the partitions found by disk signature,
+    // k0s started, Imager's rpi-preseed.toml applied (hostname on the ready line, key, Wi-Fi
+    // and time zone; its user account is not: root with keys only). QEMU's raspi3b has no
+    // Wi-Fi chip: the Wi-Fi step says so and the boot goes on. The card is then the kept copy.
+    let r = qemu::smoke(
+        &image,
         &spec,
-        &opts(&["edgeimg: boot: slot a"]),
-        None,
+        &SmokeOptions {
+            disk_size: 1500 * 1024 * 1024,
+            keep: true,
+            ..opts(&[
+                "mmcblk0",
+                "k0s-stand-in: controller",
+                // The arm64 initramfs runs its own copy of Debian's dmsetup.
+                "mounted read-only through dm-verity",
+                "config: rpi-preseed.toml (Raspberry Pi Imager): hostname=pi-test-1 wlan=edge-lab country=DE timezone=Europe/Berlin ssh-keys=1; not applied: [user]",
+                "wifi: SSID edge-lab (country DE) configured, but no wireless interface (wlan0) appeared",
+                "ssh: dropbear on port 22, 1 key(s)",
+                "time: time zone Europe/Berlin",
+                // U-Boot's boot.scr took slot a (slots.txt).
+                "edgeimg: boot: slot a",
+                "pi-update-test: persist=none extra=none",
+            ])
+        },
         &Silent,
     )
-    .expect("v1's boot");
-    assert!(kernel_cmdline(&b.console).contains("edgeimg.slot=a"));
-    assert!(said(&b, "pi-update-test: persist=none extra=none"));
+    .expect("v1's boot (smoke on raspi3b)");
     assert!(
-        said(&b, "pi-update-test: watchdog device: yes"),
+        said(&r, "edgeimg.test=node-arg"),
+        "the kernel did not get cmdline.txt's arguments"
+    );
+    // k0s's pre-flight checks for a controller+worker on the Pi's kernel: no error.
+    let sysinfo = r.sysinfo.as_ref().expect("a sysinfo line");
+    assert_eq!(sysinfo.errors, 0, "{}", sysinfo.text);
+    eprintln!("pi3 on raspi3b: {}", sysinfo.text);
+    eprintln!("pi3 on raspi3b: ready after {:.1} s", r.boot_seconds);
+    assert!(kernel_cmdline(&r.console).contains("edgeimg.slot=a"));
+    assert!(
+        said(&r, "pi-update-test: watchdog device: yes"),
         "bcm2835_wdt is loaded (the watchdog a trial arms on a Pi)"
     );
+    let card = r.disk_copy.clone().expect("the disk copy is kept");
+    assert_eq!(std::fs::metadata(&card).unwrap().len(), 2 << 30);
+    assert!(
+        !qemu::tryboot_flag(&card).exists(),
+        "no tryboot flag asked for"
+    );
+    assert!(!fat_listing(&card).iter().any(|l| l == "::/trial.txt"));
+    assert_eq!(mtype(&card, "slots.txt"), "good=a\n");
+    assert!(mtype(&card, "config.txt")
+        .lines()
+        .any(|l| l == "os_prefix=slot-a/"));
 
     // 2. configure, v2 into slot b offline, configure again: the trial U-Boot boots next,
     // and the node config is the last one written.
@@ -952,8 +826,187 @@ fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
             .any(|l| l == "::/trial.txt" || l == "::/slot-a/vmlinuz"),
         "slot a is left unbootable: {listing:?}"
     );
+    // smoke kept the VM's folder for the card: remove it.
+    std::fs::remove_dir_all(card.parent().unwrap()).unwrap();
     eprintln!(
         "pi3 on raspi3b: v1, offline v2 trial, good, v3 failed, back on v2 in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+/// The armhf update test's node config: its boot_cmd sources the script on the FAT.
+const ARMHF_NODE: &str = r#"
+boot_cmd = ["[ ! -e /boot/update-test.sh ] || . /boot/update-test.sh"]
+
+[update]
+watchdog = 0
+
+[time]
+ntp = []
+"#;
+
+/// What the armhf update test puts on its card: v1 writes a file on the data partition and,
+/// once ready, applies the bundle on the FAT with the node's own edgeimg-update, which
+/// reboots into the trial; every boot prints the file and the one only v2's root has.
+const ARMHF_UPDATE_TEST: &str = r#"echo "armhf-update-test: persist=$(cat /var/lib/edgeimg-test/persist 2>/dev/null || echo none) extra=$(cat /usr/share/edgeimg-test/v2-extra 2>/dev/null || echo none)"
+if [ ! -e /var/lib/edgeimg-test/persist ]; then
+	mkdir -p /var/lib/edgeimg-test && echo kept >/var/lib/edgeimg-test/persist
+	(
+		while [ ! -e /run/edgeimg/ready ]; do sleep 1; done
+		edgeimg-update /boot/v2.update --tries 1 --reboot
+	) &
+fi
+"#;
+
+/// Builds pi3-armhf (worker) version `v` with the test's node config and a fleet key in
+/// `dir`, from a copy of the project's data that `change` edits; returns the output folder.
+fn build_armhf_version(dir: &Path, key: &Path, v: &str, change: impl FnOnce(&Path)) -> PathBuf {
+    let data = data_dir_copy(dir, &format!("data-armhf-v{v}"));
+    change(&data);
+    let vdir = dir.join(format!("armhf-v{v}"));
+    std::fs::create_dir_all(&vdir).unwrap();
+    let token = token_file(&vdir);
+    let started = std::time::Instant::now();
+    let out = build_with_node(
+        &vdir,
+        ARMHF_NODE,
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--board",
+            "pi3-armhf",
+            "--role",
+            "worker",
+            "--token-file",
+            token.to_str().unwrap(),
+            "--no-xz",
+            "--image-version",
+            v,
+            "--signing-key",
+            key.to_str().unwrap(),
+        ],
+    );
+    eprintln!(
+        "build pi3-armhf v{v}: {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    out
+}
+
+/// pi3-armhf on raspi2b, the harness playing the firmware (config.txt names Debian's 32-bit
+/// U-Boot, which it starts at 0x8000) and U-Boot running boot.scr with `bootz`: an update
+/// applied on the node itself.
+/// 1. v1 boots slot a to ready, writes a file on the data partition, then runs
+///    `edgeimg-update` on v2's bundle: it verifies it, writes slot b, arms trial.txt and
+///    reboots (a plain reboot: U-Boot counts the tries).
+/// 2. U-Boot counts the try down and boots v2, which reaches ready, is marked good (judged
+///    from outside: slots.txt, config.txt, inspect) and still has the data partition's file.
+#[test]
+fn pi3_armhf_updates_itself_through_u_boot_on_raspi2b() {
+    let spec = board_qemu("pi3-armhf");
+    need(&spec.system);
+    let started = std::time::Instant::now();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fleet = d.join("fleet");
+    let o = edgeimg(&["keys", "fleet", fleet.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let key = d.join("fleet.key");
+    let v1 = build_armhf_version(d, &key, "1", |_| {});
+    let v2 = build_armhf_version(d, &key, "2", |data| {
+        let extra = data.join("overlays/rootfs/usr/share/edgeimg-test");
+        std::fs::create_dir_all(&extra).unwrap();
+        std::fs::write(extra.join("v2-extra"), "yes\n").unwrap();
+    });
+    let stem = "pi3-armhf-worker";
+
+    // The card: v1, the test's script and v2's bundle on the FAT; an SD card's size.
+    let card = d.join("card.img");
+    sparse_copy(&v1.join(format!("{stem}.img")), &card);
+    let script = d.join("update-test.sh");
+    std::fs::write(&script, ARMHF_UPDATE_TEST).unwrap();
+    let fat = format!("{}@@1M", card.display());
+    let bundle = v2.join(format!("{stem}.update"));
+    for (from, to) in [(&script, "::/update-test.sh"), (&bundle, "::/v2.update")] {
+        tool_ok("mcopy", &["-i", &fat, from.to_str().unwrap(), to]);
+    }
+    let config = mtype(&card, "config.txt");
+    assert!(
+        config.contains("kernel=u-boot.bin\n[pi3]\nkernel=u-boot-pi3.bin\n[all]\n"),
+        "{config}"
+    );
+    let f = std::fs::OpenOptions::new().write(true).open(&card).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len.next_power_of_two()).unwrap();
+    drop(f);
+
+    let opts = |checks: &[&str]| SmokeOptions {
+        timeout: Duration::from_secs(600),
+        extra_console_checks: checks.iter().map(|c| c.to_string()).collect(),
+        ..smoke_options("worker", stem)
+    };
+    let said = |b: &qemu::SmokeReport, text: &str| b.console.iter().any(|l| l.contains(text));
+
+    // 1. v1 to ready, then the update on the node and its reboot.
+    let b = qemu::boot_disk(
+        &card,
+        &spec,
+        &opts(&[
+            "edgeimg: boot: slot a",
+            "armhf-update-test: persist=none extra=none",
+            "edgeimg: update: v2 armed on slot b as the next boot's trial (1 tries)",
+            "edgeimg: update: rebooting into slot b",
+            "reboot: Restarting system",
+        ]),
+        None,
+        &Silent,
+    )
+    .expect("v1's boot and the update");
+    assert!(kernel_cmdline(&b.console).contains("edgeimg.slot=a"));
+    assert!(
+        said(&b, "signed by the fleet key; writing slot b"),
+        "{}",
+        b.console.join("\n")
+    );
+    assert_eq!(mtype(&card, "trial.txt"), "trial=b\ntries=1\n");
+    assert!(mtype(&card, "slot-b/bootargs.txt").contains("edgeimg.slot=b"));
+    let slots = card_slots(&card);
+    assert!(
+        slots[1]["trial"] == true && slots[1]["version"] == "2" && slots[1]["active"] == true,
+        "{slots}"
+    );
+
+    // 2. v2 on trial (bootz of slot b's zImage), ready, marked good.
+    let b = qemu::boot_disk(
+        &card,
+        &spec,
+        &opts(&[
+            "edgeimg: boot: slot b on trial (tries left after this one: 0)",
+            "edgeimg: update: v2 on trial in slot b",
+            "edgeimg: update: v2 is ready: slot b marked good",
+        ]),
+        None,
+        &Silent,
+    )
+    .expect("v2's trial boot");
+    assert!(kernel_cmdline(&b.console).contains("edgeimg.slot=b"));
+    assert!(
+        said(&b, "armhf-update-test: persist=kept extra=yes"),
+        "v2's root with the data partition of v1:\n{}",
+        b.console.join("\n")
+    );
+    assert_eq!(mtype(&card, "slots.txt"), "good=b\n");
+    assert!(mtype(&card, "config.txt")
+        .lines()
+        .any(|l| l == "os_prefix=slot-b/"));
+    assert!(!fat_listing(&card).iter().any(|l| l == "::/trial.txt"));
+    let slots = card_slots(&card);
+    assert!(
+        slots[1]["active"] == true && slots[1]["trial"] == false && slots[1]["version"] == "2",
+        "{slots}"
+    );
+    eprintln!(
+        "pi3-armhf on raspi2b: v1, update on the node, v2 trial, good in {:.0} s",
         started.elapsed().as_secs_f64()
     );
 }
