@@ -162,6 +162,12 @@ pub struct Plan {
     pub data: PathBuf,
 }
 
+/// The hostname a build gives a node whose config names none: `<board>-<role>`, with
+/// `controller+worker`'s `+` as `-` (a hostname has no `+`). `smoke` expects it too.
+pub fn default_hostname(board: &str, role: &str) -> String {
+    format!("{board}-{role}").replace('+', "-")
+}
+
 impl Plan {
     /// Resolves a request against the project's data. `host_mirror` is the build host's APT
     /// mirror, used when neither `--mirror` nor the profile names one.
@@ -179,7 +185,7 @@ impl Plan {
         };
         node.k0s.role = Some(role);
         if node.hostname.is_none() {
-            node.hostname = Some(format!("{}-{}", board.name, role).replace('+', "-"));
+            node.hostname = Some(default_hostname(&board.name, &role.to_string()));
         }
         let role_profile = data.role(role)?;
         let mirror = req.mirror.or_else(|| base.mirror.clone()).or(host_mirror).context(

@@ -31,7 +31,7 @@ pub fn image_facts(data: &DataDir, image: &Path) -> Result<ImageFacts> {
         })?
         .into_image(&manifest_path)?;
     let node = node_on_image(image)?;
-    let built_default = format!("{}-{}", m.board, m.role).replace('+', "-");
+    let built_default = crate::plan::default_hostname(&m.board, &m.role);
     let hostname = expected_hostname(
         &m.hostname,
         &built_default,
