@@ -598,6 +598,39 @@ fn card_slots(card: &Path) -> serde_json::Value {
     ins["slots"].clone()
 }
 
+fn len_of(file: &Path) -> u64 {
+    std::fs::metadata(file).unwrap().len()
+}
+
+/// Boot options for `role` named `hostname`, which also wait for `checks` on the console.
+fn boot_opts(role: &str, hostname: &str, checks: &[&str]) -> SmokeOptions {
+    SmokeOptions {
+        timeout: Duration::from_secs(600),
+        extra_console_checks: checks.iter().map(|c| c.to_string()).collect(),
+        ..smoke_options(role, hostname)
+    }
+}
+
+/// Whether a boot's console has a line containing `text`.
+fn said(b: &qemu::SmokeReport, text: &str) -> bool {
+    b.console.iter().any(|l| l.contains(text))
+}
+
+/// A U-Boot card whose `slot` is marked good at `version`, judged from outside: slots.txt
+/// and config.txt name it, no trial.txt is left, inspect --json shows it active, not on trial.
+fn assert_marked_good(card: &Path, slot: char, version: &str) {
+    assert_eq!(mtype(card, "slots.txt"), format!("good={slot}\n"));
+    let prefix = format!("os_prefix=slot-{slot}/");
+    assert!(mtype(card, "config.txt").lines().any(|l| l == prefix));
+    assert!(!fat_listing(card).iter().any(|l| l == "::/trial.txt"));
+    let slots = card_slots(card);
+    let s = &slots[if slot == 'a' { 0 } else { 1 }];
+    assert!(
+        s["active"] == true && s["trial"] == false && s["version"] == version,
+        "{slots}"
+    );
+}
+
 /// The boot FAT's root listing (mtools).
 fn fat_listing(card: &Path) -> Vec<String> {
     let spec_fat = format!("{}@@1M", card.display());
@@ -653,12 +686,7 @@ fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
         &["-i", &fat, script.to_str().unwrap(), "::/ab-test.sh"],
     );
 
-    let opts = |checks: &[&str]| SmokeOptions {
-        timeout: Duration::from_secs(480),
-        extra_console_checks: checks.iter().map(|c| c.to_string()).collect(),
-        ..smoke_options("controller+worker", "pi-test-1")
-    };
-    let said = |b: &qemu::SmokeReport, text: &str| b.console.iter().any(|l| l.contains(text));
+    let opts = |checks: &[&str]| boot_opts("controller+worker", "pi-test-1", checks);
 
     // 1. v1 to ready through `edgeimg smoke`'s path: the image copied onto an SD card (not
     // a power of two: smoke rounds it up to 2 GiB), the partitions found by disk signature,
@@ -669,6 +697,7 @@ fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
         &image,
         &spec,
         &SmokeOptions {
+            // Smaller than the image, and not a power of two.
             disk_size: 1500 * 1024 * 1024,
             keep: true,
             ..opts(&[
@@ -703,7 +732,13 @@ fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
         "bcm2835_wdt is loaded (the watchdog a trial arms on a Pi)"
     );
     let card = r.disk_copy.clone().expect("the disk copy is kept");
-    assert_eq!(std::fs::metadata(&card).unwrap().len(), 2 << 30);
+    // The 2.3 GiB image on a 1500 MiB request: the card is the image's size rounded up to
+    // a power of two, as QEMU wants an SD card.
+    let (card_len, image_len) = (len_of(&card), len_of(&image));
+    assert!(
+        card_len.is_power_of_two() && card_len >= image_len && card_len < 2 * image_len,
+        "{card_len} for an image of {image_len}"
+    );
     assert!(
         !qemu::tryboot_flag(&card).exists(),
         "no tryboot flag asked for"
@@ -774,16 +809,7 @@ fn pi3_takes_offline_updates_and_falls_back_from_a_broken_one_on_raspi3b() {
         "v2's root with the data partition of v1:\n{}",
         b.console.join("\n")
     );
-    assert_eq!(mtype(&card, "slots.txt"), "good=b\n");
-    assert!(mtype(&card, "config.txt")
-        .lines()
-        .any(|l| l == "os_prefix=slot-b/"));
-    assert!(!fat_listing(&card).iter().any(|l| l == "::/trial.txt"));
-    let slots = card_slots(&card);
-    assert!(
-        slots[1]["active"] == true && slots[1]["trial"] == false && slots[1]["version"] == "2",
-        "{slots}"
-    );
+    assert_marked_good(&card, 'b', "2");
 
     // 4. v3 into slot a.
     let r = update_card(&card, &bundle3);
@@ -940,12 +966,7 @@ fn pi3_armhf_updates_itself_through_u_boot_on_raspi2b() {
     f.set_len(len.next_power_of_two()).unwrap();
     drop(f);
 
-    let opts = |checks: &[&str]| SmokeOptions {
-        timeout: Duration::from_secs(600),
-        extra_console_checks: checks.iter().map(|c| c.to_string()).collect(),
-        ..smoke_options("worker", stem)
-    };
-    let said = |b: &qemu::SmokeReport, text: &str| b.console.iter().any(|l| l.contains(text));
+    let opts = |checks: &[&str]| boot_opts("worker", stem, checks);
 
     // 1. v1 to ready, then the update on the node and its reboot.
     let b = qemu::boot_disk(
@@ -995,16 +1016,7 @@ fn pi3_armhf_updates_itself_through_u_boot_on_raspi2b() {
         "v2's root with the data partition of v1:\n{}",
         b.console.join("\n")
     );
-    assert_eq!(mtype(&card, "slots.txt"), "good=b\n");
-    assert!(mtype(&card, "config.txt")
-        .lines()
-        .any(|l| l == "os_prefix=slot-b/"));
-    assert!(!fat_listing(&card).iter().any(|l| l == "::/trial.txt"));
-    let slots = card_slots(&card);
-    assert!(
-        slots[1]["active"] == true && slots[1]["trial"] == false && slots[1]["version"] == "2",
-        "{slots}"
-    );
+    assert_marked_good(&card, 'b', "2");
     eprintln!(
         "pi3-armhf on raspi2b: v1, update on the node, v2 trial, good in {:.0} s",
         started.elapsed().as_secs_f64()

@@ -112,4 +112,49 @@ mod tests {
         assert_eq!(&img[64..], b"\x01\x02\x03\x04\x05");
         assert_eq!(be(&img, 24), crc32fast::hash(&img[64..]));
     }
+
+    /// U-Boot's own `mkimage -l` (u-boot-tools, a test dependency) reads the header as
+    /// QEMU and U-Boot do: checksums good, type, architecture and addresses as written.
+    #[test]
+    fn mkimage_lists_the_kernel_image_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("u-boot.img");
+        std::fs::write(
+            &path,
+            kernel_image(&[0xa5; 1000], "u-boot.bin", ImageArch::Arm, 0x8000),
+        )
+        .unwrap();
+        let o = std::process::Command::new("mkimage")
+            .arg("-l")
+            .arg(&path)
+            .output()
+            .expect("mkimage (u-boot-tools)");
+        let listed = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success(), "{listed}");
+        // And byte for byte what mkimage itself writes (its time from SOURCE_DATE_EPOCH).
+        let theirs = dir.path().join("theirs.img");
+        let data = dir.path().join("data");
+        std::fs::write(&data, [0xa5; 1000]).unwrap();
+        let o = std::process::Command::new("mkimage")
+            .env("SOURCE_DATE_EPOCH", "0")
+            .args(["-A", "arm", "-O", "linux", "-T", "kernel", "-C", "none"])
+            .args(["-a", "0x8000", "-e", "0x8000", "-n", "u-boot.bin", "-d"])
+            .arg(&data)
+            .arg(&theirs)
+            .output()
+            .expect("mkimage (u-boot-tools)");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            std::fs::read(&theirs).unwrap(),
+            std::fs::read(&path).unwrap()
+        );
+        for want in [
+            "Image Name:   u-boot.bin",
+            "Image Type:   ARM Linux Kernel Image (uncompressed)",
+            "Load Address: 00008000",
+            "Entry Point:  00008000",
+        ] {
+            assert!(listed.contains(want), "{want:?} not in:\n{listed}");
+        }
+    }
 }
