@@ -54,6 +54,7 @@ const TOOLS: &[(&str, Source<'static>)] = &[
     ("dirname", Essential("coreutils")),
     ("dpkg", Essential("dpkg")),
     ("dtc", Apt("device-tree-compiler")),
+    ("fdtget", Apt("device-tree-compiler")),
     ("dpkg-deb", Essential("dpkg")),
     ("dpkg-query", Essential("dpkg")),
     ("du", Essential("coreutils")),
